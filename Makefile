@@ -1,0 +1,25 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: postgres setup demo test
+
+$(BIN)/runbook: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# PostgreSQL server binaries (demo sandbox and tests). Present on this machine kind; installed if missing.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib; }
+
+setup: postgres $(BIN)/runbook
+
+demo: setup
+	$(BIN)/runbook demo
+
+test: setup
+	$(BIN)/python -m pytest -q

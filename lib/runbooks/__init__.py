@@ -1,0 +1,10 @@
+"""Executable incident runbooks for Autolytiq Desk Studio.
+
+A notebook needs one import line, e.g. `from runbooks import charts, postgres, record`.
+This module stays light: the `runbook` command imports it before any kernel starts.
+"""
+
+from .evidence import Action, Finding, record
+
+__version__ = "0.1.0"
+__all__ = ["Action", "Finding", "record", "__version__"]

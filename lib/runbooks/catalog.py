@@ -1,0 +1,148 @@
+"""Where the runbooks are and what they take: notebooks, their titles and their `parameters` cell."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+ROOT = Path(os.environ.get("RUNBOOKS_HOME", Path(__file__).resolve().parents[2]))
+NOTEBOOKS = ROOT / "notebooks"
+PARAMETERS = ROOT / "parameters"
+OUTPUT = ROOT / "output"
+
+# `name: annotation = default  # help`, as papermill's Python translator reads it.
+_ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*(?::\s*(?P<annotation>[^=]+?))?\s*=\s*(?P<value>.*?)(?:\s*#\s*(?P<help>.*))?$")
+_OPTIONAL = re.compile(r"^Optional\[(\w+)\]$")
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str  # str | int | float | bool | list | dict, or Optional[one of those]
+    default: Any
+    help: str
+
+    def check(self, value: Any) -> None:
+        """Raise UsageError unless `value` is of this parameter's type."""
+        base, optional = self.type, False
+        if match := _OPTIONAL.match(self.type):
+            base, optional = match.group(1), True
+        if value is None and optional:
+            return
+        accepted = _TYPES[base]
+        if isinstance(value, bool) and bool not in accepted:
+            accepted = ()
+        if not isinstance(value, accepted):
+            raise UsageError(
+                f"parameter {self.name!r} takes {self.type}, got {type(value).__name__} {value!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Runbook:
+    name: str
+    path: Path
+    title: str
+    parameters: dict[str, Parameter]
+
+    def resolve(self, *layers: dict[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with each layer in turn; unknown names and wrong types are rejected."""
+        values = {name: p.default for name, p in self.parameters.items()}
+        for layer in layers:
+            for name, value in layer.items():
+                parameter = self.parameters.get(name)
+                if parameter is None:
+                    known = ", ".join(self.parameters)
+                    raise UsageError(f"runbook {self.name!r} has no parameter {name!r} (it takes: {known})")
+                if parameter.type == "str" and not isinstance(value, str) and value is not None:
+                    value = str(value)  # `-p incident 1234` stays the string the user typed
+                parameter.check(value)
+                values[name] = value
+        return values
+
+
+def runbooks() -> list[Runbook]:
+    return [load(path) for path in sorted(NOTEBOOKS.glob("*.ipynb"))]
+
+
+def find(name: str) -> Runbook:
+    path = NOTEBOOKS / f"{name}.ipynb"
+    if "/" in name or not path.is_file():
+        known = ", ".join(r.name for r in runbooks())
+        raise UsageError(f"unknown runbook {name!r} (known: {known})")
+    return load(path)
+
+
+def load(path: Path) -> Runbook:
+    cells = json.loads(path.read_text())["cells"]
+    title = next(
+        (line.lstrip("# ").strip() for c in cells if c["cell_type"] == "markdown"
+         for line in _source(c).splitlines() if line.startswith("# ")),
+        path.stem,
+    )
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    parameters = parse_parameters(_source(cell)) if cell else {}
+    return Runbook(path.stem, path, title, parameters)
+
+
+def parse_parameters(source: str) -> dict[str, Parameter]:
+    """Read one `name[: type] = literal  # help` per line, the layout of our parameters cells."""
+    parameters = {}
+    for line in source.splitlines():
+        match = _ASSIGNMENT.match(line.strip())
+        if not match:
+            continue
+        default = ast.literal_eval(match["value"])
+        annotation = (match["annotation"] or type(default).__name__).strip()
+        base = _OPTIONAL.match(annotation)
+        if (base.group(1) if base else annotation) not in _TYPES:
+            raise ValueError(f"parameter {match['name']!r}: unsupported type {annotation!r}")
+        parameters[match["name"]] = Parameter(match["name"], annotation, default, (match["help"] or "").strip())
+    return parameters
+
+
+def parse_cli_value(text: str) -> Any:
+    """`-p KEY VALUE`: VALUE is read as a YAML scalar, so `true`, `2.5` and `null` arrive typed."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (str, int, float, bool)) or value is None else text
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise UsageError(f"cannot read parameter file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"parameter file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"parameter file {path} must be a mapping of parameter names to values")
+    return data
+
+
+def environment_layer(env: str, runbook: Runbook) -> dict[str, Any]:
+    """`parameters/<env>.yaml`: `defaults` apply where the runbook takes them, `runbooks.<name>` must fit."""
+    path = PARAMETERS / f"{env}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(PARAMETERS.glob("*.yaml")))
+        raise UsageError(f"unknown environment {env!r} (known: {known})")
+    data = read_yaml(path)
+    shared = {k: v for k, v in (data.get("defaults") or {}).items() if k in runbook.parameters}
+    return {**shared, **((data.get("runbooks") or {}).get(runbook.name) or {})}
+
+
+def _source(cell: dict) -> str:
+    source = cell["source"]
+    return source if isinstance(source, str) else "".join(source)

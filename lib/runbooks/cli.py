@@ -1,0 +1,85 @@
+"""`runbook`: list, show and run the incident runbooks.
+
+Exit codes: 0 every cell ran; 1 a cell failed or the target was unreachable (evidence still
+written); 2 bad input (unknown runbook, parameter, environment, wrong type), before any kernel.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import catalog
+from .errors import UsageError
+
+
+class _Group(click.Group):
+    """Turn our usage errors into one line and exit code 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            click.echo(f"runbook: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """Executable incident runbooks: parameterised notebooks that leave timestamped evidence."""
+
+
+@main.command("list")
+def list_() -> None:
+    """One line per runbook: name, title, parameters."""
+    books = catalog.runbooks()
+    width = max((len(b.name) for b in books), default=0)
+    for book in books:
+        click.echo(f"{book.name:<{width}}  {book.title}  [{', '.join(book.parameters)}]")
+
+
+@main.command()
+@click.argument("name")
+def show(name: str) -> None:
+    """Each parameter of runbook NAME with its type, default and meaning."""
+    book = catalog.find(name)
+    click.echo(f"{book.name}: {book.title}\n")
+    for p in book.parameters.values():
+        click.echo(f"  {p.name} ({p.type}, default {p.default!r})\n      {p.help}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("-p", "--parameter", "pairs", nargs=2, multiple=True, metavar="KEY VALUE",
+              help="Set a parameter; VALUE is read as YAML (true, 2.5, null).")
+@click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path),
+              help="YAML file of parameters (repeatable).")
+@click.option("--env", help="Environment: parameters/<ENV>.yaml.")
+@click.option("--incident", default="adhoc", show_default=True, help="Incident id: the output sub-folder.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
+    """Run runbook NAME headlessly; the last line printed is its evidence file."""
+    book = catalog.find(name)
+    layers = [catalog.environment_layer(env, book)] if env else []
+    layers += [catalog.read_yaml(f) for f in files]
+    layers += [{key: catalog.parse_cli_value(value) for key, value in pairs}]
+    parameters = book.resolve(*layers)
+
+    from .runner import run as execute  # papermill and nbconvert load only when something runs
+
+    result = execute(book, parameters, incident, output_dir, progress=sys.stdout.isatty())
+    if result.error:
+        e = result.error
+        click.echo(f"runbook: {name} failed at cell {e['cell']}: {e['ename']}: {e['evalue']}", err=True)
+    click.echo(result.evidence_path)
+    sys.exit(0 if result.status == "completed" else 1)
+
+
+@main.command()
+def demo() -> None:
+    """Start a throwaway PostgreSQL, induce a pool-exhaustion incident, run its runbook, clean up."""
+    from .sandbox.demo import main as run_demo
+
+    sys.exit(run_demo())

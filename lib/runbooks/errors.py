@@ -1,0 +1,11 @@
+"""The errors a runbook user can meet, each with the exit code the `runbook` command gives it."""
+
+
+class UsageError(Exception):
+    """Bad input caught before any kernel starts: unknown runbook or parameter, wrong type. Exit 2."""
+
+    exit_code = 2
+
+
+class DatabaseUnreachable(Exception):
+    """The diagnostic session could not connect; the message says why and how to get in."""

@@ -1,0 +1,38 @@
+"""Keep secrets out of everything a run writes: notebooks, HTML, evidence, logs."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+REDACTED = "[REDACTED]"
+# Fallback for strings libpq cannot parse: `password=...` pairs and `scheme://user:password@` URLs.
+_LOOSE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)|(://[^:/@\s]*:)([^@\s]*)(@)", re.IGNORECASE)
+
+
+def split_password(dsn: str) -> tuple[str, str | None]:
+    """The connection string without its password, and that password (None when it had none)."""
+    if not dsn:
+        return dsn, None
+    try:
+        parts = conninfo_to_dict(dsn)
+    except ProgrammingError:
+        match = _LOOSE.search(dsn)
+        return (dsn, None) if not match else (redact_dsn(dsn), (match.group(2) or match.group(4)).strip("'"))
+    password = parts.pop("password", None)
+    return (dsn, None) if password is None else (make_conninfo(**parts), password)
+
+
+def redact_dsn(dsn: str) -> str:
+    """A connection string fit to print: the password, if any, replaced."""
+    return _LOOSE.sub(lambda m: f"{m.group(1)}{REDACTED}" if m.group(1) else f"{m.group(3)}{REDACTED}@", dsn)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every occurrence of each secret replaced."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text

@@ -1,0 +1,152 @@
+"""Run one runbook headlessly and leave its evidence: executed notebook, HTML, evidence file.
+
+The three files are written whatever happens in the notebook; a failed run is evidence too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import socket
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import nbformat
+import papermill
+from nbconvert import HTMLExporter
+from traitlets.config import Config
+
+from . import __version__, evidence, redact
+from .catalog import ROOT, Runbook
+from .errors import UsageError
+
+# Kernels talk over Unix sockets rather than unencrypted loopback TCP.
+KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
+
+
+@dataclass(frozen=True)
+class Run:
+    status: str  # completed | failed
+    evidence_path: Path
+    error: dict | None
+
+
+def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir: Path, progress: bool = False) -> Run:
+    """Execute `runbook` with `parameters` (already resolved) into `output_dir/incident/`."""
+    if not incident or "/" in incident or incident.startswith("."):
+        raise UsageError(f"incident id {incident!r} must be a plain name (letters, digits, dashes)")
+    folder = output_dir / incident
+    folder.mkdir(parents=True, exist_ok=True)
+    started = _now()
+    stem = folder / f"{started:%Y%m%dT%H%M%SZ}-{runbook.name}"
+    notebook_path, html_path, evidence_path = (stem.with_name(stem.name + suffix) for suffix in (".ipynb", ".html", ".evidence.json"))
+
+    parameters, secrets = _without_passwords(parameters)
+    error = None
+    with _libpq_password(secrets[0] if secrets else None):
+        try:
+            papermill.execute_notebook(
+                str(runbook.path), str(notebook_path), parameters=parameters, progress_bar=progress,
+                cwd=str(folder), config=KERNEL_CONFIG,
+            )
+        except papermill.PapermillExecutionError as e:
+            error = {"cell": e.cell_index, "ename": e.ename, "evalue": e.evalue}
+        except Exception as e:  # the kernel died or never started: still leave evidence
+            error = {"cell": None, "ename": type(e).__name__, "evalue": str(e)}
+    finished = _now()
+
+    notebook = _executed_or_input(notebook_path, runbook)
+    if error:
+        error["cell"] = _failing_cell(notebook, error["cell"])
+    secrets += [quote(s, safe="") for s in secrets]
+    secrets += [os.environ.get("PGPASSWORD", "")]
+    text = redact.scrub(nbformat.writes(notebook), secrets)
+    notebook_path.write_text(text)
+    html, _ = HTMLExporter().from_notebook_node(nbformat.reads(text, as_version=4))
+    html_path.write_text(html)
+
+    findings, actions = evidence.collect(json.loads(text))
+    record = {
+        "runbook": runbook.name,
+        "incident": incident,
+        "started_at": started.isoformat().replace("+00:00", "Z"),
+        "finished_at": finished.isoformat().replace("+00:00", "Z"),
+        "status": "failed" if error else "completed",
+        "error": error,
+        "parameters": parameters,
+        "findings": findings,
+        "actions": actions,
+        "artifacts": [{"path": p.name, "sha256": _sha256(p)} for p in (notebook_path, html_path)],
+        "environment": _environment(),
+    }
+    evidence_path.write_text(redact.scrub(json.dumps(evidence.jsonable(record), indent=2), secrets) + "\n")
+    return Run(record["status"], evidence_path, error)
+
+
+def _without_passwords(parameters: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Parameters with any password taken out of connection strings, and the passwords taken."""
+    clean, secrets = {}, []
+    for name, value in parameters.items():
+        if name == "dsn" and isinstance(value, str):
+            value, password = redact.split_password(value)
+            secrets += [password] if password else []
+        clean[name] = value
+    return clean, secrets
+
+
+@contextmanager
+def _libpq_password(password: str | None):
+    """Hand a password to the kernel the way libpq reads it, never through the notebook."""
+    if password is None:
+        yield
+        return
+    previous = os.environ.get("PGPASSWORD")
+    os.environ["PGPASSWORD"] = password
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["PGPASSWORD"]
+        else:
+            os.environ["PGPASSWORD"] = previous
+
+
+def _executed_or_input(path: Path, runbook: Runbook) -> nbformat.NotebookNode:
+    source = path if path.exists() else runbook.path
+    return nbformat.read(source, as_version=4)
+
+
+def _failing_cell(notebook: nbformat.NotebookNode, fallback: int | None) -> int | None:
+    """Index, in the written notebook, of the first cell with an error output."""
+    for index, cell in enumerate(notebook.cells):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return index
+    return fallback
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _environment() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        git_commit = commit.stdout.strip() if commit.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        git_commit = None
+    return {
+        "package_version": __version__,
+        "git_commit": git_commit,
+        "host": socket.gethostname(),
+        "papermill_version": papermill.__version__,
+    }
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

@@ -1,0 +1,43 @@
+"""`runbook demo`: a simulated pool-exhaustion incident on a throwaway PostgreSQL, diagnosed headlessly."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+
+from .. import catalog
+from ..runner import run
+from .incidents import DEMO_POOLS, hold_pools
+from .postgres import LocalPostgres
+
+RUNBOOK = "db-connection-pool-exhausted"
+IDLE_MINUTES = 0.05  # 3 s: the demo's sessions cannot wait the seed's 10 minutes
+
+
+def main() -> int:
+    print("Starting a throwaway PostgreSQL (max_connections 20, 3 reserved for superusers)...")
+    with LocalPostgres() as pg, hold_pools(pg) as held:
+        pools = ", ".join(f"{p.application} {p.size}" for p in DEMO_POOLS)
+        print(f"Incident: application pools hold {len(held.pids())} sessions ({pools}), some idle in transaction.")
+        try:
+            psycopg.connect(pg.dsn("reporting"), connect_timeout=5).close()
+        except psycopg.OperationalError as e:
+            print(f"An ordinary client is now refused: {' '.join(str(e).split()[-8:])}")
+        time.sleep(IDLE_MINUTES * 60 + 0.5)
+
+        book = catalog.find(RUNBOOK)
+        parameters = book.resolve({"dsn": pg.dsn(), "idle_minutes": IDLE_MINUTES})
+        print(f"Running: runbook run {RUNBOOK} -p dsn '{pg.dsn()}' -p idle_minutes {IDLE_MINUTES} --incident demo")
+        result = run(book, parameters, "demo", catalog.OUTPUT, progress=True)
+
+        record = json.loads(result.evidence_path.read_text())
+        print(f"\nStatus: {record['status']}")
+        for finding in record["findings"]:
+            print(f"  [{finding['severity']}] {finding['summary']}")
+        would = [a for a in record["actions"] if a["mode"] == "dry-run"]
+        print(f"  {len(would)} sessions would be terminated with apply=True; none was (dry run).")
+        print("Stopping PostgreSQL. Evidence (notebook, HTML, evidence file):")
+        print(result.evidence_path)
+    return 0 if result.status == "completed" else 1
