@@ -41,9 +41,15 @@ class Held:
     sessions: dict[str, list[psycopg.Connection]] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
+    _pids: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, application: str, conn: psycopg.Connection) -> None:
+        self.sessions.setdefault(application, []).append(conn)
+        self._pids.setdefault(application, []).append(conn.info.backend_pid)
 
     def pids(self, application: str | None = None) -> list[int]:
-        return [c.info.backend_pid for app, conns in self.sessions.items() if application in (None, app) for c in conns]
+        """The server pids of the sessions (of one application), also after close()."""
+        return [pid for app, pids in self._pids.items() if application in (None, app) for pid in pids]
 
     def close(self) -> None:
         for conns in self.sessions.values():
@@ -67,7 +73,7 @@ def hold_pools(pg: LocalPostgres, pools=DEMO_POOLS) -> Held:
             in_transaction = i < pool.in_transaction
             conn = psycopg.connect(pg.dsn(pool.user, application_name=pool.application), autocommit=not in_transaction)
             conn.execute("SELECT count(*) FROM deals WHERE status = %s", ("open",))
-            held.sessions.setdefault(pool.application, []).append(conn)
+            held.add(pool.application, conn)
     return held
 
 
@@ -77,7 +83,7 @@ def blocking_chain(pg: LocalPostgres) -> Held:
     held = Held()
     holder = psycopg.connect(pg.dsn("deal_service", application_name="deal-service"))
     holder.execute("UPDATE deals SET status = 'won' WHERE id = %s", (1,))
-    held.sessions["deal-service"] = [holder]
+    held.add("deal-service", holder)
     _in_thread(held, pg, "customer_service", "customer-service", "UPDATE deals SET status = 'lost' WHERE id = 1")
     _wait_until_blocked(pg, 1)
     _in_thread(held, pg, "reporting", "reporting", "SELECT id FROM deals WHERE id = 1 FOR UPDATE")
@@ -105,7 +111,7 @@ def run_slow_statements(pg: LocalPostgres, times: int = 5, sleep_seconds: float 
 
 def _in_thread(held: Held, pg: LocalPostgres, user: str, application: str, sql: str, params: tuple = ()) -> None:
     conn = psycopg.connect(pg.dsn(user, application_name=application), autocommit=True)
-    held.sessions.setdefault(application, []).append(conn)
+    held.add(application, conn)
 
     def run() -> None:
         try:

@@ -2,8 +2,8 @@
 
 PostgreSQL refuses to run as root, so when we are root its programs run as the `postgres`
 user, in a temporary folder that user owns (a root-owned 0700 temp dir would be unreachable).
-It listens on 127.0.0.1 at a free port and on a Unix socket in that folder, trusts local
-connections, and preloads pg_stat_statements.
+It listens on 127.0.0.1 at a free port and on a Unix socket in that folder, trusts
+connections over the socket, asks for a password (SCRAM) over TCP, and preloads pg_stat_statements.
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ class LocalPostgres:
         """A libpq connection string over the Unix socket."""
         return make_conninfo(host=self.socket_dir, port=self.port, user=user, dbname=dbname, **extra)
 
+    def tcp_dsn(self, user: str = ADMIN, password: str = "", dbname: str = DATABASE) -> str:
+        """A libpq connection string over TCP, where the server asks for a password."""
+        return make_conninfo(host="127.0.0.1", port=self.port, user=user, password=password, dbname=dbname)
+
     def connect(self, user: str = ADMIN, **extra) -> psycopg.Connection:
         return psycopg.connect(self.dsn(user, **extra), autocommit=True)
 
@@ -80,7 +84,7 @@ class LocalPostgres:
         if owner:
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
         data = self.folder / "data"
-        self._run("initdb", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync", "-U", "postgres", "-D", str(data))
+        self._run("initdb", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "-U", "postgres", "-D", str(data))
         options = " ".join([
             "-c listen_addresses=127.0.0.1",
             f"-c port={self.port}",

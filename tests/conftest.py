@@ -1,0 +1,79 @@
+"""A real PostgreSQL for the whole session (the sandbox's), and a way to run runbooks for real."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from runbooks import cli
+from runbooks.sandbox.postgres import LocalPostgres
+
+# Sessions the fixtures themselves need stay out of the incident: cleanup ends every other client.
+END_CLIENTS = """
+    SELECT pg_terminate_backend(pid)
+    FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+
+
+@pytest.fixture(scope="session")
+def pg():
+    with LocalPostgres(max_connections=20, superuser_reserved=3) as server:
+        yield server
+
+
+@pytest.fixture
+def server(pg):
+    """The session's server, with no client sessions left over from a previous test."""
+    yield pg
+    with pg.connect("postgres") as conn:
+        conn.execute(END_CLIENTS)
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stdout: str
+    stderr: str
+    evidence_path: Path | None
+
+    @property
+    def evidence(self) -> dict:
+        return json.loads(self.evidence_path.read_text())
+
+    def findings(self) -> dict[str, dict]:
+        return {f["id"]: f for f in self.evidence["findings"]}
+
+
+@pytest.fixture
+def run_runbook(tmp_path):
+    """Run `runbook run NAME ARGS...` in-process; outputs go to a per-test folder."""
+
+    def run(name: str, *args: str) -> Outcome:
+        result = CliRunner().invoke(cli.main, ["run", name, "--output-dir", str(tmp_path), *args])
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        lines = result.stdout.strip().splitlines()
+        path = Path(lines[-1]) if lines and lines[-1].endswith(".evidence.json") else None
+        return Outcome(result.exit_code, result.stdout, result.stderr, path)
+
+    return run
+
+
+@pytest.fixture
+def client_pids(server):
+    """The pids of every client session but the caller's, as the server sees them now."""
+
+    def pids() -> set[int]:
+        with server.connect("postgres") as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        return {pid for (pid,) in rows}
+
+    return pids

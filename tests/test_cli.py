@@ -1,0 +1,82 @@
+"""The `runbook` command as a user meets it: a real process, its output and exit codes."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+RUNBOOK = shutil.which("runbook") or str(Path(__file__).resolve().parents[1] / ".venv/bin/runbook")
+
+
+def runbook(*args, cwd=None):
+    return subprocess.run([RUNBOOK, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_list_shows_each_runbook_with_title_and_parameters():
+    result = runbook("list")
+    assert result.returncode == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert "Database connection pool exhausted" in lines["db-connection-pool-exhausted"]
+    assert "[dsn, idle_minutes, apply]" in lines["db-connection-pool-exhausted"]
+    assert "cancel_longer_than_seconds" in lines["db-slow-queries"]
+
+
+def test_show_gives_type_default_and_comment():
+    result = runbook("show", "db-connection-pool-exhausted")
+    assert result.returncode == 0
+    assert "idle_minutes (float, default 10)" in result.stdout
+    assert "seed: 10" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "db-pool-exhausted"], "unknown runbook 'db-pool-exhausted'"),
+    (["show", "nope"], "unknown runbook 'nope'"),
+    (["run", "db-slow-queries", "-p", "max_rows", "5"], "has no parameter 'max_rows'"),
+    (["run", "db-slow-queries", "-p", "limit", "ten"], "parameter 'limit' takes int, got str 'ten'"),
+    (["run", "db-slow-queries", "--env", "qa"], "unknown environment 'qa'"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_any_kernel(args, message, tmp_path):
+    result = runbook(*args, "--output-dir", str(tmp_path)) if args[0] == "run" else runbook(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("runbook: ") and message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written
+
+
+def test_bad_parameter_file_is_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("limit: [1, 2\n")
+    result = runbook("run", "db-slow-queries", "-f", str(bad), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2 and "not valid YAML" in result.stderr
+
+
+def test_unreachable_database_exits_1_and_still_leaves_evidence(tmp_path):
+    result = runbook("run", "db-slow-queries", "-p", "dsn", "host=127.0.0.1 port=1 connect_timeout=2",
+                     "--incident", "INC-7", "--output-dir", str(tmp_path))
+    assert result.returncode == 1
+    evidence_path = Path(result.stdout.strip().splitlines()[-1])
+    assert evidence_path.parent == tmp_path / "INC-7"
+    assert len(result.stderr.strip().splitlines()) == 1 and "Connection refused" in result.stderr
+    record = json.loads(evidence_path.read_text())
+    assert record["status"] == "failed" and record["error"]["ename"] == "DatabaseUnreachable"
+    stem = evidence_path.name.removesuffix(".evidence.json")
+    assert stem.endswith("-db-slow-queries") and len(stem.split("-")[0]) == len("20261126T031500Z")
+    assert sorted(p.name for p in evidence_path.parent.iterdir()) == sorted(
+        [f"{stem}.evidence.json", f"{stem}.html", f"{stem}.ipynb"])
+
+
+def test_parameters_merge_env_then_files_then_pairs(tmp_path, server):
+    # prod.yaml sets limit 20 and a dsn; the file overrides the dsn; -p overrides the limit.
+    override = tmp_path / "incident.yaml"
+    override.write_text(f"dsn: \"{server.dsn()}\"\nlimit: 3\nmin_duration_seconds: 60\n")
+    result = runbook("run", "db-slow-queries", "--env", "prod", "-f", str(override), "-p", "limit", "4",
+                     "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    assert record["parameters"]["limit"] == 4
+    assert record["parameters"]["min_duration_seconds"] == 60
+    assert record["parameters"]["dsn"] == server.dsn()
+    assert record["environment"]["package_version"] and record["environment"]["host"]

@@ -1,0 +1,104 @@
+"""`runbook run db-connection-pool-exhausted` against a server whose pool is really exhausted."""
+
+import time
+
+import jsonschema
+import pytest
+from psycopg import sql
+
+from runbooks.evidence import schema
+from runbooks.runner import _sha256
+from runbooks.sandbox.incidents import Pool, hold_pools, long_query
+
+RUNBOOK = "db-connection-pool-exhausted"
+IDLE = "0.02"  # minutes (1.2 s): induced sessions age past it within the test
+
+
+def check_evidence(outcome):
+    """The evidence file fits its schema and its hashes match the files beside it."""
+    record = outcome.evidence
+    jsonschema.validate(record, schema())
+    for artifact in record["artifacts"]:
+        assert _sha256(outcome.evidence_path.parent / artifact["path"]) == artifact["sha256"]
+    assert {a["path"].rsplit(".", 1)[-1] for a in record["artifacts"]} == {"ipynb", "html"}
+    return record
+
+
+def test_exhausted_pool_is_diagnosed_through_a_reserved_slot_and_nothing_is_terminated(server, run_runbook, client_pids):
+    with hold_pools(server) as held:
+        time.sleep(1.5)
+        outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn(), "-p", "idle_minutes", IDLE, "--incident", "INC-42")
+        assert set(held.pids()) <= client_pids()  # no apply: every targeted session is alive
+
+    assert outcome.exit_code == 0, outcome.stderr
+    record = check_evidence(outcome)
+    assert outcome.evidence_path.parent.name == "INC-42"
+    assert record["status"] == "completed" and record["error"] is None
+    assert record["parameters"]["idle_minutes"] == 0.02 and record["parameters"]["apply"] is False
+    findings = outcome.findings()
+    assert findings["pool-usage"]["severity"] == "critical"
+    assert findings["pool-usage"]["data"]["client_connections"] == 17
+    assert findings["top-application"]["data"]["application"] == "deal-service"
+    assert findings["top-idle-application"]["data"]["application"] == "deal-service"
+    assert {a["mode"] for a in record["actions"]} == {"dry-run"}
+    listed = {int(a["target"].split()[1]) for a in record["actions"]}
+    assert listed == set(held.pids())
+
+
+def test_apply_terminates_exactly_the_old_idle_sessions(server, run_runbook, client_pids):
+    # Threshold 6 s: the old sessions are past it; the fresh ones stay under it while the kernel starts,
+    # and the old but busy report is not idle at all.
+    with hold_pools(server, [Pool("deal-service", "deal_service", 4, in_transaction=1)]) as old, \
+            long_query(server, 60) as busy:
+        time.sleep(6.5)
+        with hold_pools(server, [Pool("tax-service", "tax_service", 3)]) as fresh:
+            before = client_pids()
+            outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn(), "-p", "idle_minutes", "0.1", "-p", "apply", "true")
+            time.sleep(0.3)
+            after = client_pids()
+
+    assert outcome.exit_code == 0, outcome.stderr
+    actions = check_evidence(outcome)["actions"]
+    assert {(a["mode"], a["result"]) for a in actions} == {("applied", "done")}
+    assert {int(a["target"].split()[1]) for a in actions} == set(old.pids())
+    assert before - after == set(old.pids())
+    assert set(fresh.pids() + busy.pids()) <= after
+
+
+def test_when_every_slot_is_taken_the_run_fails_at_connect_and_says_why(server, run_runbook):
+    with hold_pools(server):
+        admins = [server.connect() for _ in range(server.superuser_reserved)]
+        try:
+            outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn())
+        finally:
+            for conn in admins:
+                conn.close()
+
+    assert outcome.exit_code == 1
+    assert "too many clients" in outcome.stderr and "Traceback" not in outcome.stderr
+    record = check_evidence(outcome)
+    assert record["status"] == "failed"
+    assert record["error"]["ename"] == "DatabaseUnreachable"
+    assert "too many clients" in record["error"]["evalue"] and "scale down" in record["error"]["evalue"]
+    notebook = (outcome.evidence_path.parent / record["artifacts"][0]["path"]).read_text()
+    assert "DatabaseUnreachable" in notebook  # the partial notebook shows where it stopped
+
+
+@pytest.fixture
+def admin_password(server):
+    password = "Tr0ub4dor-and-3"
+    with server.connect() as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier("autolytiq_admin"), sql.Literal(password)))
+    return password
+
+
+def test_password_in_dsn_is_used_but_written_nowhere(server, run_runbook, admin_password):
+    # Over TCP the server asks for the password: the run only completes if libpq got it.
+    outcome = run_runbook(RUNBOOK, "-p", "dsn", server.tcp_dsn(password=admin_password))
+    assert outcome.exit_code == 0, outcome.stderr
+    assert check_evidence(outcome)["parameters"]["dsn"].count("password") == 0
+    written = list(outcome.evidence_path.parent.iterdir())
+    assert len(written) == 3
+    for path in written:
+        assert admin_password not in path.read_text(), path.name
+    assert admin_password not in outcome.stdout + outcome.stderr

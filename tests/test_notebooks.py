@@ -1,0 +1,46 @@
+"""The notebooks as committed, and each one run under nbval against the test server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runbooks import catalog
+
+NOTEBOOKS = sorted(catalog.NOTEBOOKS.glob("*.ipynb"))
+
+
+def test_there_are_runbooks():
+    assert {p.stem for p in NOTEBOOKS} >= {"db-connection-pool-exhausted", "db-slow-queries"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path):
+    for index, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [], f"cell {index} has outputs"
+            assert cell["execution_count"] is None, f"cell {index} has an execution count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_reads_like_the_runbook(path):
+    cells = json.loads(path.read_text())["cells"]
+    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+    assert "parameters" in cells[1]["metadata"].get("tags", [])
+    assert "apply" in catalog.load(path).parameters
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_runs_under_nbval_against_the_test_server(path, server, tmp_path):
+    # The notebooks' default dsn is empty: libpq takes the server from these variables.
+    env = {**os.environ, "PGHOST": server.socket_dir, "PGPORT": str(server.port),
+           "PGUSER": "autolytiq_admin", "PGDATABASE": "autolytiq"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(path)],
+        env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout

@@ -1,0 +1,183 @@
+"""The diagnostic session and every named query, against the real server with induced incidents."""
+
+import time
+
+import psycopg
+import pytest
+
+from runbooks import postgres
+from runbooks.errors import DatabaseUnreachable
+from runbooks.postgres import connections, kill, queries
+from runbooks.sandbox.incidents import (
+    DEMO_POOLS, SLOW_STATEMENT, Pool, blocking_chain, hold_pools, long_query, run_slow_statements,
+)
+
+
+@pytest.fixture
+def db(server):
+    conn = postgres.connect(server.dsn(), runbook="test")
+    yield conn
+    conn.close()
+
+
+def test_session_is_read_only_named_and_time_boxed(db):
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        db.execute("UPDATE deals SET status = 'won' WHERE id = 1")
+    assert db.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone() == ("runbook:test",)
+    assert db.execute("SHOW statement_timeout").fetchone() == ("10s",)
+    assert db.execute("SHOW lock_timeout").fetchone() == ("2s",)
+
+
+def test_session_keeps_options_given_in_the_dsn(server):
+    with postgres.connect(server.dsn(options="-c search_path=pg_catalog"), runbook="test") as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ("pg_catalog",)
+        assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+
+
+def test_refusal_for_lack_of_ordinary_slots_says_how_to_get_in(server):
+    with hold_pools(server):
+        with pytest.raises(DatabaseUnreachable, match="reserved.*superuser role in dsn"):
+            postgres.connect(server.dsn("reporting"), runbook="test")
+        postgres.connect(server.dsn(), runbook="test").close()  # a superuser still gets in
+
+
+def test_refusal_when_every_slot_is_taken_says_why(server):
+    with hold_pools(server):
+        admins = [server.connect() for _ in range(server.superuser_reserved)]
+        try:
+            with pytest.raises(DatabaseUnreachable, match="too many clients.*scale down"):
+                postgres.connect(server.dsn(), runbook="test")
+        finally:
+            for conn in admins:
+                conn.close()
+
+
+def test_unreachable_server_message_hides_the_password():
+    with pytest.raises(DatabaseUnreachable) as caught:
+        postgres.connect("host=127.0.0.1 port=1 user=x password=hunter2 connect_timeout=2", runbook="test")
+    assert "hunter2" not in str(caught.value) and "Connection refused" in str(caught.value)
+
+
+def test_pool_usage_counts_everyone_but_the_runbook(server, db):
+    with hold_pools(server, [Pool("deal-service", "deal_service", 4), Pool("tax-service", "tax_service", 2)]):
+        usage = connections.pool_usage(db)
+    assert (usage.max_connections, usage.superuser_reserved, usage.client_connections) == (20, 3, 6)
+    assert usage.ordinary_limit == 17 and usage.status == "ok"
+
+
+def test_exhausted_pool_is_found_with_its_biggest_holder(server):
+    # The pools take every ordinary slot first; the superuser session then takes a reserved one.
+    with hold_pools(server) as held, postgres.connect(server.dsn(), runbook="test") as db:
+        usage = connections.pool_usage(db)
+        by_app = connections.by_application(db)
+        idle = connections.idle_sessions(db, idle_minutes=0)
+    assert usage.client_connections == 17 and usage.status == "exhausted"
+    per_app = by_app.groupby("application")["connections"].sum().to_dict()
+    assert per_app == {p.application: p.size for p in DEMO_POOLS}
+    in_transaction = by_app[by_app["state"] == "idle in transaction"].groupby("application")["connections"].sum().to_dict()
+    assert in_transaction == {"deal-service": 2, "tax-service": 1}
+    assert set(idle["pid"]) == set(held.pids())
+    findings = {f.id: f for f in connections.assess(usage, by_app, idle, 0)}
+    assert findings["pool-usage"].severity == "critical"
+    assert findings["top-application"].data["application"] == "deal-service"
+    assert findings["top-idle-application"].data["application"] == "deal-service"
+
+
+def test_idle_threshold_separates_old_sessions_from_fresh_ones(server, db):
+    with hold_pools(server, [Pool("old", "deal_service", 2)]) as old:
+        time.sleep(1.2)
+        with hold_pools(server, [Pool("fresh", "tax_service", 2)]):
+            idle = connections.idle_sessions(db, idle_minutes=1 / 60)
+    assert set(idle["pid"]) == set(old.pids())
+
+
+def test_terminate_dry_run_changes_nothing_and_apply_ends_exactly_the_listed(server, db, client_pids):
+    with hold_pools(server, [Pool("old", "deal_service", 3, in_transaction=1)]) as old:
+        time.sleep(1.2)
+        with hold_pools(server, [Pool("fresh", "tax_service", 2)]) as fresh:
+            idle = connections.idle_sessions(db, idle_minutes=1 / 60)
+            dry = kill.terminate_idle(db, idle, 1 / 60, apply=False)
+            assert {a.mode for a in dry} == {"dry-run"} and len(dry) == 3
+            assert set(old.pids()) <= client_pids()
+
+            applied = kill.terminate_idle(db, idle, 1 / 60, apply=True)
+            assert [a.result for a in applied] == ["done"] * 3
+            time.sleep(0.2)
+            remaining = client_pids()
+            assert not set(old.pids()) & remaining
+            assert set(fresh.pids()) <= remaining
+    assert db.execute("SELECT 1").fetchone() == (1,)  # never its own session
+
+
+def test_terminate_skips_a_session_that_became_busy(server, db):
+    with hold_pools(server, [Pool("old", "deal_service", 1)]) as old:
+        time.sleep(1.2)
+        idle = connections.idle_sessions(db, idle_minutes=1 / 60)
+        old.sessions["old"][0].execute("SELECT 1")  # busy again: its idle clock restarts
+        [action] = kill.terminate_idle(db, idle, 1 / 60, apply=True)
+        assert action.result.startswith("skipped")
+        assert old.sessions["old"][0].execute("SELECT 2").fetchone() == (2,)
+
+
+def test_blocking_chain_names_the_root_blocker(server, db):
+    with blocking_chain(server) as held:
+        chains = queries.blocking(db)
+        roots = queries.root_blockers(chains)
+    holder = held.pids("deal-service")[0]
+    assert set(chains["root_blocker_pid"]) == {holder}
+    assert set(chains["blocked_pid"]) == set(held.pids("customer-service") + held.pids("reporting"))
+    assert list(roots["pid"]) == [holder]
+    assert roots.loc[0, "state"] == "idle in transaction" and roots.loc[0, "sessions_blocked"] == 2
+
+
+def test_long_running_threshold_and_cancel(server, db):
+    with long_query(server, 30) as held:
+        time.sleep(1.2)
+        running = queries.long_running(db, min_duration_seconds=1, limit=10)
+        assert list(running["pid"]) == held.pids()
+        assert queries.long_running(db, min_duration_seconds=60, limit=10).empty
+
+        assert kill.cancel_long_running(db, running, None, apply=True) == []
+        dry = kill.cancel_long_running(db, running, 1, apply=False)
+        assert [a.mode for a in dry] == ["dry-run"] and not held.errors
+        [applied] = kill.cancel_long_running(db, running, 1, apply=True)
+        held.threads[0].join(timeout=5)
+    assert applied.result == "done"
+    assert isinstance(held.errors[0], psycopg.errors.QueryCanceled)
+
+
+def test_top_statements_rank_the_slow_statement_first(server, db):
+    run_slow_statements(server, times=3)
+    top = queries.top_statements(db, limit=5)
+    assert top.note is None
+    assert top.frame.loc[0, "query"] == SLOW_STATEMENT.replace("%s", "$1", 1).replace("%s", "$2", 1)
+    assert top.frame.loc[0, "calls"] == 3 and top.frame.loc[0, "mean_ms"] >= 50
+
+
+def test_top_statements_read_the_pre_13_column_names(server, db):
+    run_slow_statements(server, times=2)
+    with server.connect() as admin:  # the columns as PostgreSQL 12 named them
+        admin.execute("CREATE SCHEMA IF NOT EXISTS pg12")
+        admin.execute("""CREATE OR REPLACE VIEW pg12.pg_stat_statements AS
+                         SELECT dbid, query, calls, mean_exec_time AS mean_time, total_exec_time AS total_time, rows
+                         FROM public.pg_stat_statements""")
+    try:
+        with postgres.connect(server.dsn(options="-c search_path=pg12,public"), runbook="test") as old:
+            top = queries.top_statements(old, limit=5)
+        assert "customer_id" in top.frame.loc[0, "query"] and top.frame.loc[0, "mean_ms"] >= 50
+    finally:
+        with server.connect() as admin:
+            admin.execute("DROP SCHEMA pg12 CASCADE")
+
+
+def test_missing_pg_stat_statements_gives_a_note_not_an_error(server):
+    with postgres.connect(server.dsn(dbname="postgres"), runbook="test") as conn:
+        top = queries.top_statements(conn, limit=5)
+    assert top.frame is None and "CREATE EXTENSION pg_stat_statements" in top.note
+
+
+def test_seq_scans_hint_at_the_table_without_index(server, db):
+    run_slow_statements(server, times=3, sleep_seconds=0)
+    scans = queries.seq_scans(db, limit=10).set_index("table")
+    assert scans.loc["deals", "index_hint"]
+    assert not scans.loc["dealers", "index_hint"]  # 20 rows: not worth an index

@@ -1,0 +1,38 @@
+"""Passwords out of connection strings and out of written text."""
+
+import pytest
+
+from runbooks.redact import REDACTED, redact_dsn, scrub, split_password
+
+
+@pytest.mark.parametrize("dsn,password", [
+    ("host=db port=5432 user=admin password=s3cr3t dbname=autolytiq", "s3cr3t"),
+    ("postgresql://admin:s3cr3t@db:5432/autolytiq", "s3cr3t"),
+    ("postgresql://admin:p%40ss@db/autolytiq", "p@ss"),
+    ("host=db password='two words'", "two words"),
+])
+def test_password_is_taken_out_and_the_rest_kept(dsn, password):
+    clean, found = split_password(dsn)
+    assert found == password
+    assert password not in clean and "password" not in clean
+    assert "admin" in clean or "user" not in dsn
+    assert "db" in clean
+
+
+def test_dsn_without_password_is_left_alone():
+    assert split_password("host=db user=admin") == ("host=db user=admin", None)
+    assert split_password("") == ("", None)
+
+
+def test_unparseable_dsn_still_loses_its_password():
+    clean, found = split_password("host=db port=5432 password=s3cr3t =")
+    assert found == "s3cr3t" and "s3cr3t" not in clean
+
+
+def test_redact_dsn_for_display():
+    assert redact_dsn("postgresql://admin:s3cr3t@db/x") == f"postgresql://admin:{REDACTED}@db/x"
+    assert redact_dsn("user=a password=s3cr3t host=b") == f"user=a password={REDACTED} host=b"
+
+
+def test_scrub_replaces_every_secret_longest_first():
+    assert scrub("a s3cr3t and s3cr3t-2 b", ["s3cr3t", "s3cr3t-2", ""]) == f"a {REDACTED} and {REDACTED} b"
