@@ -83,3 +83,5 @@ def demo() -> None:
     from .sandbox.demo import main as run_demo
 
     sys.exit(run_demo())
+if __name__ == "__main__":
+    main()
