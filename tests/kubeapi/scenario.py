@@ -22,6 +22,7 @@ statuses with imageID/containerID, conditions, node info...), so files can stay 
 """
 import base64
 import copy
+import functools
 import hashlib
 import re
 import uuid
@@ -94,7 +95,7 @@ def load_scenario(source, now=None):
         path = Path(source)
         if path.suffix not in (".yaml", ".yml"):
             path = SCENARIOS / f"{source}.yaml"
-        data = yaml.safe_load(path.read_text()) or {}
+        data = copy.deepcopy(_read_yaml(path.resolve(), path.stat().st_mtime))
     unknown = set(data) - {"namespace", "objects", "logs"}
     if unknown:
         raise ValueError(f"unknown scenario keys: {sorted(unknown)}")
@@ -103,6 +104,12 @@ def load_scenario(source, now=None):
     objects = [complete(resolve_times(obj, now), namespace, now) for obj in data.get("objects") or []]
     logs = [_log_entry(entry, namespace, objects, now) for entry in data.get("logs") or []]
     return Scenario(objects=objects, logs=logs, namespace=namespace)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_yaml(path, mtime):
+    """Parsed YAML, cached: each test loads its scenario anew."""
+    return yaml.safe_load(path.read_text()) or {}
 
 
 def _log_entry(entry, namespace, objects, now):

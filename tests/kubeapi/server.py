@@ -7,10 +7,11 @@ There are no controllers: writing a Deployment creates no ReplicaSet and no Pod.
 import copy
 import json
 import secrets
+import sys
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -107,10 +108,9 @@ class KubeApiServer:
         return f"http://{host}:{port}"
 
     def start(self):
-        self._httpd = ThreadingHTTPServer(self._address, _Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _HTTPServer(self._address, _Handler)
         self._httpd.api = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="kubeapi-test-server", daemon=True)
         self._thread.start()
         return self
@@ -567,8 +567,17 @@ def _int_param(query, name):
         raise bad_request(f"{name}: invalid integer {query[name]!r}") from None
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that hang up are normal
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else each answer waits ~40 ms for a delayed ACK
 
     def _serve(self):
         length = int(self.headers.get("Content-Length") or 0)
