@@ -241,6 +241,7 @@ def test_dry_run_create_and_delete_change_nothing(core):
     assert core.create_namespaced_config_map(NS, config_map, dry_run="All").metadata.name == "scratch"
     assert error_of(core.read_namespaced_config_map, "scratch", NS)[0] == 404
     core.delete_namespaced_pod(OOM_POD, NS, dry_run="All")
+    core.delete_namespaced_pod(OOM_POD, NS, body=client.V1DeleteOptions(dry_run=["All"]))  # as kubectl
     assert core.read_namespaced_pod(OOM_POD, NS).metadata.name == OOM_POD
     deleted = core.delete_namespaced_pod(OOM_POD, NS)
     assert deleted.metadata.name == OOM_POD
@@ -419,4 +420,6 @@ def test_kubectl_get_top_and_logs(cluster, tmp_path):
     assert top[OOM_POD] == ["93m", "247Mi"]
     assert kubectl("get", "certificates", "-o", "name") == "certificate.cert-manager.io/api-gateway-tls\n"
     assert kubectl("logs", OOM_POD, "--previous", "--tail", "1").startswith("FATAL ERROR")
+    kubectl("delete", "pod", OOM_POD, "--dry-run=server")
+    assert cluster.get("pods", OOM_POD, NS)["metadata"]["name"] == OOM_POD
     assert "deploy api-gateway 1.14.1" in kubectl("rollout", "history", "deployment/api-gateway")

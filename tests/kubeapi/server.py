@@ -36,7 +36,9 @@ class RecordedRequest:
 
     @property
     def dry_run(self):
-        return self.query.get("dryRun") == "All"
+        """?dryRun=All, or (as kubectl sends it on DELETE) dryRun: [All] in the DeleteOptions body."""
+        in_body = isinstance(self.body, dict) and "All" in (self.body.get("dryRun") or [])
+        return self.query.get("dryRun") == "All" or in_body
 
 
 class ApiError(Exception):
@@ -227,20 +229,23 @@ class KubeApiServer:
                 body = json.loads(text)
             except ValueError as error:
                 body, decode_error = text, error
+        request = RecordedRequest(method, path, query, body, content_type)
         with self._lock:
-            self.requests.append(RecordedRequest(method, path, query, body, content_type))
+            self.requests.append(request)
         try:
             if decode_error:
                 raise bad_request(f"the request body is not JSON: {decode_error}")
             with self._lock:
-                code, content_type, payload = self._dispatch(method, path, query, content_type, body)
+                code, content_type, payload = self._dispatch(request)
         except ApiError as error:
             code, content_type, payload = error.code, JSON, error.status()
         if content_type == JSON:
             payload = json.dumps(payload)
         return code, content_type, payload
 
-    def _dispatch(self, method, path, query, content_type, body):
+    def _dispatch(self, request):
+        method, path, query = request.method, request.path, request.query
+        content_type, body = request.content_type, request.body
         document = self._discovery(path)
         if document is not None:
             if method != "GET":
@@ -249,7 +254,7 @@ class KubeApiServer:
         resource, namespace, name, sub = self._route(path)
         if query.get("watch") in ("true", "1"):
             raise bad_request("watch is not supported by the test server")
-        dry_run = query.get("dryRun") == "All"
+        dry_run = request.dry_run
         verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
                 "PATCH": "patch", "DELETE": "delete"}.get(method)
         if verb not in resource["verbs"] or (sub == "log" and method != "GET"):
