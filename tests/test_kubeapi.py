@@ -416,6 +416,9 @@ def test_kubectl_get_top_and_logs(cluster, tmp_path):
 
     assert kubectl("get", "pods", "-l", "app=auth-service", "-o", "name").split() == [
         f"pod/{OOM_POD}", "pod/auth-service-6b7c9d8f5-p9r3v"]
+    table = {line.split()[0]: line.split()[1:4] for line in kubectl("get", "pods").splitlines()[1:]}
+    assert table[OOM_POD] == ["1/1", "Running", "5"]
+    assert table[COMPLETED_POD] == ["0/1", "Completed", "0"]
     top = {line.split()[0]: line.split()[1:] for line in kubectl("top", "pods").splitlines()[1:]}
     assert top[OOM_POD] == ["93m", "247Mi"]
     assert kubectl("get", "certificates", "-o", "name") == "certificate.cert-manager.io/api-gateway-tls\n"

@@ -15,7 +15,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from . import resources
+from . import resources, tables
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .scenario import Scenario, load_scenario, parse_time, rfc3339, rfc3339nano, utcnow
 from .selectors import (SelectorError, fields_match, labels_match, parse_field_selector,
@@ -33,6 +33,7 @@ class RecordedRequest:
     query: dict  # parameter -> last value given
     body: object  # decoded JSON, the raw text if it was not JSON, or None
     content_type: str = None
+    accept: str = None
 
     @property
     def dry_run(self):
@@ -229,7 +230,7 @@ class KubeApiServer:
                 body = json.loads(text)
             except ValueError as error:
                 body, decode_error = text, error
-        request = RecordedRequest(method, path, query, body, content_type)
+        request = RecordedRequest(method, path, query, body, content_type, headers.get("Accept"))
         with self._lock:
             self.requests.append(request)
         try:
@@ -261,7 +262,11 @@ class KubeApiServer:
             raise method_not_allowed()
         if name is None:
             if verb == "list":
-                return 200, JSON, self._list(resource, namespace, query)
+                listed = self._list(resource, namespace, query)
+                if tables.wants_table(request.accept):
+                    return 200, JSON, tables.table(resource, listed["items"],
+                                                   listed["metadata"]["resourceVersion"])
+                return 200, JSON, listed
             if verb == "create" and (namespace or not resource["namespaced"]):
                 return 201, JSON, self._create(resource, namespace, body, dry_run)
             raise method_not_allowed()
@@ -273,6 +278,8 @@ class KubeApiServer:
         if sub == "scale":
             return 200, JSON, self._scale(resource, namespace, name, current, method,
                                           content_type, body, dry_run)
+        if verb == "get" and not sub and tables.wants_table(request.accept):
+            return 200, JSON, tables.table(resource, [current], current["metadata"]["resourceVersion"])
         if verb == "get":
             return 200, JSON, copy.deepcopy(current)
         if verb == "update":
