@@ -426,3 +426,37 @@ def test_kubectl_get_top_and_logs(cluster, tmp_path):
     kubectl("delete", "pod", OOM_POD, "--dry-run=server")
     assert cluster.get("pods", OOM_POD, NS)["metadata"]["name"] == OOM_POD
     assert "deploy api-gateway 1.14.1" in kubectl("rollout", "history", "deployment/api-gateway")
+
+
+# --- scenarios given as data in the test
+
+CRASHING = {
+    "namespace": "payments",
+    "objects": [
+        {"kind": "Pod", "metadata": {"name": "ledger-0", "labels": {"app": "ledger"}},
+         "spec": {"nodeName": "worker-9", "containers": [{"name": "ledger", "image": "ledger:4.2"}]},
+         "status": {"containerStatuses": [{
+             "name": "ledger", "restartCount": 12,
+             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+             "lastState": {"terminated": {"reason": "Error", "finishedAt": {"ago": "45s"}}}}]}},
+        {"kind": "Pod", "metadata": {"name": "ledger-1", "labels": {"app": "ledger"}},
+         "spec": {"containers": [{"name": "ledger", "image": "ledger:4.2"}]},
+         "status": {"phase": "Pending"}},
+    ],
+    "logs": [{"pod": "ledger-0", "previous": [{"ago": 50, "line": "panic: ledger locked"}]}],
+}
+
+
+def test_a_scenario_given_as_a_dict_is_completed_into_real_looking_pods(kube_api):
+    kube_api.load(CRASHING)
+    core = client.CoreV1Api(kube_api.client())
+    crashing, pending = core.list_namespaced_pod("payments", label_selector="app=ledger").items
+    status = crashing.status.container_statuses[0]
+    assert (status.state.waiting.reason, status.ready, status.restart_count) == ("CrashLoopBackOff", False, 12)
+    assert status.last_state.terminated.exit_code == 1
+    assert [c.status for c in crashing.status.conditions if c.type == "Ready"] == ["False"]
+    assert pending.status.container_statuses[0].state.waiting.reason == "ContainerCreating"
+    assert core.read_namespaced_pod_log("ledger-0", "payments", previous=True) == "panic: ledger locked\n"
+    status, body = error_of(core.read_namespaced_pod_log, "ledger-1", "payments")
+    assert body["message"] == 'container "ledger" in pod "ledger-1" is waiting to start: ContainerCreating'
+    assert kube_api.get("namespaces", "payments")["status"]["phase"] == "Active"

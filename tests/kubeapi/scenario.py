@@ -113,6 +113,10 @@ def _read_yaml(path, mtime):
 
 
 def _log_entry(entry, namespace, objects, now):
+    unknown = set(entry) - {"pod", "container", "namespace", "current", "previous"}
+    if unknown or "pod" not in entry:
+        raise ValueError(f"log entry {entry}: needs pod, may have container, namespace, "
+                         f"current, previous; unknown: {sorted(unknown)}")
     namespace = entry.get("namespace", namespace)
     container = entry.get("container")
     if container is None:
@@ -133,6 +137,8 @@ def _log_lines(lines, now):
     for line in lines:
         if isinstance(line, str):
             line = {"line": line}
+        if "line" not in line or set(line) - {"line", "ago", "repeat", "every"}:
+            raise ValueError(f"log line {line}: needs line, may have ago, repeat, every")
         if "ago" in line:
             when = now - timedelta(seconds=seconds(line["ago"]))
         for index in range(int(line.get("repeat", 1))):

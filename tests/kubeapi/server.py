@@ -279,7 +279,8 @@ class KubeApiServer:
             return 200, JSON, self._scale(resource, namespace, name, current, method,
                                           content_type, body, dry_run)
         if verb == "get" and not sub and tables.wants_table(request.accept):
-            return 200, JSON, tables.table(resource, [current], current["metadata"]["resourceVersion"])
+            return 200, JSON, tables.table(resource, [copy.deepcopy(current)],
+                                          current["metadata"]["resourceVersion"])
         if verb == "get":
             return 200, JSON, copy.deepcopy(current)
         if verb == "update":
