@@ -449,7 +449,11 @@ CRASHING = {
 
 def test_a_scenario_given_as_a_dict_is_completed_into_real_looking_pods(kube_api):
     kube_api.load(CRASHING)
-    core = client.CoreV1Api(kube_api.client())
+    with kube_api.client() as api:
+        check_crashing_pods(kube_api, client.CoreV1Api(api))
+
+
+def check_crashing_pods(kube_api, core):
     crashing, pending = core.list_namespaced_pod("payments", label_selector="app=ledger").items
     status = crashing.status.container_statuses[0]
     assert (status.state.waiting.reason, status.ready, status.restart_count) == ("CrashLoopBackOff", False, 12)
