@@ -11,6 +11,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.kubeapi.fixtures import kube_api  # noqa: F401  (the fixture)
+
 NS = "autolytiq-prod"
 GATEWAY_POD = "api-gateway-7d9f8b6c5d-x2k9p"
 OOM_POD = "auth-service-6b7c9d8f5-k4j2w"

@@ -1,6 +1,7 @@
 """The kube_api pytest fixture: a running test API server and a kubeconfig that points at it.
 
-Use it from a conftest.py:  from tests.kubeapi.fixtures import kube_api  # noqa: F401
+Import it where it is needed (a conftest.py or a test module):
+    from tests.kubeapi.fixtures import kube_api  # noqa: F401
 """
 import pytest
 

@@ -1,1 +1,0 @@
-from tests.kubeapi.fixtures import kube_api  # noqa: F401
