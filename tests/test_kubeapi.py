@@ -11,7 +11,6 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.kubeapi.fixtures import kube_api  # noqa: F401  (the fixture)
 
 NS = "autolytiq-prod"
 GATEWAY_POD = "api-gateway-7d9f8b6c5d-x2k9p"

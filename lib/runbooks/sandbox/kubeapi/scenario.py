@@ -1,6 +1,6 @@
 """Scenarios: YAML files of Kubernetes objects and pod logs, completed with what a real server adds.
 
-A scenario file (tests/kubeapi/scenarios/NAME.yaml):
+A scenario file (scenarios/NAME.yaml beside this module):
 
     namespace: autolytiq-prod          # for objects that name none
     objects:                           # apiVersion may be left out: it follows from kind
