@@ -9,3 +9,7 @@ class UsageError(Exception):
 
 class DatabaseUnreachable(Exception):
     """The diagnostic session could not connect; the message says why and how to get in."""
+
+
+class ClusterUnreachable(Exception):
+    """No Kubernetes configuration, or the API server does not answer; the message says which."""

@@ -36,3 +36,18 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return text
+
+
+# Credentials that log lines carry: JWTs, bearer tokens, password/secret/token assignments.
+_IN_LINES = [
+    (re.compile(r"eyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*"), REDACTED),
+    (re.compile(r"(?i)(bearer\s+)\S+"), rf"\g<1>{REDACTED}"),
+    (re.compile(r"(?i)((?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*\"?)[^\s\",]+"), rf"\g<1>{REDACTED}"),
+]
+
+
+def redact_line(line: str) -> str:
+    """A log line fit to quote in evidence: tokens and credential assignments replaced."""
+    for pattern, replacement in _IN_LINES:
+        line = pattern.sub(replacement, line)
+    return line

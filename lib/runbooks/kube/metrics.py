@@ -1,0 +1,38 @@
+"""Pod CPU and memory usage from the metrics API (what `kubectl top pods` shows) next to requests and limits."""
+
+from __future__ import annotations
+
+import pandas as pd
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
+
+from .cluster import REQUEST_TIMEOUT, Cluster
+from .pods import containers
+
+USAGE_COLUMNS = ["pod", "container", "cpu_usage", "memory_usage"]
+
+
+def pod_usage(cluster: Cluster, selector: str = "") -> pd.DataFrame:
+    """Per container: usage (millicores, bytes), requests and limits, and memory used as a share of the limit.
+
+    Usage columns are empty when the metrics API (metrics-server) is not installed.
+    """
+    try:
+        listing = cluster.custom.list_namespaced_custom_object(
+            "metrics.k8s.io", "v1beta1", cluster.namespace, "pods", label_selector=selector or None,
+            _request_timeout=REQUEST_TIMEOUT)
+        items = listing["items"]
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        items = []
+    usage = pd.DataFrame([{
+        "pod": item["metadata"]["name"],
+        "container": c["name"],
+        "cpu_usage": float(parse_quantity(c["usage"]["cpu"]) * 1000),
+        "memory_usage": float(parse_quantity(c["usage"]["memory"])),
+    } for item in items for c in item["containers"]], columns=USAGE_COLUMNS)
+    spec = containers(cluster, selector)[["pod", "container", "memory_request", "memory_limit", "cpu_request", "cpu_limit"]]
+    frame = spec.merge(usage, on=["pod", "container"], how="left")
+    frame["memory_pct_of_limit"] = 100 * frame["memory_usage"] / frame["memory_limit"]
+    return frame
