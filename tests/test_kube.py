@@ -1,0 +1,128 @@
+"""The Kubernetes access layer, through the official client over HTTP to the test API server."""
+
+import pytest
+
+from runbooks import kube
+from runbooks.errors import ClusterUnreachable
+from runbooks.sandbox.kubeapi.kubeconfig import write_kubeconfig
+
+NS = "autolytiq-prod"
+OOM_POD = "auth-service-6b7c9d8f5-k4j2w"
+
+
+@pytest.fixture
+def cluster(kube_api):
+    kube_api.load("autolytiq-prod")
+    return kube.connect(str(kube_api.kubeconfig), "test", NS)
+
+
+def test_namespace_comes_from_the_context_when_not_given(kube_api, tmp_path):
+    path = write_kubeconfig(tmp_path / "kc", kube_api.url, context="prod", namespace=NS)
+    assert kube.connect(str(path)).namespace == NS
+    assert kube.connect(str(path), namespace="other").namespace == "other"
+
+
+def test_kubeconfig_from_the_environment(kube_api, tmp_path, monkeypatch):
+    path = write_kubeconfig(tmp_path / "kc", kube_api.url, context="prod", namespace=NS)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    assert kube.connect().namespace == NS
+
+
+def test_unreachable_api_server_is_one_clear_error(tmp_path):
+    path = write_kubeconfig(tmp_path / "kc", "http://127.0.0.1:1", context="dead")
+    with pytest.raises(ClusterUnreachable, match="127.0.0.1:1 does not answer"):
+        kube.connect(str(path))
+
+
+def test_missing_kubeconfig_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ClusterUnreachable, match="no kubeconfig"):
+        kube.connect(str(tmp_path / "absent"))
+
+
+def test_unhealthy_lists_the_completed_pod_not_the_running_ones(cluster):
+    frame = kube.pods.unhealthy(cluster)
+    assert list(frame["pod"]) == ["api-gateway-5c8d7f9b4-h8t2n"]
+    assert frame.loc[0, "reason"] == "Completed"
+
+
+def test_containers_carry_last_termination_and_limits(cluster):
+    frame = kube.pods.containers(cluster, "app=auth-service").set_index("pod")
+    assert frame.loc[OOM_POD, "last_termination_reason"] == "OOMKilled"
+    assert frame.loc[OOM_POD, "last_exit_code"] == 137
+    assert frame.loc[OOM_POD, "restarts"] == 5
+    assert frame.loc[OOM_POD, "memory_limit"] == 256 * 2**20
+    assert frame.loc[OOM_POD, "cpu_limit"] == 500
+
+
+def test_events_of_one_pod(cluster):
+    frame = kube.events.for_object(cluster, "Pod", OOM_POD)
+    assert set(frame["reason"]) == {"BackOff", "Pulled"}
+    assert frame.loc[frame["reason"] == "BackOff", "count"].item() == 7
+
+
+def test_rollout_history_by_revision(cluster):
+    frame = kube.rollouts.history(cluster, "api-gateway")
+    assert list(frame["revision"]) == [3, 2, 1]
+    assert list(frame["current"]) == [True, False, False]
+    assert frame.loc[0, "change_cause"] == "deploy api-gateway 1.14.2"
+    recent = kube.rollouts.recent(cluster, within_minutes=60)
+    assert list(recent["deployment"]) == ["api-gateway"]
+
+
+def test_metrics_next_to_limits(cluster):
+    frame = kube.metrics.pod_usage(cluster, "app=auth-service").set_index("pod")
+    assert frame.loc[OOM_POD, "memory_usage"] == 247 * 2**20
+    assert round(frame.loc[OOM_POD, "memory_pct_of_limit"]) == 96
+
+
+def test_log_scan_counts_patterns_streamed_and_reads_the_previous_container(cluster):
+    gateway = kube.logs.scan(cluster, "app=api-gateway", {"5xx": r"status=5\d\d"}, since_minutes=30)
+    per_pod = gateway.totals("pod").set_index("pod")["count"].to_dict()
+    assert per_pod == {"api-gateway-7d9f8b6c5d-x2k9p": 5, "api-gateway-7d9f8b6c5d-q7m4z": 1}
+    assert "status=502" in gateway.examples["5xx"][0]
+    recent = kube.logs.scan(cluster, "app=api-gateway", {"5xx": r"status=5\d\d"}, since_minutes=2.5)
+    assert recent.totals().loc[0, "count"] == 2  # the 504 at -60 s and the last 503 repeat at -140 s
+    auth = kube.logs.scan(cluster, "app=auth-service", {"oom": "heap out of memory"})
+    assert auth.counts[["pod", "instance"]].values.tolist() == [[OOM_POD, "previous"]]
+
+
+def test_log_scan_tail_lines(cluster):
+    scan = kube.logs.scan(cluster, "app=api-gateway", {"any": "."}, tail_lines=2)
+    # two lines from each container that logged: 3 gateways and 1 of the 2 log-shippers
+    assert scan.lines_read == 2 * 4
+
+
+def test_mitigations_dry_run_change_nothing(kube_api, cluster):
+    before = kube_api.get("deployments", "auth-service", NS, group="apps")
+    changes = [
+        kube.mitigate.restart(cluster, "auth-service", apply=False),
+        kube.mitigate.scale(cluster, "auth-service", 5, apply=False),
+        kube.mitigate.set_memory(cluster, "auth-service", "auth-service", "512Mi", "1024Mi", apply=False),
+        kube.mitigate.rollback(cluster, "api-gateway", apply=False),
+    ]
+    assert [c.action.mode for c in changes] == ["dry-run"] * 4
+    assert all(not c.diff.empty for c in changes)
+    assert "spec.replicas: 2 -> 5" in changes[1].action.result
+    assert kube_api.get("deployments", "auth-service", NS, group="apps") == before
+    assert kube_api.get("deployments", "api-gateway", NS, group="apps")["metadata"]["annotations"][
+        "deployment.kubernetes.io/revision"] == "3"
+    writes = [r for r in kube_api.requests if r.method != "GET"]
+    assert writes and all(r.dry_run for r in writes)
+
+
+def test_mitigations_applied_change_the_target(kube_api, cluster):
+    kube.mitigate.set_memory(cluster, "auth-service", "auth-service", "512Mi", "1024Mi", apply=True)
+    kube.mitigate.scale(cluster, "auth-service", 3, apply=True)
+    change = kube.mitigate.rollback(cluster, "api-gateway", apply=True)
+    auth = kube_api.get("deployments", "auth-service", NS, group="apps")
+    assert auth["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"] == "1024Mi"
+    assert auth["spec"]["replicas"] == 3
+    gateway = kube_api.get("deployments", "api-gateway", NS, group="apps")
+    assert gateway["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":1.14.1")
+    assert change.action.mode == "applied" and "to revision 2" in change.action.target
+
+
+def test_mitigation_refused_by_the_server_is_a_failed_action(cluster):
+    change = kube.mitigate.scale(cluster, "no-such-deployment", 2, apply=False)
+    assert change.action.result.startswith("dry run refused: HTTP 404")
