@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from runbooks import catalog
+from runbooks.sandbox.kubeapi.kubeconfig import write_kubeconfig
 
 NOTEBOOKS = sorted(catalog.NOTEBOOKS.glob("*.ipynb"))
 
@@ -34,10 +35,13 @@ def test_reads_like_the_runbook(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_runs_under_nbval_against_the_test_server(path, server, tmp_path):
-    # The notebooks' default dsn is empty: libpq takes the server from these variables.
+def test_runs_under_nbval_against_the_test_servers(path, server, kube_api, tmp_path):
+    # Run with their defaults: an empty dsn makes libpq read PG* variables, an empty kubeconfig
+    # makes the client read $KUBECONFIG, whose context namespace holds the autolytiq-prod scenario.
+    kube_api.load("autolytiq-prod")
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_api.url, context="sandbox", namespace="autolytiq-prod")
     env = {**os.environ, "PGHOST": server.socket_dir, "PGPORT": str(server.port),
-           "PGUSER": "autolytiq_admin", "PGDATABASE": "autolytiq"}
+           "PGUSER": "autolytiq_admin", "PGDATABASE": "autolytiq", "KUBECONFIG": str(kubeconfig)}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(path)],
         env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300,

@@ -83,5 +83,15 @@ def demo() -> None:
     from .sandbox.demo import main as run_demo
 
     sys.exit(run_demo())
+
+
+@main.command()
+def sandbox() -> None:
+    """Start local targets for every runbook (PostgreSQL, Kubernetes API) mid-incident, until Ctrl-C."""
+    from .sandbox.environment import main as run_sandbox
+
+    sys.exit(run_sandbox())
+
+
 if __name__ == "__main__":
     main()
