@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +45,11 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
     folder = output_dir / incident
     folder.mkdir(parents=True, exist_ok=True)
     started = _now()
-    stem = folder / f"{started:%Y%m%dT%H%M%SZ}-{runbook.name}"
-    notebook_path, html_path, evidence_path = (stem.with_name(stem.name + suffix) for suffix in (".ipynb", ".html", ".evidence.json"))
+    while (folder / f"{started:%Y%m%dT%H%M%SZ}-{runbook.name}.ipynb").exists():  # same runbook, same second
+        time.sleep(0.2)
+        started = _now()
+    stem = f"{started:%Y%m%dT%H%M%SZ}-{runbook.name}"
+    notebook_path, html_path, evidence_path = (folder / f"{stem}{suffix}" for suffix in (".ipynb", ".html", ".evidence.json"))
 
     parameters, secrets = _without_passwords(parameters)
     error = None
