@@ -1,13 +1,13 @@
 """The `runbook` command as a user meets it: a real process, its output and exit codes."""
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-RUNBOOK = shutil.which("runbook") or str(Path(__file__).resolve().parents[1] / ".venv/bin/runbook")
+RUNBOOK = str(Path(sys.executable).parent / "runbook")  # the console script of the environment under test
 
 
 def runbook(*args, cwd=None):
