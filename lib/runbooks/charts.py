@@ -57,3 +57,26 @@ def _empty(title: str, message: str) -> Figure:
     ax.axis("off")
     plt.close(fig)
     return fig
+
+
+def certificate_days_left(endpoints: pd.DataFrame, certificates: pd.DataFrame, warn_days: float) -> Figure:
+    """Horizontal bars: days until each endpoint's and each cert-manager Certificate's notAfter."""
+    rows = [(label, int(days)) for label, days in zip(endpoints["endpoint"], endpoints["days_left"]) if pd.notna(days)]
+    rows += [(f"certificate/{name}", int(days)) for name, days in zip(certificates["name"], certificates["days_left"])
+             if pd.notna(days)]
+    title = "Days until the certificates expire"
+    if not rows:
+        return _empty(title, "no certificate read")
+    rows.sort(key=lambda r: r[1], reverse=True)
+    labels, days = zip(*rows)
+    colours = ["#de2d26" if d < 0 else "#fd8d3c" if d < warn_days else "#31a354" for d in days]
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.5))
+    ax.barh(labels, days, color=colours)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.axvline(warn_days, color="#fd8d3c", linestyle="--", linewidth=0.8, label=f"warn_days ({warn_days:g})")
+    ax.set_xlabel("days left (negative: expired)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,198 @@
+"""cert-manager Certificates: Ready or not, when they expire, when cert-manager meant to renew them; renewal as `cmctl renew`.
+
+What `kubectl get certificate -n NS` and `cmctl status certificate NAME` show, one row per Certificate
+(cert-manager.io/v1). When the cluster does not serve that resource (cert-manager not installed) or the
+runbook may not list it, the result carries a note instead of rows, and the caller goes on.
+
+Renewal writes what `cmctl renew` writes: the status condition Issuing=True, reason ManuallyTriggered,
+through the /status subresource. cert-manager then issues the certificate again; its Secret, and the
+certificate being served, stay in place until the new one is signed. The patch carries the
+resourceVersion just read, so a status cert-manager changed in between is not overwritten (HTTP 409).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from dataclasses import dataclass
+
+import pandas as pd
+from kubernetes.client.exceptions import ApiException
+
+from ..evidence import Action, Finding
+from ..tls import days_left
+from . import events
+from .cluster import REQUEST_TIMEOUT, Cluster
+
+GROUP, VERSION, PLURAL = "cert-manager.io", "v1", "certificates"
+RESOURCE = f"{PLURAL}.{GROUP}/{VERSION}"
+MERGE_PATCH = "application/merge-patch+json"  # custom resources take no strategic merge patch
+RENEWAL = {"type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
+           "message": "Certificate re-issuance manually triggered"}
+RELATED_KINDS = {"Certificate", "CertificateRequest", "Order", "Challenge"}  # named after their Certificate
+COLUMNS = [
+    "name", "secret_name", "dns_names", "issuer", "ready", "reason", "message", "issuing",
+    "not_after", "renewal_time", "days_left", "renewal_overdue",
+]
+
+
+@dataclass(frozen=True)
+class Certificates:
+    frame: pd.DataFrame  # COLUMNS; empty when `note` says why nothing could be listed
+    note: str | None = None
+
+    def _repr_html_(self) -> str:
+        if self.note:
+            return f"<p><b>Note:</b> {html.escape(self.note)}</p>"
+        return self.frame.to_html()
+
+
+def list_certificates(cluster: Cluster, now: dt.datetime | None = None) -> Certificates:
+    """The namespace's Certificates. `days_left`: whole days to status.notAfter, negative once expired."""
+    empty = pd.DataFrame(columns=COLUMNS)
+    try:
+        listing = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL,
+                                                               _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as e:
+        if e.status == 404:
+            return Certificates(empty, f"this cluster does not serve {RESOURCE} (is cert-manager installed?): "
+                                       "no Certificates to check; the endpoint checks stand on their own")
+        if e.status == 403:
+            return Certificates(empty, f"not allowed to list {RESOURCE} in {cluster.namespace} (HTTP 403)")
+        raise
+    now = now or dt.datetime.now(dt.timezone.utc)
+    frame = pd.DataFrame([_row(item, now) for item in listing["items"]], columns=COLUMNS)
+    return Certificates(frame.astype({"days_left": "Int64"}))
+
+
+def to_renew(certificates: Certificates, names: list[str]) -> list[str]:
+    """`names` if given, else the Certificates that are not Ready or have expired."""
+    if names:
+        return list(names)
+    frame = certificates.frame
+    return list(frame.loc[(frame["ready"] != "True") | _below(frame, 0), "name"])
+
+
+def related_events(cluster: Cluster, names: list[str]) -> pd.DataFrame:
+    """Events about these Certificates and the CertificateRequests, Orders and Challenges issued for them."""
+    items = cluster.core.list_namespaced_event(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
+    return events._frame([e for e in items if e.involved_object.kind in RELATED_KINDS
+                          and any(e.involved_object.name == n or e.involved_object.name.startswith(f"{n}-")
+                                  for n in names)])
+
+
+def renew(cluster: Cluster, names: list[str], apply: bool, now: dt.datetime | None = None) -> list[Action]:
+    """`cmctl renew` for each name: server-side dry run unless `apply`."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return [_renew(cluster, name, apply, now) for name in names]
+
+
+def renewal_patch(certificate: dict, now: dt.datetime) -> dict:
+    """A merge patch of the status setting Issuing=True (ManuallyTriggered), the other conditions kept.
+
+    A merge patch replaces lists whole, so the patch carries every condition; its resourceVersion makes
+    the server refuse it (409) if the status changed since `certificate` was read.
+    """
+    meta = certificate["metadata"]
+    issuing = {**RENEWAL, "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "observedGeneration": meta.get("generation", 1)}
+    conditions = [c for c in (certificate.get("status") or {}).get("conditions") or [] if c.get("type") != "Issuing"]
+    return {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": {"conditions": [*conditions, issuing]}}
+
+
+def assess(certificates: Certificates, warn_days: float) -> list[Finding]:
+    frame = certificates.frame
+    if certificates.note:
+        return [Finding(id, f"Certificates not checked: {certificates.note}", "info",
+                        {"certificates": [], "note": certificates.note})
+                for id in ("certificates-not-ready", "certificates-expiring")]
+    not_ready = frame[frame["ready"] != "True"]
+    expiring = frame[_below(frame, warn_days)]
+    findings = [Finding(
+        "certificates-not-ready",
+        "; ".join(_not_ready(r) for r in not_ready.itertuples())
+        or (f"every Certificate is Ready ({len(frame)} listed)" if len(frame) else "no Certificates in the namespace"),
+        "critical" if len(not_ready) else "info",
+        {"certificates": list(not_ready["name"]), "reasons": dict(zip(not_ready["name"], not_ready["reason"]))},
+    )]
+    findings.append(Finding(
+        "certificates-expiring",
+        "; ".join(_expiry(r) for r in expiring.itertuples())
+        or f"no Certificate expires within {warn_days:g} days",
+        ("critical" if _below(expiring, 0).any() else "warning") if len(expiring) else "info",
+        {"certificates": list(expiring["name"]), "not_after": dict(zip(expiring["name"], expiring["not_after"])),
+         "days_left": dict(zip(expiring["name"], expiring["days_left"])),
+         "renewal_overdue": list(expiring.loc[expiring["renewal_overdue"].eq(True), "name"]),
+         "warn_days": warn_days},
+    ))
+    return findings
+
+
+def _renew(cluster: Cluster, name: str, apply: bool, now: dt.datetime) -> Action:
+    target = f"certificate/{name} in {cluster.namespace}"
+    mode = "applied" if apply else "dry-run"
+    args = (GROUP, VERSION, cluster.namespace, PLURAL, name)
+    try:
+        live = cluster.custom.get_namespaced_custom_object(*args, _request_timeout=REQUEST_TIMEOUT)
+        before = _condition(live, "Issuing")
+        if before.get("status") == "True":
+            return Action("renew-certificate", mode, target,
+                          f"already being issued (Issuing=True, {before.get('reason')}); nothing sent")
+        cluster.custom.patch_namespaced_custom_object_status(
+            *args, renewal_patch(live, now), dry_run=None if apply else "All",
+            _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as e:
+        return Action("renew-certificate", mode, target,
+                      f"{'failed' if apply else 'dry run refused'}: HTTP {e.status} {e.reason}")
+    change = "set condition Issuing=True (ManuallyTriggered)" + (
+        f", replacing Issuing={before.get('status')} ({before.get('reason')})" if before else "")
+    if apply:
+        return Action("renew-certificate", mode, target, f"{change}: cert-manager issues the certificate again")
+    return Action("renew-certificate", mode, target, f"accepted by server-side dry run; would {change}")
+
+
+def _row(certificate: dict, now: dt.datetime) -> dict:
+    spec, status = certificate.get("spec") or {}, certificate.get("status") or {}
+    ready, issuing = _condition(certificate, "Ready"), _condition(certificate, "Issuing")
+    issuer = spec.get("issuerRef") or {}
+    not_after, renewal_time = _time(status.get("notAfter")), _time(status.get("renewalTime"))
+    return {
+        "name": certificate["metadata"]["name"],
+        "secret_name": spec.get("secretName"),
+        "dns_names": ", ".join(spec.get("dnsNames") or []),
+        "issuer": f"{issuer.get('kind', 'Issuer')}/{issuer.get('name')}",
+        "ready": ready.get("status"),
+        "reason": ready.get("reason"),
+        "message": ready.get("message"),
+        "issuing": f"{issuing['status']} ({issuing.get('reason')})" if issuing else None,
+        "not_after": not_after,
+        "renewal_time": renewal_time,
+        "days_left": days_left(not_after, now) if not_after else None,
+        "renewal_overdue": renewal_time is not None and renewal_time < now,
+    }
+
+
+def _not_ready(row) -> str:
+    if pd.isna(row.ready):
+        return f"{row.name}: no Ready condition yet"
+    return f"{row.name}: Ready={row.ready} ({row.reason}: {row.message})"
+
+
+def _expiry(row) -> str:
+    when = f"{row.not_after:%Y-%m-%d %H:%M} UTC"
+    text = (f"{row.name} expired {when} ({-row.days_left} days ago)" if row.days_left < 0
+            else f"{row.name} expires {when} (in {row.days_left} days)")
+    return text + (f"; its renewal was due {row.renewal_time:%Y-%m-%d %H:%M} UTC" if row.renewal_overdue else "")
+
+
+def _below(frame: pd.DataFrame, days: float) -> pd.Series:
+    return (frame["days_left"] < days).fillna(False).astype(bool)
+
+
+def _condition(certificate: dict, kind: str) -> dict:
+    conditions = (certificate.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), {})
+
+
+def _time(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None

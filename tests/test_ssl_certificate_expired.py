@@ -1,0 +1,359 @@
+"""`runbook run ssl-certificate-expired` against real TLS servers on loopback and cert-manager Certificates.
+
+A test CA signs two leaf certificates for localhost/127.0.0.1, one expired two days ago and one valid
+for 90 days; each is served by a small `ssl` server thread on a free port. A closed port stands for an
+unreachable endpoint. The Certificates come from the `certificate-expired` scenario.
+"""
+
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes.client.exceptions import ApiException
+
+from runbooks import kube, tls
+from runbooks.kube import certificates
+from runbooks.sandbox.kubeapi import resources
+
+RUNBOOK = "ssl-certificate-expired"
+NS = "autolytiq-prod"
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+# --- a test PKI and TLS servers on loopback
+
+@dataclass
+class Pki:
+    ca_file: Path
+    expired: str  # endpoints
+    valid: str
+    closed: str
+    key_pem: str  # one of the private keys, to look for in output files
+
+
+def _key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _name(common_name):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _ca():
+    key = _key()
+    usage = x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          encipher_only=False, decipher_only=False)
+    certificate = (
+        x509.CertificateBuilder().subject_name(_name("Runbook Test CA")).issuer_name(_name("Runbook Test CA"))
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=365)).not_valid_after(NOW + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def leaf(ca, not_before, not_after, names=("localhost",), addresses=("127.0.0.1",)):
+    ca_certificate, ca_key = ca
+    key = _key()
+    sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    certificate = (
+        x509.CertificateBuilder().subject_name(_name(names[0])).issuer_name(ca_certificate.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def _write(folder, stem, certificate, key):
+    cert_path, key_path = folder / f"{stem}.crt", folder / f"{stem}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    key_path.write_bytes(key_pem)
+    return cert_path, key_path, key_pem.decode()
+
+
+@contextmanager
+def tls_server(cert_path, key_path):
+    """Completes TLS handshakes on 127.0.0.1:<free port>, one connection at a time, until the block ends."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except OSError:  # the client refused the certificate, or hung up
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def closed_port():
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pki")
+    ca = _ca()
+    ca_file = folder / "ca.crt"
+    ca_file.write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
+    expired = _write(folder, "expired", *leaf(ca, NOW - dt.timedelta(days=92), NOW - dt.timedelta(days=2)))
+    valid = _write(folder, "valid", *leaf(ca, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=90)))
+    with tls_server(*expired[:2]) as expired_port, tls_server(*valid[:2]) as valid_port:
+        yield Pki(ca_file, f"127.0.0.1:{expired_port}@localhost", f"localhost:{valid_port}",
+                  f"127.0.0.1:{closed_port()}", expired[2])
+
+
+@pytest.fixture
+def incident(kube_api):
+    kube_api.load("certificate-expired")
+    return kube_api
+
+
+@pytest.fixture
+def cluster(incident):
+    cluster = kube.connect(str(incident.kubeconfig), incident.context, NS)
+    yield cluster
+    cluster.api.close()
+
+
+def by_endpoint(table):
+    return {row["endpoint"]: row for row in table.to_dict(orient="records")}
+
+
+# --- endpoints
+
+@pytest.mark.parametrize("text, expected", [
+    ("api.autolytiq.com:443", ("api.autolytiq.com", 443, "api.autolytiq.com")),
+    ("api.autolytiq.com", ("api.autolytiq.com", 443, "api.autolytiq.com")),
+    ("10.0.3.7:8443@api.autolytiq.com", ("10.0.3.7", 8443, "api.autolytiq.com")),
+    ("[2001:db8::1]:443", ("2001:db8::1", 443, "2001:db8::1")),
+    ("[2001:db8::1]@api.autolytiq.com", ("2001:db8::1", 443, "api.autolytiq.com")),
+])
+def test_endpoints_are_host_port_and_an_optional_servername(text, expected):
+    endpoint = tls.parse_endpoint(text)
+    assert (endpoint.host, endpoint.port, endpoint.servername) == expected
+    assert tls.parse_endpoint(str(endpoint)) == endpoint
+
+
+@pytest.mark.parametrize("text", ["", ":443", "host:https", "host:0", "host:70000", "a:b:c"])
+def test_malformed_endpoints_are_refused(text):
+    with pytest.raises(ValueError, match="expected host:port"):
+        tls.parse_endpoint(text)
+
+
+def test_expired_valid_and_unreachable_endpoints_with_the_test_ca_trusted(pki):
+    table = tls.inspect([pki.expired, pki.valid, pki.closed], 14, 2, ca_file=str(pki.ca_file))
+    rows = by_endpoint(table)
+    assert list(table["endpoint"]) == [pki.expired, pki.valid, pki.closed]
+
+    expired = rows[pki.expired]
+    assert expired["status"] == "expired" and expired["days_left"] == -2
+    assert expired["subject_cn"] == "localhost" and expired["sans"] == "localhost, 127.0.0.1"
+    assert expired["issuer"] == "CN=Runbook Test CA"
+    assert expired["trusted"] is False and expired["hostname_match"] is True
+    assert expired["error"] == "certificate has expired"
+
+    valid = rows[pki.valid]
+    assert valid["status"] == "ok" and valid["days_left"] == 89
+    assert valid["trusted"] is True and valid["hostname_match"] is True and pd.isna(valid["error"])
+
+    closed = rows[pki.closed]
+    assert closed["status"] == "unreachable" and closed["error"].startswith("connection refused")
+    assert pd.isna(closed["subject_cn"]) and pd.isna(closed["trusted"]) and pd.isna(closed["days_left"])
+
+
+def test_without_the_ca_file_the_test_ca_is_untrusted(pki):
+    rows = by_endpoint(tls.inspect([pki.valid], 14, 2))
+    assert rows[pki.valid]["status"] == "ok"  # dates only: trust is its own column
+    assert rows[pki.valid]["trusted"] is False
+    assert rows[pki.valid]["error"] == "unable to get local issuer certificate"
+
+
+def test_a_servername_the_certificate_does_not_name(pki):
+    port = pki.valid.rsplit(":", 1)[1]
+    endpoint = f"127.0.0.1:{port}@www.example.org"
+    row = by_endpoint(tls.inspect([endpoint], 14, 2, ca_file=str(pki.ca_file)))[endpoint]
+    assert row["trusted"] is True and row["hostname_match"] is False
+    assert row["error"] == "www.example.org is not among the certificate's names"
+
+
+def test_a_certificate_expiring_within_warn_days(pki):
+    rows = by_endpoint(tls.inspect([pki.valid], 100, 2, ca_file=str(pki.ca_file)))
+    assert rows[pki.valid]["status"] == "expiring"
+
+
+@pytest.mark.parametrize("name, matches", [
+    ("api.autolytiq.io", True), ("API.Autolytiq.io.", True), ("autolytiq.io", True),
+    ("a.b.autolytiq.io", False), ("autolytiq.com", False), ("10.0.0.1", True), ("10.0.0.2", False),
+])
+def test_hostname_matching_follows_rfc_6125(name, matches):
+    certificate, _ = leaf(_ca(), NOW, NOW + dt.timedelta(days=1), names=("autolytiq.io", "*.autolytiq.io"),
+                          addresses=("10.0.0.1",))
+    assert tls.names_host(certificate, name) is matches
+
+
+def test_findings_name_the_expired_untrusted_and_unreachable_endpoints(pki):
+    table = tls.inspect([pki.expired, pki.valid, pki.closed], 14, 2, ca_file=str(pki.ca_file))
+    findings = {f.id: f for f in tls.assess(table, 14)}
+    assert findings["expired-endpoints"].data["endpoints"] == [pki.expired]
+    assert findings["expired-endpoints"].severity == "critical"
+    assert findings["expired-endpoints"].data["not_after"][pki.expired] < NOW
+    assert findings["expiring-endpoints"].data["endpoints"] == []
+    assert findings["untrusted-endpoints"].data["endpoints"] == [pki.expired]
+    assert findings["unreachable-endpoints"].data["endpoints"] == [pki.closed]
+
+
+# --- cert-manager
+
+def test_certificates_and_the_one_not_ready(cluster):
+    listed = certificates.list_certificates(cluster)
+    assert listed.note is None
+    rows = {r["name"]: r for r in listed.frame.to_dict(orient="records")}
+    assert rows["api-gateway-tls"]["ready"] == "False" and rows["api-gateway-tls"]["reason"] == "Expired"
+    assert rows["api-gateway-tls"]["days_left"] == -2 and rows["api-gateway-tls"]["issuing"] == "False (Failed)"
+    assert rows["dashboard-tls"]["ready"] == "True" and rows["dashboard-tls"]["days_left"] == 59
+    findings = {f.id: f for f in certificates.assess(listed, 14)}
+    assert findings["certificates-not-ready"].data["certificates"] == ["api-gateway-tls"]
+    assert findings["certificates-not-ready"].data["reasons"] == {"api-gateway-tls": "Expired"}
+    assert findings["certificates-expiring"].data["certificates"] == ["api-gateway-tls"]
+    assert findings["certificates-expiring"].data["renewal_overdue"] == ["api-gateway-tls"]
+    assert certificates.to_renew(listed, []) == ["api-gateway-tls"]
+    assert certificates.to_renew(listed, ["dashboard-tls"]) == ["dashboard-tls"]
+    events = certificates.related_events(cluster, ["api-gateway-tls", "dashboard-tls"])
+    assert "acme-challenge" in " ".join(events["message"])
+
+
+def test_without_cert_manager_a_note_and_no_exception(cluster, monkeypatch):
+    monkeypatch.setattr(resources, "RESOURCES", [r for r in resources.RESOURCES if r["plural"] != "certificates"])
+    listed = certificates.list_certificates(cluster)
+    assert listed.frame.empty and "cert-manager" in listed.note
+    assert "cert-manager" in listed._repr_html_()
+    findings = certificates.assess(listed, 14)
+    assert [(f.id, f.severity, f.data["certificates"]) for f in findings] == [
+        ("certificates-not-ready", "info", []), ("certificates-expiring", "info", [])]
+    [action] = certificates.renew(cluster, ["api-gateway-tls"], apply=False)
+    assert action.result == "dry run refused: HTTP 404 Not Found"
+
+
+def test_dry_run_renewal_stores_nothing(cluster, incident):
+    before = incident.get(*_certificate("api-gateway-tls"))
+    [action] = certificates.renew(cluster, ["api-gateway-tls"], apply=False)
+    assert action.mode == "dry-run" and action.target == "certificate/api-gateway-tls in autolytiq-prod"
+    assert action.result.startswith("accepted by server-side dry run; would set condition Issuing=True")
+    assert incident.get(*_certificate("api-gateway-tls")) == before
+    [patch] = [r for r in incident.requests if r.method == "PATCH"]
+    assert patch.path.endswith("/certificates/api-gateway-tls/status") and patch.dry_run
+    assert patch.content_type == "application/merge-patch+json"
+
+
+def test_renewal_sets_issuing_and_keeps_the_other_conditions(cluster, incident):
+    [action] = certificates.renew(cluster, ["api-gateway-tls"], apply=True)
+    assert action.mode == "applied" and "replacing Issuing=False (Failed)" in action.result
+    conditions = {c["type"]: c for c in incident.get(*_certificate("api-gateway-tls"))["status"]["conditions"]}
+    assert conditions["Issuing"]["status"] == "True" and conditions["Issuing"]["reason"] == "ManuallyTriggered"
+    assert conditions["Issuing"]["message"] == "Certificate re-issuance manually triggered"
+    assert conditions["Issuing"]["observedGeneration"] == 2
+    assert conditions["Ready"]["reason"] == "Expired"
+    # Asked again while it is being issued: nothing is sent.
+    writes = len([r for r in incident.requests if r.method != "GET"])
+    [again] = certificates.renew(cluster, ["api-gateway-tls"], apply=True)
+    assert again.result.startswith("already being issued")
+    assert len([r for r in incident.requests if r.method != "GET"]) == writes
+
+
+def test_a_status_changed_since_it_was_read_is_not_overwritten(cluster, incident):
+    stale = incident.get(*_certificate("api-gateway-tls"))
+    incident.add({**stale, "status": {**stale["status"], "revision": 2}})  # cert-manager wrote meanwhile
+    api = cluster.custom
+    with pytest.raises(ApiException) as refused:
+        api.patch_namespaced_custom_object_status(
+            "cert-manager.io", "v1", NS, "certificates", "api-gateway-tls", certificates.renewal_patch(stale, NOW),
+            _content_type=certificates.MERGE_PATCH)
+    assert refused.value.status == 409
+
+
+def _certificate(name):
+    return "certificates", name, NS, "cert-manager.io"
+
+
+# --- the notebook
+
+def _run(run_runbook, incident, pki, tmp_path, *args):
+    parameters = tmp_path / "endpoints.yaml"
+    parameters.write_text(yaml.safe_dump({"endpoints": [pki.expired, pki.valid, pki.closed],
+                                          "ca_file": str(pki.ca_file), "timeout_seconds": 2}))
+    return run_runbook(RUNBOOK, "-p", "kubeconfig", str(incident.kubeconfig), "-p", "context", incident.context,
+                       "-p", "namespace", NS, "-f", str(parameters), *args)
+
+
+def test_runbook_names_what_expired_and_changes_nothing(run_runbook, incident, pki, tmp_path):
+    before = incident.list("certificates", NS, "cert-manager.io")
+    outcome = _run(run_runbook, incident, pki, tmp_path)
+    assert outcome.exit_code == 0, outcome.stderr
+    findings = outcome.findings()
+    assert findings["expired-endpoints"]["data"]["endpoints"] == [pki.expired]
+    assert findings["expiring-endpoints"]["data"]["endpoints"] == []
+    assert findings["untrusted-endpoints"]["data"]["endpoints"] == [pki.expired]
+    assert findings["unreachable-endpoints"]["data"]["endpoints"] == [pki.closed]
+    assert findings["certificates-not-ready"]["data"]["certificates"] == ["api-gateway-tls"]
+    actions = outcome.evidence["actions"]
+    assert [(a["mode"], a["target"]) for a in actions] == [("dry-run", "certificate/api-gateway-tls in autolytiq-prod")]
+    assert all(r.method == "GET" or r.dry_run for r in incident.requests)
+    assert incident.list("certificates", NS, "cert-manager.io") == before
+    for path in outcome.evidence_path.parent.iterdir():  # the notebook, its HTML, the evidence file
+        text = path.read_text()
+        assert pki.key_pem.splitlines()[1] not in text and "PRIVATE KEY" not in text, path.name
+
+
+def test_runbook_with_apply_renews_exactly_the_expired_certificate(run_runbook, incident, pki, tmp_path):
+    dashboard = incident.get(*_certificate("dashboard-tls"))
+    outcome = _run(run_runbook, incident, pki, tmp_path, "-p", "apply", "true")
+    assert outcome.exit_code == 0, outcome.stderr
+    [action] = outcome.evidence["actions"]
+    assert action["mode"] == "applied" and action["target"] == "certificate/api-gateway-tls in autolytiq-prod"
+    issuing = [c for c in incident.get(*_certificate("api-gateway-tls"))["status"]["conditions"] if c["type"] == "Issuing"]
+    assert [(c["status"], c["reason"]) for c in issuing] == [("True", "ManuallyTriggered")]
+    assert incident.get(*_certificate("dashboard-tls")) == dashboard
+    writes = [r for r in incident.requests if r.method != "GET"]
+    assert [(r.method, r.path.rsplit("/", 2)[-2]) for r in writes] == [("PATCH", "api-gateway-tls")]
