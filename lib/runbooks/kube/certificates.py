@@ -76,7 +76,7 @@ def to_renew(certificates: Certificates, names: list[str]) -> list[str]:
 def related_events(cluster: Cluster, names: list[str]) -> pd.DataFrame:
     """Events about these Certificates and the CertificateRequests, Orders and Challenges issued for them."""
     items = cluster.core.list_namespaced_event(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
-    return events._frame([e for e in items if e.involved_object.kind in RELATED_KINDS
+    return events.frame([e for e in items if e.involved_object.kind in RELATED_KINDS
                           and any(e.involved_object.name == n or e.involved_object.name.startswith(f"{n}-")
                                   for n in names)])
 

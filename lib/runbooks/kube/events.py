@@ -14,16 +14,16 @@ def for_object(cluster: Cluster, kind: str, name: str) -> pd.DataFrame:
     selector = f"involvedObject.kind={kind},involvedObject.name={name}"
     items = cluster.core.list_namespaced_event(cluster.namespace, field_selector=selector,
                                                _request_timeout=REQUEST_TIMEOUT).items
-    return _frame(items)
+    return frame(items)
 
 
 def for_names(cluster: Cluster, names: set[str]) -> pd.DataFrame:
     """Events in the namespace about any object named in `names` (a deployment, its ReplicaSets, its pods)."""
     items = cluster.core.list_namespaced_event(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
-    return _frame([e for e in items if e.involved_object.name in names])
+    return frame([e for e in items if e.involved_object.name in names])
 
 
-def _frame(items: list) -> pd.DataFrame:
+def frame(items: list) -> pd.DataFrame:
     rows = [{
         "last_seen": e.last_timestamp or e.event_time or e.first_timestamp or e.metadata.creation_timestamp,
         "type": e.type,
