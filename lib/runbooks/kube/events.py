@@ -24,6 +24,7 @@ def for_names(cluster: Cluster, names: set[str]) -> pd.DataFrame:
 
 
 def frame(items: list) -> pd.DataFrame:
+    """Event objects as a table, newest first."""
     rows = [{
         "last_seen": e.last_timestamp or e.event_time or e.first_timestamp or e.metadata.creation_timestamp,
         "type": e.type,
@@ -34,5 +35,5 @@ def frame(items: list) -> pd.DataFrame:
         "message": e.message,
         "source": (e.source.component if e.source else None) or e.reporting_component,
     } for e in items]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    return frame.sort_values("last_seen", ascending=False, ignore_index=True) if rows else frame
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table.sort_values("last_seen", ascending=False, ignore_index=True) if rows else table
