@@ -1,6 +1,7 @@
 """Kubernetes diagnostics through the official client: data in DataFrames, changes in mitigate."""
 
 from . import events, logs, metrics, mitigate, pods, rollouts
+from . import jwt_validation
 from .cluster import Cluster, connect
 
 __all__ = ["Cluster", "connect", "events", "logs", "metrics", "mitigate", "pods", "rollouts"]
