@@ -89,7 +89,7 @@ def _redact_more(line: str) -> str:
     return line
 
 
-# --- Step 2: the secret, and who consumes it
+# --- Steps 2 and 3: the secret, who consumes it, and which pods started before it changed
 
 @dataclass(frozen=True)
 class SecretState:
@@ -227,7 +227,8 @@ def secret_sync(cluster: Cluster, secret: SecretState, consuming: pd.DataFrame) 
 
 def _deployment_of_replicasets(cluster: Cluster) -> dict[str, str]:
     sets = cluster.apps.list_namespaced_replica_set(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
-    return {rs.metadata.name: o.name for rs in sets for o in rs.metadata.owner_references or [] if o.kind == "Deployment"}
+    return {rs.metadata.name: owner.name for rs in sets
+            for owner in rs.metadata.owner_references or [] if owner.kind == "Deployment"}
 
 
 def _started(pod, containers: set[str]) -> dt.datetime | None:
@@ -238,7 +239,7 @@ def _started(pod, containers: set[str]) -> dt.datetime | None:
     return min(starts) if starts else pod.status.start_time
 
 
-# --- Step 3: the secret across namespaces, by fingerprint
+# --- Step 4: the secret across namespaces, by fingerprint
 
 def fingerprints(cluster: Cluster, secret_name: str, secret_key: str, compare_namespaces: list) -> pd.DataFrame:
     """The key's fingerprint in the runbook's namespace (first: the reference) and in each other one."""
@@ -251,7 +252,7 @@ def fingerprints(cluster: Cluster, secret_name: str, secret_key: str, compare_na
     return frame
 
 
-# --- Step 4: node clocks against the API server's
+# --- Step 5: node clocks against the API server's
 
 LEASE_NAMESPACE = "kube-node-lease"
 # How old a node's stamp may be, in seconds, with the node's clock right: the kubelet renews its
@@ -302,7 +303,8 @@ def _lease_renewals(cluster: Cluster) -> tuple[dict[str, dt.datetime], dt.dateti
         if e.status not in (401, 403, 404):
             raise
         return {}, None
-    renewals = {lease.metadata.name: lease.spec.renew_time for lease in leases.items if lease.spec and lease.spec.renew_time}
+    renewals = {lease.metadata.name: lease.spec.renew_time
+                for lease in leases.items if lease.spec and lease.spec.renew_time}
     return renewals, _date(headers)
 
 
@@ -327,16 +329,20 @@ def _skew(stamped: dt.datetime | None, api_time: dt.datetime | None, max_age: fl
 
 # --- Findings
 
-def assess(reasons: pd.DataFrame, sync: pd.DataFrame, prints: pd.DataFrame, clocks: pd.DataFrame) -> list[Finding]:
-    return [_failure_reasons(reasons), _stale_pods(sync), _secret_mismatch(prints), _clock_skew(clocks)]
+def assess(scan: logs.LogScan, sync: pd.DataFrame, prints: pd.DataFrame, clocks: pd.DataFrame) -> list[Finding]:
+    return [_failure_reasons(scan), _stale_pods(sync), _secret_mismatch(prints), _clock_skew(clocks)]
 
 
-def _failure_reasons(reasons: pd.DataFrame) -> Finding:
-    counts = {r.reason: int(r.count) for r in reasons.itertuples()}
+def _failure_reasons(scan: logs.LogScan) -> Finding:
+    counts = {r.reason: int(r.count) for r in reason_counts(scan).itertuples()}
     total = sum(counts.values())
-    data = {"counts": counts, "total": total, "top_reason": None}
+    data = {"counts": counts, "total": total, "top_reason": None, "lines_read": scan.lines_read}
+    if not scan.lines_read:
+        return Finding("failure-reasons", "no auth service log lines read: does the selector match its pods?",
+                       "warning", data)
     if not total:
-        return Finding("failure-reasons", "no JWT or auth failures in the auth service's logs", "info", data)
+        return Finding("failure-reasons", f"no JWT or auth failures in {scan.lines_read} auth service log lines",
+                       "info", data)
     top = max(counts, key=counts.get)
     data["top_reason"] = top
     spread = ", ".join(f"{n} {reason}" for reason, n in counts.items() if n)
@@ -392,7 +398,8 @@ def _clock_skew(clocks: pd.DataFrame) -> Finding:
         tail = f" ({', '.join(unmeasured['node'])} not measurable)" if len(unmeasured) else ""
         return Finding("clock-skew", f"no node clock measurably off the API server's{tail}", "info", data)
     listed = ", ".join(f"{r.node} {r.verdict} (stamp {r.offset_seconds:+.0f} s)" for r in skewed.itertuples())
-    return Finding("clock-skew", f"{listed}: check NTP on those nodes", "warning", data)
+    return Finding("clock-skew", f"{listed}: between the node that issues a token and the one that checks it, "
+                   "skew shows as 'not yet valid' or early 'expired'; check NTP on those nodes", "warning", data)
 
 
 # --- Resolution
