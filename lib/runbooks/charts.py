@@ -80,3 +80,28 @@ def certificate_days_left(endpoints: pd.DataFrame, certificates: pd.DataFrame, w
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+REASON_COLOURS = {
+    "expired": "#fdae6b",
+    "bad-signature": "#de2d26",
+    "not-yet-valid": "#756bb1",
+    "malformed": "#969696",
+    "other": "#bdbdbd",
+}
+
+
+def auth_failures_by_reason(reasons: pd.DataFrame) -> Figure:
+    """Horizontal bars: auth-failure log lines per reason (columns reason, count)."""
+    if reasons.empty or not reasons["count"].sum():
+        return _empty("Auth failures by reason", "no auth failures in the logs read")
+    frame = reasons.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(frame) + 1.5))
+    ax.barh(frame["reason"], frame["count"], color=[REASON_COLOURS.get(r, "#756bb1") for r in frame["reason"]])
+    for y, count in enumerate(frame["count"]):
+        ax.text(count, y, f" {count}", va="center", fontsize="small")
+    ax.set_xlabel("log lines")
+    ax.set_title("Auth failures by reason")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
