@@ -36,3 +36,24 @@ def test_redact_dsn_for_display():
 
 def test_scrub_replaces_every_secret_longest_first():
     assert scrub("a s3cr3t and s3cr3t-2 b", ["s3cr3t", "s3cr3t-2", ""]) == f"a {REDACTED} and {REDACTED} b"
+
+
+@pytest.mark.parametrize("line,secret", [
+    ('{"level":"warn","jwt_secret":"k3y-old-value","msg":"rotating"}', "k3y-old-value"),
+    ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+    ('{"auth":"Bearer abc.def-123"}', "abc.def-123"),
+    ("call failed api_key=sk_live_51Hx token: t0k3n", "sk_live_51Hx"),
+    ("jwt expired: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "eyJhbGciOiJIUzI1NiJ9"),
+])
+def test_redact_line_hides_credentials_and_keeps_the_rest(line, secret):
+    from runbooks.redact import redact_line
+
+    redacted = redact_line(line)
+    assert secret not in redacted and REDACTED in redacted
+    assert redacted.split()[0][:4] == line.split()[0][:4]
+
+
+def test_bearer_redaction_keeps_the_closing_quote():
+    from runbooks.redact import redact_line
+
+    assert redact_line('{"auth":"Bearer abc"}') == f'{{"auth":"Bearer {REDACTED}"}}'

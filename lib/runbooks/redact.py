@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Iterable
 
@@ -38,10 +39,14 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-# Credentials that log lines carry: JWTs, bearer tokens, password/secret/token assignments.
+# Credentials that log lines carry: JWTs, bearer and basic credentials, password/secret/token
+# assignments, and JSON keys naming them.
 _IN_LINES = [
     (re.compile(r"eyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*"), REDACTED),
-    (re.compile(r"(?i)(bearer\s+)\S+"), rf"\g<1>{REDACTED}"),
+    (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), rf"\g<1>{REDACTED}"),
+    (re.compile(r"(?i)(\bbasic\s+)[A-Za-z0-9+/=]{8,}"), rf"\g<1>{REDACTED}"),
+    (re.compile(r'(?i)("[\w.-]*(?:password|passwd|secret|token|api[_-]?key|authorization)[\w.-]*"\s*:\s*")[^"]*"'),
+     rf'\g<1>{REDACTED}"'),
     (re.compile(r"(?i)((?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*\"?)[^\s\",]+"), rf"\g<1>{REDACTED}"),
 ]
 
@@ -51,3 +56,11 @@ def redact_line(line: str) -> str:
     for pattern, replacement in _IN_LINES:
         line = pattern.sub(replacement, line)
     return line
+
+
+def fingerprint(value: bytes) -> str:
+    """`sha256:` and the first 12 hex digits of the value's SHA-256: secrets compared without being shown.
+
+    Safe for random, high-entropy keys (JWT signing keys, tokens); a short password could be guessed from it.
+    """
+    return "sha256:" + hashlib.sha256(value).hexdigest()[:12]

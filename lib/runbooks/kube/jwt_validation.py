@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import email.utils
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Finding
-from ..redact import REDACTED
+from ..redact import fingerprint
 from . import logs, mitigate
 from .cluster import REQUEST_TIMEOUT, Cluster
 
@@ -70,23 +69,10 @@ def reason_counts(scan: logs.LogScan) -> pd.DataFrame:
 
 
 # What redact_line lets through and auth logs carry: JSON-quoted credential keys, Basic credentials.
-_MORE_CREDENTIALS = [
-    (re.compile(r'(?i)("[\w.-]*(?:password|passwd|secret|token|api[_-]?key|authorization)[\w.-]*"\s*:\s*")[^"]*"'),
-     rf'\g<1>{REDACTED}"'),
-    (re.compile(r"(?i)(\bbasic\s+)[A-Za-z0-9+/=]{8,}"), rf"\g<1>{REDACTED}"),
-]
-
-
 def examples(scan: logs.LogScan) -> pd.DataFrame:
-    """A few lines per reason: through redact_line (in logs.scan), then the credentials it misses."""
-    return pd.DataFrame([{"reason": reason, "line": _redact_more(line)}
+    """A few lines per reason, already through redact_line (in logs.scan)."""
+    return pd.DataFrame([{"reason": reason, "line": line}
                          for reason, lines in scan.examples.items() for line in lines], columns=["reason", "line"])
-
-
-def _redact_more(line: str) -> str:
-    for pattern, replacement in _MORE_CREDENTIALS:
-        line = pattern.sub(replacement, line)
-    return line
 
 
 # --- Steps 2 and 3: the secret, who consumes it, and which pods started before it changed
@@ -107,11 +93,6 @@ class SecretState:
         return pd.DataFrame([{"namespace": self.namespace, "secret": self.name, "key": self.key, "status": self.status,
                               "changed_at": self.changed_at, "changed_from": self.changed_from,
                               "fingerprint": self.fingerprint}])
-
-
-def fingerprint(value: bytes) -> str:
-    """`sha256:` and the first 12 hex digits of the value's SHA-256: comparable, not reversible for a random key."""
-    return "sha256:" + hashlib.sha256(value).hexdigest()[:12]
 
 
 def secret_state(cluster: Cluster, secret_name: str, secret_key: str, namespace: str = "") -> SecretState:
