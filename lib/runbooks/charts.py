@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 STATE_COLOURS = {
     "active": "#2b8cbe",
@@ -102,6 +104,26 @@ def auth_failures_by_reason(reasons: pd.DataFrame) -> Figure:
         ax.text(count, y, f" {count}", va="center", fontsize="small")
     ax.set_xlabel("log lines")
     ax.set_title("Auth failures by reason")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def dependency_errors_per_minute(per_minute: pd.DataFrame) -> Figure:
+    """Lines: error lines per minute about each third-party dependency (columns), over the window (index, UTC)."""
+    title = "Errors per minute by third-party dependency (UTC)"
+    if per_minute.empty or not per_minute.to_numpy().any():
+        return _empty(title, "no errors about any dependency in the window")
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    times = per_minute.index.tz_convert("UTC").tz_localize(None)  # matplotlib's date axis, labelled UTC
+    for dependency in per_minute.columns:
+        ax.plot(times, per_minute[dependency], drawstyle="steps-mid", marker=".", label=dependency)
+    ax.set_ylabel("error lines per minute")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="small")
     fig.tight_layout()
     plt.close(fig)
     return fig
