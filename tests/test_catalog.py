@@ -81,3 +81,12 @@ def test_environment_file_applies_shared_defaults_and_its_runbook_section():
 def test_unknown_environment_is_rejected():
     with pytest.raises(UsageError, match="unknown environment 'qa'.*prod"):
         catalog.environment_layer("qa", catalog.find("db-slow-queries"))
+
+
+def test_list_and_dict_parameters_take_yaml_flow_collections():
+    book = catalog.find("ssl-certificate-expired")
+    assert book.resolve({"endpoints": "[a.example:443, b.example]"})["endpoints"] == ["a.example:443", "b.example"]
+    with pytest.raises(UsageError, match="takes list, got str"):
+        book.resolve({"endpoints": "a.example:443"})
+    deps = catalog.find("third-party-api-down").resolve({"dependencies": "{tax: {match: tax, health_url: ''}}"})
+    assert deps["dependencies"] == {"tax": {"match": "tax", "health_url": ""}}

@@ -66,6 +66,8 @@ class Runbook:
                     raise UsageError(f"runbook {self.name!r} has no parameter {name!r} (it takes: {known})")
                 if parameter.type == "str" and not isinstance(value, str) and value is not None:
                     value = str(value)  # `-p incident 1234` stays the string the user typed
+                if parameter.type in ("list", "dict") and isinstance(value, str):
+                    value = _collection(value)  # `-p endpoints "[a:443, b:443]"`
                 parameter.check(value)
                 values[name] = value
         return values
@@ -118,6 +120,15 @@ def parse_cli_value(text: str) -> Any:
     except yaml.YAMLError:
         return text
     return value if isinstance(value, (str, int, float, bool)) or value is None else text
+
+
+def _collection(text: str) -> Any:
+    """A YAML flow list or mapping given as text, or the text itself when it is none."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (list, dict)) else text
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

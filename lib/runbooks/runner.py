@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -29,6 +30,9 @@ from .errors import UsageError
 
 # Kernels talk over Unix sockets rather than unencrypted loopback TCP.
 KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
+# Parameters are checked before papermill sees them (catalog.Runbook.resolve); its own, looser reading
+# of the parameters cell only adds misleading warnings (e.g. for `selector = "app=x"`).
+logging.getLogger("papermill").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
