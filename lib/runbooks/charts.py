@@ -57,3 +57,29 @@ def _empty(title: str, message: str) -> Figure:
     ax.axis("off")
     plt.close(fig)
     return fig
+
+
+def memory_of_limit(usage: pd.DataFrame, near_limit_pct: float = 90) -> Figure:
+    """Horizontal bars: each container's memory usage as % of its limit; OOMKilled containers in red.
+
+    Takes kube.oomkilled.memory_usage(...): pod, container, memory_pct_of_limit, oomkilled.
+    Containers without a limit or without usage (no metrics) are left out.
+    """
+    title = "Memory usage as % of the limit"
+    frame = usage.dropna(subset=["memory_pct_of_limit"]).sort_values("memory_pct_of_limit")
+    if frame.empty:
+        return _empty(title, "no usage to show (no metrics API, or no memory limits)")
+    colours = ["#de2d26" if r.oomkilled else "#fd8d3c" if r.memory_pct_of_limit >= near_limit_pct else "#2b8cbe"
+               for r in frame.itertuples()]
+    labels = [f"{r.pod} / {r.container}" + (" (OOMKilled)" if r.oomkilled else "") for r in frame.itertuples()]
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(frame) + 1.5))
+    ax.barh(labels, frame["memory_pct_of_limit"], color=colours)
+    ax.axvline(100, color="#de2d26", linewidth=1)
+    ax.axvline(near_limit_pct, color="#fd8d3c", linewidth=1, linestyle="--")
+    ax.set_xlim(0, max(110, float(frame["memory_pct_of_limit"].max()) + 5))
+    ax.set_xlabel("memory used, % of limit (dashed: memory pressure; solid: the limit)")
+    ax.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
