@@ -83,3 +83,37 @@ def memory_of_limit(usage: pd.DataFrame, near_limit_pct: float = 90) -> Figure:
     plt.close(fig)
     return fig
 
+
+STATUS_COLOURS = {500: "#fdae6b", 502: "#e6550d", 503: "#a63603", 504: "#756bb1"}
+
+
+def errors_over_time(per_minute: pd.DataFrame) -> Figure:
+    """Stacked bars: gateway 5xx responses per minute, split by status.
+
+    Takes kube.gateway.errors_per_minute(...): minute, status, count.
+    """
+    from matplotlib.dates import DateFormatter, MinuteLocator
+
+    title = "Gateway 5xx responses per minute"
+    if per_minute.empty:
+        return _empty(title, "no 5xx in the gateway logs")
+    table = per_minute.pivot_table(index="minute", columns="status", values="count", aggfunc="sum", fill_value=0)
+    table = table.reindex(pd.date_range(table.index.min(), table.index.max(), freq="min"), fill_value=0)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    bottom = pd.Series(0, index=table.index)
+    width = 1 / 24 / 60 * 0.8  # 80% of a minute, in days
+    for status in table.columns:
+        ax.bar(table.index, table[status], bottom=bottom, width=width, align="edge", label=str(status),
+               color=STATUS_COLOURS.get(int(status)))
+        bottom += table[status]
+    ax.xaxis.set_major_locator(MinuteLocator(interval=max(1, len(table) // 10)))
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("minute (UTC)")
+    ax.set_ylabel("responses")
+    ax.set_title(title)
+    ax.legend(title="status", loc="upper left", fontsize="small")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

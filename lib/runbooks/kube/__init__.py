@@ -4,6 +4,6 @@ from . import events, logs, metrics, mitigate, pods, rollouts
 from .cluster import Cluster, connect
 
 __all__ = ["Cluster", "connect", "events", "logs", "metrics", "mitigate", "pods", "rollouts"]
-from . import oomkilled  # noqa: E402  (runbook diagnosis modules, built on the ones above)
+from . import gateway, oomkilled  # noqa: E402  (runbook diagnosis modules, built on the ones above)
 
-__all__ += ["oomkilled"]
+__all__ += ["gateway", "oomkilled"]
