@@ -266,3 +266,22 @@ def test_resolution_follows_the_upstream_override_and_refuses_unknown_values(pro
     assert all(r.method == "GET" or r.query.get("dryRun") == "All" for r in prod.requests)
     with pytest.raises(ValueError, match="restart, rollback"):
         gateway.check_resolution("scale")
+
+
+def test_without_gateway_pods_nothing_is_blamed_and_nothing_is_changed(kube_api):
+    kube_api.load({"namespace": "quiet", "objects": [{"kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {}}]})
+    quiet = kube.connect(str(kube_api.kubeconfig), kube_api.context, "quiet")
+    try:
+        log = gateway.scan_gateway_logs(quiet, "app=api-gateway", 30, 500)
+        containers = kube.oomkilled.containers(quiet)
+        health = gateway.deployment_health(quiet, containers, gateway.suspect_upstream(log), "app=api-gateway")
+        diagnosis = gateway.diagnose(log, health, kube.rollouts.recent(quiet, 30), gateway.database_errors(quiet, containers, 30, 500))
+        findings = {f.id: f for f in gateway.assess(log, diagnosis)}
+        [change] = gateway.resolve(quiet, diagnosis, "rollback", "", apply=True)
+    finally:
+        quiet.api.close()
+    assert findings["error-counts"].severity == "info" and findings["error-counts"].data["five_xx"] == 0
+    assert findings["likely-cause"].data["cause"] is None and findings["likely-cause"].data["deployment"] is None
+    assert gateway.by_upstream(log).empty and gateway.errors_per_minute(log).empty and health.empty
+    assert "not done" in change.action.result
+    assert all(r.method == "GET" for r in kube_api.requests)

@@ -191,3 +191,20 @@ def test_memory_parameters_are_checked(cluster):
     with pytest.raises(ValueError, match="quantities"):
         oomkilled.check_memory("lots", "1Gi")
     assert [oomkilled.mebibytes(v) for v in (268435456.0, 2**30, 1536 * 2**20, None)] == ["256Mi", "1Gi", "1536Mi", None]
+
+
+def test_an_empty_namespace_is_data_not_an_error(kube_api):
+    kube_api.load({"namespace": "quiet", "objects": [{"kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {}}]})
+    quiet = kube.connect(str(kube_api.kubeconfig), kube_api.context, "quiet")
+    try:
+        oom = oomkilled.oomkilled(oomkilled.containers(quiet))
+        usage = oomkilled.memory_usage(quiet, "", oom)
+        findings = oomkilled.assess(oom, usage, oomkilled.coinciding_rollouts(quiet, oom, 60), 60)
+        assert oomkilled.affected_events(quiet, oom).empty
+        assert oomkilled.resolve(quiet, oom, "512Mi", "1024Mi", apply=True) == []
+    finally:
+        quiet.api.close()
+    assert [(f.id, f.severity, f.data or None) for f in findings] == [
+        ("oomkilled-containers", "info", None), ("memory-pressure", "info", None),
+        ("coinciding-rollout", "info", {"window_minutes": 60, "deployments": [], "rollouts": []})]
+    assert all(r.method == "GET" for r in kube_api.requests)

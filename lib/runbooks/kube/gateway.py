@@ -153,6 +153,7 @@ def scan_gateway_logs(cluster: Cluster, selector: str, since_minutes: float | No
                         if len(examples) < EXAMPLES:
                             examples.append(_redact(text))
     counts = pd.DataFrame([(*key, n) for key, n in counter.items()], columns=LOG_COLUMNS)
+    counts = counts.astype({"status": int, "error": bool, "count": int})
     counts["minute"] = pd.to_datetime(counts["minute"], utc=True)
     return GatewayLog(counts, lines_read, first_5xx, examples)
 

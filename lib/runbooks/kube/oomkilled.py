@@ -177,7 +177,7 @@ def _pressure_finding(usage: pd.DataFrame, oom: pd.DataFrame) -> Finding:
 
 
 def _rollout_finding(table: pd.DataFrame, oom: pd.DataFrame, window_minutes: float) -> Finding:
-    coinciding = table[table["coincides"]]
+    coinciding = table[table["coincides"].astype(bool)]
     data = {
         "window_minutes": window_minutes,
         "deployments": sorted(set(table["deployment"])),
