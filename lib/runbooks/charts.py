@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.dates import DateFormatter
+from matplotlib.dates import DateFormatter, MinuteLocator
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -124,6 +124,64 @@ def dependency_errors_per_minute(per_minute: pd.DataFrame) -> Figure:
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
     ax.set_title(title)
     ax.legend(loc="upper left", fontsize="small")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def memory_of_limit(usage: pd.DataFrame, near_limit_pct: float = 90) -> Figure:
+    """Horizontal bars: each container's memory usage as % of its limit; OOMKilled containers in red.
+
+    Takes kube.oomkilled.memory_usage(...): pod, container, memory_pct_of_limit, oomkilled.
+    Containers without a limit or without usage (no metrics) are left out.
+    """
+    title = "Memory usage as % of the limit"
+    frame = usage.dropna(subset=["memory_pct_of_limit"]).sort_values("memory_pct_of_limit")
+    if frame.empty:
+        return _empty(title, "no usage to show (no metrics API, or no memory limits)")
+    colours = ["#de2d26" if r.oomkilled else "#fd8d3c" if r.memory_pct_of_limit >= near_limit_pct else "#2b8cbe"
+               for r in frame.itertuples()]
+    labels = [f"{r.pod} / {r.container}" + (" (OOMKilled)" if r.oomkilled else "") for r in frame.itertuples()]
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(frame) + 1.5))
+    ax.barh(labels, frame["memory_pct_of_limit"], color=colours)
+    ax.axvline(100, color="#de2d26", linewidth=1)
+    ax.axvline(near_limit_pct, color="#fd8d3c", linewidth=1, linestyle="--")
+    ax.set_xlim(0, max(110, float(frame["memory_pct_of_limit"].max()) + 5))
+    ax.set_xlabel("memory used, % of limit (dashed: memory pressure; solid: the limit)")
+    ax.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+STATUS_COLOURS = {500: "#fdae6b", 502: "#e6550d", 503: "#a63603", 504: "#756bb1"}
+
+
+def errors_over_time(per_minute: pd.DataFrame) -> Figure:
+    """Stacked bars: gateway 5xx responses per minute, split by status.
+
+    Takes kube.gateway.errors_per_minute(...): minute, status, count.
+    """
+    title = "Gateway 5xx responses per minute"
+    if per_minute.empty:
+        return _empty(title, "no 5xx in the gateway logs")
+    table = per_minute.pivot_table(index="minute", columns="status", values="count", aggfunc="sum", fill_value=0)
+    table = table.reindex(pd.date_range(table.index.min(), table.index.max(), freq="min"), fill_value=0)
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    bottom = pd.Series(0, index=table.index)
+    width = 1 / 24 / 60 * 0.8  # 80% of a minute, in days
+    for status in table.columns:
+        ax.bar(table.index, table[status], bottom=bottom, width=width, align="edge", label=str(status),
+               color=STATUS_COLOURS.get(int(status)))
+        bottom += table[status]
+    ax.xaxis.set_major_locator(MinuteLocator(interval=max(1, len(table) // 10)))
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("minute (UTC)")
+    ax.set_ylabel("responses")
+    ax.set_title(title)
+    ax.legend(title="status", loc="upper left", fontsize="small")
+    fig.autofmt_xdate()
     fig.tight_layout()
     plt.close(fig)
     return fig
