@@ -126,3 +126,21 @@ def test_mitigations_applied_change_the_target(kube_api, cluster):
 def test_mitigation_refused_by_the_server_is_a_failed_action(cluster):
     change = kube.mitigate.scale(cluster, "no-such-deployment", 2, apply=False)
     assert change.action.result.startswith("dry run refused: HTTP 404")
+
+
+def test_a_literal_secret_env_value_never_shows_in_a_change(kube_api, cluster):
+    kube_api.add({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {
+        "name": "billing", "namespace": NS, "annotations": {"deployment.kubernetes.io/revision": "1"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "billing"}}, "template": {
+            "metadata": {"labels": {"app": "billing"}},
+            "spec": {"containers": [{"name": "billing", "image": "billing:1",
+                                     "env": [{"name": "STRIPE_API_KEY", "value": "sk_live_planted"},
+                                             {"name": "DATABASE_URL", "value": "postgres://app:pg-old@db/app"}]}]}}}})
+    body = {"spec": {"template": {"spec": {"containers": [{"name": "billing", "env": [
+        {"name": "STRIPE_API_KEY", "value": "sk_live_rotated"}, {"name": "DATABASE_URL", "value": "postgres://app:pg-new@db/app"}]}]}}}}
+    change = kube.mitigate._patch(cluster, "test", "billing", body, apply=False)
+    env = "spec.template.spec.containers[billing].env"
+    assert list(change.diff["field"]) == [f"{env}[DATABASE_URL].value", f"{env}[STRIPE_API_KEY].value"]
+    assert list(change.diff["after"]) == ["postgres://app:[REDACTED]@db/app", "[REDACTED]"]
+    shown = change.action.result + change.diff.to_string()
+    assert "sk_live" not in shown and "pg-new" not in shown and "pg-old" not in shown

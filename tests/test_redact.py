@@ -57,3 +57,10 @@ def test_bearer_redaction_keeps_the_closing_quote():
     from runbooks.redact import redact_line
 
     assert redact_line('{"auth":"Bearer abc"}') == f'{{"auth":"Bearer {REDACTED}"}}'
+
+
+def test_redact_line_hides_passwords_in_urls():
+    from runbooks.redact import redact_line
+
+    line = "FATAL could not connect: postgres://autolytiq:pg-pass-4b1d@db.internal:5432/autolytiq"
+    assert redact_line(line) == f"FATAL could not connect: postgres://autolytiq:{REDACTED}@db.internal:5432/autolytiq"

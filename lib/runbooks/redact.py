@@ -39,10 +39,11 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-# Credentials that log lines carry: JWTs, bearer and basic credentials, password/secret/token
-# assignments, and JSON keys naming them.
+# Credentials that log lines carry: JWTs, passwords in URLs, bearer and basic credentials,
+# password/secret/token assignments, and JSON keys naming them.
 _IN_LINES = [
     (re.compile(r"eyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*"), REDACTED),
+    (re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)"), rf"\g<1>{REDACTED}\g<2>"),
     (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), rf"\g<1>{REDACTED}"),
     (re.compile(r"(?i)(\bbasic\s+)[A-Za-z0-9+/=]{8,}"), rf"\g<1>{REDACTED}"),
     (re.compile(r'(?i)("[\w.-]*(?:password|passwd|secret|token|api[_-]?key|authorization)[\w.-]*"\s*:\s*")[^"]*"'),

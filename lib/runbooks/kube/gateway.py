@@ -33,7 +33,7 @@ import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Action, Finding
-from ..redact import redact_dsn, redact_line
+from ..redact import redact_line
 from . import logs, mitigate, oomkilled, pods
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .mitigate import Change
@@ -151,7 +151,7 @@ def scan_gateway_logs(cluster: Cluster, selector: str, since_minutes: float | No
                         if when and (first_5xx is None or when < first_5xx):
                             first_5xx = when
                         if len(examples) < EXAMPLES:
-                            examples.append(_redact(text))
+                            examples.append(redact_line(text))
     counts = pd.DataFrame([(*key, n) for key, n in counter.items()], columns=LOG_COLUMNS)
     counts = counts.astype({"status": int, "error": bool, "count": int})
     counts["minute"] = pd.to_datetime(counts["minute"], utc=True)
@@ -283,7 +283,7 @@ def database_errors(cluster: Cluster, containers: pd.DataFrame, since_minutes: f
     scan = logs.scan(cluster, "", DATABASE_ERRORS, since_minutes, tail_lines)
     table = scan.totals("pod", "pattern")
     table.insert(0, "deployment", table["pod"].map(dict(zip(containers["pod"], containers["deployment"]))))
-    examples = [_redact(line) for lines in scan.examples.values() for line in lines]
+    examples = [line for lines in scan.examples.values() for line in lines]  # redacted by scan
     return DatabaseErrors(table[DATABASE_COLUMNS], examples)
 
 
@@ -455,7 +455,3 @@ def _replicas(cluster: Cluster, name: str) -> tuple[int | None, int | None]:
             return None, None
         raise
     return deployment.spec.replicas, deployment.status.ready_replicas or 0
-
-
-def _redact(line: str) -> str:
-    return redact_dsn(redact_line(line))

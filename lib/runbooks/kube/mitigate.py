@@ -9,16 +9,20 @@ for real. Either way the result is an Action for the evidence file, plus the fie
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Action
+from ..redact import REDACTED, redact_line
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .rollouts import CHANGE_CAUSE, REVISION, history
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+# A literal environment value named like a credential: never shown, only whether it changes.
+SECRET_ENV = re.compile(r"\.env\[[^\]]*(secret|token|passw|key|credential)[^\]]*\]\.value$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,15 @@ def _diff(cluster: Cluster, before, after, prefix: str, also: tuple[str, ...] = 
     keep = (prefix, *also)
     fields = sorted(k for k in old.keys() | new.keys()
                     if k.startswith(keep) and old.get(k) != new.get(k) and not k.endswith(REVISION))
-    return pd.DataFrame([{"field": k, "before": old.get(k), "after": new.get(k)} for k in fields],
+    return pd.DataFrame([{"field": k, "before": _shown(k, old.get(k)), "after": _shown(k, new.get(k))} for k in fields],
                         columns=["field", "before", "after"])
+
+
+def _shown(field: str, value):
+    """A value fit for a notebook and the evidence: credentials replaced (the diff still says it changed)."""
+    if not isinstance(value, str):
+        return value
+    return REDACTED if SECRET_ENV.search(field) else redact_line(value)
 
 
 def _flatten(value, path: str = "") -> dict[str, object]:

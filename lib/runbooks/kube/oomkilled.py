@@ -9,14 +9,12 @@ Pods are traced to their Deployment through their owner references: pod -> Repli
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from ..evidence import Action, Finding
-from ..redact import REDACTED, redact_dsn, redact_line
 from . import events, metrics, mitigate, pods, rollouts
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .mitigate import Change
@@ -27,7 +25,6 @@ NEAR_LIMIT_PCT = 90.0  # memory used, in % of the limit, from which a container 
 OOM_COLUMNS = ["pod", "container", "deployment", "restarts", "exit_code", "oomkilled_at", "memory_request", "memory_limit"]
 ROLLOUT_COLUMNS = ["deployment", "revision", "replicaset", "created", "change_cause", "images", "minutes_ago", "coincides"]
 CHANGE_COLUMNS = ["action", "target", "field", "before", "after"]
-SECRET_ENV = re.compile(r"\.env\[[^\]]*(secret|token|passw|key|credential)[^\]]*\]\.value$", re.IGNORECASE)
 
 
 def deployments_of(cluster: Cluster, pod_list: list) -> dict[str, str | None]:
@@ -137,11 +134,10 @@ def resolve(cluster: Cluster, oom: pd.DataFrame, memory_request: str, memory_lim
 def changes_table(changes: list[Change]) -> pd.DataFrame:
     """Every field each change would make (dry run) or made (apply), one row per field.
 
-    Values fit to show: the value of an environment variable named like a secret is replaced, and
-    credentials in other values (URLs with passwords, tokens) are taken out.
+    Values come from mitigate, which already replaces credentials.
     """
     rows = [{"action": c.action.id, "target": c.action.target, "field": f["field"],
-             "before": _shown(f["field"], f["before"]), "after": _shown(f["field"], f["after"])}
+             "before": f["before"], "after": f["after"]}
             for c in changes for f in c.diff.to_dict(orient="records")]
     return pd.DataFrame(rows, columns=CHANGE_COLUMNS)
 
@@ -231,14 +227,6 @@ def _last_termination(status) -> dict:
         "last_termination_exit_code": terminated.exit_code if terminated else None,
         "last_termination_at": terminated.finished_at if terminated else None,
     }
-
-
-def _shown(field: str, value):
-    if not isinstance(value, str):
-        return value
-    if SECRET_ENV.search(field):
-        return REDACTED
-    return redact_dsn(redact_line(value))
 
 
 def _unchanged(cluster: Cluster, deployment: str, container: str, limit: float, wanted: str, apply: bool) -> Change:
