@@ -1,31 +1,200 @@
-"""`runbook sandbox` as an engineer uses it: start it, run runbooks against it, stop it with Ctrl-C."""
+"""`runbook sandbox` as an engineer uses it: start it, run every runbook against it, stop it with Ctrl-C.
+
+One sandbox for the module. Each notebook in notebooks/ runs headlessly with `--env sandbox` and must
+show its incident (one key finding each); the values printed for Jupyter must be the ones headless
+runs get; Ctrl-C must leave no parameters file, certificates, PostgreSQL or listening port behind.
+"""
+
+from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from psycopg.conninfo import conninfo_to_dict
 
 from runbooks import catalog
 from test_cli import RUNBOOK
 
+SANDBOX_YAML = catalog.PARAMETERS / "sandbox.yaml"
+README = catalog.OUTPUT / "sandbox" / "README.txt"
+NOTEBOOKS = sorted(path.stem for path in catalog.NOTEBOOKS.glob("*.ipynb"))
 
-def test_sandbox_serves_every_target_until_interrupted(tmp_path):
-    sandbox = subprocess.Popen([RUNBOOK, "sandbox"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+@dataclass
+class Sandbox:
+    process: subprocess.Popen
+    banner: str  # what it printed up to "Ctrl-C stops everything."
+    parameters: dict  # parameters/sandbox.yaml as written
+
+    @property
+    def runbooks(self) -> dict:
+        return self.parameters["runbooks"]
+
+    @property
+    def pg_folder(self) -> str:
+        return conninfo_to_dict(self.parameters["defaults"]["dsn"])["host"]
+
+    def ports(self) -> list[int]:
+        """Every loopback port it serves: the Kubernetes API, the TLS endpoints, the health endpoints."""
+        kubeconfig = yaml.safe_load(Path(self.parameters["defaults"]["kubeconfig"]).read_text())
+        urls = [kubeconfig["clusters"][0]["cluster"]["server"]]
+        urls += [d["health_url"] for d in self.runbooks["third-party-api-down"]["dependencies"].values()]
+        served = self.runbooks["ssl-certificate-expired"]["endpoints"][:2]  # the third is the closed port
+        return [urlsplit(url).port for url in urls] + [int(e.split("@")[0].rsplit(":", 1)[1]) for e in served]
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    process = subprocess.Popen([RUNBOOK, "sandbox"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = []
-        for line in sandbox.stdout:  # wait for it to be up
+        for line in process.stdout:  # wait for it to be up
             lines.append(line)
             if line.startswith("Ctrl-C"):
                 break
-        assert (catalog.PARAMETERS / "sandbox.yaml").is_file(), "".join(lines)
-        result = subprocess.run([RUNBOOK, "run", "db-slow-queries", "--env", "sandbox", "-p", "min_duration_seconds", "0.5",
-                                 "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr
-        findings = {f["id"]: f for f in json.loads(Path(result.stdout.splitlines()[-1]).read_text())["findings"]}
-        assert findings["root-blocker"]["severity"] == "critical"
-        assert len(findings["long-running-queries"]["data"]["pids"]) >= 4  # the chain, the report, idle transactions
+        assert SANDBOX_YAML.is_file(), "".join(lines) + process.stderr.read()
+        yield Sandbox(process, "".join(lines), yaml.safe_load(SANDBOX_YAML.read_text()))
     finally:
-        sandbox.send_signal(signal.SIGINT)
-        sandbox.wait(timeout=60)
-    assert sandbox.returncode == 0, sandbox.stderr.read()
-    assert not (catalog.PARAMETERS / "sandbox.yaml").exists()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+
+
+def run(name: str, tmp_path: Path) -> dict:
+    """`runbook run NAME --env sandbox`: its evidence record."""
+    result = subprocess.run([RUNBOOK, "run", name, "--env", "sandbox", "--output-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(Path(result.stdout.splitlines()[-1]).read_text())
+    assert record["status"] == "completed"
+    return record
+
+
+# --- one key finding per runbook: its incident shows
+
+def one(record: dict, id: str) -> dict:
+    """The finding of that id; there must be exactly one."""
+    matching = [f for f in record["findings"] if f["id"] == id]
+    assert len(matching) == 1, f"{len(matching)} findings {id!r} in {[f['id'] for f in record['findings']]}"
+    return matching[0]
+
+
+def gateway_errors_traced_to_auth_service(record, sandbox):
+    cause = one(record, "likely-cause")["data"]
+    assert (cause["cause"], cause["deployment"]) == ("memory-exhaustion", "auth-service")
+    assert cause["evidence"]["oomkilled"] == ["auth-service-6b7c9d8f5-k4j2w/auth-service"]
+
+
+def pool_near_exhaustion(record, sandbox):
+    usage = one(record, "pool-usage")
+    assert usage["severity"] in ("warning", "critical") and usage["data"]["status"] == "near exhaustion"
+    assert one(record, "top-application")["data"]["application"] == "deal-service"
+
+
+def lock_chain_root_blocker(record, sandbox):
+    blocker = one(record, "root-blocker")
+    assert blocker["severity"] == "critical" and blocker["data"]["sessions_blocked"] == 2
+    assert blocker["data"]["query"].startswith("UPDATE deals") and blocker["data"]["state"] == "idle in transaction"
+
+
+def stale_pods_after_rotation(record, sandbox):
+    stale = one(record, "stale-pods")["data"]
+    assert stale["deployments"] == ["auth-service", "notification-service"]  # not the gateway: it does not read the secret
+    assert stale["pods"] == [
+        "auth-service-6b7c9d8f5-a8k2m", "auth-service-6b7c9d8f5-p9r3v", "notification-service-5f6d7c8b9-r4t6v"]
+    assert one(record, "failure-reasons")["data"]["top_reason"] == "bad-signature"
+    assert one(record, "secret-mismatch")["data"]["namespaces"] == ["autolytiq-batch"]  # compare_namespaces: sandbox.yaml
+
+
+def oomkilled_auth_service(record, sandbox):
+    killed = one(record, "oomkilled-containers")
+    assert killed["severity"] == "critical"
+    assert [(d["pod"], d["container"], d["limit"]) for d in killed["data"]] == [
+        ("auth-service-6b7c9d8f5-k4j2w", "auth-service", "256Mi")]
+    [set_memory] = [a for a in record["actions"] if a["id"] == "set-memory"]  # the deployment's limit, raised
+    assert set_memory["mode"] == "dry-run" and "256Mi -> 1024Mi" in set_memory["result"]
+
+
+def expired_endpoint_and_certificate(record, sandbox):
+    expired, valid, closed = sandbox.runbooks["ssl-certificate-expired"]["endpoints"]
+    assert one(record, "expired-endpoints")["data"]["endpoints"] == [expired]
+    assert one(record, "untrusted-endpoints")["data"]["endpoints"] == [expired]  # the valid one verifies with ca_file
+    assert one(record, "unreachable-endpoints")["data"]["endpoints"] == [closed]
+    assert one(record, "certificates-not-ready")["data"]["certificates"] == ["api-gateway-tls"]
+
+
+def tax_rates_down(record, sandbox):
+    down = one(record, "dependency-down")  # one per dependency down: only tax-rates
+    assert down["severity"] == "critical"
+    assert (down["data"]["dependency"], down["data"]["basis"], down["data"]["probe_status"]) == (
+        "tax-rates", "logs and probe", 503)
+    assert down["data"]["health_url"] == sandbox.runbooks["third-party-api-down"]["dependencies"]["tax-rates"]["health_url"]
+    others = one(record, "dependency-errors")["data"]["dependencies"]
+    assert (others["credit-bureau"]["status"], others["credit-bureau"]["probe_status"]) == ("ok", 200)
+    assert others["email"]["status"] == "recovered"
+
+
+INCIDENTS = {
+    "api-gateway-high-error-rate": gateway_errors_traced_to_auth_service,
+    "db-connection-pool-exhausted": pool_near_exhaustion,
+    "db-slow-queries": lock_chain_root_blocker,
+    "jwt-validation-failures": stale_pods_after_rotation,
+    "pod-oomkilled": oomkilled_auth_service,
+    "ssl-certificate-expired": expired_endpoint_and_certificate,
+    "third-party-api-down": tax_rates_down,
+}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_runbook_shows_its_incident(sandbox, name, tmp_path):
+    if name not in INCIDENTS:
+        pytest.fail(f"notebooks/{name}.ipynb: the sandbox test has no check of its incident")
+    INCIDENTS[name](run(name, tmp_path), sandbox)
+
+
+def test_the_values_to_paste_in_jupyter_are_the_headless_ones(sandbox):
+    notes = README.read_text()
+    assert notes in sandbox.banner
+    blocks = notes.split("--- ")[1:]
+    assert {block.split("\n", 1)[0] for block in blocks} == set(sandbox.runbooks)
+    for block in blocks:
+        name, assignments = block.split("\n", 1)
+        cell = {}
+        exec(assignments, {}, cell)  # as pasted into the parameters cell
+        assert cell == sandbox.runbooks[name], name
+        catalog.find(name).resolve(cell)  # parameters the notebook takes, of its types
+
+
+def test_ctrl_c_stops_everything_and_removes_what_it_wrote(sandbox):
+    postgres = processes_mentioning(sandbox.pg_folder)
+    assert postgres, "the sandbox's PostgreSQL is not running"
+    assert Path(sandbox.runbooks["ssl-certificate-expired"]["ca_file"]).is_file()
+
+    sandbox.process.send_signal(signal.SIGINT)
+    assert sandbox.process.wait(timeout=60) == 0, sandbox.process.stderr.read()
+
+    assert not SANDBOX_YAML.exists() and not README.exists()
+    assert not Path(sandbox.runbooks["ssl-certificate-expired"]["ca_file"]).parent.exists()  # certificates, keys
+    assert not processes_mentioning(sandbox.pg_folder) and not Path(sandbox.pg_folder).exists()
+    for port in sandbox.ports():
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of the processes whose command line contains text (PostgreSQL's names its data folder)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # it ended meanwhile
+            continue
+    return pids

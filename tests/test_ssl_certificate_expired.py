@@ -6,25 +6,15 @@ unreachable endpoint. The Certificates come from the `certificate-expired` scena
 """
 
 import datetime as dt
-import ipaddress
-import socket
-import ssl
-import threading
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes.client.exceptions import ApiException
 
 from runbooks import kube, tls
 from runbooks.kube import certificates
+from runbooks.sandbox import endpoints
 from runbooks.sandbox.kubeapi import resources
 
 RUNBOOK = "ssl-certificate-expired"
@@ -32,116 +22,12 @@ NS = "autolytiq-prod"
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
-# --- a test PKI and TLS servers on loopback
-
-@dataclass
-class Pki:
-    ca_file: Path
-    expired: str  # endpoints
-    valid: str
-    closed: str
-    key_pem: str  # one of the private keys, to look for in output files
-
-
-def _key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(common_name):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _ca():
-    key = _key()
-    usage = x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False)
-    certificate = (
-        x509.CertificateBuilder().subject_name(_name("Runbook Test CA")).issuer_name(_name("Runbook Test CA"))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=365)).not_valid_after(NOW + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate, key
-
-
-def leaf(ca, not_before, not_after, names=("localhost",), addresses=("127.0.0.1",)):
-    ca_certificate, ca_key = ca
-    key = _key()
-    sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    certificate = (
-        x509.CertificateBuilder().subject_name(_name(names[0])).issuer_name(ca_certificate.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    return certificate, key
-
-
-def _write(folder, stem, certificate, key):
-    cert_path, key_path = folder / f"{stem}.crt", folder / f"{stem}.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    key_path.write_bytes(key_pem)
-    return cert_path, key_path, key_pem.decode()
-
-
-@contextmanager
-def tls_server(cert_path, key_path):
-    """Completes TLS handshakes on 127.0.0.1:<free port>, one connection at a time, until the block ends."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_path, key_path)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    stop = threading.Event()
-
-    def serve():
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(5)
-            try:
-                with context.wrap_socket(conn, server_side=True):
-                    pass
-            except OSError:  # the client refused the certificate, or hung up
-                conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
-
-
-def closed_port():
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return s.getsockname()[1]
-
+# --- a test PKI and TLS servers on loopback (runbooks.sandbox.endpoints, which the sandbox serves too)
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pki")
-    ca = _ca()
-    ca_file = folder / "ca.crt"
-    ca_file.write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
-    expired = _write(folder, "expired", *leaf(ca, NOW - dt.timedelta(days=92), NOW - dt.timedelta(days=2)))
-    valid = _write(folder, "valid", *leaf(ca, NOW - dt.timedelta(days=1), NOW + dt.timedelta(days=90)))
-    with tls_server(*expired[:2]) as expired_port, tls_server(*valid[:2]) as valid_port:
-        yield Pki(ca_file, f"127.0.0.1:{expired_port}@localhost", f"localhost:{valid_port}",
-                  f"127.0.0.1:{closed_port()}", expired[2])
+    with endpoints.serve_pki(tmp_path_factory.mktemp("pki"), now=NOW) as served:
+        yield served
 
 
 @pytest.fixture
@@ -228,8 +114,8 @@ def test_a_certificate_expiring_within_warn_days(pki):
     ("a.b.autolytiq.io", False), ("autolytiq.com", False), ("10.0.0.1", True), ("10.0.0.2", False),
 ])
 def test_hostname_matching_follows_rfc_6125(name, matches):
-    certificate, _ = leaf(_ca(), NOW, NOW + dt.timedelta(days=1), names=("autolytiq.io", "*.autolytiq.io"),
-                          addresses=("10.0.0.1",))
+    certificate, _ = endpoints.leaf(endpoints.new_ca(), NOW, NOW + dt.timedelta(days=1),
+                                    names=("autolytiq.io", "*.autolytiq.io"), addresses=("10.0.0.1",))
     assert tls.names_host(certificate, name) is matches
 
 

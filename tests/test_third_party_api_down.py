@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
-import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jsonschema
 import pandas as pd
@@ -21,6 +18,7 @@ import yaml
 
 from runbooks import kube, third_party
 from runbooks.evidence import schema
+from runbooks.sandbox.endpoints import closed_port, serve_health
 from runbooks.sandbox.kubeapi.scenario import load_scenario, utcnow
 
 RUNBOOK = "third-party-api-down"
@@ -30,47 +28,12 @@ FIRST_ERROR_AGO = dt.timedelta(minutes=12)  # the scenario's first tax-rates err
 DEAL_PODS = ["deal-service-7f6b5c9d8-m4n7q", "deal-service-7f6b5c9d8-t2w8x"]
 
 
-# --- health endpoints on loopback
-
-@dataclass
-class HealthEndpoint:
-    url: str
-    requests: list = field(default_factory=list)  # (method, path) of every request received
-
-
-def serve_health(status: int):
-    """An HTTP server on a free loopback port answering every request with `status`; yields its endpoint."""
-    endpoint = HealthEndpoint("")
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self):
-            endpoint.requests.append((self.command, self.path))
-            body = b'{"status": "ok"}' if status < 400 else b'{"status": "unavailable"}'
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _answer
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/health"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    return server, endpoint
-
+# --- health endpoints on loopback (runbooks.sandbox.endpoints, which the sandbox serves too)
 
 @pytest.fixture
 def endpoints():
-    servers = {name: serve_health(status) for name, status in (("down", 503), ("up", 200))}
-    yield {name: endpoint for name, (_, endpoint) in servers.items()}
-    for server, _ in servers.values():
-        server.shutdown()
-        server.server_close()
+    with serve_health(503) as down, serve_health(200) as up:
+        yield {"down": down, "up": up}
 
 
 @pytest.fixture
@@ -225,10 +188,7 @@ def test_a_failing_probe_with_succeeding_calls_in_the_logs_is_unconfirmed_not_do
 # --- probes
 
 def refused_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/health"
+    return f"http://127.0.0.1:{closed_port()}/health"
 
 
 def test_probe_reports_status_and_latency(endpoints):

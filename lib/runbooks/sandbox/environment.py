@@ -1,28 +1,72 @@
 """`runbook sandbox`: every runbook's target, local and mid-incident, for stepping through notebooks.
 
-Starts a throwaway PostgreSQL with induced incidents (pools near exhaustion, a lock chain, a long
-query, slow statements) and the Kubernetes API test server loaded with the sandbox scenarios. It
-writes `parameters/sandbox.yaml` (for `runbook run NAME --env sandbox`) and `output/sandbox/env.sh`
-(for Jupyter: the notebooks' empty defaults then read PG* and $KUBECONFIG), and runs until Ctrl-C.
+It starts, until Ctrl-C:
+- a throwaway PostgreSQL with induced incidents (pools near exhaustion, a lock chain, a long query,
+  slow statements): db-connection-pool-exhausted, db-slow-queries;
+- the Kubernetes API test server with the four scenarios loaded into one namespace, autolytiq-prod
+  (and autolytiq-batch and autolytiq-edge, which hold copies of the JWT secret):
+  api-gateway-high-error-rate, pod-oomkilled, jwt-validation-failures, and the cluster side of
+  ssl-certificate-expired and third-party-api-down;
+- TLS endpoints on loopback signed by a sandbox CA, one expired two days ago and one valid for 90
+  days, and a closed port that stands for an unreachable endpoint: ssl-certificate-expired;
+- a health endpoint per third-party dependency of the third-party-api-down scenario, the tax-rate
+  API's answering 503, the credit bureau's and the mail relay's 200.
+
+One world from four scenarios. `load` replaces an object of the same kind and name, so the order
+and the omissions decide which story an object tells:
+1. autolytiq-prod: the gateway answering 5xx after its rollout, auth-service OOMKilled.
+2. third-party-api-down: new pods only (deal-, credit-, notification-service), nothing replaced.
+3. certificate-expired: replaces the Certificate api-gateway-tls (expiring in 5 days -> expired 2 days
+   ago, renewal failing): the ssl runbook's incident; no other runbook reads Certificates.
+4. jwt-secret-rotated, last, so that its Secret (rotated 10 minutes ago) and its Nodes (worker-2's clock
+   ahead, worker-3 silent) replace autolytiq-prod's, which only jwt-validation-failures reads. Left out:
+   its api-gateway Deployment, ReplicaSet and pod and its auth-service Deployment and ReplicaSet. They
+   would replace autolytiq-prod's: the gateway's revision history (the rollout the gateway runbook
+   weighs) and auth-service's 256Mi memory limit (what pod-oomkilled raises). Without them the stale
+   pods are auth-service's and notification-service's, as in the jwt scenario, and the gateway, which
+   does not read the secret in autolytiq-prod, is not among them.
+
+Headless runs (`runbook run NAME --env sandbox`) read `parameters/sandbox.yaml`: `defaults` (dsn,
+kubeconfig, context, namespace) and, under `runbooks:`, what the notebooks' defaults cannot know: the
+TLS endpoints and CA file, the dependencies' health URLs, the namespaces holding copies of the JWT
+secret. In Jupyter (`. output/sandbox/env.sh && jupyter lab notebooks/`) the empty defaults read PG*
+and $KUBECONFIG; those few values are printed at start-up and written to `output/sandbox/README.txt`,
+to paste into the parameters cell. The scenarios' times count from start-up: after about 20 minutes
+the gateway's and the auth service's errors leave the runbooks' default 30-minute windows; restart the
+sandbox for a fresh incident. Ctrl-C stops everything and removes `parameters/sandbox.yaml`, the
+README and the certificates.
 """
 
 from __future__ import annotations
 
+import shutil
 import signal
 import threading
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .. import catalog
+from . import endpoints
 from .incidents import Pool, blocking_chain, hold_pools, long_query, run_slow_statements
 from .kubeapi.kubeconfig import write_kubeconfig
+from .kubeapi.scenario import Scenario, load_scenario
 from .kubeapi.server import KubeApiServer
 from .postgres import ADMIN, DATABASE, LocalPostgres
 
 NAMESPACE = "autolytiq-prod"
-SCENARIOS = ["autolytiq-prod"]
+# In load order, each with the objects (kind, name) it must not replace: see the module docstring.
+SCENARIOS = (
+    ("autolytiq-prod", ()),
+    ("third-party-api-down", ()),
+    ("certificate-expired", ()),
+    ("jwt-secret-rotated", (("Deployment", "api-gateway"), ("ReplicaSet", "api-gateway-7d9f8b6c5d"),
+                            ("Pod", "api-gateway-7d9f8b6c5d-x2k9p"), ("Deployment", "auth-service"),
+                            ("ReplicaSet", "auth-service-6b7c9d8f5"))),
+)
 # 12 pooled sessions + a 3-session lock chain + a long report = 16 of 17 ordinary slots: near exhaustion.
 POOLS = (
     Pool("deal-service", "deal_service", 5, in_transaction=1),
@@ -30,43 +74,132 @@ POOLS = (
     Pool("tax-service", "tax_service", 2, in_transaction=1),
     Pool("email-worker", "email_worker", 1),
 )
+CA_NAME = "Runbook Sandbox CA"
+# jwt-secret-rotated's copies of autolytiq-secrets: autolytiq-batch holds the old key, autolytiq-edge the new.
+JWT_SECRET_COPIES = ["autolytiq-batch", "autolytiq-edge"]
+
+
+@dataclass(frozen=True)
+class Dependency:
+    match: str  # regex for the third-party-api-down scenario's log lines about it (its host)
+    feature: str
+    health_status: int  # what its health endpoint on loopback answers
+
+
+# Named and matched as the third-party-api-down notebook's defaults name them.
+DEPENDENCIES = {
+    "tax-rates": Dependency(r"taxrates\.example", "Deal tax calculation", 503),  # the one that is down
+    "credit-bureau": Dependency(r"creditbureau\.example", "Credit applications", 200),
+    "email": Dependency(r"mailrelay\.example", "Email notifications", 200),  # recovered 45 min ago
+}
 
 
 def main() -> int:
     folder = catalog.OUTPUT / "sandbox"
     folder.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        pg = stack.enter_context(LocalPostgres())
-        stack.enter_context(hold_pools(pg, POOLS))
-        stack.enter_context(blocking_chain(pg))
-        stack.enter_context(long_query(pg, 24 * 3600, application="monthly-report"))
-        run_slow_statements(pg, times=5)
+        pg = start_postgres(stack)
         kube = stack.enter_context(KubeApiServer())
-        for scenario in SCENARIOS:
-            kube.load(scenario)
+        load_scenarios(kube)
+        stack.callback(shutil.rmtree, folder / "pki", ignore_errors=True)  # after the TLS servers stop
+        pki = stack.enter_context(endpoints.serve_pki(folder / "pki", ca_name=CA_NAME))
+        health = {name: stack.enter_context(endpoints.serve_health(dependency.health_status))
+                  for name, dependency in DEPENDENCIES.items()}
+
         kubeconfig = write_kubeconfig(folder / "kubeconfig", kube.url, context="sandbox", namespace=NAMESPACE)
-        parameters = write_parameters(pg.dsn(), kubeconfig)
+        runbooks = runbook_parameters(pki, {name: endpoint.url for name, endpoint in health.items()})
+        stack.callback((catalog.PARAMETERS / "sandbox.yaml").unlink, missing_ok=True)
+        parameters = write_parameters(pg.dsn(), kubeconfig, runbooks)
         env = folder / "env.sh"
         env.write_text(
             f"export PGHOST={pg.socket_dir} PGPORT={pg.port} PGUSER={ADMIN} PGDATABASE={DATABASE}\n"
             f"export KUBECONFIG={kubeconfig}\n"
         )
-        stack.callback(parameters.unlink, missing_ok=True)
-        print(f"Sandbox up: PostgreSQL on {pg.socket_dir} port {pg.port}, Kubernetes API at {kube.url} "
-              f"(namespace {NAMESPACE}).")
-        print(f"  headless:    runbook run NAME --env sandbox          (parameters: {parameters})")
-        print(f"  interactive: . {env} && jupyter lab notebooks/")
+        readme = folder / "README.txt"
+        stack.callback(readme.unlink, missing_ok=True)
+        notes = interactive_notes(env, parameters, runbooks)
+        readme.write_text(notes)
+
+        print(f"Sandbox up, namespace {NAMESPACE}:")
+        print(f"  PostgreSQL        {pg.socket_dir} port {pg.port}")
+        print(f"  Kubernetes API    {kube.url} (scenarios {', '.join(name for name, _ in SCENARIOS)})")
+        print(f"  TLS endpoints     expired {pki.expired}, valid {pki.valid}, closed {pki.closed} (CA {pki.ca_file})")
+        print("  health endpoints  " + ", ".join(f"{name} {endpoint.url} ({endpoint.status})"
+                                                for name, endpoint in health.items()))
+        print(f"Headless: runbook run NAME --env sandbox (parameters: {parameters})")
+        print(f"Notes for Jupyter, also in {readme}:")
+        print(notes, end="")
         print("Ctrl-C stops everything.", flush=True)
         wait_for_interrupt()
     return 0
 
 
-def write_parameters(dsn: str, kubeconfig: Path) -> Path:
+def start_postgres(stack: ExitStack) -> LocalPostgres:
+    """PostgreSQL near pool exhaustion, with a lock chain, a day-long report and slow statements seen."""
+    pg = stack.enter_context(LocalPostgres())
+    stack.enter_context(hold_pools(pg, POOLS))
+    stack.enter_context(blocking_chain(pg))
+    stack.enter_context(long_query(pg, 24 * 3600, application="monthly-report"))
+    run_slow_statements(pg, times=5)
+    return pg
+
+
+def load_scenarios(kube: KubeApiServer) -> None:
+    """SCENARIOS into the server, in order, each without the objects it must not replace."""
+    for name, omitted in SCENARIOS:
+        kube.load(without(load_scenario(name), omitted))
+
+
+def without(scenario: Scenario, omitted) -> Scenario:
+    """The scenario less the objects named (kind, name); each must be in it, so that a renamed one is noticed."""
+    omitted = set(omitted)
+    if missing := omitted - {(o["kind"], o["metadata"]["name"]) for o in scenario.objects}:
+        raise ValueError(f"not in the scenario, cannot be left out: {sorted(missing)}")
+    kept = [o for o in scenario.objects if (o["kind"], o["metadata"]["name"]) not in omitted]
+    return Scenario(objects=kept, logs=scenario.logs, namespace=scenario.namespace)
+
+
+def runbook_parameters(pki: endpoints.Pki, health_urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What `runbooks:` in sandbox.yaml sets: the values the notebooks' defaults cannot know."""
+    dependencies = {name: {"match": d.match, "health_url": health_urls[name], "feature": d.feature}
+                    for name, d in DEPENDENCIES.items()}
+    return {
+        "ssl-certificate-expired": {"endpoints": pki.endpoints, "ca_file": str(pki.ca_file)},
+        "third-party-api-down": {"dependencies": dependencies},
+        "jwt-validation-failures": {"compare_namespaces": JWT_SECRET_COPIES},
+    }
+
+
+def write_parameters(dsn: str, kubeconfig: Path, runbooks: dict[str, dict[str, Any]]) -> Path:
+    for name, values in runbooks.items():
+        catalog.find(name).resolve(values)  # a parameter a notebook no longer takes fails here, not at run time
     path = catalog.PARAMETERS / "sandbox.yaml"
     defaults = {"dsn": dsn, "kubeconfig": str(kubeconfig), "context": "sandbox", "namespace": NAMESPACE}
     path.write_text("# Written by `runbook sandbox` while it runs; removed when it stops.\n"
-                    + yaml.safe_dump({"defaults": defaults}, sort_keys=False))
+                    + yaml.safe_dump({"defaults": defaults, "runbooks": runbooks}, sort_keys=False))
     return path
+
+
+def interactive_notes(env: Path, parameters: Path, runbooks: dict[str, dict[str, Any]]) -> str:
+    """How to step through the notebooks by hand, with the values to paste into three parameters cells."""
+    lines = [
+        f"Interactive: . {env} && jupyter lab notebooks/",
+        "The notebooks' empty defaults then reach PostgreSQL (PG*) and the Kubernetes API ($KUBECONFIG).",
+        "The incidents' times count from the sandbox's start: after about 20 minutes, restart it.",
+        f"These runbooks need values their defaults cannot know; headless runs take them from {parameters}.",
+        "By hand, paste them into the notebook's parameters cell:",
+    ]
+    for name, values in runbooks.items():
+        lines.append(f"--- {name}")
+        lines += [f"{key} = {python_literal(value)}" for key, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def python_literal(value: Any) -> str:
+    """`repr`, with a mapping's entries one a line."""
+    if isinstance(value, dict):
+        return "{\n" + "".join(f"    {key!r}: {item!r},\n" for key, item in value.items()) + "}"
+    return repr(value)
 
 
 def wait_for_interrupt() -> None:
