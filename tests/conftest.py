@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runbooks import cli
+from runbooks import cli, kube
 from runbooks.sandbox.kubeapi.kubeconfig import write_kubeconfig
 from runbooks.sandbox.kubeapi.server import KubeApiServer
 from runbooks.sandbox.postgres import LocalPostgres
@@ -113,6 +113,14 @@ class KubeApi:
 
     def set_logs(self, namespace, pod, container, current=(), previous=()):
         self.server.set_logs(namespace, pod, container, current, previous)
+
+    def connect(self, namespace):
+        """A runbooks Cluster on this server, as a notebook's setup cell builds it."""
+        return kube.connect(str(self.kubeconfig), self.context, namespace)
+
+    def runbook_args(self, namespace):
+        """The `-p` pairs that point a runbook at this server and namespace."""
+        return ["-p", "kubeconfig", str(self.kubeconfig), "-p", "context", self.context, "-p", "namespace", namespace]
 
     def client(self):
         """An official kubernetes ApiClient configured from the kubeconfig, as a runbook would build it."""

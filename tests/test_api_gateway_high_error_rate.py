@@ -131,14 +131,13 @@ def prod(kube_api):
 
 @pytest.fixture
 def cluster(prod):
-    connected = kube.connect(str(prod.kubeconfig), prod.context, NS)
+    connected = prod.connect(NS)
     yield connected
     connected.api.close()
 
 
 def run(run_runbook, kube_api, *args):
-    outcome = run_runbook(RUNBOOK, "-p", "kubeconfig", str(kube_api.kubeconfig), "-p", "context", kube_api.context,
-                          "-p", "namespace", NS, *args)
+    outcome = run_runbook(RUNBOOK, *kube_api.runbook_args(NS), *args)
     assert outcome.exit_code == 0, outcome.stderr
     jsonschema.validate(outcome.evidence, schema())
     return outcome
@@ -270,7 +269,7 @@ def test_resolution_follows_the_upstream_override_and_refuses_unknown_values(pro
 
 def test_without_gateway_pods_nothing_is_blamed_and_nothing_is_changed(kube_api):
     kube_api.load({"namespace": "quiet", "objects": [{"kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {}}]})
-    quiet = kube.connect(str(kube_api.kubeconfig), kube_api.context, "quiet")
+    quiet = kube_api.connect("quiet")
     try:
         log = gateway.scan_gateway_logs(quiet, "app=api-gateway", 30, 500)
         containers = kube.oomkilled.containers(quiet)

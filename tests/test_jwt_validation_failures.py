@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from runbooks import kube, redact
+from runbooks import redact
 from runbooks.kube import jwt_validation
 from runbooks.kube.mitigate import RESTARTED_AT
 
@@ -32,7 +32,7 @@ def rotated(kube_api):
 
 @pytest.fixture
 def cluster(rotated):
-    cluster = kube.connect(str(rotated.kubeconfig), rotated.context, NS)
+    cluster = rotated.connect(NS)
     yield cluster
     cluster.api.close()
 
@@ -40,8 +40,7 @@ def cluster(rotated):
 def run(run_runbook, kube_api, tmp_path, *args):
     params = tmp_path / "compare.yaml"
     params.write_text(yaml.safe_dump({"compare_namespaces": ["autolytiq-batch", "autolytiq-edge"]}))
-    return run_runbook(RUNBOOK, "-p", "kubeconfig", str(kube_api.kubeconfig), "-p", "context", kube_api.context,
-                       "-p", "namespace", NS, "-f", str(params), *args)
+    return run_runbook(RUNBOOK, *kube_api.runbook_args(NS), "-f", str(params), *args)
 
 
 def deployments(kube_api) -> dict:
@@ -120,8 +119,7 @@ def test_no_secret_value_or_token_reaches_any_output(rotated, run_runbook, tmp_p
 
 def test_against_the_autolytiq_prod_scenario_with_default_parameters(kube_api, run_runbook):
     kube_api.load("autolytiq-prod")
-    outcome = run_runbook(RUNBOOK, "-p", "kubeconfig", str(kube_api.kubeconfig), "-p", "context", kube_api.context,
-                          "-p", "namespace", NS)
+    outcome = run_runbook(RUNBOOK, *kube_api.runbook_args(NS))
     assert outcome.exit_code == 0, outcome.stderr
     findings = outcome.findings()
     reasons = findings["failure-reasons"]
@@ -194,7 +192,7 @@ def test_consumers_by_env_envfrom_and_volumes_holding_the_key(kube_api):
         deployment("renamed", container={"env": [{"name": "SIGNING_KEY", "valueFrom": {
             "secretKeyRef": {"name": "autolytiq-secrets", "key": "JWT_SECRET"}}}]}),
     ]})
-    cluster = kube.connect(str(kube_api.kubeconfig), kube_api.context, NS)
+    cluster = kube_api.connect(NS)
     frame = jwt_validation.consumers(cluster, "autolytiq-secrets", "JWT_SECRET")
     assert frame.to_dict("records") == [
         {"deployment": "projected", "container": "projected", "via": "volume keys (subPath)"},

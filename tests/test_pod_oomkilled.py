@@ -3,8 +3,8 @@
 import jsonschema
 import pytest
 
-from runbooks import kube
 from runbooks.evidence import schema
+from runbooks import kube
 from runbooks.kube import oomkilled
 
 RUNBOOK = "pod-oomkilled"
@@ -23,14 +23,13 @@ def prod(kube_api):
 
 @pytest.fixture
 def cluster(prod):
-    connected = kube.connect(str(prod.kubeconfig), prod.context, NS)
+    connected = prod.connect(NS)
     yield connected
     connected.api.close()
 
 
 def run(run_runbook, kube_api, *args):
-    return run_runbook(RUNBOOK, "-p", "kubeconfig", str(kube_api.kubeconfig), "-p", "context", kube_api.context,
-                       "-p", "namespace", NS, *args)
+    return run_runbook(RUNBOOK, *kube_api.runbook_args(NS), *args)
 
 
 def deployments(kube_api):
@@ -138,7 +137,7 @@ NO_METRICS_SCENARIO = {
 @pytest.fixture
 def workers(kube_api):
     kube_api.load(NO_METRICS_SCENARIO)
-    connected = kube.connect(str(kube_api.kubeconfig), kube_api.context, NS)
+    connected = kube_api.connect(NS)
     yield connected
     connected.api.close()
 
@@ -162,7 +161,7 @@ def test_without_metrics_memory_pressure_says_so_and_a_higher_limit_is_kept(work
     assert [(c.action.id, c.action.target) for c in changes] == [
         ("set-memory", f"deployment/worker in {NS}"), ("rollout-restart", f"deployment/worker in {NS}")]
     assert "not changed" in changes[0].action.result and changes[0].diff.empty
-    assert list(oomkilled.changes_table(changes)["field"]) == [f"spec.template.metadata.annotations.{RESTARTED_AT}"]
+    assert list(kube.mitigate.changes_table(changes)["field"]) == [f"spec.template.metadata.annotations.{RESTARTED_AT}"]
 
 
 def test_a_rollout_of_the_owner_within_the_window_coincides(prod, cluster):
@@ -195,7 +194,7 @@ def test_memory_parameters_are_checked(cluster):
 
 def test_an_empty_namespace_is_data_not_an_error(kube_api):
     kube_api.load({"namespace": "quiet", "objects": [{"kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {}}]})
-    quiet = kube.connect(str(kube_api.kubeconfig), kube_api.context, "quiet")
+    quiet = kube_api.connect("quiet")
     try:
         oom = oomkilled.oomkilled(oomkilled.containers(quiet))
         usage = oomkilled.memory_usage(quiet, "", oom)

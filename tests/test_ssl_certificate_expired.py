@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from runbooks import kube, tls
+from runbooks import tls
 from runbooks.kube import certificates
 from runbooks.sandbox import endpoints
 from runbooks.sandbox.kubeapi import resources
@@ -38,7 +38,7 @@ def incident(kube_api):
 
 @pytest.fixture
 def cluster(incident):
-    cluster = kube.connect(str(incident.kubeconfig), incident.context, NS)
+    cluster = incident.connect(NS)
     yield cluster
     cluster.api.close()
 
@@ -209,8 +209,7 @@ def _run(run_runbook, incident, pki, tmp_path, *args):
     parameters = tmp_path / "endpoints.yaml"
     parameters.write_text(yaml.safe_dump({"endpoints": [pki.expired, pki.valid, pki.closed],
                                           "ca_file": str(pki.ca_file), "timeout_seconds": 2}))
-    return run_runbook(RUNBOOK, "-p", "kubeconfig", str(incident.kubeconfig), "-p", "context", incident.context,
-                       "-p", "namespace", NS, "-f", str(parameters), *args)
+    return run_runbook(RUNBOOK, *incident.runbook_args(NS), "-f", str(parameters), *args)
 
 
 def test_runbook_names_what_expired_and_changes_nothing(run_runbook, incident, pki, tmp_path):

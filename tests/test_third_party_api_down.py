@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from runbooks import kube, third_party
+from runbooks import third_party
 from runbooks.evidence import schema
 from runbooks.sandbox.endpoints import closed_port, serve_health
 from runbooks.sandbox.kubeapi.scenario import load_scenario, utcnow
@@ -61,8 +61,7 @@ def run(run_runbook, kube_api, tmp_path, deps: dict, *args: str):
     params = tmp_path / "input" / "params.yaml"
     params.parent.mkdir(exist_ok=True)
     params.write_text(yaml.safe_dump({"dependencies": deps}))
-    return run_runbook(RUNBOOK, "-p", "kubeconfig", str(kube_api.kubeconfig), "-p", "context", "test",
-                       "-p", "namespace", NS, "-f", str(params), *args)
+    return run_runbook(RUNBOOK, *kube_api.runbook_args(NS), "-f", str(params), *args)
 
 
 # --- the runbook, run headlessly
@@ -127,7 +126,7 @@ def test_healthy_dependencies_give_an_info_finding_and_no_status_page(run_runboo
 
 @pytest.fixture
 def cluster(kube_api, incident):
-    return kube.connect(str(kube_api.kubeconfig), "test", NS)
+    return kube_api.connect(NS)
 
 
 def test_log_errors_count_lines_matching_the_dependency_and_an_error_signature(cluster, incident, endpoints):

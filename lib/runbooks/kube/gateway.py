@@ -37,7 +37,6 @@ from ..redact import redact_line
 from . import logs, mitigate, oomkilled, pods
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .mitigate import Change
-from .oomkilled import changes_table  # noqa: F401  (the resolution's diff, as the notebook shows it)
 
 CAUSES = ("memory-exhaustion", "upstream-down", "configuration-error-after-rollout", "database-connection-issues")
 FIXES = {  # the seed's table

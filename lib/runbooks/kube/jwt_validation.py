@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import email.utils
-import re
 from dataclasses import dataclass
 
 import pandas as pd

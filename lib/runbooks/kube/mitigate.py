@@ -31,6 +31,12 @@ class Change:
     diff: pd.DataFrame  # field, before, after
 
 
+def changes_table(changes: list[Change]) -> pd.DataFrame:
+    """Every field each change would make (dry run) or made (apply), one row per field; credentials masked."""
+    rows = [{"action": c.action.id, "target": c.action.target, **f} for c in changes for f in c.diff.to_dict(orient="records")]
+    return pd.DataFrame(rows, columns=["action", "target", "field", "before", "after"])
+
+
 def restart(cluster: Cluster, deployment: str, apply: bool) -> Change:
     """`kubectl rollout restart`: a new pod-template annotation makes the deployment replace its pods."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -24,7 +24,6 @@ NEAR_LIMIT_PCT = 90.0  # memory used, in % of the limit, from which a container 
 
 OOM_COLUMNS = ["pod", "container", "deployment", "restarts", "exit_code", "oomkilled_at", "memory_request", "memory_limit"]
 ROLLOUT_COLUMNS = ["deployment", "revision", "replicaset", "created", "change_cause", "images", "minutes_ago", "coincides"]
-CHANGE_COLUMNS = ["action", "target", "field", "before", "after"]
 
 
 def deployments_of(cluster: Cluster, pod_list: list) -> dict[str, str | None]:
@@ -129,17 +128,6 @@ def resolve(cluster: Cluster, oom: pd.DataFrame, memory_request: str, memory_lim
                 changes.append(mitigate.set_memory(cluster, deployment, container, memory_request, memory_limit, apply))
         changes.append(mitigate.restart(cluster, deployment, apply))
     return changes
-
-
-def changes_table(changes: list[Change]) -> pd.DataFrame:
-    """Every field each change would make (dry run) or made (apply), one row per field.
-
-    Values come from mitigate, which already replaces credentials.
-    """
-    rows = [{"action": c.action.id, "target": c.action.target, "field": f["field"],
-             "before": f["before"], "after": f["after"]}
-            for c in changes for f in c.diff.to_dict(orient="records")]
-    return pd.DataFrame(rows, columns=CHANGE_COLUMNS)
 
 
 def mebibytes(value: float | None) -> str | None:
