@@ -81,6 +81,21 @@ def client_pids(server):
     return pids
 
 
+@pytest.fixture
+def prod(kube_api):
+    """The test API server loaded with the autolytiq-prod scenario."""
+    kube_api.load("autolytiq-prod")
+    return kube_api
+
+
+@pytest.fixture
+def cluster(prod):
+    """A runbooks Cluster on autolytiq-prod (modules with another scenario define their own)."""
+    connected = prod.connect("autolytiq-prod")
+    yield connected
+    connected.api.close()
+
+
 class KubeApi:
     """What kube_api yields. State changes made through it are not recorded as requests."""
 

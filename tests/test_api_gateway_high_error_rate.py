@@ -123,19 +123,6 @@ DATABASE = {
 
 # --- running it
 
-@pytest.fixture
-def prod(kube_api):
-    kube_api.load("autolytiq-prod")
-    return kube_api
-
-
-@pytest.fixture
-def cluster(prod):
-    connected = prod.connect(NS)
-    yield connected
-    connected.api.close()
-
-
 def run(run_runbook, kube_api, *args):
     outcome = run_runbook(RUNBOOK, *kube_api.runbook_args(NS), *args)
     assert outcome.exit_code == 0, outcome.stderr

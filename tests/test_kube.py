@@ -10,12 +10,6 @@ NS = "autolytiq-prod"
 OOM_POD = "auth-service-6b7c9d8f5-k4j2w"
 
 
-@pytest.fixture
-def cluster(kube_api):
-    kube_api.load("autolytiq-prod")
-    return kube_api.connect(NS)
-
-
 def test_namespace_comes_from_the_context_when_not_given(kube_api, tmp_path):
     path = write_kubeconfig(tmp_path / "kc", kube_api.url, context="prod", namespace=NS)
     assert kube.connect(str(path)).namespace == NS

@@ -15,19 +15,6 @@ PLANTED_SECRETS = ("jwt-signing-key-7f3a9c2e-never-print-me", "pg-pass-4b1d")  #
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
-@pytest.fixture
-def prod(kube_api):
-    kube_api.load("autolytiq-prod")
-    return kube_api
-
-
-@pytest.fixture
-def cluster(prod):
-    connected = prod.connect(NS)
-    yield connected
-    connected.api.close()
-
-
 def run(run_runbook, kube_api, *args):
     return run_runbook(RUNBOOK, *kube_api.runbook_args(NS), *args)
 
