@@ -388,10 +388,3 @@ def restart_stale(cluster: Cluster, sync: pd.DataFrame, apply: bool) -> list[mit
     """`kubectl rollout restart` of each deployment with a pod started before the secret changed."""
     stale = sorted(set(sync.loc[sync["stale"], "deployment"])) if not sync.empty else []
     return [mitigate.restart(cluster, deployment, apply) for deployment in stale]
-
-
-def diffs(changes: list[mitigate.Change]) -> pd.DataFrame:
-    """The field-level differences of every change, one table."""
-    frames = [change.diff.assign(target=change.action.target) for change in changes]
-    columns = ["target", "field", "before", "after"]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
