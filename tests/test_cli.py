@@ -80,3 +80,14 @@ def test_parameters_merge_env_then_files_then_pairs(tmp_path, server):
     assert record["parameters"]["min_duration_seconds"] == 60
     assert record["parameters"]["dsn"] == server.dsn()
     assert record["environment"]["package_version"] and record["environment"]["host"]
+
+
+def test_unreachable_cluster_exits_1_with_the_reason_in_the_evidence(tmp_path):
+    from runbooks.sandbox.kubeapi.kubeconfig import write_kubeconfig
+
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1", context="gone", namespace="autolytiq-prod")
+    result = runbook("run", "pod-oomkilled", "-p", "kubeconfig", str(kubeconfig), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "ClusterUnreachable" in result.stderr
+    record = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    assert record["status"] == "failed" and "does not answer" in record["error"]["evalue"]
