@@ -138,3 +138,9 @@ def test_a_literal_secret_env_value_never_shows_in_a_change(kube_api, cluster):
     assert list(change.diff["after"]) == ["postgres://app:[REDACTED]@db/app", "[REDACTED]"]
     shown = change.action.result + change.diff.to_string()
     assert "sk_live" not in shown and "pg-new" not in shown and "pg-old" not in shown
+
+
+def test_owning_deployments_follow_the_replica_set(cluster):
+    owners = kube.pods.owning_deployments(cluster, kube.pods.list_pods(cluster))
+    assert owners[OOM_POD] == "auth-service"
+    assert owners["api-gateway-5c8d7f9b4-h8t2n"] == "api-gateway"  # an old revision's pod: still the gateway's

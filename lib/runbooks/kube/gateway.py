@@ -237,7 +237,7 @@ def upstream_deployment(cluster: Cluster, upstream: str | None) -> str | None:
 
 def gateway_deployments(cluster: Cluster, selector: str) -> list[str]:
     """The deployments owning the gateway's pods."""
-    owners = oomkilled.deployments_of(cluster, pods.list_pods(cluster, selector))
+    owners = pods.owning_deployments(cluster, pods.list_pods(cluster, selector))
     return sorted({d for d in owners.values() if d})
 
 

@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Finding
 from ..redact import fingerprint
-from . import logs, mitigate
+from . import logs, mitigate, pods
 from .cluster import REQUEST_TIMEOUT, Cluster
 
 # --- Step 1: failure reasons in the auth service's logs
@@ -180,14 +180,13 @@ def secret_sync(cluster: Cluster, secret: SecretState, consuming: pd.DataFrame) 
     """
     if consuming.empty:
         return pd.DataFrame(columns=SYNC_COLUMNS)
-    owners = _deployment_of_replicasets(cluster)
-    pods = cluster.core.list_namespaced_pod(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
+    pod_list = pods.list_pods(cluster)
+    owners = pods.owning_deployments(cluster, pod_list)
     rows = []
-    for pod in pods:
+    for pod in pod_list:
         if pod.status.phase in ("Succeeded", "Failed"):
             continue
-        deployment = next((owners.get(o.name) for o in pod.metadata.owner_references or []
-                           if o.kind == "ReplicaSet"), None)
+        deployment = owners[pod.metadata.name]
         mine = consuming[consuming["deployment"] == deployment]
         if mine.empty:
             continue
@@ -203,12 +202,6 @@ def secret_sync(cluster: Cluster, secret: SecretState, consuming: pd.DataFrame) 
         })
     frame = pd.DataFrame(rows, columns=SYNC_COLUMNS)
     return frame.sort_values(["deployment", "pod"], ignore_index=True)
-
-
-def _deployment_of_replicasets(cluster: Cluster) -> dict[str, str]:
-    sets = cluster.apps.list_namespaced_replica_set(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
-    return {rs.metadata.name: owner.name for rs in sets
-            for owner in rs.metadata.owner_references or [] if owner.kind == "Deployment"}
 
 
 def _started(pod, containers: set[str]) -> dt.datetime | None:

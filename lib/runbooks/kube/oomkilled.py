@@ -11,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
-from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from ..evidence import Action, Finding
 from . import events, metrics, mitigate, pods, rollouts
-from .cluster import REQUEST_TIMEOUT, Cluster
+from .cluster import Cluster
 from .mitigate import Change
 
 OOMKILLED = "OOMKilled"
@@ -24,21 +23,6 @@ NEAR_LIMIT_PCT = 90.0  # memory used, in % of the limit, from which a container 
 
 OOM_COLUMNS = ["pod", "container", "deployment", "restarts", "exit_code", "oomkilled_at", "memory_request", "memory_limit"]
 ROLLOUT_COLUMNS = ["deployment", "revision", "replicaset", "created", "change_cause", "images", "minutes_ago", "coincides"]
-
-
-def deployments_of(cluster: Cluster, pod_list: list) -> dict[str, str | None]:
-    """Pod name -> the Deployment that owns it (through its ReplicaSet), or None (bare pod, StatefulSet, Job...)."""
-    replica_sets: dict[str, str | None] = {}
-    owners = {}
-    for pod in pod_list:
-        owner = _controller(pod.metadata.owner_references)
-        if owner is None or owner.kind != "ReplicaSet":
-            owners[pod.metadata.name] = None
-            continue
-        if owner.name not in replica_sets:
-            replica_sets[owner.name] = _deployment_of_replica_set(cluster, owner.name)
-        owners[pod.metadata.name] = replica_sets[owner.name]
-    return owners
 
 
 def containers(cluster: Cluster, selector: str = "") -> pd.DataFrame:
@@ -49,7 +33,7 @@ def containers(cluster: Cluster, selector: str = "") -> pd.DataFrame:
     """
     pod_list = pods.list_pods(cluster, selector)
     frame = pods.containers(cluster, pods=pod_list)
-    owners = deployments_of(cluster, pod_list)
+    owners = pods.owning_deployments(cluster, pod_list)
     last = pd.DataFrame([
         {"pod": pod.metadata.name, "container": status.name, **_last_termination(status)}
         for pod in pod_list for status in pod.status.container_statuses or []
@@ -189,22 +173,6 @@ def _rollout_finding(table: pd.DataFrame, oom: pd.DataFrame, window_minutes: flo
 
 
 # --- helpers
-
-def _controller(references) -> object | None:
-    references = references or []
-    return next((r for r in references if r.controller), references[0] if references else None)
-
-
-def _deployment_of_replica_set(cluster: Cluster, name: str) -> str | None:
-    try:
-        rs = cluster.apps.read_namespaced_replica_set(name, cluster.namespace, _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as e:
-        if e.status == 404:  # the ReplicaSet is gone: the pod is an orphan
-            return None
-        raise
-    owner = _controller(rs.metadata.owner_references)
-    return owner.name if owner is not None and owner.kind == "Deployment" else None
-
 
 def _last_termination(status) -> dict:
     terminated = status.state.terminated if status.state and status.state.terminated else None

@@ -54,10 +54,26 @@ def containers(cluster: Cluster, selector: str = "", pods: list | None = None) -
     return pd.DataFrame(rows, columns=CONTAINER_COLUMNS)
 
 
+def owning_deployments(cluster: Cluster, pod_list: list) -> dict[str, str | None]:
+    """Pod name -> the Deployment that owns it through its ReplicaSet; None for a bare pod, a StatefulSet's,
+    a Job's, or one whose ReplicaSet is gone. One list of ReplicaSets, however many pods."""
+    sets = cluster.apps.list_namespaced_replica_set(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
+    deployment_of = {rs.metadata.name: _controller(rs.metadata.owner_references, "Deployment") for rs in sets}
+    return {pod.metadata.name: deployment_of.get(_controller(pod.metadata.owner_references, "ReplicaSet"))
+            for pod in pod_list}
+
+
 def unhealthy(cluster: Cluster, selector: str = "") -> pd.DataFrame:
     """Containers of pods that are not Running, or not Ready (the seed's `get pods | grep -v Running`)."""
     frame = containers(cluster, selector)
     return frame[(frame["phase"] != "Running") | ~frame["ready"]].reset_index(drop=True)
+
+
+def _controller(references, kind: str) -> str | None:
+    """Name of the managing owner (the one marked controller, else the first) when it is of `kind`."""
+    references = references or []
+    owner = next((r for r in references if r.controller), references[0] if references else None)
+    return owner.name if owner is not None and owner.kind == kind else None
 
 
 def _state(status) -> tuple[str, str | None, object]:
