@@ -135,22 +135,18 @@ def scan_gateway_logs(cluster: Cluster, selector: str, since_minutes: float | No
     examples: list[str] = []
     first_5xx = None
     lines_read = 0
-    for pod in pods.list_pods(cluster, selector):
-        restarted = {s.name for s in pod.status.container_statuses or [] if s.restart_count}
-        for container in pod.spec.containers:
-            for previous in (False, True) if container.name in restarted else (False,):
-                for when, text in logs.lines(cluster, pod.metadata.name, container.name, previous, since_minutes, tail_lines):
-                    lines_read += 1
-                    line = parse_line(text)
-                    if line.status is None and not line.error:
-                        continue
-                    minute = when.replace(second=0, microsecond=0) if when else None
-                    counter[(pod.metadata.name, container.name, minute, line.status or 0, line.upstream or "-", line.error)] += 1
-                    if (line.status or 0) >= 500:
-                        if when and (first_5xx is None or when < first_5xx):
-                            first_5xx = when
-                        if len(examples) < EXAMPLES:
-                            examples.append(redact_line(text))
+    for pod, container, _, when, text in logs.every_line(cluster, selector, since_minutes, tail_lines):
+        lines_read += 1
+        line = parse_line(text)
+        if line.status is None and not line.error:
+            continue
+        minute = when.replace(second=0, microsecond=0) if when else None
+        counter[(pod, container, minute, line.status or 0, line.upstream or "-", line.error)] += 1
+        if (line.status or 0) >= 500:
+            if when and (first_5xx is None or when < first_5xx):
+                first_5xx = when
+            if len(examples) < EXAMPLES:
+                examples.append(redact_line(text))
     counts = pd.DataFrame([(*key, n) for key, n in counter.items()], columns=LOG_COLUMNS)
     counts = counts.astype({"status": int, "error": bool, "count": int})
     counts["minute"] = pd.to_datetime(counts["minute"], utc=True)

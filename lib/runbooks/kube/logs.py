@@ -56,23 +56,31 @@ def scan(
     counter: Counter = Counter()
     examples: dict[str, list[str]] = {name: [] for name in patterns}
     lines_read = 0
-    for pod in list_pods(cluster, selector):
-        statuses = {s.name: s for s in pod.status.container_statuses or []}
-        for container in pod.spec.containers:
-            restarted = statuses.get(container.name) and statuses[container.name].restart_count > 0
-            for instance in ("current", "previous") if restarted else ("current",):
-                for when, text in lines(cluster, pod.metadata.name, container.name, instance == "previous",
-                                        since_minutes, tail_lines):
-                    lines_read += 1
-                    for name, regex in compiled.items():
-                        if regex.search(text):
-                            minute = when.replace(second=0, microsecond=0) if when else None
-                            counter[(pod.metadata.name, container.name, instance, name, minute)] += 1
-                            if len(examples[name]) < EXAMPLES_PER_PATTERN:
-                                examples[name].append(redact_line(text))
+    for pod, container, instance, when, text in every_line(cluster, selector, since_minutes, tail_lines):
+        lines_read += 1
+        for name, regex in compiled.items():
+            if regex.search(text):
+                minute = when.replace(second=0, microsecond=0) if when else None
+                counter[(pod, container, instance, name, minute)] += 1
+                if len(examples[name]) < EXAMPLES_PER_PATTERN:
+                    examples[name].append(redact_line(text))
     counts = pd.DataFrame([(*key, n) for key, n in counter.items()], columns=COLUMNS)
     counts["minute"] = pd.to_datetime(counts["minute"], utc=True)
     return LogScan(counts, examples, lines_read)
+
+
+def every_line(
+    cluster: Cluster, selector: str, since_minutes: float | None = None, tail_lines: int | None = None,
+) -> Iterator[tuple[str, str, str, dt.datetime | None, str]]:
+    """(pod, container, instance, timestamp, text) for every container of every pod matching `selector`,
+    and for the previous instance ("previous") of each container that restarted."""
+    for pod in list_pods(cluster, selector):
+        restarted = {s.name for s in pod.status.container_statuses or [] if s.restart_count}
+        for container in pod.spec.containers:
+            for instance in ("current", "previous") if container.name in restarted else ("current",):
+                for when, text in lines(cluster, pod.metadata.name, container.name, instance == "previous",
+                                        since_minutes, tail_lines):
+                    yield pod.metadata.name, container.name, instance, when, text
 
 
 def lines(
