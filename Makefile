@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: postgres setup demo test
+.PHONY: postgres monitoring setup demo test
 
 $(BIN)/runbook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,12 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib; }
 
-setup: postgres $(BIN)/runbook
+# Prometheus (triage tests) and Alertmanager (alert-triggered runs), Debian's packages; installed if missing.
+monitoring:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; }
+
+setup: postgres monitoring $(BIN)/runbook
 
 demo: setup
 	$(BIN)/runbook demo

@@ -1,72 +1,49 @@
 """The seed's communication templates (Incident Response Runbook → Communication Templates), filled in.
 
-Each template is the seed's text with its `[placeholders]` as `$names` (string.Template): a missing
-value fails loudly rather than leaving a bracket behind. These functions only draft text; nothing
-here posts to a status page or to Slack.
+One Jinja2 file per seed template under `templates/`, named by its kind (`slack-update`,
+`status-identified`, ...). A field nobody knows stays as the seed's own `[placeholder]`, visibly:
+these drafts never invent a fact. Nothing here posts to a status page or to Slack.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from string import Template
-from typing import Iterable
+from functools import lru_cache
 from zoneinfo import ZoneInfo
+
+import jinja2
 
 EASTERN = ZoneInfo("America/New_York")  # the seed's status-page times are in ET
 
-# Internal Communication → Slack Status Update
-SLACK_STATUS_UPDATE = Template("""\
-:construction: INCIDENT UPDATE :construction:
-
-Incident: $incident
-Severity: $severity
-Duration: $duration
-
-Current Status: $status
-
-What we know:
-$known
-
-Actions taken:
-$actions
-
-Next steps:
-$next_steps
-
-Next Update: $next_update
-""")
-
-# External Communication → Status Page - Identified
-STATUS_PAGE_IDENTIFIED = Template("""\
-Title: $feature Degradation - Cause Identified
-
-We have identified the cause of the current issues affecting $feature.
-Our team is implementing a fix.
-
-Impact: $impact
-
-We expect to resolve this within $estimate.
-
-Updated: $updated ET
-""")
+KINDS = (
+    "slack-declared",        # Internal → Slack Incident Channel Message (Initial)
+    "slack-update",          # Internal → Slack Status Update
+    "slack-resolved",        # Internal → Slack Resolution Message
+    "status-investigating",  # External → Status Page - Investigating
+    "status-identified",     # External → Status Page - Identified
+    "status-monitoring",     # External → Status Page - Monitoring
+    "status-resolved",       # External → Status Page - Resolved
+    "customer-email",        # External → Customer Email Template (P1/P2)
+)
 
 
-def slack_status_update(incident: str, severity: str, duration: str, status: str, known: Iterable[str],
-                        actions: Iterable[str], next_steps: Iterable[str], next_update: str) -> str:
-    return SLACK_STATUS_UPDATE.substitute(
-        incident=incident, severity=severity, duration=duration, status=status, known=bullets(known),
-        actions=bullets(actions), next_steps=bullets(next_steps), next_update=next_update,
+def render(kind: str, **fields) -> str:
+    """The seed's `kind` template with `fields` filled in; a missing or empty field keeps its placeholder.
+
+    List fields (`known`, `actions`, `next_steps` of slack-update) are rendered as bullets.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown template {kind!r}; one of: {', '.join(KINDS)}")
+    return _environment().get_template(f"{kind}.txt.j2").render(**fields)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("runbooks", "templates"),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        autoescape=False,  # plain text for Slack and the status page; HTML renderings escape their own way
     )
-
-
-def status_page_identified(feature: str, impact: str, estimate: str, updated: dt.datetime) -> str:
-    return STATUS_PAGE_IDENTIFIED.substitute(feature=feature, impact=impact, estimate=estimate,
-                                             updated=eastern(updated))
-
-
-def bullets(items: Iterable[str]) -> str:
-    lines = [f"- {item}" for item in items]
-    return "\n".join(lines) if lines else "- (none)"
 
 
 def eastern(when: dt.datetime) -> str:

@@ -421,7 +421,8 @@ def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
     confirmed = [d for d in down if d["since"]]
     checklist = _checklist(down)
     started = min((d["since"] for d in confirmed), default=None)
-    slack = communication.slack_status_update(
+    slack = communication.render(
+        "slack-update",
         incident=(f"Third-party API down: {', '.join(d['dependency'] for d in down)}" if down
                   else "Third-party API check: no dependency judged down"),
         severity="P2" if confirmed else "P3",
@@ -437,11 +438,11 @@ def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
     )
     page = None
     if confirmed:
-        page = communication.status_page_identified(
+        page = communication.render(
+            "status-identified",
             feature=" and ".join(d["feature"] for d in confirmed),
             impact=" ".join(_impact(d) for d in confirmed),
-            estimate="[estimated time]",
-            updated=now,
+            updated=communication.eastern(now),
         )
     return Drafts(page, slack, tuple(checklist))
 

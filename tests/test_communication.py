@@ -1,0 +1,35 @@
+"""The seed's communication templates: every kind renders, known fields fill in, unknown ones stay visible."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from runbooks import communication
+
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "incident-response-runbook.md"
+
+
+@pytest.mark.parametrize("kind", communication.KINDS)
+def test_with_no_fields_every_placeholder_of_the_seed_stays(kind):
+    text = communication.render(kind)
+    placeholders = re.findall(r"\[[^\]]+\]", text)
+    assert placeholders, text
+    if SEED.exists():  # the empty rendering is the seed's template, placeholder for placeholder
+        seed = SEED.read_text()
+        for placeholder in placeholders:
+            assert placeholder in seed, placeholder
+
+
+def test_fields_fill_in_and_lists_become_bullets():
+    text = communication.render("slack-update", incident="Checkout 5xx", severity="P2",
+                                known=["gateway 502s from payments"], actions=[])
+    assert "Incident: Checkout 5xx" in text and "Severity: P2" in text
+    assert "- gateway 502s from payments\n" in text
+    assert "- [Action 1]" in text  # nothing done yet: the seed's placeholder, not an invented action
+    assert "[Finding 1]" not in text
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown template"):
+        communication.render("fax")
