@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,8 +29,6 @@ from . import __version__, evidence, redact
 from .catalog import ROOT, Runbook
 from .errors import UsageError
 
-# Kernels talk over Unix sockets rather than unencrypted loopback TCP.
-KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
 # Parameters are checked before papermill sees them (catalog.Runbook.resolve); its own, looser reading
 # of the parameters cell only adds misleading warnings (e.g. for `selector = "app=x"`).
 logging.getLogger("papermill").setLevel(logging.ERROR)
@@ -42,8 +41,13 @@ class Run:
     error: dict | None
 
 
-def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir: Path, progress: bool = False) -> Run:
-    """Execute `runbook` with `parameters` (already resolved) into `output_dir/incident/`."""
+def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir: Path, progress: bool = False,
+        alert: dict | None = None) -> Run:
+    """Execute `runbook` with `parameters` (already resolved) into `output_dir/incident/`.
+
+    `alert`: the alert that started this run (labels, annotations, startsAt, generatorURL, fingerprint,
+    groupKey), recorded in the evidence; None when run by hand.
+    """
     if not incident or "/" in incident or incident.startswith("."):
         raise UsageError(f"incident id {incident!r} must be a plain name (letters, digits, dashes)")
     folder = output_dir / incident
@@ -57,11 +61,11 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
 
     parameters, secrets = _without_passwords(parameters)
     error = None
-    with _libpq_password(secrets[0] if secrets else None):
+    with _libpq_password(secrets[0] if secrets else None), tempfile.TemporaryDirectory(prefix="kernel-") as sockets:
         try:
             papermill.execute_notebook(
                 str(runbook.path), str(notebook_path), parameters=parameters, progress_bar=progress,
-                cwd=str(folder), config=KERNEL_CONFIG,
+                cwd=str(folder), config=_kernel_config(Path(sockets)),
             )
         except papermill.PapermillExecutionError as e:
             error = {"cell": e.cell_index, "ename": e.ename, "evalue": e.evalue}
@@ -92,9 +96,16 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
         "actions": actions,
         "artifacts": [{"path": p.name, "sha256": _sha256(p)} for p in (notebook_path, html_path)],
         "environment": _environment(),
+        "alert": alert,
     }
     evidence_path.write_text(redact.scrub(json.dumps(evidence.jsonable(record), indent=2), secrets) + "\n")
     return Run(record["status"], evidence_path, error)
+
+
+def _kernel_config(sockets: Path) -> Config:
+    """Kernels talk over Unix sockets rather than unencrypted loopback TCP, each kernel in its own folder:
+    jupyter_client's default names (`kernel-ipc-N` in the working directory) collide when runs overlap."""
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(sockets / "kernel")}})
 
 
 def _without_passwords(parameters: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

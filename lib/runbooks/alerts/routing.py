@@ -1,0 +1,212 @@
+"""`parameters/alerts.yaml`: which runbook an alert starts, which of its labels become parameters, and
+which incident folder its runs land in.
+
+A label or annotation becomes a parameter only after its value passes the check its route names
+(CHECKS, matched against the whole value); the runbook's own type checks then apply as for
+`runbook run`, on top of the same layers: the notebook's defaults < `--env` < `-f` files < the alert.
+An alert can never set `apply`: runs started by alerts look and preview, they change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from .. import catalog, redact
+from ..errors import UsageError
+from .webhook import Alert, Notification
+
+ROUTES = catalog.PARAMETERS / "alerts.yaml"
+
+
+@dataclass(frozen=True)
+class Check:
+    pattern: re.Pattern
+    meaning: str
+    convert: type = str
+    max_length: int = 63
+
+
+# Kubernetes names and label values as the API server defines them (DNS-1123; label values),
+# host[:port] as a hostname, and plain decimal numbers. None of them admits a quote, a space,
+# a comma, a parenthesis, `=`, `!` or a newline, so no value can reach past its place in a
+# label selector, a notebook's parameters cell or an SQL statement.
+CHECKS = {
+    "dns-label": Check(re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"),
+                       "a Kubernetes name (DNS-1123 label: a-z, 0-9 and '-', at most 63 characters)"),
+    "dns-subdomain": Check(re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"),
+                           "a Kubernetes object name (DNS-1123 subdomain, at most 253 characters)", max_length=253),
+    "label-value": Check(re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"),
+                         "a Kubernetes label value (letters, digits, '-', '_' and '.', at most 63 characters)"),
+    "host-port": Check(re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?"),
+                       "a host name with an optional :port", max_length=253),
+    "integer": Check(re.compile(r"-?[0-9]+"), "an integer", int, max_length=12),
+    "number": Check(re.compile(r"-?[0-9]+(\.[0-9]+)?"), "a decimal number", float, max_length=20),
+}
+# An `incident` label names the incident folder when it is a plain name; otherwise the group does.
+INCIDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+_SOURCE = {
+    "type": "object",
+    "additionalProperties": False,
+    "oneOf": [{"required": ["label"]}, {"required": ["annotation"]}],
+    "required": ["check"],
+    "properties": {
+        "label": {"type": "string"},
+        "annotation": {"type": "string"},
+        "check": {"enum": list(CHECKS)},
+        "template": {"type": "string", "pattern": r"^[^{}]*\{\}[^{}]*$"},
+        "list": {"type": "boolean"},
+        "min": {"type": "number"},
+        "max": {"type": "number"},
+    },
+}
+SCHEMA = {
+    "type": "object",
+    "required": ["routes"],
+    "additionalProperties": False,
+    "properties": {
+        "routes": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["runbook"],
+                "additionalProperties": False,
+                "properties": {
+                    "runbook": {"type": "string"},
+                    "parameters": {"type": "object", "additionalProperties": _SOURCE},
+                },
+            },
+        },
+    },
+}
+
+
+class Rejected(Exception):
+    """A label or annotation the route reads failed its check: the alert starts no run."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one parameter comes from: a label or an annotation, its check, and how it is written."""
+
+    parameter: str
+    field: str  # labels | annotations
+    name: str
+    check: str
+    template: str = "{}"
+    as_list: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def value(self, alert: Alert) -> Any:
+        """The checked value, or None when the alert has no such label (the lower layers then apply)."""
+        text = getattr(alert, self.field).get(self.name)
+        if text is None:
+            return None
+        check = CHECKS[self.check]
+        where = f"{self.field[:-1]} {self.name!r}"
+        if len(text) > check.max_length or not check.pattern.fullmatch(text):
+            raise Rejected(f"{where} = {_quoted(text)} is not {check.meaning}")
+        if check.convert is str:
+            value = self.template.format(text)
+        else:
+            value = check.convert(text)
+            if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+                raise Rejected(f"{where} = {text} is outside [{self.minimum}, {self.maximum}]")
+        return [value] if self.as_list else value
+
+
+@dataclass(frozen=True)
+class Route:
+    alertname: str
+    runbook: str
+    sources: tuple[Source, ...]
+
+    def parameters(self, alert: Alert) -> dict[str, Any]:
+        """The parameters this alert sets (checked); Rejected names the first label that failed."""
+        values = {s.parameter: s.value(alert) for s in self.sources}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class Routing:
+    routes: dict[str, Route]
+    books: dict[str, catalog.Runbook]
+    base: dict[str, dict]  # runbook -> its parameters from defaults, --env and -f files, dsn without password
+    password: str | None = field(default=None, repr=False)  # taken out of `dsn`; handed to libpq as PGPASSWORD
+
+    def parameters(self, runbook: str, from_alert: dict[str, Any]) -> dict[str, Any]:
+        """The run's parameters, the alert's values over the base, type-checked as `runbook run` does
+        (UsageError if wrong)."""
+        return self.books[runbook].resolve(self.base[runbook], from_alert)
+
+
+def load(path: Path = ROUTES, env: str | None = None, files: tuple[Path, ...] = ()) -> Routing:
+    """Routes and the parameter layers under them, checked against the runbooks (UsageError if wrong).
+
+    A `-f` file applies each of its parameters to every routed runbook that takes it; a parameter no
+    routed runbook takes is refused, so a misspelt name fails here and not at the first alert.
+    """
+    data = catalog.read_yaml(path)
+    error = next(iter(Draft202012Validator(SCHEMA).iter_errors(data)), None)
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "top level"
+        raise UsageError(f"{path}: {where}: {error.message}")
+    routes = {name: _route(name, spec) for name, spec in data["routes"].items()}
+    books = {name: catalog.find(name) for name in sorted({r.runbook for r in routes.values()})}
+    for route in routes.values():
+        for source in route.sources:
+            if source.parameter == "apply":
+                raise UsageError(f"{path}: {route.alertname}: an alert cannot set 'apply'; alert runs only preview")
+            if source.parameter not in books[route.runbook].parameters:
+                raise UsageError(f"{path}: {route.alertname}: runbook {route.runbook!r} has no parameter {source.parameter!r}")
+
+    file_layers = [catalog.read_yaml(f) for f in files]
+    taken = {name for book in books.values() for name in book.parameters}
+    for f, layer in zip(files, file_layers):
+        if unknown := sorted(set(layer) - taken):
+            raise UsageError(f"parameter file {f}: no routed runbook takes {', '.join(map(repr, unknown))}")
+    base, passwords = {}, set()
+    for name, book in books.items():
+        stack = [catalog.environment_layer(env, book)] if env else []
+        stack += [{k: v for k, v in layer.items() if k in book.parameters} for layer in file_layers]
+        base[name] = book.resolve(*stack)  # wrong types in the files fail now
+        if base[name].get("apply"):
+            raise UsageError(f"runbook {name!r}: apply is set by --env or -f; runs started by alerts only preview")
+        if isinstance(base[name].get("dsn"), str):
+            base[name]["dsn"], password = redact.split_password(base[name]["dsn"])
+            passwords |= {password} if password else set()
+    if len(passwords) > 1:
+        raise UsageError("the dsn values carry different passwords; give them through ~/.pgpass instead")
+    return Routing(routes, books, base, next(iter(passwords), None))
+
+
+def incident_id(notification: Notification, alert: Alert) -> str:
+    """The alert's `incident` label if it is a plain name, else `<group alertname>-<hash of groupKey>`:
+    stable for the group across notifications and restarts, and safe as a folder name."""
+    label = alert.labels.get("incident", "")
+    if INCIDENT.fullmatch(label):
+        return label
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", notification.group_labels.get("alertname", ""))[:40].strip("-_")
+    return f"{name or 'alerts'}-{hashlib.sha256(notification.group_key.encode()).hexdigest()[:8]}"
+
+
+def _route(alertname: str, spec: dict) -> Route:
+    sources = []
+    for parameter, source in (spec.get("parameters") or {}).items():
+        field_ = "labels" if "label" in source else "annotations"
+        if "template" in source and CHECKS[source["check"]].convert is not str:
+            raise UsageError(f"{alertname}.{parameter}: a template applies to text checks, not {source['check']!r}")
+        sources.append(Source(parameter, field_, source.get("label") or source.get("annotation"), source["check"],
+                              source.get("template", "{}"), source.get("list", False), source.get("min"), source.get("max")))
+    return Route(alertname, spec["runbook"], tuple(sources))
+
+
+def _quoted(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:80] + "…")

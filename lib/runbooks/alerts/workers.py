@@ -1,0 +1,66 @@
+"""A bounded pool of threads, each taking the oldest queued alert and running its runbook."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from .. import runner
+from .metrics import Metrics
+from .queue import Job, Queue
+from .routing import Routing
+
+log = logging.getLogger(__name__)
+IDLE_POLL_SECONDS = 1.0  # a worker with nothing to do looks again this often, or when woken
+
+
+class Workers:
+    def __init__(self, count: int, routing: Routing, queue: Queue, output_dir: Path, metrics: Metrics):
+        self.routing, self.queue, self.output_dir, self.metrics = routing, queue, output_dir, metrics
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, name=f"worker-{i}") for i in range(count)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        """Something was queued."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Take nothing more; wait for the runs under way (a kill instead leaves them to `Queue.recover`)."""
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            job = self.queue.claim()
+            if job is None:
+                self._wake.wait(IDLE_POLL_SECONDS)
+                self._wake.clear()
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        log.info("run %d: %s for incident %s", job.id, job.runbook, job.incident)
+        started = time.monotonic()
+        try:
+            parameters = self.routing.parameters(job.runbook, job.parameters)
+            result = runner.run(self.routing.books[job.runbook], parameters, job.incident, self.output_dir,
+                                alert=job.alert)
+        except Exception as e:  # the routing changed since it was queued, or the run could not even start
+            log.exception("run %d: %s could not run", job.id, job.runbook)
+            self.queue.finish(job.id, "failed", None, f"{type(e).__name__}: {e}")
+            self.metrics.runs.labels(job.runbook, "failed").inc()
+            return
+        error = result.error and f"cell {result.error['cell']}: {result.error['ename']}: {result.error['evalue']}"
+        self.queue.finish(job.id, result.status, str(result.evidence_path), error)
+        self.metrics.runs.labels(job.runbook, result.status).inc()
+        self.metrics.duration.labels(job.runbook).observe(time.monotonic() - started)
+        log.info("run %d: %s %s: %s", job.id, job.runbook, result.status, result.evidence_path)
