@@ -136,7 +136,7 @@ class Alertmanager:
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
             "route": {"receiver": "runbooks", "group_by": ["alertname"], "group_wait": "1s",
-                      "group_interval": "5m", "repeat_interval": "4h"},
+                      "group_interval": "1s", "repeat_interval": "4h"},
             "receivers": [{
                 "name": "runbooks",
                 "webhook_configs": [{"url": webhook_url, "send_resolved": True,
