@@ -99,8 +99,8 @@ def sandbox() -> None:
 @click.option("--env", help="Environment: parameters/<ENV>.yaml, under every run.")
 @click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path),
               help="YAML file of parameters (repeatable); each applies to every routed runbook that takes it.")
-@click.option("--routes", type=click.Path(path_type=Path), default=catalog.PARAMETERS / "alerts.yaml",
-              show_default=True, help="Alert name -> runbook routing.")
+@click.option("--routes", type=click.Path(path_type=Path),
+              help="Alert name -> runbook routing.  [default: parameters/alerts.yaml]")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Runs at a time.")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept alerts without the bearer token.")
@@ -114,7 +114,7 @@ def serve(host, port, env, files, routes, output_dir, workers, insecure_no_auth)
     from .alerts import routing, service
 
     token = service.token_from_environment(insecure_no_auth)
-    routed = routing.load(routes, env, tuple(files))
+    routed = routing.load(routes or routing.ROUTES, env, tuple(files))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service.serve(routed, output_dir, workers, token, host, port)
 

@@ -158,7 +158,7 @@ def load(path: Path = ROUTES, env: str | None = None, files: tuple[Path, ...] = 
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "top level"
         raise UsageError(f"{path}: {where}: {error.message}")
-    routes = {name: _route(name, spec) for name, spec in data["routes"].items()}
+    routes = {name: _route(path, name, spec) for name, spec in data["routes"].items()}
     books = {name: catalog.find(name) for name in sorted({r.runbook for r in routes.values()})}
     for route in routes.values():
         for source in route.sources:
@@ -197,12 +197,12 @@ def incident_id(notification: Notification, alert: Alert) -> str:
     return f"{name or 'alerts'}-{hashlib.sha256(notification.group_key.encode()).hexdigest()[:8]}"
 
 
-def _route(alertname: str, spec: dict) -> Route:
+def _route(path: Path, alertname: str, spec: dict) -> Route:
     sources = []
     for parameter, source in (spec.get("parameters") or {}).items():
         field_ = "labels" if "label" in source else "annotations"
         if "template" in source and CHECKS[source["check"]].convert is not str:
-            raise UsageError(f"{alertname}.{parameter}: a template applies to text checks, not {source['check']!r}")
+            raise UsageError(f"{path}: {alertname}.{parameter}: a template applies to text checks, not {source['check']!r}")
         sources.append(Source(parameter, field_, source.get("label") or source.get("annotation"), source["check"],
                               source.get("template", "{}"), source.get("list", False), source.get("min"), source.get("max")))
     return Route(alertname, spec["runbook"], tuple(sources))

@@ -72,6 +72,9 @@ def create_app(routing: Routing, output_dir: Path, workers: int, token: str | No
             log.warning("POST /alerts refused (%d): %s", e.status, e)
             headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
             return JSONResponse({"error": str(e)}, e.status, headers=headers)
+        if notification.truncated_alerts:
+            log.warning("group %r: Alertmanager left out %d alert(s) (its max_alerts)", notification.group_key,
+                        notification.truncated_alerts)
         outcomes = await run_in_threadpool(intake.receive, notification, routing, queue, output_dir)
         for o in outcomes:
             metrics.received.labels(o.status).inc()
@@ -79,7 +82,7 @@ def create_app(routing: Routing, output_dir: Path, workers: int, token: str | No
                 metrics.deduplicated.inc()
             elif o.outcome in ("unrouted", "rejected"):
                 metrics.not_run.labels(o.outcome).inc()
-            log.info("alert %s %s (%s): %s%s", o.alertname, o.fingerprint, o.status, o.outcome,
+            log.info("alert %r %s (%s): %s%s", o.alertname, o.fingerprint, o.status, o.outcome,
                      f": {o.reason}" if o.reason else "")
         pool.wake()
         return JSONResponse({"alerts": [asdict(o) for o in outcomes]}, 202)
@@ -133,9 +136,9 @@ async def _body(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise webhook.Invalid(413, f"body over {MAX_BODY} bytes")
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
             raise webhook.Invalid(413, f"body over {MAX_BODY} bytes")
-    return body
+    return bytes(body)
