@@ -203,10 +203,10 @@ def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, i
     errors.plot(times, 100 * series["baseline_error_rate"], color="#969696", linestyle="--", label=baseline_label)
     for pct, level in ((1, "P3"), (10, "P2")):
         errors.axhline(pct, color="#fd8d3c" if level == "P3" else "#e6550d", linewidth=0.8, linestyle=":")
-        errors.annotate(f"{level} {pct} %", (0, pct), xycoords=("axes fraction", "data"), fontsize="x-small",
-                        va="bottom")
+        errors.annotate(f"{level} {pct} %", (1, pct), xycoords=("axes fraction", "data"), fontsize="x-small",
+                        va="bottom", ha="right")
     errors.set_ylabel("% of requests failing")
-    errors.set_ylim(bottom=0)
+    errors.set_ylim(0, max(11, 110 * float(series["error_rate"].max())))
     errors.legend(loc="upper left", fontsize="small")
     latency.plot(times, series["latency_seconds"], color="#2b8cbe", label="latency")
     latency.plot(times, series["baseline_latency_seconds"], color="#969696", linestyle="--", label=baseline_label)
@@ -214,8 +214,9 @@ def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, i
         for ratio, level in ((1.5, "P3"), (3, "P2")):
             latency.axhline(ratio * normal_latency, color="#fd8d3c" if level == "P3" else "#e6550d",
                             linewidth=0.8, linestyle=":")
-            latency.annotate(f"{level} {ratio:g}x normal", (0, ratio * normal_latency),
-                             xycoords=("axes fraction", "data"), fontsize="x-small", va="bottom")
+            latency.annotate(f"{level} {ratio:g}x normal", (1, ratio * normal_latency),
+                             xycoords=("axes fraction", "data"), fontsize="x-small", va="bottom", ha="right")
+        latency.set_ylim(top=max(3.3 * normal_latency, float(series["latency_seconds"].max()) * 1.1))
     latency.set_ylabel("seconds")
     latency.set_ylim(bottom=0)
     latency.legend(loc="upper left", fontsize="small")

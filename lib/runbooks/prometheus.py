@@ -84,7 +84,7 @@ def _get(prometheus: Prometheus, endpoint: str, params: dict, promql: str | None
     except ValueError:
         raise PrometheusUnreachable(f"{url} answered HTTP {response.status_code}, not Prometheus's API "
                                     f"(no JSON): is {prometheus.url} Prometheus?") from None
-    if not isinstance(body, dict) or "status" not in body:
+    if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
         raise PrometheusUnreachable(f"{url} answered JSON that is not Prometheus's API: is {prometheus.url} Prometheus?")
     if body["status"] != "success":
         reason = f"{body.get('errorType', 'error')}: {body.get('error', 'no reason given')}"
