@@ -146,9 +146,15 @@ def test_the_incidents_worst_since_its_start_counts_not_its_latest(prom, generat
     assert measured.error_rate == pytest.approx(0.002, abs=1e-6) and measured.classify().level == "P4"
 
 
-def test_a_bad_incident_start_is_refused_in_one_line(prom):
-    with pytest.raises(ValueError, match="ISO 8601"):
-        triage.incident_start("yesterday", metrics_of(prom["quiet"]), quiet_logs())
+@pytest.mark.parametrize("offset, start, tail, message", [
+    ("1 week", "", 100, "not a Prometheus duration"),
+    ("1w", "yesterday", 100, "ISO 8601"),
+    ("1w", "", 0, "tail_lines must be at least 1"),
+])
+def test_parameters_that_cannot_work_are_refused_in_one_line(offset, start, tail, message):
+    with pytest.raises(ValueError, match=message):
+        triage.check_parameters(offset, start, tail)
+    triage.check_parameters("1d", "2024-11-26T14:05:00Z", 1)
 
 
 # --- the Prometheus client
@@ -292,3 +298,53 @@ def test_triage_without_prometheus_says_so_and_rates_the_gateway_logs(run_runboo
     assert engage["engage_now"] == ["Primary On-Call", "Secondary On-Call"]
     assert (engage["next"]["role"], dt.datetime.fromisoformat(engage["next"]["from"])) == \
         ("Engineering Manager", started + dt.timedelta(hours=1))
+
+
+# --- services down (kubectl get pods), against the test API server
+
+TAX_SERVICE_DOWN = {"namespace": NS, "objects": [
+    {"kind": "Deployment",
+     "metadata": {"name": "tax-service", "labels": {"app": "tax-service"}, "creationTimestamp": {"ago": "30d"}},
+     "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "tax-service"}},
+              "template": {"metadata": {"labels": {"app": "tax-service"}},
+                           "spec": {"containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]}}}},
+    {"kind": "ReplicaSet",
+     "metadata": {"name": "tax-service-5d4c3b2a1", "labels": {"app": "tax-service"},
+                  "ownerReferences": [{"kind": "Deployment", "name": "tax-service"}], "creationTimestamp": {"ago": "30d"}},
+     "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "tax-service"}},
+              "template": {"metadata": {"labels": {"app": "tax-service"}},
+                           "spec": {"containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]}}}},
+    {"kind": "Pod",
+     "metadata": {"name": "tax-service-5d4c3b2a1-zz9x8", "labels": {"app": "tax-service"},
+                  "ownerReferences": [{"kind": "ReplicaSet", "name": "tax-service-5d4c3b2a1"}],
+                  "creationTimestamp": {"ago": "1h"}},
+     "spec": {"nodeName": "worker-1", "containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]},
+     "status": {"containerStatuses": [{"name": "tax", "ready": False, "restartCount": 7,
+                                       "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                                    "startedAt": {"ago": "3m"},
+                                                                    "finishedAt": {"ago": "2m"}}}}]}},
+]}
+
+
+@pytest.mark.parametrize("critical, level, rule", [
+    ([], "P2", "one or more services down"),
+    (["tax-service"], "P1", "a critical service down"),
+])
+def test_a_deployment_without_a_ready_pod_is_a_service_down(prod, critical, level, rule):
+    prod.load(TAX_SERVICE_DOWN)
+    cluster = prod.connect(NS)
+    now = triage.now()
+    pods = triage.pod_status(cluster, critical, now)
+    assert list(pods.down["pod"]) == ["tax-service-5d4c3b2a1-zz9x8"]
+    services = pods.services.set_index("deployment")
+    assert services.loc["tax-service", "down"] and not services.loc["auth-service", "down"]
+    metrics = triage.read_metrics("", ERROR_RATE_QUERY, LATENCY_QUERY, "1w", now)
+    start = triage.incident_start("", metrics, quiet_logs())
+    result = triage.measure(metrics, quiet_logs(), pods, start).classify()
+    assert (result.level, result.rule.split(" (")[0]) == (level, rule)
+    assert list(result.measured.values()) == [["tax-service"]]
+    finding = {f.id: f for f in triage.assess(result, triage.measure(metrics, quiet_logs(), pods, start), start,
+                                              metrics, quiet_logs(), pods, "")}["pods-down"]
+    assert finding.severity == "critical" and finding.data["services_down"] == ["tax-service"]
+    assert finding.data["reasons"]["tax-service-5d4c3b2a1-zz9x8"] == ["CrashLoopBackOff", "Error"]

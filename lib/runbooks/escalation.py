@@ -57,16 +57,14 @@ MATRIX = {
            Step((), "Normal process")),
 }
 
-# Escalation Contacts: role -> (primary contact, backup contact). On-call roles are paged through PagerDuty.
+# Escalation Contacts for the matrix's roles: role -> (primary contact, backup contact). On-call roles are
+# paged through PagerDuty. (The seed's Security Lead, Database Admin and Platform Team are in no matrix row.)
 CONTACTS = {
     "Primary On-Call": ("PagerDuty (on-call schedule)", None),
     "Secondary On-Call": ("PagerDuty (on-call schedule)", None),
     "Engineering Manager": ("@eng-manager", "@backup-manager"),
     "VP Engineering": ("@vp-eng", "PagerDuty"),
     "CTO": ("@cto", "PagerDuty"),
-    "Security Lead": ("@security-lead", "@security-backup"),
-    "Database Admin": ("@dba", "@dba-backup"),
-    "Platform Team": ("@platform", "#platform-support"),
 }
 
 

@@ -185,6 +185,24 @@ def _empty_series() -> pd.DataFrame:
 
 # --- step 4: start, measurements, severity
 
+def check_parameters(baseline_offset: str, incident_start: str, tail_lines: int) -> None:
+    """Fail at once, in one line, on a parameter that cannot work (before anything is read)."""
+    prometheus.duration(baseline_offset)
+    if incident_start:
+        parse_start(incident_start)
+    if tail_lines < 1:
+        raise ValueError(f"tail_lines must be at least 1, got {tail_lines}")
+
+
+def parse_start(given: str) -> dt.datetime:
+    """An ISO 8601 time in UTC; one without a zone is read as UTC."""
+    try:
+        at = dt.datetime.fromisoformat(given.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"incident_start must be an ISO 8601 time such as 2024-11-26T14:05:00Z, got {given!r}") from None
+    return (at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+
+
 @dataclass(frozen=True)
 class Start:
     at: dt.datetime
@@ -195,13 +213,7 @@ def incident_start(given: str, metrics: Metrics, gateway_log: GatewayErrors) -> 
     """When the incident began: `given`, else the first threshold crossing in the metrics, else the first
     5xx in the gateway logs, else the time the metrics were read (see the module docstring)."""
     if given:
-        try:
-            at = dt.datetime.fromisoformat(given.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"incident_start must be an ISO 8601 time such as 2024-11-26T14:05:00Z, "
-                             f"got {given!r}") from None
-        at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
-        return Start(at.astimezone(dt.timezone.utc), "incident_start parameter")
+        return Start(parse_start(given), "incident_start parameter")
     series = metrics.series
     error_at = _first_at_least(series["error_rate"], severity.lowest_threshold("error_rate"))
     latency_at = None
