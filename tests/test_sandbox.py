@@ -141,6 +141,15 @@ def tax_rates_down(record, sandbox):
     assert others["email"]["status"] == "recovered"
 
 
+def declared_p2_from_the_gateway_logs(record, sandbox):
+    severity = one(record, "severity")["data"]  # no Prometheus in the sandbox: the gateway's 5xx share decides
+    assert (severity["severity"], severity["metrics"]) == ("P2", "unavailable")
+    assert severity["rule"].startswith("error rate >= 10 %") and severity["error_rate_source"].startswith("gateway logs")
+    assert one(record, "metrics-unavailable")["data"]["reason"] == "no prometheus_url given"
+    restarted = one(record, "pods-restarting")["data"]["containers"]
+    assert ("auth-service-6b7c9d8f5-k4j2w", "OOMKilled") in [(c["pod"], c["last_termination"]) for c in restarted]
+
+
 INCIDENTS = {
     "api-gateway-high-error-rate": gateway_errors_traced_to_auth_service,
     "db-connection-pool-exhausted": pool_near_exhaustion,
@@ -149,6 +158,7 @@ INCIDENTS = {
     "pod-oomkilled": oomkilled_auth_service,
     "ssl-certificate-expired": expired_endpoint_and_certificate,
     "third-party-api-down": tax_rates_down,
+    "triage": declared_p2_from_the_gateway_logs,
 }
 
 

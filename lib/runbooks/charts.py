@@ -185,3 +185,50 @@ def errors_over_time(per_minute: pd.DataFrame) -> Figure:
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, incident_start=None,
+                           baseline_label: str = "baseline") -> Figure:
+    """Two panels over the window (UTC): error rate (%) and latency (s), each against its baseline, with the
+    seed's severity thresholds (error rate 1 % and 10 %; latency 1.5x and 3x normal) and the incident start.
+
+    Takes triage.read_metrics(...).series: error_rate, baseline_error_rate, latency_seconds, baseline_latency_seconds.
+    """
+    title = "Error rate and latency, last hour, against the baseline (UTC)"
+    if series.empty or series.isna().all().all():
+        return _empty(title, "no metrics (see the metrics-unavailable finding)")
+    times = series.index.tz_convert("UTC").tz_localize(None)
+    fig, (errors, latency) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    errors.plot(times, 100 * series["error_rate"], color="#de2d26", label="error rate")
+    errors.plot(times, 100 * series["baseline_error_rate"], color="#969696", linestyle="--", label=baseline_label)
+    for pct, level in ((1, "P3"), (10, "P2")):
+        errors.axhline(pct, color="#fd8d3c" if level == "P3" else "#e6550d", linewidth=0.8, linestyle=":")
+        errors.annotate(f"{level} {pct} %", (1, pct), xycoords=("axes fraction", "data"), fontsize="x-small",
+                        va="bottom", ha="right")
+    errors.set_ylabel("% of requests failing")
+    errors.set_ylim(0, max(11, 110 * float(series["error_rate"].max())))
+    errors.legend(loc="upper left", fontsize="small")
+    latency.plot(times, series["latency_seconds"], color="#2b8cbe", label="latency")
+    latency.plot(times, series["baseline_latency_seconds"], color="#969696", linestyle="--", label=baseline_label)
+    if normal_latency:
+        for ratio, level in ((1.5, "P3"), (3, "P2")):
+            latency.axhline(ratio * normal_latency, color="#fd8d3c" if level == "P3" else "#e6550d",
+                            linewidth=0.8, linestyle=":")
+            latency.annotate(f"{level} {ratio:g}x normal", (1, ratio * normal_latency),
+                             xycoords=("axes fraction", "data"), fontsize="x-small", va="bottom", ha="right")
+        latency.set_ylim(top=max(3.3 * normal_latency, float(series["latency_seconds"].max()) * 1.1))
+    latency.set_ylabel("seconds")
+    latency.set_ylim(bottom=0)
+    latency.legend(loc="upper left", fontsize="small")
+    if incident_start is not None:
+        start = pd.Timestamp(incident_start).tz_convert("UTC").tz_localize(None)
+        if times.min() <= start <= times.max():
+            for ax in (errors, latency):
+                ax.axvline(start, color="black", linewidth=0.8)
+            errors.annotate("incident start", (start, 1), xycoords=("data", "axes fraction"), fontsize="x-small",
+                            va="top", ha="right", rotation=90)
+    latency.xaxis.set_major_formatter(DateFormatter("%H:%M"))
+    errors.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -13,3 +13,11 @@ class DatabaseUnreachable(Exception):
 
 class ClusterUnreachable(Exception):
     """No Kubernetes configuration, or the API server does not answer; the message says which."""
+
+
+class PrometheusUnreachable(Exception):
+    """Prometheus does not answer, or what answers is not its HTTP API; the message says which."""
+
+
+class PrometheusQueryError(Exception):
+    """Prometheus refused a PromQL query (bad syntax, unknown function); the message quotes its reason."""

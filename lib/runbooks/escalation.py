@@ -1,0 +1,130 @@
+"""What a severity asks for, and when: the seed's targets, communication cadence and escalation matrix.
+
+From "Incident Severity Levels" (response time, resolution target, communication), "Escalation
+Procedures" (the escalation matrix and contacts) and "On-Call Responsibilities". Times count from the
+incident's start. Boundaries are read escalating, as the seed asks: at exactly 30 minutes the 30-60 min
+column of the matrix applies; a target is due at start + target, and overdue from then on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .severity import LEVELS
+
+MINUTE, HOUR = dt.timedelta(minutes=1), dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Targets:
+    response: dt.timedelta
+    resolution: dt.timedelta
+    update_every: dt.timedelta | None  # None: no fixed cadence
+    communication: str  # the seed's words
+    response_note: str = ""
+
+
+TARGETS = {
+    "P1": Targets(5 * MINUTE, HOUR, 15 * MINUTE, "Every 15 minutes until resolved"),
+    "P2": Targets(15 * MINUTE, 4 * HOUR, 30 * MINUTE, "Every 30 minutes until resolved"),
+    "P3": Targets(HOUR, 24 * HOUR, None, "At start, major updates, and resolution"),
+    "P4": Targets(4 * HOUR, 7 * 24 * HOUR, None, "Internal only", "business hours"),
+}
+
+# The escalation matrix's columns: from this long after the start.
+COLUMNS = (dt.timedelta(0), 30 * MINUTE, HOUR, 2 * HOUR)
+COLUMN_NAMES = ("0-30 min", "30-60 min", "1-2 hours", "2+ hours")
+
+
+@dataclass(frozen=True)
+class Step:
+    engage: tuple[str, ...]  # roles added in this column ("+ Engineering Manager")
+    note: str = ""  # the seed's words when the column adds nobody
+
+
+MATRIX = {
+    "P1": (Step(("Primary On-Call", "Secondary On-Call")), Step(("Engineering Manager",)),
+           Step(("VP Engineering",)), Step(("CTO",))),
+    "P2": (Step(("Primary On-Call",)), Step(("Secondary On-Call",)), Step(("Engineering Manager",)),
+           Step(("VP Engineering",))),
+    "P3": (Step(("Primary On-Call",)), Step((), "Continue investigation"), Step(("Secondary On-Call",)),
+           Step(("Engineering Manager",))),
+    "P4": (Step(("Primary On-Call",)), Step((), "Normal business hours"), Step((), "Normal process"),
+           Step((), "Normal process")),
+}
+
+# Escalation Contacts for the matrix's roles: role -> (primary contact, backup contact). On-call roles are
+# paged through PagerDuty. (The seed's Security Lead, Database Admin and Platform Team are in no matrix row.)
+CONTACTS = {
+    "Primary On-Call": ("PagerDuty (on-call schedule)", None),
+    "Secondary On-Call": ("PagerDuty (on-call schedule)", None),
+    "Engineering Manager": ("@eng-manager", "@backup-manager"),
+    "VP Engineering": ("@vp-eng", "PagerDuty"),
+    "CTO": ("@cto", "PagerDuty"),
+}
+
+
+@dataclass(frozen=True)
+class Cadence:
+    communication: str  # the seed's words
+    update_every: dt.timedelta | None
+    next_update: dt.datetime | None  # the first multiple of update_every after the start that is later than now
+
+
+def targets(severity: str, started: dt.datetime, now: dt.datetime) -> pd.DataFrame:
+    """Response and resolution targets: within, due at, time left (negative: overdue)."""
+    plan = TARGETS[_level(severity)]
+    _check(started, now)
+    rows = []
+    for target, within, note in (("response", plan.response, plan.response_note), ("resolution", plan.resolution, "")):
+        due = started + within
+        rows.append({"target": target, "within": within, "note": note, "due": due, "left": due - now,
+                     "overdue": now >= due})
+    return pd.DataFrame(rows, columns=["target", "within", "note", "due", "left", "overdue"])
+
+
+def cadence(severity: str, started: dt.datetime, now: dt.datetime) -> Cadence:
+    """How often to update, and when the next update is due (None without a fixed cadence: P3, P4)."""
+    plan = TARGETS[_level(severity)]
+    elapsed = _check(started, now)
+    if plan.update_every is None:
+        return Cadence(plan.communication, None, None)
+    periods = math.floor(elapsed / plan.update_every) + 1
+    return Cadence(plan.communication, plan.update_every, started + periods * plan.update_every)
+
+
+def engagement(severity: str, started: dt.datetime, now: dt.datetime) -> pd.DataFrame:
+    """Every role of the severity's row of the matrix: from when, whether to engage now, and whom to reach.
+
+    Roles of columns already reached are `engaged` (the matrix is cumulative: "+ Engineering Manager");
+    later columns are listed with the time they become due. Columns that add nobody keep the seed's note.
+    """
+    steps = MATRIX[_level(severity)]
+    elapsed = _check(started, now)
+    rows = []
+    for column, name, step in zip(COLUMNS, COLUMN_NAMES, steps):
+        reached = elapsed >= column
+        for role in step.engage or (None,):
+            contact, backup = CONTACTS.get(role, (None, None))
+            rows.append({"column": name, "role": role, "note": step.note, "engage_now": reached,
+                         "from": started + column, "contact": contact, "backup": backup})
+    return pd.DataFrame(rows, columns=["column", "role", "note", "engage_now", "from", "contact", "backup"])
+
+
+def _level(severity: str) -> str:
+    if severity not in LEVELS:
+        raise ValueError(f"severity must be one of {', '.join(LEVELS)}, got {severity!r}")
+    return severity
+
+
+def _check(started: dt.datetime, now: dt.datetime) -> dt.timedelta:
+    if started.tzinfo is None or now.tzinfo is None:
+        raise ValueError("times must carry a time zone (UTC)")
+    elapsed = now - started
+    if elapsed < dt.timedelta(0):
+        raise ValueError(f"the incident start {started.isoformat()} is after now ({now.isoformat()})")
+    return elapsed
