@@ -71,14 +71,15 @@ def verify(folder: Path) -> Verification:
     with _locked(folder, exclusive=False):
         names = sorted(p.name for p in folder.glob(f"*{EVIDENCE}"))
         records = {name: record for name in names if (record := _read(folder / name)) is not None}
+        sealed = {name: r for name, r in records.items() if _sealed(folder / name, r["chain"]["seal"])}
         problems = [Problem("changed", name, "not an evidence record with a chain link") for name in names if name not in records]
-        problems += [Problem("changed", name, "its bytes differ from its seal") for name in records
-                     if not _sealed(folder / name, records[name]["chain"]["seal"])]
-        problems += _check_artifacts(folder, records) + _check_links(folder, records)
+        problems += [Problem("changed", name, "its bytes differ from its seal") for name in records if name not in sealed]
+        # What a changed record says of its artifacts is not to be trusted; its links still place it in the chain.
+        problems += _check_artifacts(folder, sealed) + _check_links(folder, records)
         removed = {p.path for p in problems if p.kind == "removed"}
         # A removed evidence file leaves its notebook and HTML unlisted: the removal is the one problem.
         problems = [p for p in problems if not (p.kind == "inserted" and f"{_stem(p.path)}{EVIDENCE}" in removed)]
-        last, loose = _ends(records, removed)
+        last, loose = _ends(records, removed | (set(names) - set(records)))
         problems += [Problem("inserted", name, f"no evidence links to it (the chain ends at {last})") for name in loose]
         return Verification(
             evidence=tuple(names),
@@ -88,12 +89,15 @@ def verify(folder: Path) -> Verification:
         )
 
 
-def _ends(records: dict[str, dict], removed: set[str]) -> tuple[str | None, list[str]]:
-    """The chain's last file, and the other files no evidence links to (but the one before a removed file)."""
+def _ends(records: dict[str, dict], unknown: set[str]) -> tuple[str | None, list[str]]:
+    """The chain's last file, and the other files no evidence links to.
+
+    The file before a removed or unreadable one has lost its link with it: that file is no problem of its own.
+    """
     links = {name: r["chain"]["previous"] for name, r in records.items() if r["chain"]["previous"]}
     linked = {link["path"] for link in links.values()}
-    before_removed = {records[name]["chain"]["sequence"] - 2 for name, link in links.items() if link["path"] in removed}
-    unlinked = [name for name in records if name not in linked and records[name]["chain"]["sequence"] not in before_removed]
+    before_unknown = {records[name]["chain"]["sequence"] - 2 for name, link in links.items() if link["path"] in unknown}
+    unlinked = [name for name in records if name not in linked and records[name]["chain"]["sequence"] not in before_unknown]
     last = max(unlinked, default=None,
                key=lambda name: (records[name]["chain"]["sequence"], _names_its_own_artifacts(name, records[name]), name))
     return last, [name for name in unlinked if name != last]
@@ -108,7 +112,7 @@ def _check_artifacts(folder: Path, records: dict[str, dict]) -> list[Problem]:
             listed.add(artifact["path"])
             problems += _check_hash(folder, artifact["path"], artifact["sha256"], f"listed in {name}")
     problems += [Problem("inserted", p.name, "not listed in any evidence file") for p in sorted(folder.iterdir())
-                 if RUN_FILE.match(p.name) and p.name not in listed]
+                 if RUN_FILE.match(p.name) and p.name not in listed and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()]
     return problems
 
 
