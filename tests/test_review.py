@@ -64,9 +64,10 @@ def verify(folder: Path):
 
 def problems(folder: Path) -> list[str]:
     result = verify(folder)
-    assert result.exit_code == cli.NOT_INTACT, result.stdout
-    assert "Traceback" not in result.output
-    return result.stdout.splitlines()
+    assert result.exit_code == cli.NOT_INTACT == 3, result.stdout
+    lines = result.stdout.splitlines()
+    assert result.stderr == f"runbook: {INCIDENT}: {len(lines)} problem(s) in its evidence\n"
+    return lines
 
 
 def evidence_names(folder: Path) -> list[str]:
