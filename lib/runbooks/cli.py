@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from . import catalog
+from . import catalog, chain, communication
 from .errors import UsageError
-from .incident import MESSAGE_KINDS
+from .incident import MESSAGE_KINDS, evidence_folder, load, message_fields
 
 NOT_INTACT = 3  # `runbook verify`: some evidence was changed, removed or inserted
 
@@ -87,10 +87,7 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 def verify(incident: str, output_dir: Path) -> None:
     """Recompute every hash of INCIDENT's evidence; one line per file changed, removed or inserted."""
-    from . import chain
-    from .incident import folder
-
-    result = chain.verify(folder(output_dir, incident))
+    result = chain.verify(evidence_folder(output_dir, incident))
     for problem in result.problems:
         click.echo(problem.line())
     if not result.intact:
@@ -106,8 +103,7 @@ def verify(incident: str, output_dir: Path) -> None:
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 def report(incident: str, output_dir: Path) -> None:
     """Write the post-incident review of INCIDENT (review.md, review.html) from its evidence; print their paths."""
-    from . import chain, review
-    from .incident import load
+    from . import review  # mistune loads only for a report
 
     loaded = load(output_dir, incident)
     for path in review.write(loaded, chain.verify(loaded.folder)):
@@ -120,9 +116,6 @@ def report(incident: str, output_dir: Path) -> None:
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 def comms(incident: str, kind: str, output_dir: Path) -> None:
     """Print the KIND message for INCIDENT, filled from its evidence; what it does not know stays [placeholder]."""
-    from . import communication
-    from .incident import load, message_fields
-
     now = dt.datetime.now(dt.timezone.utc)
     click.echo(communication.render(kind, **message_fields(load(output_dir, incident), kind, now)), nl=False)
 

@@ -95,7 +95,7 @@ class Incident:
                 for (runbook, action, result), on in targets.items()]
 
 
-def folder(output_dir: Path, incident: str) -> Path:
+def evidence_folder(output_dir: Path, incident: str) -> Path:
     """The incident's folder; a usage error unless it holds evidence."""
     path = output_dir / incident
     if not incident or "/" in incident or incident.startswith(".") or not any(path.glob(f"*{EVIDENCE}")):
@@ -104,7 +104,7 @@ def folder(output_dir: Path, incident: str) -> Path:
 
 
 def load(output_dir: Path, incident: str) -> Incident:
-    path = folder(output_dir, incident)
+    path = evidence_folder(output_dir, incident)
     runs = sorted((_run(p) for p in path.glob(f"*{EVIDENCE}")), key=lambda run: (run.started, run.evidence))
     triage = tuple(
         f["data"] for run in runs for f in run.findings
