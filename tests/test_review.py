@@ -299,10 +299,9 @@ def add_triage_run(folder: Path, started: dt.datetime, severity: dict, summary: 
     for suffix in (".ipynb", ".html"):
         (folder / f"{stem}{suffix}").write_text(f"triage {suffix}\n")
         artifacts.append({"path": f"{stem}{suffix}", "sha256": chain.sha256(folder / f"{stem}{suffix}")})
-    stamp = lambda when: when.isoformat().replace("+00:00", "Z")  # noqa: E731
     record = {
-        "runbook": "triage", "incident": INCIDENT, "started_at": stamp(started),
-        "finished_at": stamp(started + dt.timedelta(seconds=2)), "status": "completed", "error": None,
+        "runbook": "triage", "incident": INCIDENT, "started_at": started.isoformat().replace("+00:00", "Z"),
+        "finished_at": (started + dt.timedelta(seconds=2)).isoformat().replace("+00:00", "Z"), "status": "completed", "error": None,
         "parameters": {}, "findings": [{"id": "severity", "summary": summary, "severity": "critical", "data": severity}],
         "actions": [], "artifacts": artifacts, "environment": {"package_version": "0", "git_commit": None, "host": "test"},
     }
