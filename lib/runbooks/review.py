@@ -61,7 +61,7 @@ def markdown(incident: Incident, verification: Verification) -> str:
     )
 
 
-def timeline(incident: Incident, clock: str = "%H:%M:%S") -> list[Row]:
+def timeline(incident: Incident, clock: str) -> list[Row]:
     """Each run's start, end, findings and actions, and the incident's start if triage gave one, by time."""
     events: list[tuple[dt.datetime, str]] = []
     if incident.incident_start:
