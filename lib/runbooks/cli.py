@@ -1,18 +1,23 @@
-"""`runbook`: list, show and run the incident runbooks.
+"""`runbook`: list, show and run the incident runbooks; verify, report on and communicate an incident.
 
 Exit codes: 0 every cell ran; 1 a cell failed or the target was unreachable (evidence still
-written); 2 bad input (unknown runbook, parameter, environment, wrong type), before any kernel.
+written); 2 bad input (unknown runbook, parameter, environment, wrong type, incident without
+evidence), before any kernel; 3 `verify` found evidence changed, removed or inserted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
 import click
 
-from . import catalog
+from . import catalog, chain, communication
 from .errors import UsageError
+from .incident import MESSAGE_KINDS, evidence_folder, load, message_fields
+
+NOT_INTACT = 3  # `runbook verify`: some evidence was changed, removed or inserted
 
 
 class _Group(click.Group):
@@ -75,6 +80,44 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
         click.echo(f"runbook: {name} failed at cell {e['cell']}: {e['ename']}: {e['evalue']}", err=True)
     click.echo(result.evidence_path)
     sys.exit(0 if result.status == "completed" else 1)
+
+
+@main.command()
+@click.argument("incident")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+def verify(incident: str, output_dir: Path) -> None:
+    """Recompute every hash of INCIDENT's evidence; one line per file changed, removed or inserted."""
+    result = chain.verify(evidence_folder(output_dir, incident))
+    for problem in result.problems:
+        click.echo(problem.line())
+    if not result.intact:
+        click.echo(f"runbook: {incident}: {len(result.problems)} problem(s) in its evidence", err=True)
+        sys.exit(NOT_INTACT)
+    name, digest = result.last
+    click.echo(f"{incident}: intact: {len(result.evidence)} evidence files, {result.artifacts} artifacts; "
+               f"the chain ends at {name} (sha256 {digest})")
+
+
+@main.command()
+@click.argument("incident")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+def report(incident: str, output_dir: Path) -> None:
+    """Write the post-incident review of INCIDENT (review.md, review.html) from its evidence; print their paths."""
+    from . import review  # mistune loads only for a report
+
+    loaded = load(output_dir, incident)
+    for path in review.write(loaded, chain.verify(loaded.folder)):
+        click.echo(path)
+
+
+@main.command()
+@click.argument("incident")
+@click.option("--kind", required=True, type=click.Choice(MESSAGE_KINDS), help="Which of the seed's templates.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+def comms(incident: str, kind: str, output_dir: Path) -> None:
+    """Print the KIND message for INCIDENT, filled from its evidence; what it does not know stays [placeholder]."""
+    now = dt.datetime.now(dt.timezone.utc)
+    click.echo(communication.render(kind, **message_fields(load(output_dir, incident), kind, now)), nl=False)
 
 
 @main.command()

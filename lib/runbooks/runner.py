@@ -25,7 +25,7 @@ import papermill
 from nbconvert import HTMLExporter
 from traitlets.config import Config
 
-from . import __version__, evidence, redact
+from . import __version__, chain, evidence, redact
 from .catalog import ROOT, Runbook
 from .errors import UsageError
 
@@ -98,7 +98,7 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
         "environment": _environment(),
         "alert": alert,
     }
-    evidence_path.write_text(redact.scrub(json.dumps(evidence.jsonable(record), indent=2), secrets) + "\n")
+    chain.write(evidence_path, redact.scrub(json.dumps(evidence.jsonable(record), indent=2), secrets))
     return Run(record["status"], evidence_path, error)
 
 

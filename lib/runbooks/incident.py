@@ -1,0 +1,180 @@
+"""An incident as its evidence tells it: the runs, severity, start and end, findings and actions.
+
+Loaded from every `*.evidence.json` in `output/<incident>/`; `runbook report` and `runbook comms` both
+read it. Severity and impact figures come from the `severity` finding the triage runbook records (data:
+`severity` P1..P4, `rule`, `measured`, `error_rate` as a fraction, `latency_ratio`, `incident_start`);
+without one they are None, and the documents keep the seed's placeholders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import communication
+from .chain import EVIDENCE
+from .errors import UsageError
+
+LEVELS = ("P1", "P2", "P3", "P4")  # most severe first
+SEVERITY_FINDING = "severity"  # the triage runbook's finding id
+# The communication templates `message_fields` fills; triage drafts slack-declared and status-investigating itself.
+MESSAGE_KINDS = ("slack-update", "slack-resolved", "status-identified", "status-monitoring", "status-resolved", "customer-email")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One evidence file."""
+
+    evidence: str  # its file name
+    runbook: str
+    started: dt.datetime
+    finished: dt.datetime
+    status: str  # completed | failed
+    error: dict | None
+    findings: tuple[dict, ...]  # {id, summary, severity, data}
+    actions: tuple[dict, ...]  # {id, mode, target, result}
+    artifacts: tuple[dict, ...]  # {path, sha256}
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: str
+    folder: Path
+    runs: tuple[Run, ...]  # by start time
+    triage: tuple[dict, ...]  # the data of every `severity` finding, in run order
+    incident_start: dt.datetime | None  # the earliest `incident_start` triage gave
+
+    @property
+    def severity(self) -> str | None:
+        """The highest severity any triage run found: an incident is classed by its worst moment."""
+        found = [t["severity"] for t in self.triage]
+        return min(found, key=LEVELS.index) if found else None
+
+    @property
+    def severity_rule(self) -> str | None:
+        """The rule that fired for that severity, as the triage finding names it."""
+        return next((t.get("rule") for t in self.triage if t["severity"] == self.severity), None)
+
+    @property
+    def error_rate(self) -> float | None:
+        return _peak(t.get("error_rate") for t in self.triage)
+
+    @property
+    def latency_ratio(self) -> float | None:
+        return _peak(t.get("latency_ratio") for t in self.triage)
+
+    @property
+    def start(self) -> dt.datetime:
+        """When triage says the incident started; without triage, when its first runbook run started."""
+        return self.incident_start or self.runs[0].started
+
+    @property
+    def end(self) -> dt.datetime:
+        """When the last runbook run finished: the evidence knows no later moment."""
+        return max(run.finished for run in self.runs)
+
+    @property
+    def duration(self) -> dt.timedelta:
+        return self.end - self.start
+
+    def findings(self, severities: tuple[str | None, ...]) -> list[tuple[Run, dict]]:
+        """The latest finding of each runbook and finding id with one of `severities`, in run order."""
+        latest = {(run.runbook, f["id"]): (run, f) for run in self.runs for f in run.findings if f["severity"] in severities}
+        return sorted(latest.values(), key=lambda pair: self.runs.index(pair[0]))
+
+    def actions_taken(self) -> list[str]:
+        """The applied actions, a line per runbook, action and result: `restart on 3 targets: done (runbook)`."""
+        targets: dict[tuple[str, str, str], list[str]] = {}
+        for run in self.runs:
+            for a in run.actions:
+                if a["mode"] == "applied":
+                    targets.setdefault((run.runbook, a["id"], a["result"]), []).append(a["target"])
+        return [f"{action} on {on[0] if len(on) == 1 else f'{len(on)} targets'}: {result} ({runbook})"
+                for (runbook, action, result), on in targets.items()]
+
+
+def evidence_folder(output_dir: Path, incident: str) -> Path:
+    """The incident's folder; a usage error unless it holds evidence."""
+    path = output_dir / incident
+    if not incident or "/" in incident or incident.startswith(".") or not any(path.glob(f"*{EVIDENCE}")):
+        raise UsageError(f"no evidence for incident {incident!r} in {output_dir}")
+    return path
+
+
+def load(output_dir: Path, incident: str) -> Incident:
+    path = evidence_folder(output_dir, incident)
+    runs = sorted((_run(p) for p in path.glob(f"*{EVIDENCE}")), key=lambda run: (run.started, run.evidence))
+    triage = tuple(
+        f["data"] for run in runs for f in run.findings
+        if f["id"] == SEVERITY_FINDING and isinstance(f["data"], dict) and f["data"].get("severity") in LEVELS
+    )
+    try:
+        starts = [_time(t["incident_start"]) for t in triage if t.get("incident_start")]
+    except (ValueError, TypeError, AttributeError):
+        raise UsageError(f"a triage finding of incident {incident!r} has an incident_start that is no ISO time") from None
+    return Incident(incident, path, tuple(runs), triage, min(starts, default=None))
+
+
+def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
+    """The fields of communication template `kind` the evidence knows; the template keeps the others' placeholders.
+
+    Public texts (status page, customer email) get times and durations only: findings and actions are
+    technical, and their plain-language version is for a person to write.
+    """
+    duration = human_duration(incident.duration)
+    if kind == "slack-update":
+        return {"incident": incident.id, "severity": incident.severity, "duration": duration,
+                "known": [f"{f['summary']} ({run.runbook})" for run, f in incident.findings(("critical", "warning"))],
+                "actions": incident.actions_taken()}
+    if kind == "slack-resolved":
+        return {"incident": incident.id, "severity": incident.severity, "duration": duration,
+                "resolution": "; ".join(incident.actions_taken()),
+                "error_rate": percent(incident.error_rate)}
+    if kind in ("status-identified", "status-monitoring"):
+        return {"updated": communication.eastern(now)}
+    if kind == "status-resolved":
+        return {"duration": duration, "resolved": communication.eastern(now)}
+    if kind == "customer-email":
+        return {"date": f"{incident.start.astimezone(communication.EASTERN):%Y-%m-%d}",
+                "started": f"{communication.eastern(incident.start)} ET",
+                "ended": f"{communication.eastern(incident.end)} ET", "duration": duration}
+    raise ValueError(f"no fields for template {kind!r}")
+
+
+def human_duration(span: dt.timedelta) -> str:
+    """`42 s`, `7 min`, `2 h 05 min`."""
+    seconds = max(int(span.total_seconds()), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def percent(fraction: float | None) -> str | None:
+    return None if fraction is None else f"{fraction:.1%}"
+
+
+def _run(path: Path) -> Run:
+    try:
+        record = json.loads(path.read_bytes())
+        return Run(
+            evidence=path.name, runbook=record["runbook"],
+            started=_time(record["started_at"]), finished=_time(record["finished_at"]),
+            status=record["status"], error=record["error"],
+            findings=tuple(record["findings"]), actions=tuple(record["actions"]), artifacts=tuple(record["artifacts"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UsageError(f"{path} is not a readable evidence file; `runbook verify` says what changed") from None
+
+
+def _time(text: str) -> dt.datetime:
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _peak(values) -> float | None:
+    known = [v for v in values if isinstance(v, (int, float))]
+    return max(known) if known else None

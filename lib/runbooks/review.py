@@ -1,0 +1,111 @@
+"""The post-incident review document (seed: Post-Incident Review → Post-Incident Document Template).
+
+Markdown from `templates/post-incident-review.md.j2`, filled from the incident's evidence; the HTML is
+that same Markdown rendered by mistune (nbconvert's Markdown renderer) with raw HTML escaped, so no
+text from a finding becomes markup. What the evidence cannot know (root cause, users affected, what
+went well, action items) keeps the seed's placeholders for the people in the review.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html as html_text
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import mistune
+
+from .chain import Verification
+from .communication import EASTERN
+from .incident import Incident, human_duration, percent
+
+NAME = "review"  # review.md and review.html in the incident folder
+STYLE = """
+body { font-family: sans-serif; max-width: 60rem; margin: 2rem auto; line-height: 1.4; }
+table { border-collapse: collapse; } th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; }
+code { font-size: 0.9em; }
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    time: str  # US Eastern
+    event: str
+
+
+def write(incident: Incident, verification: Verification) -> tuple[Path, Path]:
+    """Write review.md and review.html into the incident folder; their paths."""
+    text = markdown(incident, verification)
+    md_path, html_path = incident.folder / f"{NAME}.md", incident.folder / f"{NAME}.html"
+    md_path.write_text(text)
+    html_path.write_text(html(text, f"Post-Incident Review: {incident.id}"))
+    return md_path, html_path
+
+
+def markdown(incident: Incident, verification: Verification) -> str:
+    start, end = (when.astimezone(EASTERN) for when in (incident.start, incident.end))
+    one_day = start.date() == end.date()
+    basis = "the incident start triage gave" if incident.incident_start else "the first runbook run starting"
+    return _template().render(
+        incident=incident.id,
+        date=f"{start:%Y-%m-%d}" if one_day else f"{start:%Y-%m-%d} to {end:%Y-%m-%d}",
+        duration=human_duration(incident.duration),
+        duration_basis=f"from {basis} at {start:%H:%M} ET to the last runbook run finishing at {end:%H:%M} ET",
+        severity=_severity(incident),
+        error_rate=percent(incident.error_rate),
+        latency_ratio=None if incident.latency_ratio is None else f"{incident.latency_ratio:.1f}",
+        timeline=timeline(incident, "%H:%M:%S" if one_day else "%Y-%m-%d %H:%M:%S"),
+        artifacts=[{"run": f"{run.runbook} ({run.status})", **artifact} for run in incident.runs for artifact in run.artifacts],
+        verification=verification,
+    )
+
+
+def timeline(incident: Incident, clock: str) -> list[Row]:
+    """Each run's start, end, findings and actions, and the incident's start if triage gave one, by time."""
+    events: list[tuple[dt.datetime, str]] = []
+    if incident.incident_start:
+        events.append((incident.incident_start, "Incident started (the `incident_start` triage gave)"))
+    for run in incident.runs:
+        events.append((run.started, f"Runbook `{run.runbook}` started (evidence `{run.evidence}`)"))
+        if run.error:
+            e = run.error
+            events.append((run.finished, f"Runbook `{run.runbook}` failed at cell {e['cell']}: {e['ename']}: {e['evalue']}"))
+        else:
+            events.append((run.finished, f"Runbook `{run.runbook}` completed"))
+        for f in run.findings:
+            badge = f" ({f['severity']})" if f["severity"] else ""
+            events.append((run.finished, f"Finding `{f['id']}`{badge}: {f['summary']}"))
+        for a in run.actions:
+            done = "Applied" if a["mode"] == "applied" else "Previewed only (dry run)"
+            events.append((run.finished, f"{done} `{a['id']}` on {a['target']}: {a['result']}"))
+    return [Row(f"{when.astimezone(EASTERN):{clock}}", event) for when, event in sorted(events, key=lambda e: e[0])]
+
+
+def html(text: str, title: str) -> str:
+    body = mistune.create_markdown(escape=True, plugins=["table"])(text)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html_text.escape(title)}</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+
+
+def _severity(incident: Incident) -> str | None:
+    """`P2 (rule that fired)`, or None when no triage run classified the incident."""
+    if incident.severity and incident.severity_rule:
+        return f"{incident.severity} ({incident.severity_rule})"
+    return incident.severity
+
+
+def _cell(text: str) -> str:
+    """Text that stays inside one Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("runbooks", "templates"),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        autoescape=False,  # Markdown; the HTML rendering escapes
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["cell"] = _cell
+    return environment.get_template("post-incident-review.md.j2")
