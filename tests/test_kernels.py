@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -59,6 +60,19 @@ def kernel_pids() -> set[int]:
         if ppid == os.getpid() and b"ipykernel" in command:
             pids.add(int(entry.name))
     return pids
+
+
+def until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def dead(pid: int) -> bool:
+    """A zombie with no thread left: the kernel is gone and its parent can reap it."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z" and \
+        len(os.listdir(f"/proc/{pid}/task")) == 1
 
 
 def alive(pid: int) -> bool:
@@ -209,6 +223,18 @@ def test_take_starts_a_replacement_and_close_leaves_no_kernel_processes():
     assert kernel_pids() == before
     with pytest.raises(KernelUnavailable, match="closed"):
         pool.take()
+
+
+def test_a_kernel_that_died_while_waiting_is_not_handed_out():
+    before = kernel_pids()
+    with KernelPool(size=1) as pool:
+        until(lambda: pool.ready == 1)
+        (waiting,) = kernel_pids() - before
+        os.kill(waiting, signal.SIGKILL)
+        until(lambda: dead(waiting))
+        kernel = pool.take()
+        assert kernel.pid != waiting and kernel.is_alive()
+        kernel.shutdown_kernel(now=True)
 
 
 def test_close_also_on_errors_and_failed_warm_ups_leave_no_kernel_processes(tmp_path):

@@ -36,9 +36,10 @@ class Kernel(KernelManager):
     """A python3 kernel over Unix sockets (as runner.KERNEL_CONFIG), for one run.
 
     Its connection file and sockets live in a private folder of their own (by default they would go to the
-    current directory under names that kernels started at the same time would share). nbclient drives the kernel it is given through an asynchronous client and, since it did not start that
-    kernel, leaves the client's channels (sockets and a heartbeat thread) open: shutting the kernel down closes
-    every client made for it.
+    current directory, under names that kernels started at the same time would share). nbclient drives the
+    kernel it is given through an asynchronous client and, since it did not start that kernel, leaves the
+    client's channels (sockets and a heartbeat thread) open: shutting the kernel down closes every client made
+    for it.
     """
 
     client_class = DottedObjectName("jupyter_client.asynchronous.AsyncKernelClient")
@@ -69,8 +70,8 @@ class Kernel(KernelManager):
 def start(environment: Mapping[str, str], timeout: float = 60) -> Kernel:
     """A started kernel with the runbook library imported; shut down again if that fails."""
     kernel = Kernel()
-    kernel.start_kernel(env=dict(environment), extra_arguments=ARGUMENTS)
     try:
+        kernel.start_kernel(env=dict(environment), extra_arguments=ARGUMENTS)
         execute_silently(kernel, WARM_UP, timeout, just_started=True)
     except BaseException:
         kernel.shutdown_kernel(now=True)
@@ -123,18 +124,27 @@ class KernelPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def ready(self) -> int:
+        """How many kernels wait to be taken (a failed start counts too, until a take reports it)."""
+        return self._ready.qsize()
+
     def take(self) -> Kernel:
-        """A warm kernel for one run (the caller shuts it down); its replacement starts in the background."""
-        if self._closed:
-            raise KernelUnavailable("the kernel pool is closed")
-        try:
-            kernel = self._ready.get(timeout=self.timeout)
-        except queue.Empty:
-            raise KernelUnavailable(f"no kernel was ready within {self.timeout:g} s") from None
-        self._replace()
-        if isinstance(kernel, Exception):
-            raise KernelUnavailable(f"a kernel failed to start: {kernel}") from kernel
-        return kernel
+        """A warm kernel for one run (the caller shuts it down); its replacement starts in the background.
+        A kernel that died while it waited (e.g. killed for memory) is shut down and replaced, not handed out."""
+        while True:
+            if self._closed:
+                raise KernelUnavailable("the kernel pool is closed")
+            try:
+                kernel = self._ready.get(timeout=self.timeout)
+            except queue.Empty:
+                raise KernelUnavailable(f"no kernel was ready within {self.timeout:g} s") from None
+            self._replace()
+            if isinstance(kernel, Exception):
+                raise KernelUnavailable(f"a kernel failed to start: {kernel}") from kernel
+            if kernel.is_alive():
+                return kernel
+            kernel.shutdown_kernel(now=True)
 
     def close(self) -> None:
         """Shut down every kernel not taken, including those still starting."""
