@@ -106,7 +106,8 @@ def create_app(routing: Routing, output_dir: Path, workers: int, token: str | No
     async def lifespan(app):
         if requeued := queue.recover():
             log.info("%d run(s) cut short by the last stop are queued again", requeued)
-        pool.start()
+        # Kernels start without the webhook token: no notebook can read it.
+        pool.start({k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE})
         yield
         pool.stop()
 

@@ -1,4 +1,4 @@
-"""A bounded pool of threads, each taking the oldest queued alert and running its runbook."""
+"""A bounded pool of threads, each taking the oldest queued alert and running its runbook on a warm kernel."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .. import runner
+from ..kernels import KernelPool
 from .metrics import Metrics
 from .queue import Job, Queue
 from .routing import Routing
@@ -22,8 +23,11 @@ class Workers:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name=f"worker-{i}") for i in range(count)]
+        self._kernels: KernelPool | None = None
 
-    def start(self) -> None:
+    def start(self, environment: dict[str, str]) -> None:
+        """Start the kernels (one spare beyond the workers, started with `environment`) and the workers."""
+        self._kernels = KernelPool(size=len(self._threads) + 1, environment=environment)
         for thread in self._threads:
             thread.start()
 
@@ -37,6 +41,8 @@ class Workers:
         self._wake.set()
         for thread in self._threads:
             thread.join()
+        if self._kernels is not None:
+            self._kernels.close()
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -53,8 +59,8 @@ class Workers:
         try:
             parameters = self.routing.parameters(job.runbook, job.parameters)
             result = runner.run(self.routing.books[job.runbook], parameters, job.incident, self.output_dir,
-                                alert=job.alert)
-        except Exception as e:  # the routing changed since it was queued, or the run could not even start
+                                alert=job.alert, kernel=self._kernels.take())
+        except Exception as e:  # the routing changed since it was queued, or no kernel could be started
             log.exception("run %d: %s could not run", job.id, job.runbook)
             self.queue.finish(job.id, "failed", None, f"{type(e).__name__}: {e}")
             self.metrics.runs.labels(job.runbook, "failed").inc()
