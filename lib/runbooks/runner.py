@@ -55,11 +55,7 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
         raise UsageError(f"incident id {incident!r} must be a plain name (letters, digits, dashes)")
     folder = output_dir / incident
     folder.mkdir(parents=True, exist_ok=True)
-    started = _now()
-    while (folder / f"{started:%Y%m%dT%H%M%SZ}-{runbook.name}.ipynb").exists():  # same runbook, same second
-        time.sleep(0.2)
-        started = _now()
-    stem = f"{started:%Y%m%dT%H%M%SZ}-{runbook.name}"
+    started, stem = _claim_stem(folder, runbook.name)
     notebook_path, html_path, evidence_path = (folder / f"{stem}{suffix}" for suffix in (".ipynb", ".html", ".evidence.json"))
 
     parameters, secrets = _without_passwords(parameters)
@@ -92,12 +88,27 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
         "parameters": parameters,
         "findings": findings,
         "actions": actions,
-        "artifacts": [{"path": p.name, "sha256": _sha256(p)} for p in (notebook_path, html_path)],
+        "artifacts": None,  # added after scrubbing: a short password must not be "redacted" out of a hash
         "environment": _environment(),
         "alert": alert,
     }
-    chain.write(evidence_path, redact.scrub(json.dumps(evidence.jsonable(record), indent=2), secrets))
+    record = json.loads(redact.scrub(json.dumps(evidence.jsonable(record)), secrets))
+    record["artifacts"] = [{"path": p.name, "sha256": _sha256(p)} for p in (notebook_path, html_path)]
+    chain.write(evidence_path, json.dumps(record))
     return Run(record["status"], evidence_path, error)
+
+
+def _claim_stem(folder: Path, name: str) -> tuple[dt.datetime, str]:
+    """The start time and file stem of a run: its notebook file is created here, exclusively, so two runs of
+    one runbook starting in the same second (alert workers) never share names; the later waits a second."""
+    while True:
+        started = _now()
+        stem = f"{started:%Y%m%dT%H%M%SZ}-{name}"
+        try:
+            (folder / f"{stem}.ipynb").open("x").close()
+            return started, stem
+        except FileExistsError:
+            time.sleep(0.2)
 
 
 def _kernel_config(sockets: Path) -> Config:
@@ -158,7 +169,7 @@ def _libpq_password(password: str | None):
 
 
 def _executed_or_input(path: Path, runbook: Runbook) -> nbformat.NotebookNode:
-    source = path if path.exists() else runbook.path
+    source = path if path.exists() and path.stat().st_size else runbook.path  # empty: claimed, never written
     return nbformat.read(source, as_version=4)
 
 
