@@ -272,6 +272,7 @@ def test_comms_fill_what_the_evidence_knows_and_keep_every_other_placeholder(fol
         assert "- 3 sessions idle for more than 0.02 min (1 of them idle in transaction) (db-connection-pool-exhausted)\n" in text
         assert "- terminate-idle-session on 3 targets: done (db-connection-pool-exhausted)\n" in text
         assert "- [Next step 1]" in text and "[Finding 1]" not in text
+        assert "Next Update: [Time]" in text  # no severity, no cadence to tell when
     if kind == "slack-resolved":
         assert "Resolution: terminate-idle-session on 3 targets: done (db-connection-pool-exhausted)\n" in text
         assert "Error rate during incident: [Percentage]" in text and "Root Cause: [Brief description]" in text
@@ -335,6 +336,9 @@ def test_severity_from_triage_flows_into_report_and_comms(folder):
         return runbook("comms", INCIDENT, "--kind", kind, "--output-dir", str(folder.parent)).stdout
 
     assert "Severity: P2\nDuration: 10 min\n" in comms("slack-update")
+    # P2: every 30 minutes from the start, so the first update is due 30 min after it (10 min ago)
+    due = (first - dt.timedelta(minutes=10) + dt.timedelta(minutes=30)).astimezone(dt.timezone.utc)
+    assert f"Next Update: {due:%H:%M} UTC (Every 30 minutes" in comms("slack-update")
     assert "- P2 | <script>alert(1)</script> error rate 12.0% (triage)" in comms("slack-update")
     resolved = comms("slack-resolved")
     assert "Severity: P2\n" in resolved and "- Error rate during incident: 12.0%\n" in resolved

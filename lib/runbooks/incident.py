@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import communication
+from . import communication, escalation
 from .chain import EVIDENCE
 from .errors import UsageError
 
@@ -127,7 +127,7 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
     if kind == "slack-update":
         return {"incident": incident.id, "severity": incident.severity, "duration": duration,
                 "known": [f"{f['summary']} ({run.runbook})" for run, f in incident.findings(("critical", "warning"))],
-                "actions": incident.actions_taken()}
+                "actions": incident.actions_taken(), "next_update": next_update(incident, now)}
     if kind == "slack-resolved":
         return {"incident": incident.id, "severity": incident.severity, "duration": duration,
                 "resolution": "; ".join(incident.actions_taken()),
@@ -141,6 +141,17 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
                 "started": f"{communication.eastern(incident.start)} ET",
                 "ended": f"{communication.eastern(incident.end)} ET", "duration": duration}
     raise ValueError(f"no fields for template {kind!r}")
+
+
+def next_update(incident: Incident, now: dt.datetime) -> str | None:
+    """When the next update is due by the severity's cadence (P1 every 15 min, P2 every 30 min from the start);
+    None, a placeholder, without a severity or a fixed cadence."""
+    if incident.severity is None:
+        return None
+    cadence = escalation.cadence(incident.severity, incident.start, now)
+    if cadence.next_update is None:
+        return None
+    return f"{communication.utc(cadence.next_update)} ({cadence.communication})"
 
 
 def human_duration(span: dt.timedelta) -> str:
