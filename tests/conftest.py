@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from psycopg import sql
 
 from runbooks import cli, kube
 from runbooks.sandbox.kubeapi.kubeconfig import write_kubeconfig
@@ -50,6 +51,16 @@ class Outcome:
 
     def findings(self) -> dict[str, dict]:
         return {f["id"]: f for f in self.evidence["findings"]}
+
+
+@pytest.fixture
+def admin_password(server):
+    """A password for the admin role: over TCP (`server.tcp_dsn`) the server asks for it (SCRAM), so a run
+    that completes there got it from libpq."""
+    password = "Tr0ub4dor-and-3"
+    with server.connect() as conn:
+        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier("autolytiq_admin"), sql.Literal(password)))
+    return password
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import time
 
 import jsonschema
 import pytest
-from psycopg import sql
 
 from runbooks.evidence import schema
 from runbooks.runner import _sha256
@@ -82,14 +81,6 @@ def test_when_every_slot_is_taken_the_run_fails_at_connect_and_says_why(server, 
     assert "too many clients" in record["error"]["evalue"] and "scale down" in record["error"]["evalue"]
     notebook = (outcome.evidence_path.parent / record["artifacts"][0]["path"]).read_text()
     assert "DatabaseUnreachable" in notebook  # the partial notebook shows where it stopped
-
-
-@pytest.fixture
-def admin_password(server):
-    password = "Tr0ub4dor-and-3"
-    with server.connect() as conn:
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier("autolytiq_admin"), sql.Literal(password)))
-    return password
 
 
 def test_password_in_dsn_is_used_but_written_nowhere(server, run_runbook, admin_password):

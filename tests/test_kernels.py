@@ -9,7 +9,6 @@ from pathlib import Path
 import jsonschema
 import nbformat
 import pytest
-from psycopg import sql
 
 from runbooks import catalog, runner
 from runbooks.evidence import schema
@@ -157,10 +156,8 @@ def test_library_is_imported_before_the_first_cell_and_each_kernel_serves_one_ru
     assert outputs_shape(read(first)[1]) == outputs_shape(cold_nb)
 
 
-def test_password_in_dsn_works_on_a_warm_kernel_and_is_written_nowhere(server, pool, probe, tmp_path):
-    password = "Warm-k3rnel-secret"
-    with server.connect() as conn:
-        conn.execute(sql.SQL("ALTER ROLE autolytiq_admin PASSWORD {}").format(sql.Literal(password)))
+def test_password_in_dsn_works_on_a_warm_kernel_and_is_written_nowhere(server, pool, probe, tmp_path, admin_password):
+    password = admin_password
     book = catalog.find("db-connection-pool-exhausted")
     # Over TCP the server asks for the password (SCRAM): the run only completes if libpq got it.
     run = runner.run(book, book.resolve({"dsn": server.tcp_dsn(password=password)}), "secret", tmp_path,

@@ -10,7 +10,6 @@ import sys
 import jsonschema
 import pytest
 import yaml
-from psycopg import sql
 
 from runbooks.alerts import service
 from runbooks.evidence import schema
@@ -74,14 +73,6 @@ def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(
         assert {f["id"] for f in record["findings"]} >= {"pool-usage"}
     log = [json.loads(line) for line in (folder / "alerts.jsonl").read_text().splitlines()]
     assert [line["alert"]["fingerprint"] for line in log] == FINGERPRINTS  # re-sent alerts are not logged again
-
-
-@pytest.fixture
-def admin_password(server):
-    password = "Serve-s3cret-pw-41"
-    with server.connect() as conn:
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier("autolytiq_admin"), sql.Literal(password)))
-    return password
 
 
 def test_two_workers_run_at_once_and_the_dsn_password_is_used_but_shown_nowhere(server, tmp_path, admin_password):
