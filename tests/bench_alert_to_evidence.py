@@ -1,11 +1,14 @@
-"""Time to evidence for db-connection-pool-exhausted against the demo server with the demo pools held: runner.run
-on warm kernels from a KernelPool, runner.run on a new kernel (cold), and the plain `papermill` CLI on the same
-notebook and parameters; interleaved, p50 and p95 of each over RUNS runs.
+"""Time to evidence for db-connection-pool-exhausted against the demo server with the demo pools held, interleaved,
+p50 and p95 of each way over RUNS rounds:
 
-    PYTHONPATH=lib .venv/bin/python tests/bench_warm_kernels.py [RUNS]
+- alert -> evidence: `runbook serve` (a child process, one worker, its warm kernels) is sent a
+  DatabaseConnectionPoolExhausted alert; timed from the POST until the run's evidence file is written;
+- runner.run on a warm kernel from a KernelPool, and on a new kernel (cold), in this process;
+- the plain `papermill` CLI on the same notebook and parameters.
 
-Not a test (pytest does not collect it): it prints measured figures and asserts nothing about time. `measure`
-takes any callable, so another way to get from an alert to evidence can be put next to these.
+    .venv/bin/python tests/bench_alert_to_evidence.py [RUNS]
+
+Not a test (pytest does not collect it): it prints measured figures and asserts nothing about time.
 """
 
 import os
@@ -16,7 +19,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
+
+import yaml
+from serving import Service, alert, notification
 
 from runbooks import catalog, runner
 from runbooks.kernels import KernelPool
@@ -35,8 +42,8 @@ def measure(ways: dict[str, Callable[[], object]], runs: int, settle: Callable[[
     for _ in range(runs):
         for name, way in ways.items():
             start = time.perf_counter()
-            way()
-            times[name].append(time.perf_counter() - start)
+            measured = way()  # a way may time itself (from an alert sent to its evidence written)
+            times[name].append(measured if measured is not None else time.perf_counter() - start)
             settle()
             time.sleep(PAUSE)
     return times
@@ -50,7 +57,11 @@ def report(times: dict[str, list[float]]) -> None:
 
 def main() -> None:
     book = catalog.find("db-connection-pool-exhausted")
-    with LocalPostgres() as pg, hold_pools(pg), tempfile.TemporaryDirectory() as out, KernelPool(size=2) as pool:
+    with ExitStack() as stack:
+        pg = stack.enter_context(LocalPostgres())
+        stack.enter_context(hold_pools(pg))
+        out = stack.enter_context(tempfile.TemporaryDirectory())
+        pool = stack.enter_context(KernelPool(size=2))
         time.sleep(3.5)  # the pools age past idle_minutes 0.05, as in the demo
         parameters = book.resolve({"dsn": pg.dsn(), "idle_minutes": 0.05})
 
@@ -63,7 +74,26 @@ def main() -> None:
                        book.path, Path(out) / "papermill.ipynb"]
             subprocess.run([str(c) for c in command], check=True, capture_output=True)
 
+        params = Path(out) / "serve.yaml"
+        params.write_text(yaml.safe_dump({"dsn": parameters["dsn"], "idle_minutes": 0.05}))
+        service = stack.enter_context(Service(Path(out) / "serve", "-f", str(params), workers=1))
+        alerts = iter(range(1, 1_000_000))
+
+        def alert_to_evidence() -> float:
+            number = next(alerts)
+            sent = time.time()
+            (outcome,) = service.post(notification(
+                alert("DatabaseConnectionPoolExhausted", f"{number:016x}"),
+                group_key=f"bench-{number}")).json()["alerts"]
+            assert outcome["outcome"] == "queued", outcome
+            folder = Path(out) / "serve" / outcome["incident"]
+            while not (evidence := list(folder.glob("*.evidence.json"))):
+                time.sleep(0.01)
+            time.sleep(0.05)  # the file is complete once its writer has closed it; its mtime is the time written
+            return evidence[0].stat().st_mtime - sent
+
         ways = {
+            "alert -> evidence": alert_to_evidence,
             "warm runner.run": lambda: completed(pool.take()),
             "cold runner.run": completed,
             "papermill CLI": papermill_cli,
