@@ -4,13 +4,14 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jsonschema
 import nbformat
 import pytest
 
-from runbooks import catalog, runner
+from runbooks import catalog, chain, runner
 from runbooks.evidence import schema
 from runbooks.kernels import KernelPool, KernelUnavailable
 from runbooks.runner import _sha256
@@ -154,6 +155,18 @@ def test_library_is_imported_before_the_first_cell_and_each_kernel_serves_one_ru
         assert data["names"] == cold_record["findings"][0]["data"]["names"]
         assert "left_behind" not in data["names"] and data["leaked_env"] is None
     assert outputs_shape(read(first)[1]) == outputs_shape(cold_nb)
+
+
+def test_runs_of_one_runbook_at_once_in_one_incident_keep_their_own_files_and_one_chain(pool, probe, tmp_path):
+    # Alert workers run in threads: the same runbook for the same incident may start in the same second.
+    kernels = [pool.take(), pool.take()]
+    with ThreadPoolExecutor(2) as workers:
+        runs = list(workers.map(lambda k: runner.run(probe, probe.resolve({}), "same", tmp_path, kernel=k), kernels))
+
+    assert [r.status for r in runs] == ["completed", "completed"]
+    assert len({r.evidence_path for r in runs}) == 2
+    assert len(list((tmp_path / "same").glob("*.ipynb"))) == 2
+    assert chain.verify(tmp_path / "same").intact
 
 
 def test_password_in_dsn_works_on_a_warm_kernel_and_is_written_nowhere(server, pool, probe, tmp_path, admin_password):
