@@ -121,11 +121,12 @@ def comms(incident: str, kind: str, output_dir: Path) -> None:
 
 
 @main.command()
-def demo() -> None:
+@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+def demo(output_dir: Path) -> None:
     """Start a throwaway PostgreSQL, induce a pool-exhaustion incident, run its runbook, clean up."""
     from .sandbox.demo import main as run_demo
 
-    sys.exit(run_demo())
+    sys.exit(run_demo(output_dir))
 
 
 @main.command()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import psycopg
 
-from .. import catalog
+from .. import catalog, chain, review
+from ..incident import load
 from ..runner import run
 from .incidents import DEMO_POOLS, hold_pools
 from .postgres import LocalPostgres
@@ -16,7 +18,7 @@ RUNBOOK = "db-connection-pool-exhausted"
 IDLE_MINUTES = 0.05  # 3 s: the demo's sessions cannot wait the seed's 10 minutes
 
 
-def main() -> int:
+def main(output_dir: Path = catalog.OUTPUT) -> int:
     print("Starting a throwaway PostgreSQL (max_connections 20, 3 reserved for superusers)...")
     with LocalPostgres() as pg, hold_pools(pg) as held:
         pools = ", ".join(f"{p.application} {p.size}" for p in DEMO_POOLS)
@@ -30,7 +32,7 @@ def main() -> int:
         book = catalog.find(RUNBOOK)
         parameters = book.resolve({"dsn": pg.dsn(), "idle_minutes": IDLE_MINUTES})
         print(f"Running: runbook run {RUNBOOK} -p dsn '{pg.dsn()}' -p idle_minutes {IDLE_MINUTES} --incident demo")
-        result = run(book, parameters, "demo", catalog.OUTPUT, progress=True)
+        result = run(book, parameters, "demo", output_dir, progress=True)
 
         record = json.loads(result.evidence_path.read_text())
         print(f"\nStatus: {record['status']}")
@@ -38,6 +40,14 @@ def main() -> int:
             print(f"  [{finding['severity']}] {finding['summary']}")
         would = [a for a in record["actions"] if a["mode"] == "dry-run"]
         print(f"  {len(would)} sessions would be terminated with apply=True; none was (dry run).")
-        print("Stopping PostgreSQL. Evidence (notebook, HTML, evidence file):")
-        print(result.evidence_path)
+        print("Stopping PostgreSQL.")
+    folder = result.evidence_path.parent
+    verification = chain.verify(folder)
+    markdown, _ = review.write(load(output_dir, "demo"), verification)
+    count = len(verification.evidence)
+    print(f"Evidence chain of incident demo: {'intact' if verification.intact else 'NOT intact'}, "
+          f"{count} evidence file{'s' * (count != 1)} (`runbook verify demo` says more)")
+    print(f"Post-incident review draft: {markdown}")
+    print("Evidence (notebook, HTML, evidence file):")
+    print(result.evidence_path)
     return 0 if result.status == "completed" else 1
