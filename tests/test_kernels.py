@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +12,7 @@ import jsonschema
 import nbformat
 import pytest
 
-from runbooks import catalog, chain, runner
+from runbooks import catalog, chain, kernels, runner
 from runbooks.evidence import schema
 from runbooks.kernels import KernelPool, KernelUnavailable
 from runbooks.runner import _sha256
@@ -261,3 +262,18 @@ def test_close_also_on_errors_and_failed_warm_ups_leave_no_kernel_processes(tmp_
         with KernelPool(size=2):
             raise RuntimeError("the service failed")
     assert kernel_pids() == before
+
+
+def test_a_kernel_slow_to_answer_at_start_is_waited_for_not_declared_dead():
+    # On a loaded machine a starting kernel can miss heartbeats for over a second; it is alive while its process is.
+    kernel = kernels.Kernel()
+    kernel.start_kernel(env=dict(os.environ), extra_arguments=kernels.ARGUMENTS)
+    pid = kernel.provisioner.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(2.5, os.kill, (pid, signal.SIGCONT))
+    resume.start()
+    try:
+        kernels.execute_silently(kernel, kernels.WARM_UP, just_started=True)
+    finally:
+        resume.join()
+        kernel.shutdown_kernel(now=True)

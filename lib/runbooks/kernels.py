@@ -85,7 +85,7 @@ def execute_silently(kernel: KernelManager, code: str, timeout: float = 60, just
     is first waited for (a kernel_info round trip, then 0.2 s of draining its broadcasts)."""
     if not kernel.is_alive():
         raise KernelUnavailable("the kernel is not running")
-    client = BlockingKernelClient()
+    client = BlockingKernelClient(parent=kernel)  # alive = its process runs: a slow start misses heartbeats
     client.load_connection_info(kernel.get_connection_info())
     client.start_channels()
     try:
