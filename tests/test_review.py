@@ -343,3 +343,33 @@ def test_severity_from_triage_flows_into_report_and_comms(folder):
     resolved = comms("slack-resolved")
     assert "Severity: P2\n" in resolved and "- Error rate during incident: 12.0%\n" in resolved
     assert "(10 min)" in comms("customer-email")
+
+
+# --- alerts that started runs (the incident log of `runbook serve`)
+
+def log_alert(folder: Path, state: str, starts_at: dt.datetime, received_at: dt.datetime, **extra) -> None:
+    line = {"received_at": received_at.isoformat().replace("+00:00", "Z"), "fingerprint": "0123456789abcdef",
+            "starts_at": starts_at.isoformat().replace("+00:00", "Z"), "status": "resolved" if state == "resolved" else "firing",
+            "state": state, "alertname": "DatabaseConnectionPoolExhausted", "incident": INCIDENT, **extra}
+    with open(folder / "alerts.jsonl", "a") as log:
+        log.write(json.dumps(line) + "\n")
+
+
+def test_alerts_from_the_incident_log_mark_the_start_the_end_and_their_place_in_the_timeline(folder):
+    records = [json.loads((folder / name).read_text()) for name in evidence_names(folder)]
+    first, last = utc(records[0]["started_at"]), utc(records[2]["finished_at"])
+    fired, resolved = first - dt.timedelta(minutes=5), last + dt.timedelta(minutes=3)
+    log_alert(folder, "queued", fired, first - dt.timedelta(seconds=1), runbook=POOL)
+    log_alert(folder, "resolved", fired, resolved)
+
+    markdown, _ = report(folder)
+    assert (f"- Duration: {human_duration(resolved - fired)} (from the first alert firing at "
+            f"{eastern(fired.isoformat(), '%H:%M')} ET to the last alert resolved at {eastern(resolved.isoformat(), '%H:%M')} ET)") in markdown
+    assert f"| {eastern(fired.isoformat())} | Alert `DatabaseConnectionPoolExhausted` fired |" in markdown
+    assert f"received by `runbook serve`: runbook `{POOL}` queued |" in markdown
+    assert f"| {eastern(resolved.isoformat())} | Alert `DatabaseConnectionPoolExhausted` resolved (notification received) |" in markdown
+    assert verify(folder).exit_code == 0  # the log is the service's, not a chain member
+
+    (folder / "alerts.jsonl").write_text("not json\n")
+    result = runbook("report", INCIDENT, "--output-dir", str(folder.parent))
+    assert result.exit_code == 2 and "alerts.jsonl:1 is not an incident log line" in result.output

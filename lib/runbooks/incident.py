@@ -19,6 +19,7 @@ from .errors import UsageError
 
 LEVELS = ("P1", "P2", "P3", "P4")  # most severe first
 SEVERITY_FINDING = "severity"  # the triage runbook's finding id
+ALERT_LOG = "alerts.jsonl"  # the incident log `runbook serve` writes (alerts/intake.py)
 # The communication templates `message_fields` fills; triage drafts slack-declared and status-investigating itself.
 MESSAGE_KINDS = ("slack-update", "slack-resolved", "status-identified", "status-monitoring", "status-resolved", "customer-email")
 
@@ -39,12 +40,25 @@ class Run:
 
 
 @dataclass(frozen=True)
+class AlertEvent:
+    """One line of the incident log `runbook serve` keeps (alerts.jsonl): an alert seen for the first time."""
+
+    alertname: str
+    state: str  # queued | unrouted | rejected (firing, what became of it) | resolved
+    starts_at: dt.datetime
+    received_at: dt.datetime
+    runbook: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class Incident:
     id: str
     folder: Path
     runs: tuple[Run, ...]  # by start time
     triage: tuple[dict, ...]  # the data of every `severity` finding, in run order
     incident_start: dt.datetime | None  # the earliest `incident_start` triage gave
+    alerts: tuple[AlertEvent, ...] = ()  # from the incident log, when alerts started runs
 
     @property
     def severity(self) -> str | None:
@@ -67,13 +81,29 @@ class Incident:
 
     @property
     def start(self) -> dt.datetime:
-        """When triage says the incident started; without triage, when its first runbook run started."""
-        return self.incident_start or self.runs[0].started
+        """The earliest of the start triage gave and the first alert firing; without either, the first run's start."""
+        known = [*([self.incident_start] if self.incident_start else []), *(a.starts_at for a in self.firing)]
+        return min(known) if known else self.runs[0].started
+
+    @property
+    def start_basis(self) -> str:
+        if self.incident_start and self.start == self.incident_start:
+            return "the incident start triage gave"
+        return "the first alert firing" if self.firing else "the first runbook run starting"
 
     @property
     def end(self) -> dt.datetime:
-        """When the last runbook run finished: the evidence knows no later moment."""
-        return max(run.finished for run in self.runs)
+        """When the last runbook run finished or the last resolved notification came, whichever is later."""
+        return max([*(run.finished for run in self.runs), *(a.received_at for a in self.alerts if a.state == "resolved")])
+
+    @property
+    def end_basis(self) -> str:
+        last_run = max(run.finished for run in self.runs)
+        return "the last runbook run finishing" if self.end == last_run else "the last alert resolved"
+
+    @property
+    def firing(self) -> tuple[AlertEvent, ...]:
+        return tuple(a for a in self.alerts if a.state != "resolved")
 
     @property
     def duration(self) -> dt.timedelta:
@@ -114,7 +144,7 @@ def load(output_dir: Path, incident: str) -> Incident:
         starts = [_time(t["incident_start"]) for t in triage if t.get("incident_start")]
     except (ValueError, TypeError, AttributeError):
         raise UsageError(f"a triage finding of incident {incident!r} has an incident_start that is no ISO time") from None
-    return Incident(incident, path, tuple(runs), triage, min(starts, default=None))
+    return Incident(incident, path, tuple(runs), triage, min(starts, default=None), _alerts(path / ALERT_LOG))
 
 
 def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
@@ -179,6 +209,21 @@ def _run(path: Path) -> Run:
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UsageError(f"{path} is not a readable evidence file; `runbook verify` says what changed") from None
+
+
+def _alerts(log: Path) -> tuple[AlertEvent, ...]:
+    """The incident log's lines as events; none without a log (runs started by hand)."""
+    if not log.exists():
+        return ()
+    events = []
+    for number, line in enumerate(log.read_text().splitlines(), 1):
+        try:
+            entry = json.loads(line)
+            events.append(AlertEvent(entry["alertname"], entry["state"], _time(entry["starts_at"]),
+                                     _time(entry["received_at"]), entry.get("runbook"), entry.get("reason")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise UsageError(f"{log}:{number} is not an incident log line of `runbook serve`") from None
+    return tuple(events)
 
 
 def _time(text: str) -> dt.datetime:

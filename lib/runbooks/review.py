@@ -46,12 +46,11 @@ def write(incident: Incident, verification: Verification) -> tuple[Path, Path]:
 def markdown(incident: Incident, verification: Verification) -> str:
     start, end = (when.astimezone(EASTERN) for when in (incident.start, incident.end))
     one_day = start.date() == end.date()
-    basis = "the incident start triage gave" if incident.incident_start else "the first runbook run starting"
     return _template().render(
         incident=incident.id,
         date=f"{start:%Y-%m-%d}" if one_day else f"{start:%Y-%m-%d} to {end:%Y-%m-%d}",
         duration=human_duration(incident.duration),
-        duration_basis=f"from {basis} at {start:%H:%M} ET to the last runbook run finishing at {end:%H:%M} ET",
+        duration_basis=f"from {incident.start_basis} at {start:%H:%M} ET to {incident.end_basis} at {end:%H:%M} ET",
         severity=_severity(incident),
         error_rate=percent(incident.error_rate),
         latency_ratio=None if incident.latency_ratio is None else f"{incident.latency_ratio:.1f}",
@@ -62,10 +61,18 @@ def markdown(incident: Incident, verification: Verification) -> str:
 
 
 def timeline(incident: Incident, clock: str) -> list[Row]:
-    """Each run's start, end, findings and actions, and the incident's start if triage gave one, by time."""
+    """Each alert's firing and arrival, each run's start, end, findings and actions, and the incident's start if
+    triage gave one, by time."""
     events: list[tuple[dt.datetime, str]] = []
     if incident.incident_start:
         events.append((incident.incident_start, "Incident started (the `incident_start` triage gave)"))
+    for a in incident.alerts:
+        if a.state == "resolved":
+            events.append((a.received_at, f"Alert `{a.alertname}` resolved (notification received)"))
+            continue
+        events.append((a.starts_at, f"Alert `{a.alertname}` fired"))
+        outcome = f"runbook `{a.runbook}` queued" if a.state == "queued" else f"{a.state}: {a.reason or 'no route'}"
+        events.append((a.received_at, f"Alert `{a.alertname}` received by `runbook serve`: {outcome}"))
     for run in incident.runs:
         events.append((run.started, f"Runbook `{run.runbook}` started (evidence `{run.evidence}`)"))
         if run.error:
