@@ -2,7 +2,7 @@
 
 One sandbox for the module. Each notebook in notebooks/ runs headlessly with `--env sandbox` and must
 show its incident (one key finding each); the values printed for Jupyter must be the ones headless
-runs get; Ctrl-C must leave no parameters file, certificates, PostgreSQL or listening port behind.
+runs get; Ctrl-C must leave no parameters file, certificates, PostgreSQL, Prometheus or listening port behind.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
@@ -41,10 +42,14 @@ class Sandbox:
     def pg_folder(self) -> str:
         return conninfo_to_dict(self.parameters["defaults"]["dsn"])["host"]
 
+    @property
+    def prometheus_url(self) -> str:
+        return self.runbooks["triage"]["prometheus_url"]
+
     def ports(self) -> list[int]:
-        """Every loopback port it serves: the Kubernetes API, the TLS endpoints, the health endpoints."""
+        """Every loopback port it serves: the Kubernetes API, the TLS endpoints, the health endpoints, Prometheus."""
         kubeconfig = yaml.safe_load(Path(self.parameters["defaults"]["kubeconfig"]).read_text())
-        urls = [kubeconfig["clusters"][0]["cluster"]["server"]]
+        urls = [kubeconfig["clusters"][0]["cluster"]["server"], self.prometheus_url]
         urls += [d["health_url"] for d in self.runbooks["third-party-api-down"]["dependencies"].values()]
         served = self.runbooks["ssl-certificate-expired"]["endpoints"][:2]  # the third is the closed port
         return [urlsplit(url).port for url in urls] + [int(e.split("@")[0].rsplit(":", 1)[1]) for e in served]
@@ -141,11 +146,14 @@ def tax_rates_down(record, sandbox):
     assert others["email"]["status"] == "recovered"
 
 
-def declared_p2_from_the_gateway_logs(record, sandbox):
-    severity = one(record, "severity")["data"]  # no Prometheus in the sandbox: the gateway's 5xx share decides
-    assert (severity["severity"], severity["metrics"]) == ("P2", "unavailable")
-    assert severity["rule"].startswith("error rate >= 10 %") and severity["error_rate_source"].startswith("gateway logs")
-    assert one(record, "metrics-unavailable")["data"]["reason"] == "no prometheus_url given"
+def declared_p2_by_error_rate_from_prometheus(record, sandbox):
+    severity = one(record, "severity")["data"]  # the sandbox's Prometheus: 12 % 5xx and 2x latency since the rollout
+    assert (severity["severity"], severity["metrics"], severity["error_rate_source"]) == ("P2", "prometheus", "prometheus")
+    assert severity["rule"].startswith("error rate >= 10 %")
+    assert severity["error_rate"] == pytest.approx(0.12, abs=1e-6)
+    assert severity["latency_ratio"] == pytest.approx(2.0, abs=0.01)  # against the same hour a week earlier
+    assert severity["incident_start_source"].startswith("metrics: ")
+    assert "metrics-unavailable" not in [f["id"] for f in record["findings"]]
     restarted = one(record, "pods-restarting")["data"]["containers"]
     assert ("auth-service-6b7c9d8f5-k4j2w", "OOMKilled") in [(c["pod"], c["last_termination"]) for c in restarted]
 
@@ -158,7 +166,7 @@ INCIDENTS = {
     "pod-oomkilled": oomkilled_auth_service,
     "ssl-certificate-expired": expired_endpoint_and_certificate,
     "third-party-api-down": tax_rates_down,
-    "triage": declared_p2_from_the_gateway_logs,
+    "triage": declared_p2_by_error_rate_from_prometheus,
 }
 
 
@@ -186,6 +194,11 @@ def test_ctrl_c_stops_everything_and_removes_what_it_wrote(sandbox):
     postgres = processes_mentioning(sandbox.pg_folder)
     assert postgres, "the sandbox's PostgreSQL is not running"
     assert Path(sandbox.runbooks["ssl-certificate-expired"]["ca_file"]).is_file()
+    prometheus_listens = f"--web.listen-address={urlsplit(sandbox.prometheus_url).netloc}"
+    assert processes_mentioning(prometheus_listens), "the sandbox's Prometheus is not running"
+    flags = requests.get(f"{sandbox.prometheus_url}/api/v1/status/flags", timeout=10).json()["data"]
+    prometheus_folder = Path(flags["storage.tsdb.path"]).parent  # its backfilled TSDB, config and log
+    assert prometheus_folder.is_dir()
 
     sandbox.process.send_signal(signal.SIGINT)
     assert sandbox.process.wait(timeout=60) == 0, sandbox.process.stderr.read()
@@ -193,13 +206,15 @@ def test_ctrl_c_stops_everything_and_removes_what_it_wrote(sandbox):
     assert not SANDBOX_YAML.exists() and not README.exists()
     assert not Path(sandbox.runbooks["ssl-certificate-expired"]["ca_file"]).parent.exists()  # certificates, keys
     assert not processes_mentioning(sandbox.pg_folder) and not Path(sandbox.pg_folder).exists()
+    assert not processes_mentioning(prometheus_listens) and not prometheus_folder.exists()
     for port in sandbox.ports():
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
 def processes_mentioning(text: str) -> list[int]:
-    """Pids of the processes whose command line contains text (PostgreSQL's names its data folder)."""
+    """Pids of the processes whose command line contains text (PostgreSQL's names its data folder,
+    Prometheus's its listen address)."""
     pids = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:

@@ -10,7 +10,9 @@ It starts, until Ctrl-C:
 - TLS endpoints on loopback signed by a sandbox CA, one expired two days ago and one valid for 90
   days, and a closed port that stands for an unreachable endpoint: ssl-certificate-expired;
 - a health endpoint per third-party dependency of the third-party-api-down scenario, the tax-rate
-  API's answering 503, the credit bureau's and the mail relay's 200.
+  API's answering 503, the credit bureau's and the mail relay's 200;
+- a Prometheus holding the gateway's traffic (gateway_traffic, backfilled): triage. Without
+  `prometheus` and `promtool` installed it is left out and triage reads the gateway logs instead.
 
 One world from four scenarios. `load` replaces an object of the same kind and name, so the order
 and the omissions decide which story an object tells:
@@ -31,10 +33,10 @@ kubeconfig, context, namespace) and, under `runbooks:`, what the notebooks' defa
 TLS endpoints and CA file, the dependencies' health URLs, the namespaces holding copies of the JWT
 secret. In Jupyter (`. output/sandbox/env.sh && jupyter lab notebooks/`) the empty defaults read PG*
 and $KUBECONFIG; those few values are printed at start-up and written to `output/sandbox/README.txt`,
-to paste into the parameters cell. The scenarios' times count from start-up: after about 20 minutes
-the gateway's and the auth service's errors leave the runbooks' default 30-minute windows; restart the
-sandbox for a fresh incident. Ctrl-C stops everything and removes `parameters/sandbox.yaml`, the
-README and the certificates.
+to paste into the parameters cell. The scenarios' times count from start-up, and Prometheus's series
+end there: after about 20 minutes the gateway's and the auth service's errors leave the runbooks'
+default 30-minute windows; restart the sandbox for a fresh incident. Ctrl-C stops everything and
+removes `parameters/sandbox.yaml`, the README, the certificates and Prometheus's data.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from __future__ import annotations
 import shutil
 import signal
 import threading
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +53,7 @@ from typing import Any
 import yaml
 
 from .. import catalog
-from . import endpoints
+from . import endpoints, prometheus
 from .incidents import Pool, blocking_chain, hold_pools, long_query, run_slow_statements
 from .kubeapi.kubeconfig import write_kubeconfig
 from .kubeapi.scenario import Scenario, load_scenario
@@ -105,9 +108,11 @@ def main() -> int:
         pki = stack.enter_context(endpoints.serve_pki(folder / "pki", ca_name=CA_NAME))
         health = {name: stack.enter_context(endpoints.serve_health(dependency.health_status))
                   for name, dependency in DEPENDENCIES.items()}
+        prom = start_prometheus(stack)
 
         kubeconfig = write_kubeconfig(folder / "kubeconfig", kube.url, context="sandbox", namespace=NAMESPACE)
-        runbooks = runbook_parameters(pki, {name: endpoint.url for name, endpoint in health.items()})
+        runbooks = runbook_parameters(pki, {name: endpoint.url for name, endpoint in health.items()},
+                                      prom.url if prom else None)
         stack.callback((catalog.PARAMETERS / "sandbox.yaml").unlink, missing_ok=True)
         parameters = write_parameters(pg.dsn(), kubeconfig, runbooks)
         env = folder / "env.sh"
@@ -126,6 +131,8 @@ def main() -> int:
         print(f"  TLS endpoints     expired {pki.expired}, valid {pki.valid}, closed {pki.closed} (CA {pki.ca_file})")
         print("  health endpoints  " + ", ".join(f"{name} {endpoint.url} ({endpoint.status})"
                                                 for name, endpoint in health.items()))
+        print(f"  Prometheus        {prom.url} (the gateway: 12 % 5xx and 2x latency for the last 20 minutes)" if prom
+              else "  Prometheus        not installed (prometheus, promtool): triage will read the gateway logs")
         print(f"Headless: runbook run NAME --env sandbox (parameters: {parameters})")
         print(f"Notes for Jupyter, also in {readme}:")
         print(notes, end="")
@@ -146,6 +153,26 @@ def start_postgres(stack: ExitStack) -> LocalPostgres:
     return pg
 
 
+def start_prometheus(stack: ExitStack) -> prometheus.PrometheusServer | None:
+    """Prometheus holding the gateway's traffic up to now; None when prometheus or promtool is not installed."""
+    if not prometheus.installed():
+        return None
+    return stack.enter_context(prometheus.PrometheusServer(prometheus.http_traffic(gateway_traffic(time.time()))))
+
+
+def gateway_traffic(now: float) -> list[prometheus.Traffic]:
+    """The gateway's requests up to `now` as autolytiq-prod tells it, 100 a second: normal until api-gateway's
+    rollout 20 minutes ago, then 12 % answered 5xx (auth-service OOMKilled) and every request twice as slow.
+    From 70 minutes ago: the hour triage reads and its queries' 5-minute rates. Normal over the same hours one
+    week earlier (triage's default baseline), and for an hour more, as the sandbox runs on."""
+    minute, week = 60, 7 * 24 * 60 * 60
+    return [
+        prometheus.Traffic(now - week - 70 * minute, now - week + 60 * minute, 100, 0.002, prometheus.NORMAL_LATENCY),
+        prometheus.Traffic(now - 70 * minute, now - 20 * minute, 100, 0.002, prometheus.NORMAL_LATENCY),
+        prometheus.Traffic(now - 20 * minute + prometheus.STEP, now, 100, 0.12, prometheus.SLOW_LATENCY),
+    ]
+
+
 def load_scenarios(kube: KubeApiServer) -> None:
     """SCENARIOS into the server, in order, each without the objects it must not replace."""
     for name, omitted in SCENARIOS:
@@ -161,15 +188,19 @@ def without(scenario: Scenario, omitted) -> Scenario:
     return Scenario(objects=kept, logs=scenario.logs, namespace=scenario.namespace)
 
 
-def runbook_parameters(pki: endpoints.Pki, health_urls: dict[str, str]) -> dict[str, dict[str, Any]]:
+def runbook_parameters(pki: endpoints.Pki, health_urls: dict[str, str],
+                       prometheus_url: str | None) -> dict[str, dict[str, Any]]:
     """What `runbooks:` in sandbox.yaml sets: the values the notebooks' defaults cannot know."""
     dependencies = {name: {"match": d.match, "health_url": health_urls[name], "feature": d.feature}
                     for name, d in DEPENDENCIES.items()}
-    return {
+    runbooks = {
         "ssl-certificate-expired": {"endpoints": pki.endpoints, "ca_file": str(pki.ca_file)},
         "third-party-api-down": {"dependencies": dependencies},
         "jwt-validation-failures": {"compare_namespaces": JWT_SECRET_COPIES},
     }
+    if prometheus_url:
+        runbooks["triage"] = {"prometheus_url": prometheus_url}
+    return runbooks
 
 
 def write_parameters(dsn: str, kubeconfig: Path, runbooks: dict[str, dict[str, Any]]) -> Path:

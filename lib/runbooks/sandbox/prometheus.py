@@ -1,13 +1,14 @@
-"""A real Prometheus on loopback, loaded with series written as OpenMetrics text, for tests.
+"""A real Prometheus on loopback, loaded with series written as OpenMetrics text: the sandbox's and the tests'.
 
 `PrometheusServer(text)` backfills `text` (OpenMetrics, `name{labels} value unix_seconds` lines ending
 with `# EOF`) into a fresh TSDB with `promtool tsdb create-blocks-from openmetrics`, starts `prometheus`
 on that TSDB at 127.0.0.1 on a free port, waits until it is ready, and on leaving the `with` block stops
-it and removes its folder. Nothing is scraped: the backfilled series are all it knows.
+it and removes its folder. Nothing is scraped: the backfilled series are all it knows. Both programs come
+from Debian's `prometheus` package (`installed()` says whether they are on PATH).
 
 `http_traffic(...)` writes the series a service with `http_requests_total{code}` and
-`http_request_duration_seconds_bucket{le}` exposes, one `Traffic` per stretch of time, so that a test
-can say "12 % errors for the last 20 minutes, normal before, and normal one week earlier".
+`http_request_duration_seconds_bucket{le}` exposes, one `Traffic` per stretch of time, so that one can
+say "12 % errors for the last 20 minutes, normal before, and normal one week earlier".
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import requests
 BUCKETS = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds; +Inf added
 STEP = 15  # seconds between samples, as a 15 s scrape interval
 READY_TIMEOUT = 60
+PROGRAMS = ("prometheus", "promtool")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ def http_traffic(stretches: list[Traffic], labels: str = 'job="api-gateway"') ->
         lines += [f'http_request_duration_seconds_bucket{{{labels},le="{le}"}} {v:.0f} {t:.0f}' for v, t in samples]
     lines += [f'http_request_duration_seconds_count{{{labels}}} {v:.0f} {t:.0f}' for v, t in count]
     return "\n".join(lines) + "\n# EOF\n"
+
+
+def installed() -> bool:
+    """Whether `prometheus` and `promtool` are on PATH."""
+    return all(shutil.which(program) for program in PROGRAMS)
 
 
 class PrometheusServer:
