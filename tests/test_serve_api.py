@@ -245,3 +245,25 @@ def test_the_queue_claims_each_row_once_and_recovers_runs_cut_short(tmp_path):
     assert queue.recover() == 0  # tried MAX_ATTEMPTS times: failed, not queued again
     states = {r["id"]: (r["status"], r["reason"]) for r in queue.recent_runs(10)}
     assert states == {1: ("completed", None), 2: ("failed", f"interrupted {MAX_ATTEMPTS} times")}
+
+
+def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_run_again(tmp_path):
+    from runbooks.alerts.metrics import Metrics
+    from runbooks.alerts.queue import Entry
+    from runbooks.alerts.workers import Workers
+
+    queue = Queue(tmp_path / "q.sqlite3")
+    alerts = {n: {"fingerprint": n * 16, "startsAt": "2026-11-26T10:00:00Z"} for n in ("a", "b")}
+    queue.add([Entry(a["fingerprint"], a["startsAt"], "firing", "queued", "X", "inc", "db-slow-queries", {}, a)
+               for a in alerts.values()])
+    written, cut_short = queue.claim(), queue.claim()
+    # The service was killed between writing the first run's evidence and marking it completed.
+    (tmp_path / "inc").mkdir()
+    evidence = tmp_path / "inc" / "20261126T100001Z-db-slow-queries.evidence.json"
+    evidence.write_text(json.dumps({"status": "completed", "alert": alerts["a"]}))
+    (tmp_path / "inc" / "20261126T100002Z-db-slow-queries.evidence.json").write_text("{not json")  # ignored
+
+    workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, metrics=Metrics())
+    assert workers.recover() == 1  # only the run that left no evidence goes back to the queue
+    states = {r["id"]: (r["status"], r["evidence"]) for r in queue.recent_runs(10)}
+    assert states == {written.id: ("completed", str(evidence)), cut_short.id: ("queued", None)}

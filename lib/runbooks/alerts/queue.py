@@ -3,8 +3,9 @@ before Alertmanager gets its answer.
 
 Firing alerts with a route go queued -> running -> completed | failed; the others are kept as
 unrouted, rejected or resolved, so a re-sent alert is recognised whatever became of it. A service
-killed mid-run leaves rows `running`: `recover()` queues them again (a run that was cut short left no
-evidence file) unless they have already been tried MAX_ATTEMPTS times. Completed rows never run again.
+killed mid-run leaves rows `running`: `recover()` queues them again unless they have already been tried
+MAX_ATTEMPTS times (the workers first finish those whose evidence was written before the stop). Completed
+rows never run again.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ GIVE_UP = """
 """
 REQUEUE = "UPDATE alerts SET state = 'queued' WHERE state = 'running'"
 NEXT = "SELECT id FROM alerts WHERE state = 'queued' ORDER BY id LIMIT 1"
+RUNNING = "SELECT id, runbook, incident, parameters, alert FROM alerts WHERE state = 'running' ORDER BY id"
 CLAIM = """
     UPDATE alerts
     SET state = 'running', attempts = attempts + 1, started_at = :now
@@ -124,6 +126,13 @@ class Queue:
         with self._transaction() as conn:
             conn.execute(GIVE_UP, {"now": _now(), "max_attempts": MAX_ATTEMPTS})
             return conn.execute(REQUEUE).rowcount
+
+    def running(self) -> list[Job]:
+        """The runs marked running: after a restart, those the last stop cut short."""
+        with self._connection() as conn:
+            rows = conn.execute(RUNNING).fetchall()
+        return [Job(id_, runbook, incident, json.loads(parameters), json.loads(alert))
+                for id_, runbook, incident, parameters, alert in rows]
 
     def claim(self) -> Job | None:
         """The oldest queued alert, now marked running; None when nothing waits."""

@@ -104,7 +104,7 @@ def create_app(routing: Routing, output_dir: Path, workers: int, token: str | No
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        if requeued := queue.recover():
+        if requeued := pool.recover():
             log.info("%d run(s) cut short by the last stop are queued again", requeued)
         # Kernels start without the webhook token: no notebook can read it.
         pool.start({k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -30,6 +31,15 @@ class Workers:
         self._kernels = KernelPool(size=len(self._threads) + 1, environment=environment)
         for thread in self._threads:
             thread.start()
+
+    def recover(self) -> int:
+        """After a restart: a run cut short after its evidence was written is finished as its evidence says (not
+        run again); the others are queued again. How many were queued again."""
+        for job in self.queue.running():
+            if evidence := evidence_of(self.output_dir / job.incident, job.alert):
+                self.queue.finish(job.id, json.loads(evidence.read_text())["status"], str(evidence), None)
+                log.info("run %d: its evidence was written before the last stop: %s", job.id, evidence)
+        return self.queue.recover()
 
     def wake(self) -> None:
         """Something was queued."""
@@ -70,3 +80,15 @@ class Workers:
         self.metrics.runs.labels(job.runbook, result.status).inc()
         self.metrics.duration.labels(job.runbook).observe(time.monotonic() - started)
         log.info("run %d: %s %s: %s", job.id, job.runbook, result.status, result.evidence_path)
+
+
+def evidence_of(folder: Path, alert: dict) -> Path | None:
+    """The evidence file in `folder` of the run started by `alert` (same fingerprint and startsAt), if any."""
+    for path in sorted(folder.glob("*.evidence.json")):
+        try:
+            recorded = json.loads(path.read_text()).get("alert") or {}
+        except (OSError, ValueError, AttributeError):
+            continue  # unreadable evidence is for `runbook verify` to report
+        if (recorded.get("fingerprint"), recorded.get("startsAt")) == (alert["fingerprint"], alert["startsAt"]):
+            return path
+    return None
