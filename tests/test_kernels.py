@@ -277,3 +277,20 @@ def test_a_kernel_slow_to_answer_at_start_is_waited_for_not_declared_dead():
     finally:
         resume.join()
         kernel.shutdown_kernel(now=True)
+
+
+def test_a_run_cut_off_mid_write_still_gets_failed_evidence_and_a_whole_chain(probe, tmp_path):
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    partial = folder / "20261126T100000Z-probe.ipynb"
+    partial.write_text('{"cells": [{"cell_type": "code", "sou')  # the process died while papermill wrote it
+
+    alert = {"labels": {"alertname": "X"}, "annotations": {}, "startsAt": "2026-11-26T09:59:00Z",
+             "generatorURL": "", "fingerprint": "f" * 16, "groupKey": "{}"}
+    run = runner.finish_interrupted(probe, probe.resolve({}), "cut", partial, alert=alert)
+
+    record, notebook = read(run)
+    assert record["status"] == "failed" and record["error"]["ename"] == runner.INTERRUPTED
+    assert record["started_at"] == "2026-11-26T10:00:00Z" and record["alert"] == alert
+    assert len(notebook["cells"]) == 4  # the input notebook stands in for the unreadable one
+    assert chain.verify(folder).intact

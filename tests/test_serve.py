@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
+from runbooks import chain
 from runbooks.alerts import service
 from runbooks.evidence import schema
 
@@ -57,9 +58,14 @@ def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(
                         what="every alert run")
         assert "queued again" in second.log()
 
-    records = [json.loads(p.read_text()) for p in evidence_files(output)]
-    assert sorted(r["alert"]["fingerprint"] for r in records) == FINGERPRINTS  # each ran exactly once
+    everything = [json.loads(p.read_text()) for p in evidence_files(output)]
+    records = [r for r in everything if r["status"] == "completed"]
+    assert sorted(r["alert"]["fingerprint"] for r in records) == FINGERPRINTS  # each ran to the end exactly once
     assert done in evidence_files(output)  # the run completed before the kill was not redone
+    # The run the kill cut short is evidence too, as far as it got, and the incident's chain is whole.
+    (cut_short,) = [r for r in everything if r["status"] == "failed"]
+    assert cut_short["error"]["ename"] == "Interrupted" and cut_short["alert"]["fingerprint"] == FINGERPRINTS[1]
+    assert chain.verify(done.parent).intact
     assert {r["id"]: r["attempts"] for r in runs} == {1: 1, 2: 2, 3: 1}
     with sqlite3.connect(output / service.QUEUE) as conn:
         assert conn.execute("SELECT state, count(*) FROM alerts GROUP BY state").fetchall() == [("completed", 3)]

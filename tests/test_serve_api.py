@@ -262,6 +262,9 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
     evidence = tmp_path / "inc" / "20261126T100001Z-db-slow-queries.evidence.json"
     evidence.write_text(json.dumps({"status": "completed", "alert": alerts["a"]}))
     (tmp_path / "inc" / "20261126T100002Z-db-slow-queries.evidence.json").write_text("{not json")  # ignored
+    # An earlier attempt of the second alert, cut short by an earlier kill, does not finish it.
+    (tmp_path / "inc" / "20261126T090000Z-db-slow-queries.evidence.json").write_text(
+        json.dumps({"status": "failed", "error": {"ename": "Interrupted"}, "alert": alerts["b"]}))
 
     workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, metrics=Metrics())
     assert workers.recover() == 1  # only the run that left no evidence goes back to the queue

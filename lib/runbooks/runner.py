@@ -33,6 +33,7 @@ from .errors import UsageError
 # Parameters are checked before papermill sees them (catalog.Runbook.resolve); its own, looser reading
 # of the parameters cell only adds misleading warnings (e.g. for `selector = "app=x"`).
 logging.getLogger("papermill").setLevel(logging.ERROR)
+INTERRUPTED = "Interrupted"  # the error name of a run whose process was killed (finish_interrupted)
 _exporters = threading.local()
 
 
@@ -56,7 +57,7 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
     folder = output_dir / incident
     folder.mkdir(parents=True, exist_ok=True)
     started, stem = _claim_stem(folder, runbook.name)
-    notebook_path, html_path, evidence_path = (folder / f"{stem}{suffix}" for suffix in (".ipynb", ".html", ".evidence.json"))
+    notebook_path = folder / f"{stem}.ipynb"
 
     parameters, secrets = _without_passwords(parameters)
     error = None
@@ -66,8 +67,26 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
         error = {"cell": e.cell_index, "ename": e.ename, "evalue": e.evalue}
     except Exception as e:  # the kernel died or never started: still leave evidence
         error = {"cell": None, "ename": type(e).__name__, "evalue": str(e)}
-    finished = _now()
+    return _leave_evidence(runbook, incident, notebook_path, started, _now(), parameters, secrets, error, alert)
 
+
+def finish_interrupted(runbook: Runbook, parameters: dict[str, Any], incident: str, notebook_path: Path,
+                       alert: dict | None = None) -> Run:
+    """Evidence for a run whose process was killed before it wrote its own: the partial notebook as far as it got,
+    its HTML and a failed evidence file (ename INTERRUPTED), so the incident's chain stays whole."""
+    started = dt.datetime.strptime(notebook_path.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+    finished = dt.datetime.fromtimestamp(int(notebook_path.stat().st_mtime), dt.timezone.utc)  # its last write
+    parameters, secrets = _without_passwords(parameters)
+    error = {"cell": None, "ename": INTERRUPTED,
+             "evalue": "the process running it stopped before the run finished; the notebook is as far as it got"}
+    return _leave_evidence(runbook, incident, notebook_path, started, finished, parameters, secrets, error, alert)
+
+
+def _leave_evidence(runbook: Runbook, incident: str, notebook_path: Path, started: dt.datetime, finished: dt.datetime,
+                    parameters: dict[str, Any], secrets: list[str], error: dict | None, alert: dict | None) -> Run:
+    """The executed notebook scrubbed, its HTML and the evidence file, chained to the incident's last one."""
+    stem = notebook_path.name.removesuffix(".ipynb")
+    html_path, evidence_path = (notebook_path.parent / f"{stem}{suffix}" for suffix in (".html", ".evidence.json"))
     notebook = _executed_or_input(notebook_path, runbook)
     if error:
         error["cell"] = _failing_cell(notebook, error["cell"])
@@ -169,8 +188,11 @@ def _libpq_password(password: str | None):
 
 
 def _executed_or_input(path: Path, runbook: Runbook) -> nbformat.NotebookNode:
-    source = path if path.exists() and path.stat().st_size else runbook.path  # empty: claimed, never written
-    return nbformat.read(source, as_version=4)
+    """The notebook as executed; the input one when it was never written (claimed, empty) or cut off mid-write."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError):  # nbformat's NotJSONError is a ValueError
+        return nbformat.read(runbook.path, as_version=4)
 
 
 def _failing_cell(notebook: nbformat.NotebookNode, fallback: int | None) -> int | None:

@@ -34,11 +34,24 @@ class Workers:
 
     def recover(self) -> int:
         """After a restart: a run cut short after its evidence was written is finished as its evidence says (not
-        run again); the others are queued again. How many were queued again."""
+        run again); the others get failed evidence from their partial notebook (runner.finish_interrupted, so the
+        incident's chain stays whole) and are queued again. How many were queued again."""
+        partial = set()
         for job in self.queue.running():
-            if evidence := evidence_of(self.output_dir / job.incident, job.alert):
+            folder = self.output_dir / job.incident
+            if evidence := evidence_of(folder, job.alert):
                 self.queue.finish(job.id, json.loads(evidence.read_text())["status"], str(evidence), None)
                 log.info("run %d: its evidence was written before the last stop: %s", job.id, evidence)
+            elif notebook := next((n for n in without_evidence(folder, job.runbook) if n not in partial), None):
+                partial.add(notebook)
+                try:
+                    parameters = self.routing.parameters(job.runbook, job.parameters)
+                    run = runner.finish_interrupted(self.routing.books[job.runbook], parameters, job.incident,
+                                                    notebook, alert=job.alert)
+                    log.info("run %d: cut short by the last stop; its partial notebook is evidence: %s",
+                             job.id, run.evidence_path)
+                except Exception:  # the routing changed since: the notebook stays for `runbook verify` to report
+                    log.exception("run %d: could not leave evidence of the partial run %s", job.id, notebook)
         return self.queue.recover()
 
     def wake(self) -> None:
@@ -83,12 +96,23 @@ class Workers:
 
 
 def evidence_of(folder: Path, alert: dict) -> Path | None:
-    """The evidence file in `folder` of the run started by `alert` (same fingerprint and startsAt), if any."""
+    """The evidence file in `folder` of a run started by `alert` (same fingerprint and startsAt) that was not
+    cut short, if any."""
     for path in sorted(folder.glob("*.evidence.json")):
         try:
-            recorded = json.loads(path.read_text()).get("alert") or {}
+            record = json.loads(path.read_text())
+            recorded, error = record.get("alert") or {}, record.get("error") or {}
         except (OSError, ValueError, AttributeError):
             continue  # unreadable evidence is for `runbook verify` to report
+        if error.get("ename") == runner.INTERRUPTED:
+            continue
         if (recorded.get("fingerprint"), recorded.get("startsAt")) == (alert["fingerprint"], alert["startsAt"]):
             return path
     return None
+
+
+def without_evidence(folder: Path, runbook: str) -> list[Path]:
+    """The notebooks of `runbook` in `folder` that no evidence file stands beside: runs cut short, oldest first."""
+    return [path for path in sorted(folder.glob(f"*-{runbook}.ipynb"))
+            if path.name[len("YYYYMMDDTHHMMSSZ-"):] == f"{runbook}.ipynb"
+            and not path.with_name(path.name.removesuffix(".ipynb") + ".evidence.json").exists()]
