@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from runbooks import chain
+from runbooks import chain, incident, review
 from runbooks.alerts import service
 from runbooks.evidence import schema
 
@@ -66,6 +66,8 @@ def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(
     (cut_short,) = [r for r in everything if r["status"] == "failed"]
     assert cut_short["error"]["ename"] == "Interrupted" and cut_short["alert"]["fingerprint"] == FINGERPRINTS[1]
     assert chain.verify(done.parent).intact
+    timeline = review.markdown(incident.load(output, done.parent.name), chain.verify(done.parent))
+    assert "| Runbook `db-connection-pool-exhausted` failed: Interrupted: the process running it stopped" in timeline
     assert {r["id"]: r["attempts"] for r in runs} == {1: 1, 2: 2, 3: 1}
     with sqlite3.connect(output / service.QUEUE) as conn:
         assert conn.execute("SELECT state, count(*) FROM alerts GROUP BY state").fetchall() == [("completed", 3)]

@@ -77,7 +77,8 @@ def timeline(incident: Incident, clock: str) -> list[Row]:
         events.append((run.started, f"Runbook `{run.runbook}` started (evidence `{run.evidence}`)"))
         if run.error:
             e = run.error
-            events.append((run.finished, f"Runbook `{run.runbook}` failed at cell {e['cell']}: {e['ename']}: {e['evalue']}"))
+            where = f" at cell {e['cell']}" if e.get("cell") is not None else ""
+            events.append((run.finished, f"Runbook `{run.runbook}` failed{where}: {e['ename']}: {e['evalue']}"))
         else:
             events.append((run.finished, f"Runbook `{run.runbook}` completed"))
         for f in run.findings:
