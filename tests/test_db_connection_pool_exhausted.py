@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 
 from runbooks.evidence import schema
-from runbooks.runner import _sha256
+from runbooks.chain import sha256
 from runbooks.sandbox.incidents import Pool, hold_pools, long_query
 
 RUNBOOK = "db-connection-pool-exhausted"
@@ -18,7 +18,7 @@ def check_evidence(outcome):
     record = outcome.evidence
     jsonschema.validate(record, schema())
     for artifact in record["artifacts"]:
-        assert _sha256(outcome.evidence_path.parent / artifact["path"]) == artifact["sha256"]
+        assert sha256(outcome.evidence_path.parent / artifact["path"]) == artifact["sha256"]
     assert {a["path"].rsplit(".", 1)[-1] for a in record["artifacts"]} == {"ipynb", "html"}
     return record
 

@@ -15,7 +15,7 @@ import pytest
 from runbooks import catalog, chain, kernels, runner
 from runbooks.evidence import schema
 from runbooks.kernels import KernelPool, KernelUnavailable
-from runbooks.runner import _sha256
+from runbooks.chain import sha256
 from runbooks.sandbox.incidents import hold_pools
 
 IDLE = 0.02  # minutes: the held sessions age past it within the test
@@ -85,7 +85,7 @@ def read(run: runner.Run) -> tuple[dict, dict]:
     record = json.loads(run.evidence_path.read_text())
     jsonschema.validate(record, schema())
     for artifact in record["artifacts"]:
-        assert _sha256(run.evidence_path.parent / artifact["path"]) == artifact["sha256"]
+        assert sha256(run.evidence_path.parent / artifact["path"]) == artifact["sha256"]
     return record, json.loads((run.evidence_path.parent / record["artifacts"][0]["path"]).read_text())
 
 

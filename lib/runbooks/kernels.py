@@ -33,7 +33,7 @@ class KernelUnavailable(Exception):
 
 
 class Kernel(KernelManager):
-    """A python3 kernel over Unix sockets (as runner._kernel_config), for one run.
+    """A python3 kernel over Unix sockets (not unencrypted loopback TCP), for one run.
 
     Its connection file and sockets live in a private folder of their own (by default they would go to the
     current directory, under names that kernels started at the same time would share). nbclient drives the
@@ -67,12 +67,13 @@ class Kernel(KernelManager):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start(environment: Mapping[str, str], timeout: float = 60) -> Kernel:
-    """A started kernel with the runbook library imported; shut down again if that fails."""
+def start(environment: Mapping[str, str], timeout: float = 60, cwd: str | None = None, warm: bool = True) -> Kernel:
+    """A started kernel (in `cwd`), with the runbook library imported if `warm`; shut down again if that fails."""
     kernel = Kernel()
     try:
-        kernel.start_kernel(env=dict(environment), extra_arguments=ARGUMENTS)
-        execute_silently(kernel, WARM_UP, timeout, just_started=True)
+        kernel.start_kernel(env=dict(environment), extra_arguments=ARGUMENTS, cwd=cwd)
+        if warm:
+            execute_silently(kernel, WARM_UP, timeout, just_started=True)
     except BaseException:
         kernel.shutdown_kernel(now=True)
         raise

@@ -6,16 +6,13 @@ The three files are written whatever happens in the notebook; a failed run is ev
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import socket
 import subprocess
-import tempfile
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,6 @@ from urllib.parse import quote
 import nbformat
 import papermill
 from nbconvert import HTMLExporter
-from traitlets.config import Config
 
 from . import __version__, chain, evidence, kernels, redact
 from .catalog import ROOT, Runbook
@@ -112,7 +108,7 @@ def _leave_evidence(runbook: Runbook, incident: str, notebook_path: Path, starte
         "alert": alert,
     }
     record = json.loads(redact.scrub(json.dumps(evidence.jsonable(record)), secrets))
-    record["artifacts"] = [{"path": p.name, "sha256": _sha256(p)} for p in (notebook_path, html_path)]
+    record["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in (notebook_path, html_path)]
     chain.write(evidence_path, json.dumps(record))
     return Run(record["status"], evidence_path, error)
 
@@ -130,33 +126,26 @@ def _claim_stem(folder: Path, name: str) -> tuple[dt.datetime, str]:
             time.sleep(0.2)
 
 
-def _kernel_config(sockets: Path) -> Config:
-    """Kernels talk over Unix sockets rather than unencrypted loopback TCP, each kernel in its own folder:
-    jupyter_client's default names (`kernel-ipc-N` in the working directory) collide when runs overlap."""
-    return Config({"KernelManager": {"transport": "ipc", "ip": str(sockets / "kernel")}})
-
-
 def _execute(runbook: Runbook, notebook_path: Path, parameters: dict[str, Any], progress: bool, folder: Path,
              password: str | None, kernel: kernels.Kernel | None) -> None:
-    """Papermill on a new kernel started in `folder` with the password in its environment, or on the started
-    `kernel`, given the same working directory and password by a silent execute first, and shut down after."""
-    if kernel is None:
-        with _libpq_password(password), tempfile.TemporaryDirectory(prefix="kernel-") as sockets:
-            papermill.execute_notebook(
-                str(runbook.path), str(notebook_path), parameters=parameters, progress_bar=progress,
-                cwd=str(folder), config=_kernel_config(Path(sockets)),
-            )
-        return
-    setup = f"__import__('os').chdir({str(folder.resolve())!r})"
-    if password is not None:
-        setup += f"\n__import__('os').environ['PGPASSWORD'] = {password!r}"
+    """Papermill on the started `kernel`, given the run's working directory and password by a silent execute
+    first, or on a new kernel started in `folder` with the password in its environment; shut down after. Both
+    leave this process's working directory and environment alone, so runs may share a process."""
     try:
-        kernels.execute_silently(kernel, setup)
+        if kernel is None:
+            kernel = kernels.start({**os.environ, **({"PGPASSWORD": password} if password else {})},
+                                   cwd=str(folder), warm=False)
+        else:
+            setup = f"__import__('os').chdir({str(folder.resolve())!r})"
+            if password is not None:
+                setup += f"\n__import__('os').environ['PGPASSWORD'] = {password!r}"
+            kernels.execute_silently(kernel, setup)
         papermill.execute_notebook(
             str(runbook.path), str(notebook_path), parameters=parameters, progress_bar=progress, km=kernel,
         )
     finally:
-        kernel.shutdown_kernel(now=True)  # its notebook is written; a graceful shutdown would take ~0.7 s more
+        if kernel is not None:  # its notebook is written; a graceful shutdown would take ~0.7 s more
+            kernel.shutdown_kernel(now=True)
 
 
 def _without_passwords(parameters: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -168,23 +157,6 @@ def _without_passwords(parameters: dict[str, Any]) -> tuple[dict[str, Any], list
             secrets += [password] if password else []
         clean[name] = value
     return clean, secrets
-
-
-@contextmanager
-def _libpq_password(password: str | None):
-    """Hand a password to the kernel the way libpq reads it, never through the notebook."""
-    if password is None:
-        yield
-        return
-    previous = os.environ.get("PGPASSWORD")
-    os.environ["PGPASSWORD"] = password
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["PGPASSWORD"]
-        else:
-            os.environ["PGPASSWORD"] = previous
 
 
 def _executed_or_input(path: Path, runbook: Runbook) -> nbformat.NotebookNode:
@@ -209,10 +181,6 @@ def _html(notebook: nbformat.NotebookNode) -> str:
     if not hasattr(_exporters, "html"):
         _exporters.html = HTMLExporter()
     return _exporters.html.from_notebook_node(notebook)[0]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _environment() -> dict[str, Any]:
