@@ -27,8 +27,8 @@ from serving import Service, alert, notification
 
 from runbooks import catalog, runner
 from runbooks.kernels import KernelPool
-from runbooks.sandbox.incidents import hold_pools
-from runbooks.sandbox.postgres import LocalPostgres
+from runbooks_sandbox.incidents import hold_pools
+from runbooks_sandbox.postgres import LocalPostgres
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 PAUSE = 1.0  # seconds between runs

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from runbooks import catalog
-from runbooks.sandbox.incidents import hold_pools
-from runbooks.sandbox.postgres import LocalPostgres
+from runbooks_sandbox.incidents import hold_pools
+from runbooks_sandbox.postgres import LocalPostgres
 
 RUNS = 5
 BIN = Path(sys.executable).parent

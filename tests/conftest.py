@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from psycopg import sql
 
 from runbooks import cli, kube
-from runbooks.sandbox.kubeapi.kubeconfig import write_kubeconfig
-from runbooks.sandbox.kubeapi.server import KubeApiServer
-from runbooks.sandbox.postgres import LocalPostgres
+from runbooks_sandbox.kubeapi.kubeconfig import write_kubeconfig
+from runbooks_sandbox.kubeapi.server import KubeApiServer
+from runbooks_sandbox.postgres import LocalPostgres
 
 # Sessions the fixtures themselves need stay out of the incident: cleanup ends every other client.
 END_CLIENTS = """

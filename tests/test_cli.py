@@ -83,7 +83,7 @@ def test_parameters_merge_env_then_files_then_pairs(tmp_path, server):
 
 
 def test_unreachable_cluster_exits_1_with_the_reason_in_the_evidence(tmp_path):
-    from runbooks.sandbox.kubeapi.kubeconfig import write_kubeconfig
+    from runbooks_sandbox.kubeapi.kubeconfig import write_kubeconfig
 
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1", context="gone", namespace="autolytiq-prod")
     result = runbook("run", "pod-oomkilled", "-p", "kubeconfig", str(kubeconfig), "--output-dir", str(tmp_path / "out"))

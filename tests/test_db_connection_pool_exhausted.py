@@ -7,7 +7,7 @@ import pytest
 
 from runbooks.evidence import schema
 from runbooks.chain import sha256
-from runbooks.sandbox.incidents import Pool, hold_pools, long_query
+from runbooks_sandbox.incidents import Pool, hold_pools, long_query
 
 RUNBOOK = "db-connection-pool-exhausted"
 IDLE = "0.02"  # minutes (1.2 s): induced sessions age past it within the test

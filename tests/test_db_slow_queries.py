@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from runbooks.sandbox.incidents import blocking_chain, long_query, run_slow_statements
+from runbooks_sandbox.incidents import blocking_chain, long_query, run_slow_statements
 
 RUNBOOK = "db-slow-queries"
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from runbooks import redact
-from runbooks.kube import jwt_validation
+from runbooks.diagnoses import jwt_validation_failures as jwt_validation
 from runbooks.kube.mitigate import RESTARTED_AT
 
 RUNBOOK = "jwt-validation-failures"

@@ -16,7 +16,7 @@ from runbooks import catalog, chain, kernels, runner
 from runbooks.evidence import schema
 from runbooks.kernels import KernelPool, KernelUnavailable
 from runbooks.chain import sha256
-from runbooks.sandbox.incidents import hold_pools
+from runbooks_sandbox.incidents import hold_pools
 
 IDLE = 0.02  # minutes: the held sessions age past it within the test
 

@@ -4,7 +4,7 @@ import pytest
 
 from runbooks import kube
 from runbooks.errors import ClusterUnreachable
-from runbooks.sandbox.kubeapi.kubeconfig import write_kubeconfig
+from runbooks_sandbox.kubeapi.kubeconfig import write_kubeconfig
 
 NS = "autolytiq-prod"
 OOM_POD = "auth-service-6b7c9d8f5-k4j2w"
@@ -34,10 +34,11 @@ def test_missing_kubeconfig_says_what_to_set(tmp_path, monkeypatch):
         kube.connect(str(tmp_path / "absent"))
 
 
-def test_unhealthy_lists_the_completed_pod_not_the_running_ones(cluster):
-    frame = kube.pods.unhealthy(cluster)
-    assert list(frame["pod"]) == ["api-gateway-5c8d7f9b4-h8t2n"]
-    assert frame.loc[0, "reason"] == "Completed"
+def test_not_running_leaves_out_the_completed_pod_of_a_rolling_deploy(cluster):
+    frame = kube.pods.containers(cluster)
+    completed = frame[frame["pod"] == "api-gateway-5c8d7f9b4-h8t2n"]
+    assert list(completed["reason"]) == ["Completed"] and list(completed["phase"]) == ["Succeeded"]
+    assert kube.pods.not_running(frame).empty
 
 
 def test_containers_carry_last_termination_and_limits(cluster):
@@ -65,7 +66,7 @@ def test_rollout_history_by_revision(cluster):
 
 
 def test_metrics_next_to_limits(cluster):
-    frame = kube.metrics.pod_usage(cluster, "app=auth-service").set_index("pod")
+    frame = kube.usage.pod_usage(cluster, "app=auth-service").set_index("pod")
     assert frame.loc[OOM_POD, "memory_usage"] == 247 * 2**20
     assert round(frame.loc[OOM_POD, "memory_pct_of_limit"]) == 96
 

@@ -1,11 +1,11 @@
-"""`runbook run pod-oomkilled` against the test API server (autolytiq-prod), and runbooks.kube.oomkilled."""
+"""`runbook run pod-oomkilled` against the test API server (autolytiq-prod), and runbooks.diagnoses.pod_oomkilled."""
 
 import jsonschema
 import pytest
 
 from runbooks.evidence import schema
 from runbooks import kube
-from runbooks.kube import oomkilled
+from runbooks.diagnoses import pod_oomkilled as oomkilled
 
 RUNBOOK = "pod-oomkilled"
 NS = "autolytiq-prod"
@@ -130,16 +130,16 @@ def workers(kube_api):
 
 
 def test_only_a_last_termination_by_the_oom_killer_counts(workers):
-    frame = oomkilled.containers(workers)
-    oom = oomkilled.oomkilled(frame)
+    frame = kube.pods.containers(workers)
+    oom = kube.pods.oomkilled(frame)
     assert list(zip(oom["pod"], oom["deployment"])) == [("debug-shell", None), ("worker-7f6d-oom02", "worker")]
     assert dict(zip(frame["pod"], frame["last_termination"]))["worker-7f6d-err01"] == "Error"
     assert dict(zip(frame["pod"], frame["last_termination"]))["worker-7f6d-done03"] == "Completed"
 
 
 def test_without_metrics_memory_pressure_says_so_and_a_higher_limit_is_kept(workers):
-    oom = oomkilled.oomkilled(oomkilled.containers(workers))
-    usage = oomkilled.memory_usage(workers, "", oom)
+    oom = kube.pods.oomkilled(kube.pods.containers(workers))
+    usage = kube.usage.memory_usage(workers, "", oom)
     assert usage["memory_usage"].isna().all()
     pressure = oomkilled.assess(oom, usage, oomkilled.coinciding_rollouts(workers, oom, 60), 60)[1]
     assert pressure.id == "memory-pressure" and pressure.severity == "info" and "metrics" in pressure.summary
@@ -161,10 +161,10 @@ def test_a_rollout_of_the_owner_within_the_window_coincides(prod, cluster):
     deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "2"
     prod.load({"namespace": NS, "objects": [new, deployment]})
 
-    oom = oomkilled.oomkilled(oomkilled.containers(cluster))
+    oom = kube.pods.oomkilled(kube.pods.containers(cluster))
     recent = oomkilled.coinciding_rollouts(cluster, oom, 60)
     assert list(zip(recent["deployment"], recent["revision"], recent["coincides"])) == [("auth-service", 2, True)]
-    finding = oomkilled.assess(oom, oomkilled.memory_usage(cluster, "", oom), recent, 60)[2]
+    finding = oomkilled.assess(oom, kube.usage.memory_usage(cluster, "", oom), recent, 60)[2]
     assert finding.id == "coinciding-rollout" and finding.severity == "warning"
     assert [(r["deployment"], r["revision"]) for r in finding.data["rollouts"]] == [("auth-service", 2)]
     assert not oomkilled.coinciding_rollouts(cluster, oom, 10)["coincides"].any()
@@ -176,15 +176,15 @@ def test_memory_parameters_are_checked(cluster):
         oomkilled.check_memory("2Gi", "1Gi")
     with pytest.raises(ValueError, match="quantities"):
         oomkilled.check_memory("lots", "1Gi")
-    assert [oomkilled.mebibytes(v) for v in (268435456.0, 2**30, 1536 * 2**20, None)] == ["256Mi", "1Gi", "1536Mi", None]
+    assert [kube.pods.mebibytes(v) for v in (268435456.0, 2**30, 1536 * 2**20, None)] == ["256Mi", "1Gi", "1536Mi", None]
 
 
 def test_an_empty_namespace_is_data_not_an_error(kube_api):
     kube_api.load({"namespace": "quiet", "objects": [{"kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {}}]})
     quiet = kube_api.connect("quiet")
     try:
-        oom = oomkilled.oomkilled(oomkilled.containers(quiet))
-        usage = oomkilled.memory_usage(quiet, "", oom)
+        oom = kube.pods.oomkilled(kube.pods.containers(quiet))
+        usage = kube.usage.memory_usage(quiet, "", oom)
         findings = oomkilled.assess(oom, usage, oomkilled.coinciding_rollouts(quiet, oom, 60), 60)
         assert oomkilled.affected_events(quiet, oom).empty
         assert oomkilled.resolve(quiet, oom, "512Mi", "1024Mi", apply=True) == []

@@ -6,9 +6,10 @@ import psycopg
 import pytest
 
 from runbooks import postgres
+from runbooks.diagnoses import db_connection_pool_exhausted
 from runbooks.errors import DatabaseUnreachable
 from runbooks.postgres import connections, kill, queries
-from runbooks.sandbox.incidents import (
+from runbooks_sandbox.incidents import (
     DEMO_POOLS, SLOW_STATEMENT, Pool, blocking_chain, hold_pools, long_query, run_slow_statements,
 )
 
@@ -77,7 +78,7 @@ def test_exhausted_pool_is_found_with_its_biggest_holder(server):
     in_transaction = by_app[by_app["state"] == "idle in transaction"].groupby("application")["connections"].sum().to_dict()
     assert in_transaction == {"deal-service": 2, "tax-service": 1}
     assert set(idle["pid"]) == set(held.pids())
-    findings = {f.id: f for f in connections.assess(usage, by_app, idle, 0)}
+    findings = {f.id: f for f in db_connection_pool_exhausted.assess(usage, by_app, idle, 0)}
     assert findings["pool-usage"].severity == "critical"
     assert findings["top-application"].data["application"] == "deal-service"
     assert findings["top-idle-application"].data["application"] == "deal-service"

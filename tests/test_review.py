@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from runbooks import chain, cli, communication
 from runbooks.evidence import schema
 from runbooks.incident import MESSAGE_KINDS, human_duration
-from runbooks.sandbox.incidents import Pool, hold_pools
+from runbooks_sandbox.incidents import Pool, hold_pools
 
 INCIDENT = "INC-77"
 POOL = "db-connection-pool-exhausted"

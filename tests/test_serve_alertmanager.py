@@ -10,7 +10,7 @@ import pytest
 
 from runbooks.alerts import intake
 from runbooks.evidence import schema
-from runbooks.sandbox.incidents import hold_pools
+from runbooks_sandbox.incidents import hold_pools
 
 from serving import TOKEN, Alertmanager, Service, wait_for
 

@@ -13,16 +13,17 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from runbooks import tls
-from runbooks.kube import certificates
-from runbooks.sandbox import endpoints
-from runbooks.sandbox.kubeapi import resources
+from runbooks.diagnoses import ssl_certificate_expired as diagnosis
+from runbooks.kube import certmanager as certificates
+from runbooks_sandbox import endpoints
+from runbooks_sandbox.kubeapi import resources
 
 RUNBOOK = "ssl-certificate-expired"
 NS = "autolytiq-prod"
 NOW = dt.datetime.now(dt.timezone.utc)
 
 
-# --- a test PKI and TLS servers on loopback (runbooks.sandbox.endpoints, which the sandbox serves too)
+# --- a test PKI and TLS servers on loopback (runbooks_sandbox.endpoints, which the sandbox serves too)
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
@@ -121,7 +122,7 @@ def test_hostname_matching_follows_rfc_6125(name, matches):
 
 def test_findings_name_the_expired_untrusted_and_unreachable_endpoints(pki):
     table = tls.inspect([pki.expired, pki.valid, pki.closed], 14, 2, ca_file=str(pki.ca_file))
-    findings = {f.id: f for f in tls.assess(table, 14)}
+    findings = {f.id: f for f in diagnosis.assess_endpoints(table, 14)}
     assert findings["expired-endpoints"].data["endpoints"] == [pki.expired]
     assert findings["expired-endpoints"].severity == "critical"
     assert findings["expired-endpoints"].data["not_after"][pki.expired] < NOW
@@ -139,13 +140,13 @@ def test_certificates_and_the_one_not_ready(cluster):
     assert rows["api-gateway-tls"]["ready"] == "False" and rows["api-gateway-tls"]["reason"] == "Expired"
     assert rows["api-gateway-tls"]["days_left"] == -2 and rows["api-gateway-tls"]["issuing"] == "False (Failed)"
     assert rows["dashboard-tls"]["ready"] == "True" and rows["dashboard-tls"]["days_left"] == 59
-    findings = {f.id: f for f in certificates.assess(listed, 14)}
+    findings = {f.id: f for f in diagnosis.assess_certificates(listed, 14)}
     assert findings["certificates-not-ready"].data["certificates"] == ["api-gateway-tls"]
     assert findings["certificates-not-ready"].data["reasons"] == {"api-gateway-tls": "Expired"}
     assert findings["certificates-expiring"].data["certificates"] == ["api-gateway-tls"]
     assert findings["certificates-expiring"].data["renewal_overdue"] == ["api-gateway-tls"]
-    assert certificates.to_renew(listed, []) == ["api-gateway-tls"]
-    assert certificates.to_renew(listed, ["dashboard-tls"]) == ["dashboard-tls"]
+    assert diagnosis.to_renew(listed, []) == ["api-gateway-tls"]
+    assert diagnosis.to_renew(listed, ["dashboard-tls"]) == ["dashboard-tls"]
     events = certificates.related_events(cluster, ["api-gateway-tls", "dashboard-tls"])
     assert "acme-challenge" in " ".join(events["message"])
 
@@ -155,7 +156,7 @@ def test_without_cert_manager_a_note_and_no_exception(cluster, monkeypatch):
     listed = certificates.list_certificates(cluster)
     assert listed.frame.empty and "cert-manager" in listed.note
     assert "cert-manager" in listed._repr_html_()
-    findings = certificates.assess(listed, 14)
+    findings = diagnosis.assess_certificates(listed, 14)
     assert [(f.id, f.severity, f.data["certificates"]) for f in findings] == [
         ("certificates-not-ready", "info", []), ("certificates-expiring", "info", [])]
     [action] = certificates.renew(cluster, ["api-gateway-tls"], apply=False)

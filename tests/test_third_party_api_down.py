@@ -16,10 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from runbooks import third_party
+from runbooks import health
+from runbooks.diagnoses import third_party_api_down as third_party
 from runbooks.evidence import schema
-from runbooks.sandbox.endpoints import closed_port, serve_health
-from runbooks.sandbox.kubeapi.scenario import load_scenario, utcnow
+from runbooks_sandbox.endpoints import closed_port, serve_health
+from runbooks_sandbox.kubeapi.scenario import load_scenario, utcnow
 
 RUNBOOK = "third-party-api-down"
 NS = "autolytiq-prod"
@@ -28,7 +29,7 @@ FIRST_ERROR_AGO = dt.timedelta(minutes=12)  # the scenario's first tax-rates err
 DEAL_PODS = ["deal-service-7f6b5c9d8-m4n7q", "deal-service-7f6b5c9d8-t2w8x"]
 
 
-# --- health endpoints on loopback (runbooks.sandbox.endpoints, which the sandbox serves too)
+# --- health endpoints on loopback (runbooks_sandbox.endpoints, which the sandbox serves too)
 
 @pytest.fixture
 def endpoints():
@@ -191,8 +192,8 @@ def refused_url() -> str:
 
 
 def test_probe_reports_status_and_latency(endpoints):
-    down = third_party.probe("tax-rates", endpoints["down"].url, 2)
-    up = third_party.probe("credit-bureau", endpoints["up"].url, 2)
+    down = health.probe(endpoints["down"].url, 2)
+    up = health.probe(endpoints["up"].url, 2)
     assert (down.status, down.result, down.failure) == (503, "failing", None)
     assert (up.status, up.result, up.failure) == (200, "up", None)
     assert down.latency_ms > 0 and up.latency_ms > 0
@@ -218,7 +219,7 @@ def test_unreachable_urls_are_rows_with_the_reason():
 
 
 def test_a_tls_failure_is_named(endpoints):
-    result = third_party.probe("tls", endpoints["up"].url.replace("http://", "https://"), 2)
+    result = health.probe(endpoints["up"].url.replace("http://", "https://"), 2)
     assert result.status is None and result.failure == "tls"
 
 

@@ -1,6 +1,6 @@
 """`runbook run triage` and its parts against a real Prometheus and the test Kubernetes API.
 
-Each scenario's series (runbooks.sandbox.prometheus) cover the hour up to the moment the module starts and the
+Each scenario's series (runbooks_sandbox.prometheus) cover the hour up to the moment the module starts and the
 same hour one week earlier (the default baseline, normal everywhere: 100 requests/s, 0.2 % errors, p95 latency
 0.15 s), backfilled with promtool into its own Prometheus:
 - p2-errors: 12 % of requests fail for the last 20 minutes (latency normal).
@@ -19,11 +19,12 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from runbooks import catalog, prometheus, triage
+from runbooks import catalog, prometheus
+from runbooks.diagnoses import triage
 from runbooks.errors import PrometheusQueryError, PrometheusUnreachable
 from runbooks.evidence import schema
-from runbooks.sandbox.endpoints import closed_port, serve_health
-from runbooks.sandbox.prometheus import NORMAL_LATENCY, SLOW_LATENCY, PrometheusServer, Traffic, http_traffic
+from runbooks_sandbox.endpoints import closed_port, serve_health
+from runbooks_sandbox.prometheus import NORMAL_LATENCY, SLOW_LATENCY, PrometheusServer, Traffic, http_traffic
 
 RUNBOOK = "triage"
 NS = "autolytiq-prod"

@@ -1,4 +1,7 @@
-"""Where the runbooks are and what they take: notebooks, their titles and their `parameters` cell."""
+"""What each runbook takes: its notebook's title and `parameters` cell, merged from layers and type-checked.
+
+Which runbooks exist is runbooks.registry.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from . import registry
 from .errors import UsageError
 
 ROOT = Path(os.environ.get("RUNBOOKS_HOME", Path(__file__).resolve().parents[2]))
@@ -19,8 +23,6 @@ NOTEBOOKS = ROOT / "notebooks"
 PARAMETERS = ROOT / "parameters"
 OUTPUT = ROOT / "output"
 
-# `name: annotation = default  # help`, as papermill's Python translator reads it.
-_ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_]\w*)\s*(?::\s*(?P<annotation>[^=]+?))?\s*=\s*(?P<value>.*?)(?:\s*#\s*(?P<help>.*))?$")
 _OPTIONAL = re.compile(r"^Optional\[(\w+)\]$")
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
@@ -74,15 +76,13 @@ class Runbook:
 
 
 def runbooks() -> list[Runbook]:
-    return [load(path) for path in sorted(NOTEBOOKS.glob("*.ipynb"))]
+    return [find(name) for name in registry.names()]
 
 
 def find(name: str) -> Runbook:
-    path = NOTEBOOKS / f"{name}.ipynb"
-    if "/" in name or not path.is_file():
-        known = ", ".join(r.name for r in runbooks())
-        raise UsageError(f"unknown runbook {name!r} (known: {known})")
-    return load(path)
+    """The registered runbook `name`, read from its notebook; a usage error for any other name."""
+    entry = registry.get(name)
+    return load(NOTEBOOKS / f"{entry.name}.ipynb")
 
 
 def load(path: Path) -> Runbook:
@@ -92,25 +92,42 @@ def load(path: Path) -> Runbook:
          for line in _source(c).splitlines() if line.startswith("# ")),
         path.stem,
     )
+    return Runbook(path.stem, path, title, parameters(path))
+
+
+def parameters(path: Path) -> dict[str, Parameter]:
+    """The notebook's `parameters` cell: one `name[: type] = literal  # help` per line."""
+    cells = json.loads(path.read_text())["cells"]
     cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    parameters = parse_parameters(_source(cell)) if cell else {}
-    return Runbook(path.stem, path, title, parameters)
+    return parse_parameters(_source(cell), path.name) if cell else {}
 
 
-def parse_parameters(source: str) -> dict[str, Parameter]:
-    """Read one `name[: type] = literal  # help` per line, the layout of our parameters cells."""
-    parameters = {}
-    for line in source.splitlines():
-        match = _ASSIGNMENT.match(line.strip())
-        if not match:
+def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, Parameter]:
+    """Each assignment of the cell, read by Python's own parser: name, annotation (else the default's type),
+    literal default, and the comment after it as help.
+
+    Not papermill.inspect_notebook: its line pattern drops every line whose value or comment holds `=`
+    (`gateway_selector = "app=api-gateway"`, a PromQL `=~`), silently.
+    """
+    lines = source.splitlines()
+    found = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):  # `from typing import Optional`
             continue
-        default = ast.literal_eval(match["value"])
-        annotation = (match["annotation"] or type(default).__name__).strip()
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, annotation, value = node.target.id, ast.unparse(node.annotation), node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, annotation, value = node.targets[0].id, None, node.value
+        else:
+            raise ValueError(f"{where}: line {node.lineno} is not `name[: type] = literal  # help`")
+        default = ast.literal_eval(value)
+        annotation = annotation or type(default).__name__
         base = _OPTIONAL.match(annotation)
         if (base.group(1) if base else annotation) not in _TYPES:
-            raise ValueError(f"parameter {match['name']!r}: unsupported type {annotation!r}")
-        parameters[match["name"]] = Parameter(match["name"], annotation, default, (match["help"] or "").strip())
-    return parameters
+            raise ValueError(f"{where}: parameter {name!r}: unsupported type {annotation!r}")
+        rest = lines[node.end_lineno - 1][node.end_col_offset:].strip()
+        found[name] = Parameter(name, annotation, default, rest.removeprefix("#").strip())
+    return found
 
 
 def parse_cli_value(text: str) -> Any:

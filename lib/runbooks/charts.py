@@ -132,7 +132,7 @@ def dependency_errors_per_minute(per_minute: pd.DataFrame) -> Figure:
 def memory_of_limit(usage: pd.DataFrame, near_limit_pct: float = 90) -> Figure:
     """Horizontal bars: each container's memory usage as % of its limit; OOMKilled containers in red.
 
-    Takes kube.oomkilled.memory_usage(...): pod, container, memory_pct_of_limit, oomkilled.
+    Takes kube.usage.memory_usage(...): pod, container, memory_pct_of_limit, oomkilled.
     Containers without a limit or without usage (no metrics) are left out.
     """
     title = "Memory usage as % of the limit"
@@ -160,7 +160,7 @@ STATUS_COLOURS = {500: "#fdae6b", 502: "#e6550d", 503: "#a63603", 504: "#756bb1"
 def errors_over_time(per_minute: pd.DataFrame) -> Figure:
     """Stacked bars: gateway 5xx responses per minute, split by status.
 
-    Takes kube.gateway.errors_per_minute(...): minute, status, count.
+    Takes diagnoses.api_gateway_high_error_rate.errors_per_minute(...): minute, status, count.
     """
     title = "Gateway 5xx responses per minute"
     if per_minute.empty:
@@ -192,7 +192,7 @@ def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, i
     """Two panels over the window (UTC): error rate (%) and latency (s), each against its baseline, with the
     seed's severity thresholds (error rate 1 % and 10 %; latency 1.5x and 3x normal) and the incident start.
 
-    Takes triage.read_metrics(...).series: error_rate, baseline_error_rate, latency_seconds, baseline_latency_seconds.
+    Takes diagnoses.triage.read_metrics(...).series: error_rate, baseline_error_rate, latency_seconds, baseline_latency_seconds.
     """
     title = "Error rate and latency, last hour, against the baseline (UTC)"
     if series.empty or series.isna().all().all():

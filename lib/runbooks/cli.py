@@ -124,7 +124,7 @@ def comms(incident: str, kind: str, output_dir: Path) -> None:
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 def demo(output_dir: Path) -> None:
     """Start a throwaway PostgreSQL, induce a pool-exhaustion incident, run its runbook, clean up."""
-    from .sandbox.demo import main as run_demo
+    from runbooks_sandbox.demo import main as run_demo
 
     sys.exit(run_demo(output_dir))
 
@@ -132,7 +132,7 @@ def demo(output_dir: Path) -> None:
 @main.command()
 def sandbox() -> None:
     """Start local targets for every runbook (PostgreSQL, Kubernetes API) mid-incident, until Ctrl-C."""
-    from .sandbox.environment import main as run_sandbox
+    from runbooks_sandbox.environment import main as run_sandbox
 
     sys.exit(run_sandbox())
 

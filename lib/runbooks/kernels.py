@@ -18,12 +18,11 @@ from collections.abc import Mapping
 from jupyter_client import BlockingKernelClient, KernelManager
 from traitlets import DottedObjectName
 
-# The modules the notebooks' first cells import, loaded by `__import__` so that no name is bound in the
-# namespace the notebook will run in.
-WARM_UP = "\n".join(f"__import__({module!r})" for module in (
-    "runbooks.charts", "runbooks.communication", "runbooks.kube", "runbooks.postgres", "runbooks.third_party",
-    "runbooks.tls",
-))
+from . import registry
+
+# The modules the notebooks import (registry.warm_up_modules), loaded by `__import__` so that no name is bound in
+# the namespace the notebook will run in.
+WARM_UP = "\n".join(f"__import__({module!r})" for module in registry.warm_up_modules())
 # As nbclient starts the kernels of a cold run: IPython's history in memory, never in a file.
 ARGUMENTS = ["--HistoryManager.hist_file=:memory:"]
 

@@ -29,7 +29,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from .evidence import Finding
 
 DEFAULT_PORT = 443
 PARALLEL_PROBES = 8
@@ -173,38 +172,6 @@ def names_host(certificate: x509.Certificate, name: str) -> bool:
         host = name.rstrip(".").lower()
         return any(_dns_matches(pattern, host) for pattern in sans.get_values_for_type(x509.DNSName))
     return address in sans.get_values_for_type(x509.IPAddress)
-
-
-def assess(table: pd.DataFrame, warn_days: float) -> list[Finding]:
-    expired = table[table["status"] == "expired"]
-    expiring = table[table["status"] == "expiring"]
-    reachable = table[table["status"] != "unreachable"]
-    untrusted = reachable[~(reachable["trusted"].eq(True) & reachable["hostname_match"].eq(True))]
-    unreachable = table[table["status"] == "unreachable"]
-    return [
-        _finding("expired-endpoints", expired, "critical",
-                 lambda r: f"{r.endpoint} expired {r.not_after:%Y-%m-%d %H:%M} UTC ({-r.days_left} days ago)",
-                 "no endpoint presents an expired certificate",
-                 not_after={r.endpoint: r.not_after for r in expired.itertuples()}),
-        _finding("expiring-endpoints", expiring, "warning",
-                 lambda r: f"{r.endpoint} expires {r.not_after:%Y-%m-%d %H:%M} UTC (in {r.days_left} days)",
-                 f"no endpoint's certificate expires within {warn_days:g} days",
-                 not_after={r.endpoint: r.not_after for r in expiring.itertuples()},
-                 days_left={r.endpoint: r.days_left for r in expiring.itertuples()}, warn_days=warn_days),
-        _finding("untrusted-endpoints", untrusted, "critical", lambda r: f"{r.endpoint}: {r.error}",
-                 "every reachable endpoint's certificate verifies and names its host",
-                 errors={r.endpoint: r.error for r in untrusted.itertuples()}),
-        _finding("unreachable-endpoints", unreachable, "warning", lambda r: f"{r.endpoint}: {r.error}",
-                 "every endpoint answered a TLS handshake",
-                 errors={r.endpoint: r.error for r in unreachable.itertuples()}),
-    ]
-
-
-def _finding(id: str, rows: pd.DataFrame, severity: str, line, none: str, **data) -> Finding:
-    endpoints = list(rows["endpoint"])
-    if not endpoints:
-        return Finding(id, none, "info", {"endpoints": [], **data})
-    return Finding(id, "; ".join(line(r) for r in rows.itertuples()), severity, {"endpoints": endpoints, **data})
 
 
 def _status(now: dt.datetime, not_before: dt.datetime, not_after: dt.datetime, warn_days: float) -> str:

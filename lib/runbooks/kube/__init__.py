@@ -1,14 +1,11 @@
-"""Kubernetes diagnostics through the official client: data in DataFrames, changes in mitigate.
+"""Kubernetes through the official client, with no knowledge of any runbook: data in DataFrames.
 
-Access: cluster, pods, events, logs, rollouts, metrics; changes: mitigate. One module per runbook
-builds on them: oomkilled, gateway, jwt_validation, certificates.
+Looking: cluster (connect), pods, events, logs (streamed scans), rollouts, usage (the metrics API),
+certmanager (cert-manager Certificates). Changing: mitigate (rollout restart, scale, rollback, memory) and
+certmanager.renew; each a server-side dry run unless asked to apply.
 """
 
-from . import events, logs, metrics, mitigate, pods, rollouts
-from . import certificates, gateway, jwt_validation, oomkilled
+from . import certmanager, events, logs, mitigate, pods, rollouts, usage
 from .cluster import Cluster, connect
 
-__all__ = [
-    "Cluster", "connect", "events", "logs", "metrics", "mitigate", "pods", "rollouts",
-    "certificates", "gateway", "jwt_validation", "oomkilled",
-]
+__all__ = ["Cluster", "certmanager", "connect", "events", "logs", "mitigate", "pods", "rollouts", "usage"]

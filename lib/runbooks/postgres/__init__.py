@@ -1,4 +1,7 @@
-"""PostgreSQL diagnostics: one module per runbook topic, killing apart from looking."""
+"""PostgreSQL through one read-only, named, time-boxed session, with no knowledge of any runbook.
+
+Looking: connections, queries (one named SQL statement per function); changing: kill.
+"""
 
 from . import connections, kill, queries
 from .session import connect

@@ -1,7 +1,6 @@
-"""Connection pool exhaustion: limits, who holds the slots, which sessions sit idle.
+"""Connections: the limits, who holds the slots, which sessions sit idle.
 
-Runbook section: Database Issues / Connection Pool Exhausted. Every count leaves out the
-runbook's own session, so the diagnosis reads the same with or without it.
+Every count leaves out the runbook's own session, so a diagnosis reads the same with or without it.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import psycopg
 
-from ..evidence import Finding
 from .session import fetch_frame, fetch_one
 
 IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
@@ -99,53 +97,3 @@ def by_application(conn: psycopg.Connection) -> pd.DataFrame:
 def idle_sessions(conn: psycopg.Connection, idle_minutes: float) -> pd.DataFrame:
     """Idle and idle-in-transaction client sessions idle for longer than `idle_minutes`."""
     return fetch_frame(conn, IDLE_SESSIONS, {"states": list(IDLE_STATES), "idle_seconds": idle_minutes * 60})
-
-
-def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle_minutes: float) -> list[Finding]:
-    per_app = connections.groupby("application")["connections"].sum().sort_values(ascending=False)
-    idle_per_app = (
-        connections[connections["state"].isin(IDLE_STATES)]
-        .groupby("application")["connections"].sum().sort_values(ascending=False)
-    )
-    severity = {"exhausted": "critical", "near exhaustion": "warning", "ok": "info"}[usage.status]
-    consequence = {
-        "exhausted": "ordinary clients are refused (\"too many connections\")",
-        "near exhaustion": f"{usage.ordinary_limit - usage.client_connections} ordinary slots left",
-        "ok": "the pool has room",
-    }[usage.status]
-    findings = [
-        Finding(
-            "pool-usage",
-            f"{usage.client_connections} of {usage.ordinary_limit} ordinary connection slots in use "
-            f"({usage.utilisation:.0%}; max_connections {usage.max_connections}, "
-            f"{usage.superuser_reserved} reserved for superusers): {consequence}",
-            severity,
-            {**asdict(usage), "ordinary_limit": usage.ordinary_limit, "status": usage.status},
-        )
-    ]
-    if not per_app.empty:
-        top, count = per_app.index[0], int(per_app.iloc[0])
-        findings.append(Finding(
-            "top-application",
-            f"{top} holds the most connections: {count} of {usage.client_connections} "
-            f"({count / max(usage.client_connections, 1):.0%})",
-            "warning" if usage.status != "ok" else "info",
-            {"application": top, "connections": count, "by_application": per_app.to_dict()},
-        ))
-    if not idle_per_app.empty:
-        top, count = idle_per_app.index[0], int(idle_per_app.iloc[0])
-        findings.append(Finding(
-            "top-idle-application",
-            f"{top} holds the most idle connections: {count}",
-            "warning" if usage.status != "ok" else "info",
-            {"application": top, "idle_connections": count, "by_application": idle_per_app.to_dict()},
-        ))
-    in_transaction = int((idle["state"] != "idle").sum()) if not idle.empty else 0
-    findings.append(Finding(
-        "stale-idle-sessions",
-        f"{len(idle)} sessions idle for more than {idle_minutes:g} min "
-        f"({in_transaction} of them idle in transaction)",
-        "warning" if len(idle) else "info",
-        {"pids": [int(p) for p in idle["pid"]], "idle_minutes": idle_minutes},
-    ))
-    return findings

@@ -52,7 +52,7 @@ from typing import Any
 
 import yaml
 
-from .. import catalog
+from runbooks import catalog
 from . import endpoints, prometheus
 from .incidents import Pool, blocking_chain, hold_pools, long_query, run_slow_statements
 from .kubeapi.kubeconfig import write_kubeconfig

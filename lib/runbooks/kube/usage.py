@@ -9,6 +9,7 @@ from kubernetes.utils import parse_quantity
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .pods import containers
 
+NEAR_LIMIT_PCT = 90.0  # memory used, in % of the limit, from which a container is under memory pressure
 USAGE_COLUMNS = ["pod", "container", "cpu_usage", "memory_usage"]
 
 
@@ -36,3 +37,15 @@ def pod_usage(cluster: Cluster, selector: str = "") -> pd.DataFrame:
     frame = spec.merge(usage, on=["pod", "container"], how="left")
     frame["memory_pct_of_limit"] = 100 * frame["memory_usage"] / frame["memory_limit"]
     return frame
+
+
+def memory_usage(cluster: Cluster, selector: str, oom: pd.DataFrame) -> pd.DataFrame:
+    """`kubectl top pods` next to the limits: usage, limit, % of limit, whether at NEAR_LIMIT_PCT or more, and whether
+    the container is one of `oom` (pods.oomkilled)."""
+    usage = pod_usage(cluster, selector)
+    killed = set(zip(oom["pod"], oom["container"]))
+    usage["oomkilled"] = [(p, c) in killed for p, c in zip(usage["pod"], usage["container"])]
+    usage["near_limit"] = usage["memory_pct_of_limit"] >= NEAR_LIMIT_PCT
+    columns = ["pod", "container", "memory_usage", "memory_request", "memory_limit", "memory_pct_of_limit",
+               "near_limit", "oomkilled", "cpu_usage"]
+    return usage[columns].sort_values("memory_pct_of_limit", ascending=False, ignore_index=True)

@@ -13,22 +13,16 @@ the resolution is text (a status-page message, a Slack update, a fallback checkl
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import re
-import socket
-import ssl
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import __version__, communication
-from .evidence import Action, Finding
-from .kube import logs
-from .kube.cluster import Cluster
-from .kube.pods import list_pods
+from .. import communication, health
+from ..evidence import Action, Finding
+from ..kube import logs
+from ..kube.cluster import Cluster
+from ..kube.pods import list_pods
 
 # What the seed greps for, and the other ways a call to a remote API fails. Name -> regex (case-insensitive).
 ERROR_SIGNATURES = {
@@ -48,7 +42,6 @@ SEPARATOR = " :: "  # between dependency and kind in a scan pattern's name
 RECENT_MINUTES = 10  # errors in this many last minutes count as "still failing"
 MIN_ERRORS = 3  # at least this many recent error lines ...
 DOWN_SHARE = 0.5  # ... making at least this share of the recent lines about the dependency: down
-USER_AGENT = f"runbooks/{__version__} (third-party-api-down health probe)"
 
 
 @dataclass(frozen=True)
@@ -201,64 +194,13 @@ def _service(pod) -> str:
             or (owners[0].name if owners else pod.metadata.name))
 
 
-# --- health probes
-
-@dataclass(frozen=True)
-class Probe:
-    dependency: str
-    url: str
-    status: int | None  # HTTP status; None when no answer
-    latency_ms: float | None  # until the answer's headers, or until the failure
-    failure: str | None = None  # dns | refused | timeout | tls | other; None when the URL answered
-    error: str | None = None
-
-    @property
-    def result(self) -> str:
-        if not self.url:
-            return "not probed"
-        return "failing" if self.status is None or self.status >= 500 else "up"
-
-
-def probe(dependency: str, url: str, timeout: float) -> Probe:
-    """One GET of `url`: status and latency, or why there was no answer."""
-    if not url:
-        return Probe(dependency, url, None, None)
-    request = urllib.request.Request(url, method="GET", headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
-    started = time.perf_counter()
-    status, failure, error = None, None, None
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as e:  # 4xx/5xx: the dependency answered
-        status = e.code
-        e.close()
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        failure, error = _failure(e, timeout)
-    latency = round((time.perf_counter() - started) * 1000, 1)
-    return Probe(dependency, url, status, latency, failure, error)
-
-
 def probe_all(dependencies: list[Dependency], timeout: float) -> pd.DataFrame:
     """The probe of each dependency's health URL, one row each (dependencies without a URL: not probed)."""
-    probes = [probe(dep.name, dep.health_url, timeout) for dep in dependencies]
-    rows = [{"dependency": p.dependency, "url": p.url, "status": p.status, "latency_ms": p.latency_ms,
-             "result": p.result, "failure": p.failure, "error": p.error} for p in probes]
+    probes = [health.probe(dep.health_url, timeout) for dep in dependencies]
+    rows = [{"dependency": dep.name, "url": p.url, "status": p.status, "latency_ms": p.latency_ms,
+             "result": p.result, "failure": p.failure, "error": p.error} for dep, p in zip(dependencies, probes)]
     frame = pd.DataFrame(rows, columns=["dependency", "url", "status", "latency_ms", "result", "failure", "error"])
     return frame.astype({"status": "Int64", "latency_ms": "Float64"})
-
-
-def _failure(error: Exception, timeout: float) -> tuple[str, str]:
-    reason = error.reason if isinstance(error, urllib.error.URLError) else error
-    text = " ".join(str(reason).split())[:300]
-    if isinstance(reason, socket.gaierror):
-        return "dns", f"cannot resolve host: {text}"
-    if isinstance(reason, ConnectionRefusedError):
-        return "refused", f"connection refused: {text}"
-    if isinstance(reason, TimeoutError):
-        return "timeout", f"no answer within {timeout:g} s"
-    if isinstance(reason, (ssl.SSLError, ssl.CertificateError)):
-        return "tls", f"TLS error: {text}"
-    return "other", f"{type(reason).__name__}: {text}"
 
 
 # --- verdict and findings

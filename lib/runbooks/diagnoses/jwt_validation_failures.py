@@ -25,8 +25,8 @@ from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Finding
 from ..redact import fingerprint
-from . import logs, mitigate, pods
-from .cluster import REQUEST_TIMEOUT, Cluster
+from ..kube import logs, mitigate, pods
+from ..kube.cluster import REQUEST_TIMEOUT, Cluster
 
 # --- Step 1: failure reasons in the auth service's logs
 

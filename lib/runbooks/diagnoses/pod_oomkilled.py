@@ -1,9 +1,9 @@
 """Pods OOMKilled: which containers, how often, how close to their limit, and what changed.
 
-Runbook section: Memory Issues / Pod OOMKilled. A container counts as OOMKilled when its LAST
-termination was: the current state if the container is terminated now, else `lastState.terminated`.
-A container that finished with Completed (an old pod after a rolling deploy) or with Error is not.
-Pods are traced to their Deployment through their owner references: pod -> ReplicaSet -> Deployment.
+Runbook section: Memory Issues / Pod OOMKilled. A container counts as OOMKilled when its last
+termination (kube.pods.containers) was: the current state if the container is terminated now, else
+`lastState.terminated`. A container that finished with Completed (an old pod after a rolling deploy) or
+with Error is not.
 """
 
 from __future__ import annotations
@@ -14,51 +14,13 @@ import pandas as pd
 from kubernetes.utils import parse_quantity
 
 from ..evidence import Action, Finding
-from . import events, metrics, mitigate, pods, rollouts
-from .cluster import Cluster
-from .mitigate import Change
+from ..kube import events, mitigate, rollouts
+from ..kube.usage import NEAR_LIMIT_PCT
+from ..kube.cluster import Cluster
+from ..kube.mitigate import Change
+from ..kube.pods import mebibytes
 
-OOMKILLED = "OOMKilled"
-NEAR_LIMIT_PCT = 90.0  # memory used, in % of the limit, from which a container is under memory pressure
-
-OOM_COLUMNS = ["pod", "container", "deployment", "restarts", "exit_code", "oomkilled_at", "memory_request", "memory_limit"]
 ROLLOUT_COLUMNS = ["deployment", "revision", "replicaset", "created", "change_cause", "images", "minutes_ago", "coincides"]
-
-
-def containers(cluster: Cluster, selector: str = "") -> pd.DataFrame:
-    """One row per container (as kube.pods.containers) with its `deployment` and its last termination.
-
-    `last_termination`, `last_termination_exit_code`, `last_termination_at`: the current state when the
-    container is terminated now, else its previous instance's (`lastState.terminated`).
-    """
-    pod_list = pods.list_pods(cluster, selector)
-    frame = pods.containers(cluster, pods=pod_list)
-    owners = pods.owning_deployments(cluster, pod_list)
-    last = pd.DataFrame([
-        {"pod": pod.metadata.name, "container": status.name, **_last_termination(status)}
-        for pod in pod_list for status in pod.status.container_statuses or []
-    ], columns=["pod", "container", "last_termination", "last_termination_exit_code", "last_termination_at"])
-    frame = frame.merge(last, on=["pod", "container"], how="left")
-    frame.insert(2, "deployment", pd.Series([owners.get(pod) for pod in frame["pod"]], index=frame.index, dtype=object))
-    return frame
-
-
-def oomkilled(frame: pd.DataFrame) -> pd.DataFrame:
-    """The containers of `frame` (from containers()) whose last termination was OOMKilled, most restarts first."""
-    hits = frame[frame["last_termination"] == OOMKILLED]
-    hits = hits.rename(columns={"last_termination_exit_code": "exit_code", "last_termination_at": "oomkilled_at"})
-    return hits[OOM_COLUMNS].sort_values(["restarts", "pod"], ascending=[False, True], ignore_index=True)
-
-
-def memory_usage(cluster: Cluster, selector: str, oom: pd.DataFrame) -> pd.DataFrame:
-    """`kubectl top pods` next to the limits: usage, limit, % of limit, and whether the container was OOMKilled."""
-    usage = metrics.pod_usage(cluster, selector)
-    killed = set(zip(oom["pod"], oom["container"]))
-    usage["oomkilled"] = [(p, c) in killed for p, c in zip(usage["pod"], usage["container"])]
-    usage["near_limit"] = usage["memory_pct_of_limit"] >= NEAR_LIMIT_PCT
-    columns = ["pod", "container", "memory_usage", "memory_request", "memory_limit", "memory_pct_of_limit",
-               "near_limit", "oomkilled", "cpu_usage"]
-    return usage[columns].sort_values("memory_pct_of_limit", ascending=False, ignore_index=True)
 
 
 def affected_events(cluster: Cluster, oom: pd.DataFrame) -> pd.DataFrame:
@@ -114,16 +76,6 @@ def resolve(cluster: Cluster, oom: pd.DataFrame, memory_request: str, memory_lim
     return changes
 
 
-def mebibytes(value: float | None) -> str | None:
-    """Bytes as Kubernetes writes memory: 268435456 -> '256Mi'."""
-    if value is None or pd.isna(value):
-        return None
-    for unit, size in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if value >= size and value % size == 0:
-            return f"{int(value // size)}{unit}"
-    return f"{value / 2**20:.0f}Mi" if value >= 2**20 else f"{int(value)}"
-
-
 # --- findings
 
 def _oomkilled_finding(oom: pd.DataFrame) -> Finding:
@@ -173,17 +125,6 @@ def _rollout_finding(table: pd.DataFrame, oom: pd.DataFrame, window_minutes: flo
 
 
 # --- helpers
-
-def _last_termination(status) -> dict:
-    terminated = status.state.terminated if status.state and status.state.terminated else None
-    if terminated is None and status.last_state and status.last_state.terminated:
-        terminated = status.last_state.terminated
-    return {
-        "last_termination": terminated.reason if terminated else None,
-        "last_termination_exit_code": terminated.exit_code if terminated else None,
-        "last_termination_at": terminated.finished_at if terminated else None,
-    }
-
 
 def _unchanged(cluster: Cluster, deployment: str, container: str, limit: float, wanted: str, apply: bool) -> Change:
     target = f"deployment/{deployment} in {cluster.namespace}"

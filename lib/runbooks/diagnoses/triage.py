@@ -39,12 +39,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from . import communication, escalation, prometheus, severity
-from .errors import PrometheusUnreachable
-from .evidence import Action, Finding
-from .kube import gateway, logs, oomkilled
-from .kube.cluster import REQUEST_TIMEOUT, Cluster
-from .redact import redact_line
+from .. import communication, escalation, prometheus, severity
+from ..errors import PrometheusUnreachable
+from ..evidence import Action, Finding
+from ..gateway_log import parse_line
+from ..kube import logs, pods
+from ..kube.cluster import REQUEST_TIMEOUT, Cluster
+from ..redact import redact_line
 
 WINDOW = dt.timedelta(hours=1)
 STEP = dt.timedelta(minutes=1)
@@ -73,7 +74,7 @@ RESTART_COLUMNS = ["pod", "container", "deployment", "restarts", "last_terminati
 def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) -> PodStatus:
     """The seed's `kubectl get pods`: what is not Running, what restarted in the hour before `at`, and which
     deployments have no ready pod at all."""
-    containers = oomkilled.containers(cluster)
+    containers = pods.containers(cluster)
     ended = pd.to_datetime(containers["last_termination_at"], utc=True)
     restarting = containers[(containers["restarts"] > 0) & (ended >= at - WINDOW) & (containers["phase"] != "Succeeded")]
     pod_ready = (containers.assign(ok=(containers["phase"] == "Running") & containers["ready"])
@@ -89,7 +90,7 @@ def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) 
         rows.append({"deployment": name, "desired": desired, "pods": len(mine), "ready_pods": ready,
                      "down": desired > 0 and ready == 0, "critical": name in critical_services})
     services = pd.DataFrame(rows, columns=["deployment", "desired", "pods", "ready_pods", "down", "critical"])
-    return PodStatus(gateway.not_running(containers), restarting[RESTART_COLUMNS].reset_index(drop=True), services)
+    return PodStatus(pods.not_running(containers), restarting[RESTART_COLUMNS].reset_index(drop=True), services)
 
 
 # --- step 2: the gateway's error lines
@@ -121,7 +122,7 @@ def gateway_errors(cluster: Cluster, selector: str, tail_lines: int) -> GatewayE
     rows, lines_read, requests, five_xx, first_5xx = [], 0, 0, 0, None
     for pod, container, instance, when, text in logs.every_line(cluster, selector, tail_lines=tail_lines):
         lines_read += 1
-        status = gateway.parse_line(text).status
+        status = parse_line(text).status
         if status:
             requests += 1
             if status >= 500:

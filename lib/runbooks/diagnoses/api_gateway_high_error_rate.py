@@ -24,7 +24,6 @@ No rule holding is a result too (cause None): the remaining checks need metrics,
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,10 +32,11 @@ import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Action, Finding
+from ..gateway_log import parse_line
+from ..kube import logs, mitigate, pods, usage
+from ..kube.cluster import REQUEST_TIMEOUT, Cluster
+from ..kube.mitigate import Change
 from ..redact import redact_line
-from . import logs, mitigate, oomkilled, pods
-from .cluster import REQUEST_TIMEOUT, Cluster
-from .mitigate import Change
 
 CAUSES = ("memory-exhaustion", "upstream-down", "configuration-error-after-rollout", "database-connection-issues")
 FIXES = {  # the seed's table
@@ -48,10 +48,6 @@ FIXES = {  # the seed's table
 }
 RESOLUTIONS = ("restart", "rollback")
 
-# `status=502 upstream=auth-service`, `status: 502`, but not `upstream_status=...`.
-STATUS = re.compile(r"(?<![\w.])status\s*[=:]\s*\"?(\d{3})\b")
-UPSTREAM = re.compile(r"(?<![\w.])upstream\s*[=:]\s*\"?([^\s\",}]+)")
-ERROR = re.compile(r"\berror\b", re.IGNORECASE)  # the seed's grep -E "(error|5[0-9]{2})", as a word
 DATABASE_ERRORS = {  # name -> regex, for kube.logs.scan
     "too many connections": r"too many (connections|clients)",
     "remaining connection slots": r"remaining connection slots",
@@ -62,13 +58,6 @@ EXAMPLES = 5
 LOG_COLUMNS = ["pod", "container", "minute", "status", "upstream", "error", "count"]
 HEALTH_COLUMNS = ["deployment", "role", "desired", "ready", "pods", "not_ready", "oomkilled", "near_limit", "max_memory_pct"]
 DATABASE_COLUMNS = ["deployment", "pod", "pattern", "count"]
-
-
-@dataclass(frozen=True)
-class LogLine:
-    status: int | None
-    upstream: str | None
-    error: bool
 
 
 @dataclass(frozen=True)
@@ -106,25 +95,6 @@ class Diagnosis:
 
 
 # --- step 1: the gateway logs
-
-def parse_line(text: str) -> LogLine:
-    """Status, upstream and error flag of a log line: `key=value` text or a JSON object."""
-    status = upstream = None
-    record = _json_object(text)
-    if record is not None:
-        status, upstream = record.get("status"), record.get("upstream")
-    else:
-        if match := STATUS.search(text):
-            status = match.group(1)
-        if match := UPSTREAM.search(text):
-            upstream = match.group(1)
-    try:
-        status = int(status) if status is not None else None
-    except (TypeError, ValueError):
-        status = None
-    upstream = str(upstream).strip() if upstream not in (None, "", "-") else None
-    return LogLine(status, upstream, bool(ERROR.search(text)))
-
 
 def scan_gateway_logs(cluster: Cluster, selector: str, since_minutes: float | None, tail_lines: int | None) -> GatewayLog:
     """The seed's `kubectl logs -l app=api-gateway --tail=500 | grep -E "(error|5[0-9]{2})"`, parsed and counted.
@@ -190,17 +160,6 @@ def suspect_upstream(log: GatewayLog) -> str | None:
 
 # --- steps 2 and 3: pods not running, the deployments behind the upstream and the gateway
 
-def not_running(containers: pd.DataFrame) -> pd.DataFrame:
-    """The seed's `kubectl get pods | grep -v Running`: containers of pods not Running or not Ready.
-
-    Pods that Succeeded (e.g. the old pod after a rolling deploy, its container Completed) are not a fault.
-    Takes kube.oomkilled.containers(...), which names each pod's deployment.
-    """
-    down = containers[((containers["phase"] != "Running") | ~containers["ready"]) & (containers["phase"] != "Succeeded")]
-    columns = ["pod", "container", "deployment", "phase", "ready", "state", "reason", "restarts", "last_termination"]
-    return down[columns].reset_index(drop=True)
-
-
 def upstream_deployment(cluster: Cluster, upstream: str | None) -> str | None:
     """The deployment behind an upstream name: a deployment of that name, else the one a service of that name selects.
 
@@ -241,20 +200,20 @@ def deployment_health(cluster: Cluster, containers: pd.DataFrame, upstream: str 
     """The seed's "check upstream services": replicas, pods not ready, OOMKilled and near-limit containers
     of the deployment behind `upstream` (role "upstream", if one is found) and of the gateway's (role "gateway").
 
-    Takes kube.oomkilled.containers(...) for the whole namespace.
+    Takes kube.pods.containers(...) for the whole namespace.
     """
     behind = upstream_deployment(cluster, upstream)
     gateways = gateway_deployments(cluster, gateway_selector)
     roles = ([(behind, "upstream")] if behind else []) + [(g, "gateway") for g in gateways if g != behind]
-    usage = oomkilled.memory_usage(cluster, "", oomkilled.oomkilled(containers))
-    usage["deployment"] = usage["pod"].map(dict(zip(containers["pod"], containers["deployment"])))
-    down = not_running(containers)
+    memory = usage.memory_usage(cluster, "", pods.oomkilled(containers))
+    memory["deployment"] = memory["pod"].map(dict(zip(containers["pod"], containers["deployment"])))
+    down = pods.not_running(containers)
     rows = []
     for name, role in roles:
         desired, ready = _replicas(cluster, name)
         mine = containers[(containers["deployment"] == name) & (containers["phase"] != "Succeeded")]
-        killed = mine[mine["last_termination"] == oomkilled.OOMKILLED]
-        used = usage[usage["deployment"] == name]
+        killed = mine[mine["last_termination"] == pods.OOMKILLED]
+        used = memory[memory["deployment"] == name]
         pct = used["memory_pct_of_limit"].max()
         rows.append({
             "deployment": name, "role": role, "desired": desired, "ready": ready,
@@ -273,7 +232,7 @@ def database_errors(cluster: Cluster, containers: pd.DataFrame, since_minutes: f
                     tail_lines: int | None) -> DatabaseErrors:
     """Lines matching DATABASE_ERRORS in the logs of every pod of the namespace, per deployment, pod and pattern.
 
-    Takes kube.oomkilled.containers(...) to name each pod's deployment.
+    Takes kube.pods.containers(...) to name each pod's deployment.
     """
     scan = logs.scan(cluster, "", DATABASE_ERRORS, since_minutes, tail_lines)
     table = scan.totals("pod", "pattern")
@@ -346,7 +305,7 @@ def _memory(health: pd.DataFrame):
     for row in health.itertuples():
         if row.oomkilled or row.near_limit:
             because = (f"last terminated OOMKilled: {', '.join(row.oomkilled) or 'none'}; "
-                       f"at {oomkilled.NEAR_LIMIT_PCT:g}% of the memory limit or more: {', '.join(row.near_limit) or 'none'}")
+                       f"at {usage.NEAR_LIMIT_PCT:g}% of the memory limit or more: {', '.join(row.near_limit) or 'none'}")
             return row.deployment, {"role": row.role, "oomkilled": row.oomkilled, "near_limit": row.near_limit,
                                     "max_memory_pct": row.max_memory_pct, "because": because}
     return None, None
@@ -423,17 +382,6 @@ def _cause_finding(diagnosis: Diagnosis) -> Finding:
 
 
 # --- helpers
-
-def _json_object(text: str) -> dict | None:
-    stripped = text.strip()
-    if not stripped.startswith("{"):
-        return None
-    try:
-        value = json.loads(stripped)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
 
 def _service_name(upstream: str | None) -> str | None:
     if not upstream:

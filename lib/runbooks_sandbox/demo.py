@@ -8,9 +8,9 @@ from pathlib import Path
 
 import psycopg
 
-from .. import catalog, chain, review
-from ..incident import load
-from ..runner import run
+from runbooks import catalog, chain, review
+from runbooks.incident import load
+from runbooks.runner import run
 from .incidents import DEMO_POOLS, hold_pools
 from .postgres import LocalPostgres
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
-from ..evidence import Action, Finding
+from ..evidence import Action
 from ..tls import days_left
 from . import events
 from .cluster import REQUEST_TIMEOUT, Cluster
@@ -65,14 +65,6 @@ def list_certificates(cluster: Cluster, now: dt.datetime | None = None) -> Certi
     return Certificates(frame.astype({"days_left": "Int64"}))
 
 
-def to_renew(certificates: Certificates, names: list[str]) -> list[str]:
-    """`names` if given, else the Certificates that are not Ready or have expired."""
-    if names:
-        return list(names)
-    frame = certificates.frame
-    return list(frame.loc[(frame["ready"] != "True") | _below(frame, 0), "name"])
-
-
 def related_events(cluster: Cluster, names: list[str]) -> pd.DataFrame:
     """Events about these Certificates and the CertificateRequests, Orders and Challenges issued for them."""
     items = cluster.core.list_namespaced_event(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
@@ -98,34 +90,6 @@ def renewal_patch(certificate: dict, now: dt.datetime) -> dict:
                "observedGeneration": meta.get("generation", 1)}
     conditions = [c for c in (certificate.get("status") or {}).get("conditions") or [] if c.get("type") != "Issuing"]
     return {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": {"conditions": [*conditions, issuing]}}
-
-
-def assess(certificates: Certificates, warn_days: float) -> list[Finding]:
-    frame = certificates.frame
-    if certificates.note:
-        return [Finding(id, f"Certificates not checked: {certificates.note}", "info",
-                        {"certificates": [], "note": certificates.note})
-                for id in ("certificates-not-ready", "certificates-expiring")]
-    not_ready = frame[frame["ready"] != "True"]
-    expiring = frame[_below(frame, warn_days)]
-    findings = [Finding(
-        "certificates-not-ready",
-        "; ".join(_not_ready(r) for r in not_ready.itertuples())
-        or (f"every Certificate is Ready ({len(frame)} listed)" if len(frame) else "no Certificates in the namespace"),
-        "critical" if len(not_ready) else "info",
-        {"certificates": list(not_ready["name"]), "reasons": dict(zip(not_ready["name"], not_ready["reason"]))},
-    )]
-    findings.append(Finding(
-        "certificates-expiring",
-        "; ".join(_expiry(r) for r in expiring.itertuples())
-        or f"no Certificate expires within {warn_days:g} days",
-        ("critical" if _below(expiring, 0).any() else "warning") if len(expiring) else "info",
-        {"certificates": list(expiring["name"]), "not_after": dict(zip(expiring["name"], expiring["not_after"])),
-         "days_left": dict(zip(expiring["name"], expiring["days_left"])),
-         "renewal_overdue": list(expiring.loc[expiring["renewal_overdue"].eq(True), "name"]),
-         "warn_days": warn_days},
-    ))
-    return findings
 
 
 def _renew(cluster: Cluster, name: str, apply: bool, now: dt.datetime) -> Action:
@@ -170,23 +134,6 @@ def _row(certificate: dict, now: dt.datetime) -> dict:
         "days_left": days_left(not_after, now) if not_after else None,
         "renewal_overdue": renewal_time is not None and renewal_time < now,
     }
-
-
-def _not_ready(row) -> str:
-    if pd.isna(row.ready):
-        return f"{row.name}: no Ready condition yet"
-    return f"{row.name}: Ready={row.ready} ({row.reason}: {row.message})"
-
-
-def _expiry(row) -> str:
-    when = f"{row.not_after:%Y-%m-%d %H:%M} UTC"
-    text = (f"{row.name} expired {when} ({-row.days_left} days ago)" if row.days_left < 0
-            else f"{row.name} expires {when} (in {row.days_left} days)")
-    return text + (f"; its renewal was due {row.renewal_time:%Y-%m-%d %H:%M} UTC" if row.renewal_overdue else "")
-
-
-def _below(frame: pd.DataFrame, days: float) -> pd.Series:
-    return (frame["days_left"] < days).fillna(False).astype(bool)
 
 
 def _condition(certificate: dict, kind: str) -> dict:

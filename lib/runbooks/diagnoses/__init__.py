@@ -1,0 +1,5 @@
+"""One diagnosis per runbook, named like its notebook (`notebooks/pod-oomkilled.ipynb` ->
+`diagnoses/pod_oomkilled.py`): what the runbook concludes from what the access layers read (findings, the
+likely cause, the resolution it proposes). A diagnosis imports access layers (`kube`, `postgres`,
+`prometheus`, `tls`, `health`, `gateway_log`) and never another diagnosis.
+"""
