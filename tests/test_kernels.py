@@ -1,5 +1,6 @@
 """Runs on warm kernels from a KernelPool: the same evidence as a cold run, one kernel per run, nothing left over."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from runbooks import catalog, chain, kernels, runner
 from runbooks.evidence import schema
 from runbooks.kernels import KernelPool, KernelUnavailable
 from runbooks.chain import sha256
+from runbooks.runfiles import RunFiles
 from runbooks_sandbox.incidents import hold_pools
 
 IDLE = 0.02  # minutes: the held sessions age past it within the test
@@ -80,7 +82,7 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def read(run: runner.Run) -> tuple[dict, dict]:
+def read(run: runner.RunResult) -> tuple[dict, dict]:
     """The evidence of a run, checked against its schema and its artifacts' hashes, and its notebook."""
     record = json.loads(run.evidence_path.read_text())
     jsonschema.validate(record, schema())
@@ -199,16 +201,16 @@ def test_a_failing_cell_or_dead_kernel_still_leaves_failed_evidence(pool, tmp_pa
     kernel = pool.take()
     run = runner.run(book, {"marker": ""}, "fails", tmp_path, kernel=kernel)
 
-    assert run.status == "failed" and run.error["ename"] == ename
+    assert run.status == "failed" and run.error.ename == ename
     record, nb = read(run)
-    assert record["status"] == "failed" and record["error"] == run.error
+    assert record["status"] == "failed" and record["error"] == dataclasses.asdict(run.error)
     assert len(list(run.evidence_path.parent.iterdir())) == 3
     executed = {"".join(c["source"]): c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code"}
     assert executed["before = 1"] == 3 and executed["after = 1"] is None
     if ename == "ValueError":
-        assert "".join(nb["cells"][run.error["cell"]]["source"]) == cell
+        assert "".join(nb["cells"][run.error.cell]["source"]) == cell
     else:
-        assert run.error["cell"] is None
+        assert run.error.cell is None
     assert not alive(kernel.pid)
 
 
@@ -287,7 +289,7 @@ def test_a_run_cut_off_mid_write_still_gets_failed_evidence_and_a_whole_chain(pr
 
     alert = {"labels": {"alertname": "X"}, "annotations": {}, "startsAt": "2026-11-26T09:59:00Z",
              "generatorURL": "", "fingerprint": "f" * 16, "groupKey": "{}"}
-    run = runner.finish_interrupted(probe, probe.resolve({}), "cut", partial, alert=alert)
+    run = runner.finish_interrupted(probe, probe.resolve({}), "cut", RunFiles.of(partial), alert=alert)
 
     record, notebook = read(run)
     assert record["status"] == "failed" and record["error"]["ename"] == runner.INTERRUPTED

@@ -8,7 +8,7 @@ import json
 import jsonschema
 import pytest
 
-from runbooks.alerts import intake
+from runbooks.runfiles import ALERT_LOG
 from runbooks.evidence import schema
 from runbooks_sandbox.incidents import hold_pools
 
@@ -40,7 +40,7 @@ def test_an_alert_through_alertmanager_runs_its_runbook_with_the_alert_in_the_ev
         record = json.loads(path.read_text())
 
         alertmanager.post_alerts({**posted, "endsAt": now()})  # resolved
-        log = path.parent / intake.LOG
+        log = path.parent / ALERT_LOG
         wait_for(lambda: "resolved" in {json.loads(line)["state"] for line in log.read_text().splitlines()},
                  what="the resolved notification in the incident's log")
 

@@ -1,6 +1,7 @@
 """POST /alerts and the read endpoints, in-process through Starlette's TestClient (no workers run here:
 what a request leaves is read back from the queue, the incident logs and the metrics)."""
 
+import datetime as dt
 import json
 import sqlite3
 
@@ -247,8 +248,16 @@ def test_the_queue_claims_each_row_once_and_recovers_runs_cut_short(tmp_path):
     assert states == {1: ("completed", None), 2: ("failed", f"interrupted {MAX_ATTEMPTS} times")}
 
 
+def record(status: str, error, alert: dict) -> dict:
+    from runbooks.evidence import Record
+
+    at = dt.datetime(2026, 11, 26, 10, tzinfo=dt.timezone.utc)
+    return Record("db-slow-queries", "inc", at, at, status, error, {}, (), (), (), {}, alert).to_json()
+
+
 def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_run_again(tmp_path):
-    from runbooks.alerts.metrics import Metrics
+    from runbooks.evidence import RunError
+    from runbooks.alerts.telemetry import Telemetry
     from runbooks.alerts.queue import Entry
     from runbooks.alerts.workers import Workers
 
@@ -260,13 +269,13 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
     # The service was killed between writing the first run's evidence and marking it completed.
     (tmp_path / "inc").mkdir()
     evidence = tmp_path / "inc" / "20261126T100001Z-db-slow-queries.evidence.json"
-    evidence.write_text(json.dumps({"status": "completed", "alert": alerts["a"]}))
+    evidence.write_text(json.dumps(record("completed", None, alerts["a"])))
     (tmp_path / "inc" / "20261126T100002Z-db-slow-queries.evidence.json").write_text("{not json")  # ignored
     # An earlier attempt of the second alert, cut short by an earlier kill, does not finish it.
     (tmp_path / "inc" / "20261126T090000Z-db-slow-queries.evidence.json").write_text(
-        json.dumps({"status": "failed", "error": {"ename": "Interrupted"}, "alert": alerts["b"]}))
+        json.dumps(record("failed", RunError(None, "Interrupted", "cut short"), alerts["b"])))
 
-    workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, metrics=Metrics())
+    workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, telemetry=Telemetry())
     assert workers.recover() == 1  # only the run that left no evidence goes back to the queue
     states = {r["id"]: (r["status"], r["evidence"]) for r in queue.recent_runs(10)}
     assert states == {written.id: ("completed", str(evidence)), cut_short.id: ("queued", None)}

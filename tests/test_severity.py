@@ -217,3 +217,13 @@ def test_a_start_in_the_future_or_an_unknown_severity_is_refused():
         escalation.targets("P1", at(5), T0)
     with pytest.raises(ValueError, match="one of P1, P2, P3, P4"):
         escalation.cadence("SEV1", T0, at(5))
+
+
+def test_a_feature_down_is_p2_a_feature_degraded_p3_and_features_not_looked_at_are_not_listed():
+    down = classify(features_down=["Deal tax calculation"], features_degraded=["Email notifications"])
+    assert (down.level, down.measured) == ("P2", {"features_down": ["Deal tax calculation"]})
+    assert "Major feature completely unavailable" in down.rule
+    degraded = classify(features_down=[], features_degraded=["Email notifications"])
+    assert (degraded.level, degraded.measured) == ("P3", {"features_degraded": ["Email notifications"]})
+    assert classify(features_down=[], features_degraded=[]).level == "P4"
+    assert "features_down" not in classify(error_rate=0.0).measured

@@ -21,14 +21,13 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-EVIDENCE = ".evidence.json"
+from .runfiles import EVIDENCE, HTML, NOTEBOOK, RunFiles
+
 UNSEALED = "0" * 64
-RUN_FILE = re.compile(r"^\d{8}T\d{6}Z-.+\.(ipynb|html)$")  # the notebooks and HTML the runner writes
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ def _check_artifacts(folder: Path, records: dict[str, dict]) -> list[Problem]:
             listed.add(artifact["path"])
             problems += _check_hash(folder, artifact["path"], artifact["sha256"], f"listed in {name}")
     problems += [Problem("inserted", p.name, "not listed in any evidence file") for p in sorted(folder.iterdir())
-                 if RUN_FILE.match(p.name) and p.name not in listed and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()]
+                 if _is_artifact(p) and p.name not in listed and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()]
     return problems
 
 
@@ -145,7 +144,7 @@ def _check_hash(folder: Path, name: str, expected: str, where: str) -> list[Prob
 
 def _names_its_own_artifacts(name: str, record: dict) -> bool:
     stem = _stem(name)
-    return {a["path"] for a in record["artifacts"]} == {f"{stem}.ipynb", f"{stem}.html"}
+    return {a["path"] for a in record["artifacts"]} == {f"{stem}{NOTEBOOK}", f"{stem}{HTML}"}
 
 
 def _next_link(folder: Path) -> dict:
@@ -171,6 +170,11 @@ def _with_seal(text: str, old: str, new: str) -> str:
 def _stem(name: str) -> str:
     """`20261126T031500Z-runbook` of any file the runner writes."""
     return name.removesuffix(EVIDENCE) if name.endswith(EVIDENCE) else name.rsplit(".", 1)[0]
+
+
+def _is_artifact(path: Path) -> bool:
+    """A notebook or HTML file named as the runner names them."""
+    return path.suffix in (NOTEBOOK, HTML) and RunFiles.of(path) is not None
 
 
 def _read(path: Path) -> dict | None:

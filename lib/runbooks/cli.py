@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, chain, communication
+from . import catalog, chain, communication, registry
 from .errors import UsageError
 from .incident import MESSAGE_KINDS, evidence_folder, load, message_fields
 
@@ -49,8 +49,13 @@ def list_() -> None:
 @click.argument("name")
 def show(name: str) -> None:
     """Each parameter of runbook NAME with its type, default and meaning."""
-    book = catalog.find(name)
-    click.echo(f"{book.name}: {book.title}\n")
+    from .alerts.routing import routes_to
+
+    book, entry = catalog.find(name), registry.get(name)
+    click.echo(f"{book.name}: {book.title}")
+    click.echo(f"  changes: {entry.changes + ' (only with apply=True)' if entry.changes else 'nothing'}")
+    click.echo(f"  diagnosis: {entry.diagnosis}; reads through: {', '.join(entry.access)}")
+    click.echo(f"  alerts routed to it: {', '.join(routes_to(name)) or 'none'}\n")
     for p in book.parameters.values():
         click.echo(f"  {p.name} ({p.type}, default {p.default!r})\n      {p.help}")
 
@@ -76,8 +81,7 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
 
     result = execute(book, parameters, incident, output_dir, progress=sys.stdout.isatty())
     if result.error:
-        e = result.error
-        click.echo(f"runbook: {name} failed at cell {e['cell']}: {e['ename']}: {e['evalue']}", err=True)
+        click.echo(f"runbook: {name} failed {result.error.line()}", err=True)
     click.echo(result.evidence_path)
     sys.exit(0 if result.status == "completed" else 1)
 

@@ -1,9 +1,12 @@
-"""Findings and actions: recorded from inside a notebook, collected from the executed notebook.
+"""Evidence: findings and actions recorded from inside a notebook, and the evidence file of a run.
 
-A record is a display output carrying a JSON payload under our own MIME type next to a
-readable markdown line. Run interactively, the engineer sees the line; run by `runbook run`,
-the runner reads the payloads back from the executed notebook, so the notebook stays the log
+A finding or action is a display output carrying a JSON payload under our own MIME type next to a
+readable markdown line. Run interactively, the engineer sees the line; run by `runbook run`, the
+runner reads the payloads back from the executed notebook (`collect`), so the notebook stays the log
 and no side channel can drift from it.
+
+`Record` is the evidence file of one run, as written by runbooks.runner and read by runbooks.incident
+and runbooks.alerts; `evidence.schema.json` is its contract on disk.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, Iterable
 
 MIMETYPE = "application/vnd.runbooks.evidence+json"
@@ -40,6 +44,85 @@ class Action:
 
     def markdown(self) -> str:
         return f"**{self.mode}** `{self.id}` on {self.target}: {self.result}"
+
+
+@dataclass(frozen=True)
+class RunError:
+    """Why a run failed: the failing cell (None when it failed outside any cell), the exception's name and text."""
+
+    cell: int | None
+    ename: str
+    evalue: str
+
+    def line(self) -> str:
+        where = f"at cell {self.cell}" if self.cell is not None else "outside any cell"
+        return f"{where}: {self.ename}: {self.evalue}"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str  # a file name in the incident folder
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One evidence file (evidence.schema.json). Times are UTC; `chain` is added by runbooks.chain when written."""
+
+    runbook: str
+    incident: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    status: str  # completed | failed
+    error: RunError | None
+    parameters: dict[str, Any]  # as run: passwords taken out
+    findings: tuple[dict, ...]  # {id, summary, severity, data}
+    actions: tuple[dict, ...]  # {id, mode, target, result}
+    artifacts: tuple[Artifact, ...]
+    environment: dict[str, Any]
+    alert: dict[str, Any] | None  # the alert that started the run; None when run by hand
+    chain: dict[str, Any] | None = None  # {sequence, previous, seal}
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the schema has it, key order included (`chain` last, where runbooks.chain expects it)."""
+        data = {
+            "runbook": self.runbook, "incident": self.incident,
+            "started_at": utc_text(self.started_at), "finished_at": utc_text(self.finished_at),
+            "status": self.status, "error": asdict(self.error) if self.error else None,
+            "parameters": jsonable(self.parameters), "findings": jsonable(list(self.findings)),
+            "actions": jsonable(list(self.actions)), "artifacts": [asdict(a) for a in self.artifacts],
+            "environment": self.environment, "alert": self.alert,
+        }
+        return data if self.chain is None else {**data, "chain": self.chain}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        """The record of a parsed evidence file; KeyError, TypeError or ValueError when it is not one."""
+        error = data["error"]
+        return cls(
+            runbook=data["runbook"], incident=data["incident"],
+            started_at=parse_time(data["started_at"]), finished_at=parse_time(data["finished_at"]),
+            status=data["status"], error=RunError(error["cell"], error["ename"], error["evalue"]) if error else None,
+            parameters=data["parameters"], findings=tuple(data["findings"]), actions=tuple(data["actions"]),
+            artifacts=tuple(Artifact(a["path"], a["sha256"]) for a in data["artifacts"]),
+            environment=data["environment"], alert=data.get("alert"), chain=data.get("chain"),
+        )
+
+
+def read(path: Path) -> Record:
+    """The evidence file at `path`; ValueError (or KeyError, TypeError) when it is not one."""
+    return Record.from_json(json.loads(path.read_bytes()))
+
+
+def utc_text(when: dt.datetime) -> str:
+    """`2026-11-26T03:15:00Z`."""
+    return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An ISO 8601 time (`Z` or an offset; none: UTC), aware."""
+    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def record(*items: Finding | Action | Iterable[Finding | Action]) -> None:

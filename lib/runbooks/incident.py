@@ -14,29 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import communication, escalation
-from .chain import EVIDENCE
+from . import evidence
 from .errors import UsageError
+from .evidence import Record, parse_time
+from .runfiles import ALERT_LOG, evidence_files, incident_folder
 
 LEVELS = ("P1", "P2", "P3", "P4")  # most severe first
 SEVERITY_FINDING = "severity"  # the triage runbook's finding id
-ALERT_LOG = "alerts.jsonl"  # the incident log `runbook serve` writes (alerts/intake.py)
 # The communication templates `message_fields` fills; triage drafts slack-declared and status-investigating itself.
 MESSAGE_KINDS = ("slack-update", "slack-resolved", "status-identified", "status-monitoring", "status-resolved", "customer-email")
 
 
 @dataclass(frozen=True)
 class Run:
-    """One evidence file."""
+    """One evidence file of the incident: its name and what it records."""
 
     evidence: str  # its file name
-    runbook: str
-    started: dt.datetime
-    finished: dt.datetime
-    status: str  # completed | failed
-    error: dict | None
-    findings: tuple[dict, ...]  # {id, summary, severity, data}
-    actions: tuple[dict, ...]  # {id, mode, target, result}
-    artifacts: tuple[dict, ...]  # {path, sha256}
+    record: Record
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,7 @@ class Incident:
     def start(self) -> dt.datetime:
         """The earliest of the start triage gave and the first alert firing; without either, the first run's start."""
         known = [*([self.incident_start] if self.incident_start else []), *(a.starts_at for a in self.firing)]
-        return min(known) if known else self.runs[0].started
+        return min(known) if known else self.runs[0].record.started_at
 
     @property
     def start_basis(self) -> str:
@@ -94,11 +88,11 @@ class Incident:
     @property
     def end(self) -> dt.datetime:
         """When the last runbook run finished or the last resolved notification came, whichever is later."""
-        return max([*(run.finished for run in self.runs), *(a.received_at for a in self.alerts if a.state == "resolved")])
+        return max([*(run.record.finished_at for run in self.runs), *(a.received_at for a in self.alerts if a.state == "resolved")])
 
     @property
     def end_basis(self) -> str:
-        last_run = max(run.finished for run in self.runs)
+        last_run = max(run.record.finished_at for run in self.runs)
         return "the last runbook run finishing" if self.end == last_run else "the last alert resolved"
 
     @property
@@ -111,37 +105,37 @@ class Incident:
 
     def findings(self, severities: tuple[str | None, ...]) -> list[tuple[Run, dict]]:
         """The latest finding of each runbook and finding id with one of `severities`, in run order."""
-        latest = {(run.runbook, f["id"]): (run, f) for run in self.runs for f in run.findings if f["severity"] in severities}
+        latest = {(run.record.runbook, f["id"]): (run, f) for run in self.runs for f in run.record.findings if f["severity"] in severities}
         return sorted(latest.values(), key=lambda pair: self.runs.index(pair[0]))
 
     def actions_taken(self) -> list[str]:
         """The applied actions, a line per runbook, action and result: `restart on 3 targets: done (runbook)`."""
         targets: dict[tuple[str, str, str], list[str]] = {}
         for run in self.runs:
-            for a in run.actions:
+            for a in run.record.actions:
                 if a["mode"] == "applied":
-                    targets.setdefault((run.runbook, a["id"], a["result"]), []).append(a["target"])
+                    targets.setdefault((run.record.runbook, a["id"], a["result"]), []).append(a["target"])
         return [f"{action} on {on[0] if len(on) == 1 else f'{len(on)} targets'}: {result} ({runbook})"
                 for (runbook, action, result), on in targets.items()]
 
 
 def evidence_folder(output_dir: Path, incident: str) -> Path:
     """The incident's folder; a usage error unless it holds evidence."""
-    path = output_dir / incident
-    if not incident or "/" in incident or incident.startswith(".") or not any(path.glob(f"*{EVIDENCE}")):
+    path = incident_folder(output_dir, incident)
+    if not evidence_files(path):
         raise UsageError(f"no evidence for incident {incident!r} in {output_dir}")
     return path
 
 
 def load(output_dir: Path, incident: str) -> Incident:
     path = evidence_folder(output_dir, incident)
-    runs = sorted((_run(p) for p in path.glob(f"*{EVIDENCE}")), key=lambda run: (run.started, run.evidence))
+    runs = sorted((_run(p) for p in evidence_files(path)), key=lambda run: (run.record.started_at, run.evidence))
     triage = tuple(
-        f["data"] for run in runs for f in run.findings
+        f["data"] for run in runs for f in run.record.findings
         if f["id"] == SEVERITY_FINDING and isinstance(f["data"], dict) and f["data"].get("severity") in LEVELS
     )
     try:
-        starts = [_time(t["incident_start"]) for t in triage if t.get("incident_start")]
+        starts = [parse_time(t["incident_start"]) for t in triage if t.get("incident_start")]
     except (ValueError, TypeError, AttributeError):
         raise UsageError(f"a triage finding of incident {incident!r} has an incident_start that is no ISO time") from None
     return Incident(incident, path, tuple(runs), triage, min(starts, default=None), _alerts(path / ALERT_LOG))
@@ -156,7 +150,7 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
     duration = human_duration(incident.duration)
     if kind == "slack-update":
         return {"incident": incident.id, "severity": incident.severity, "duration": duration,
-                "known": [f"{f['summary']} ({run.runbook})" for run, f in incident.findings(("critical", "warning"))],
+                "known": [f"{f['summary']} ({run.record.runbook})" for run, f in incident.findings(("critical", "warning"))],
                 "actions": incident.actions_taken(), "next_update": next_update(incident, now)}
     if kind == "slack-resolved":
         return {"incident": incident.id, "severity": incident.severity, "duration": duration,
@@ -200,13 +194,7 @@ def percent(fraction: float | None) -> str | None:
 
 def _run(path: Path) -> Run:
     try:
-        record = json.loads(path.read_bytes())
-        return Run(
-            evidence=path.name, runbook=record["runbook"],
-            started=_time(record["started_at"]), finished=_time(record["finished_at"]),
-            status=record["status"], error=record["error"],
-            findings=tuple(record["findings"]), actions=tuple(record["actions"]), artifacts=tuple(record["artifacts"]),
-        )
+        return Run(path.name, evidence.read(path))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UsageError(f"{path} is not a readable evidence file; `runbook verify` says what changed") from None
 
@@ -219,16 +207,11 @@ def _alerts(log: Path) -> tuple[AlertEvent, ...]:
     for number, line in enumerate(log.read_text().splitlines(), 1):
         try:
             entry = json.loads(line)
-            events.append(AlertEvent(entry["alertname"], entry["state"], _time(entry["starts_at"]),
-                                     _time(entry["received_at"]), entry.get("runbook"), entry.get("reason")))
+            events.append(AlertEvent(entry["alertname"], entry["state"], parse_time(entry["starts_at"]),
+                                     parse_time(entry["received_at"]), entry.get("runbook"), entry.get("reason")))
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UsageError(f"{log}:{number} is not an incident log line of `runbook serve`") from None
     return tuple(events)
-
-
-def _time(text: str) -> dt.datetime:
-    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
 def _peak(values) -> float | None:

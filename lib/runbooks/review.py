@@ -55,7 +55,8 @@ def markdown(incident: Incident, verification: Verification) -> str:
         error_rate=percent(incident.error_rate),
         latency_ratio=None if incident.latency_ratio is None else f"{incident.latency_ratio:.1f}",
         timeline=timeline(incident, "%H:%M:%S" if one_day else "%Y-%m-%d %H:%M:%S"),
-        artifacts=[{"run": f"{run.runbook} ({run.status})", **artifact} for run in incident.runs for artifact in run.artifacts],
+        artifacts=[{"run": f"{run.record.runbook} ({run.record.status})", "path": a.path, "sha256": a.sha256}
+                   for run in incident.runs for a in run.record.artifacts],
         verification=verification,
     )
 
@@ -74,19 +75,20 @@ def timeline(incident: Incident, clock: str) -> list[Row]:
         outcome = f"runbook `{a.runbook}` queued" if a.state == "queued" else f"{a.state}: {a.reason or 'no route'}"
         events.append((a.received_at, f"Alert `{a.alertname}` received by `runbook serve`: {outcome}"))
     for run in incident.runs:
-        events.append((run.started, f"Runbook `{run.runbook}` started (evidence `{run.evidence}`)"))
-        if run.error:
-            e = run.error
-            where = f" at cell {e['cell']}" if e.get("cell") is not None else ""
-            events.append((run.finished, f"Runbook `{run.runbook}` failed{where}: {e['ename']}: {e['evalue']}"))
+        record, finished = run.record, run.record.finished_at
+        events.append((record.started_at, f"Runbook `{record.runbook}` started (evidence `{run.evidence}`)"))
+        if record.error:
+            e = record.error
+            where = f" at cell {e.cell}" if e.cell is not None else ""
+            events.append((finished, f"Runbook `{record.runbook}` failed{where}: {e.ename}: {e.evalue}"))
         else:
-            events.append((run.finished, f"Runbook `{run.runbook}` completed"))
-        for f in run.findings:
+            events.append((finished, f"Runbook `{record.runbook}` completed"))
+        for f in record.findings:
             badge = f" ({f['severity']})" if f["severity"] else ""
-            events.append((run.finished, f"Finding `{f['id']}`{badge}: {f['summary']}"))
-        for a in run.actions:
+            events.append((finished, f"Finding `{f['id']}`{badge}: {f['summary']}"))
+        for a in record.actions:
             done = "Applied" if a["mode"] == "applied" else "Previewed only (dry run)"
-            events.append((run.finished, f"{done} `{a['id']}` on {a['target']}: {a['result']}"))
+            events.append((finished, f"{done} `{a['id']}` on {a['target']}: {a['result']}"))
     return [Row(f"{when.astimezone(EASTERN):{clock}}", event) for when, event in sorted(events, key=lambda e: e[0])]
 
 

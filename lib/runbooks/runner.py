@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from nbconvert import HTMLExporter
 
 from . import __version__, chain, evidence, kernels, redact
 from .catalog import ROOT, Runbook
-from .errors import UsageError
+from .evidence import Record, RunError
+from .runfiles import RunFiles, incident_folder
 
 # Parameters are checked before papermill sees them (catalog.Runbook.resolve); its own, looser reading
 # of the parameters cell only adds misleading warnings (e.g. for `selector = "app=x"`).
@@ -34,103 +34,100 @@ _exporters = threading.local()
 
 
 @dataclass(frozen=True)
-class Run:
+class RunResult:
     status: str  # completed | failed
     evidence_path: Path
-    error: dict | None
+    error: RunError | None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a run was started with: all its evidence needs besides how it ended."""
+
+    runbook: Runbook
+    incident: str
+    files: RunFiles
+    started: dt.datetime
+    parameters: dict[str, Any]  # as run: passwords taken out
+    secrets: tuple[str, ...]  # the passwords taken out, scrubbed from every file written
+    alert: dict | None
+
+    @classmethod
+    def of(cls, runbook: Runbook, parameters: dict[str, Any], incident: str, files: RunFiles,
+           alert: dict | None) -> Launch:
+        clean, secrets = _without_passwords(parameters)
+        return cls(runbook, incident, files, files.started, clean, tuple(secrets), alert)
 
 
 def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir: Path, progress: bool = False,
-        alert: dict | None = None, kernel: kernels.Kernel | None = None) -> Run:
+        alert: dict | None = None, kernel: kernels.Kernel | None = None) -> RunResult:
     """Execute `runbook` with `parameters` (already resolved) into `output_dir/incident/`, on a new kernel or on
     the started `kernel` (e.g. from kernels.KernelPool), which serves this run only and is shut down after it.
 
     `alert`: the alert that started this run (labels, annotations, startsAt, generatorURL, fingerprint,
     groupKey), recorded in the evidence; None when run by hand.
     """
-    if not incident or "/" in incident or incident.startswith("."):
-        raise UsageError(f"incident id {incident!r} must be a plain name (letters, digits, dashes)")
-    folder = output_dir / incident
+    folder = incident_folder(output_dir, incident)
     folder.mkdir(parents=True, exist_ok=True)
-    started, stem = _claim_stem(folder, runbook.name)
-    notebook_path = folder / f"{stem}.ipynb"
-
-    parameters, secrets = _without_passwords(parameters)
+    launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert)
     error = None
     try:
-        _execute(runbook, notebook_path, parameters, progress, folder, secrets[0] if secrets else None, kernel)
+        _execute(launch, progress, kernel)
     except papermill.PapermillExecutionError as e:
-        error = {"cell": e.cell_index, "ename": e.ename, "evalue": e.evalue}
+        error = RunError(e.cell_index, e.ename, e.evalue)
     except Exception as e:  # the kernel died or never started: still leave evidence
-        error = {"cell": None, "ename": type(e).__name__, "evalue": str(e)}
-    return _leave_evidence(runbook, incident, notebook_path, started, _now(), parameters, secrets, error, alert)
+        error = RunError(None, type(e).__name__, str(e))
+    return _leave_evidence(launch, _now(), error)
 
 
-def finish_interrupted(runbook: Runbook, parameters: dict[str, Any], incident: str, notebook_path: Path,
-                       alert: dict | None = None) -> Run:
+def finish_interrupted(runbook: Runbook, parameters: dict[str, Any], incident: str, files: RunFiles,
+                       alert: dict | None = None) -> RunResult:
     """Evidence for a run whose process was killed before it wrote its own: the partial notebook as far as it got,
     its HTML and a failed evidence file (ename INTERRUPTED), so the incident's chain stays whole."""
-    started = dt.datetime.strptime(notebook_path.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
-    finished = dt.datetime.fromtimestamp(int(notebook_path.stat().st_mtime), dt.timezone.utc)  # its last write
-    parameters, secrets = _without_passwords(parameters)
-    error = {"cell": None, "ename": INTERRUPTED,
-             "evalue": "the process running it stopped before the run finished; the notebook is as far as it got"}
-    return _leave_evidence(runbook, incident, notebook_path, started, finished, parameters, secrets, error, alert)
+    finished = dt.datetime.fromtimestamp(int(files.notebook.stat().st_mtime), dt.timezone.utc)  # its last write
+    error = RunError(None, INTERRUPTED,
+                     "the process running it stopped before the run finished; the notebook is as far as it got")
+    return _leave_evidence(Launch.of(runbook, parameters, incident, files, alert), finished, error)
 
 
-def _leave_evidence(runbook: Runbook, incident: str, notebook_path: Path, started: dt.datetime, finished: dt.datetime,
-                    parameters: dict[str, Any], secrets: list[str], error: dict | None, alert: dict | None) -> Run:
+def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | None) -> RunResult:
     """The executed notebook scrubbed, its HTML and the evidence file, chained to the incident's last one."""
-    stem = notebook_path.name.removesuffix(".ipynb")
-    html_path, evidence_path = (notebook_path.parent / f"{stem}{suffix}" for suffix in (".html", ".evidence.json"))
-    notebook = _executed_or_input(notebook_path, runbook)
+    secrets = _every_form(launch.secrets)
+    notebook = _scrub_notebook(launch, secrets)
     if error:
-        error["cell"] = _failing_cell(notebook, error["cell"])
-    secrets += [quote(s, safe="") for s in secrets]
-    secrets += [os.environ.get("PGPASSWORD", "")]
+        error = RunError(_failing_cell(notebook, error.cell), error.ename, error.evalue)
+    launch.files.html.write_text(_html(notebook))
+    findings, actions = evidence.collect(notebook)
+    record = Record(
+        runbook=launch.runbook.name, incident=launch.incident, started_at=launch.started, finished_at=finished,
+        status="failed" if error else "completed", error=error, parameters=launch.parameters,
+        findings=tuple(findings), actions=tuple(actions), artifacts=(), environment=_environment(), alert=launch.alert,
+    )
+    # Artifact hashes are added after scrubbing: a short password must not be "redacted" out of a hash.
+    scrubbed = json.loads(redact.scrub(json.dumps(record.to_json()), secrets))
+    scrubbed["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in launch.files.artifacts]
+    chain.write(launch.files.evidence, json.dumps(scrubbed))
+    return RunResult(record.status, launch.files.evidence, error)
+
+
+def _scrub_notebook(launch: Launch, secrets: list[str]) -> nbformat.NotebookNode:
+    """The executed notebook (the input one if it was never written) with every secret replaced, written back."""
+    notebook = _executed_or_input(launch.files.notebook, launch.runbook)
     text = redact.scrub(nbformat.writes(notebook), secrets)
-    notebook_path.write_text(text)
-    html_path.write_text(_html(nbformat.reads(text, as_version=4)))
-
-    findings, actions = evidence.collect(json.loads(text))
-    record = {
-        "runbook": runbook.name,
-        "incident": incident,
-        "started_at": started.isoformat().replace("+00:00", "Z"),
-        "finished_at": finished.isoformat().replace("+00:00", "Z"),
-        "status": "failed" if error else "completed",
-        "error": error,
-        "parameters": parameters,
-        "findings": findings,
-        "actions": actions,
-        "artifacts": None,  # added after scrubbing: a short password must not be "redacted" out of a hash
-        "environment": _environment(),
-        "alert": alert,
-    }
-    record = json.loads(redact.scrub(json.dumps(evidence.jsonable(record)), secrets))
-    record["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in (notebook_path, html_path)]
-    chain.write(evidence_path, json.dumps(record))
-    return Run(record["status"], evidence_path, error)
+    launch.files.notebook.write_text(text)
+    return nbformat.reads(text, as_version=4)
 
 
-def _claim_stem(folder: Path, name: str) -> tuple[dt.datetime, str]:
-    """The start time and file stem of a run: its notebook file is created here, exclusively, so two runs of
-    one runbook starting in the same second (alert workers) never share names; the later waits a second."""
-    while True:
-        started = _now()
-        stem = f"{started:%Y%m%dT%H%M%SZ}-{name}"
-        try:
-            (folder / f"{stem}.ipynb").open("x").close()
-            return started, stem
-        except FileExistsError:
-            time.sleep(0.2)
+def _every_form(secrets: tuple[str, ...]) -> list[str]:
+    """The secrets as given and URL-quoted, and the PGPASSWORD of this process (a run may print libpq's view)."""
+    return [*secrets, *(quote(s, safe="") for s in secrets), os.environ.get("PGPASSWORD", "")]
 
 
-def _execute(runbook: Runbook, notebook_path: Path, parameters: dict[str, Any], progress: bool, folder: Path,
-             password: str | None, kernel: kernels.Kernel | None) -> None:
+def _execute(launch: Launch, progress: bool, kernel: kernels.Kernel | None) -> None:
     """Papermill on the started `kernel`, given the run's working directory and password by a silent execute
-    first, or on a new kernel started in `folder` with the password in its environment; shut down after. Both
-    leave this process's working directory and environment alone, so runs may share a process."""
+    first, or on a new kernel started in the incident folder with the password in its environment; shut down
+    after. Both leave this process's working directory and environment alone, so runs may share a process."""
+    folder, password = launch.files.folder, launch.secrets[0] if launch.secrets else None
     try:
         if kernel is None:
             kernel = kernels.start({**os.environ, **({"PGPASSWORD": password} if password else {})},
@@ -141,7 +138,8 @@ def _execute(runbook: Runbook, notebook_path: Path, parameters: dict[str, Any], 
                 setup += f"\n__import__('os').environ['PGPASSWORD'] = {password!r}"
             kernels.execute_silently(kernel, setup)
         papermill.execute_notebook(
-            str(runbook.path), str(notebook_path), parameters=parameters, progress_bar=progress, km=kernel,
+            str(launch.runbook.path), str(launch.files.notebook), parameters=launch.parameters,
+            progress_bar=progress, km=kernel,
         )
     finally:
         if kernel is not None:  # its notebook is written; a graceful shutdown would take ~0.7 s more

@@ -14,8 +14,13 @@ higher severity:
     P2  latency >= 3x normal        seed: "> 3x normal latency". Exactly 3x is P2, not P3.
     P2  a service down              seed: "One or more services down": a deployment that wants replicas has
                                     no ready pod.
+    P2  a feature unavailable       seed: "Major feature completely unavailable" ("Tax calculation service
+                                    unavailable"): a feature whose third-party dependency fails in the
+                                    services' own calls (the third-party-api-down runbook).
     P3  error rate >= 1 %           seed: "Error rate 1-10%". Exactly 1 % is P3, not P4.
     P3  latency >= 1.5x normal      seed: "1.5-3x normal latency". Exactly 1.5x is P3, not P4.
+    P3  a feature degraded          seed: "Issue affects subset of users": a dependency that fails a probe
+                                    while the services' calls still succeed.
     P4  none of the above           seed: "performance slightly below normal", "non-critical alert noise".
 
 Values are compared after rounding to 9 decimal places, so that a ratio float arithmetic puts at
@@ -52,9 +57,11 @@ RULES = (
     Rule("P2", "latency_ratio", 3.0, "latency >= 3x normal (seed P2: 'Significant performance degradation "
                                      "(> 3x normal latency)')"),
     Rule("P2", "services_down", 1, "one or more services down (seed P2: 'One or more services down')"),
+    Rule("P2", "features_down", 1, "a major feature unavailable (seed P2: 'Major feature completely unavailable')"),
     Rule("P3", "error_rate", 0.01, "error rate >= 1 % (seed P3: 'Error rate 1-10%')"),
     Rule("P3", "latency_ratio", 1.5, "latency >= 1.5x normal (seed P3: 'Moderate performance degradation "
                                      "(1.5-3x normal latency)')"),
+    Rule("P3", "features_degraded", 1, "a feature degraded for some users (seed P3: 'Issue affects subset of users')"),
 )
 BELOW_EVERY_RULE = ("below every P1-P3 threshold: error rate < 1 %, latency < 1.5x normal, no service down "
                     "(seed P4: 'Minor issue with minimal user impact')")
@@ -73,12 +80,16 @@ def classify(
     latency_ratio: float | None = None,
     services_down: tuple[str, ...] | list[str] = (),
     critical_services_down: tuple[str, ...] | list[str] = (),
+    features_down: tuple[str, ...] | list[str] | None = None,
+    features_degraded: tuple[str, ...] | list[str] | None = None,
 ) -> Severity:
     """The seed's severity for these measurements (see the module docstring for every boundary).
 
     error_rate: fraction of requests failing, 0..1 (not a percentage); latency_ratio: latency divided by
     normal latency; services_down: deployments with no ready pod; critical_services_down: those of them
-    whose loss is P1. None (or NaN) means not measured.
+    whose loss is P1; features_down: features users cannot use (their dependency fails); features_degraded:
+    features that may fail for some (both None: features were not looked at, they are neither measured nor
+    unmeasured). None (or NaN) means not measured.
     """
     values = {
         "error_rate": _fraction(error_rate),
@@ -86,9 +97,11 @@ def classify(
         "services_down": tuple(services_down),
         "critical_services_down": tuple(critical_services_down),
     }
+    if features_down is not None or features_degraded is not None:  # only the runbooks that look at features
+        values |= {"features_down": tuple(features_down or ()), "features_degraded": tuple(features_degraded or ())}
     unmeasured = tuple(name for name, value in values.items() if value is None)
     for rule in RULES:
-        value = values[rule.measure]
+        value = values.get(rule.measure)
         if value is None:
             continue
         size = len(value) if isinstance(value, tuple) else value

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..runfiles import ALERT_LOG
 from .queue import Entry, Queue
 from .routing import Rejected, Routing, incident_id
 from .webhook import Alert, Notification
 
-LOG = "alerts.jsonl"
 
 
 @dataclass(frozen=True)
@@ -69,5 +69,5 @@ def _log(output_dir: Path, entry: Entry) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     line = {"received_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
             **asdict(entry)}
-    with open(folder / LOG, "a") as log:
+    with open(folder / ALERT_LOG, "a") as log:
         log.write(json.dumps(line) + "\n")

@@ -153,13 +153,26 @@ def load(path: Path = ROUTES, env: str | None = None, files: tuple[Path, ...] = 
     A `-f` file applies each of its parameters to every routed runbook that takes it; a parameter no
     routed runbook takes is refused, so a misspelt name fails here and not at the first alert.
     """
+    routes = read_routes(path)
+    books = {name: catalog.find(name) for name in sorted({r.runbook for r in routes.values()})}
+    check_sources(path, routes, books)
+    layers = read_parameter_files(files, books)
+    base, password = base_parameters(books, env, layers)
+    return Routing(routes, books, base, password)
+
+
+def read_routes(path: Path) -> dict[str, Route]:
+    """The routes file, checked against SCHEMA: alert name -> route."""
     data = catalog.read_yaml(path)
     error = next(iter(Draft202012Validator(SCHEMA).iter_errors(data)), None)
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "top level"
         raise UsageError(f"{path}: {where}: {error.message}")
-    routes = {name: _route(path, name, spec) for name, spec in data["routes"].items()}
-    books = {name: catalog.find(name) for name in sorted({r.runbook for r in routes.values()})}
+    return {name: _route(path, name, spec) for name, spec in data["routes"].items()}
+
+
+def check_sources(path: Path, routes: dict[str, Route], books: dict[str, catalog.Runbook]) -> None:
+    """Every parameter a route sets is one its runbook takes, and none is `apply`."""
     for route in routes.values():
         for source in route.sources:
             if source.parameter == "apply":
@@ -167,15 +180,25 @@ def load(path: Path = ROUTES, env: str | None = None, files: tuple[Path, ...] = 
             if source.parameter not in books[route.runbook].parameters:
                 raise UsageError(f"{path}: {route.alertname}: runbook {route.runbook!r} has no parameter {source.parameter!r}")
 
-    file_layers = [catalog.read_yaml(f) for f in files]
+
+def read_parameter_files(files: tuple[Path, ...], books: dict[str, catalog.Runbook]) -> list[dict[str, Any]]:
+    """The `-f` files; each of their parameters must be taken by some routed runbook."""
+    layers = [catalog.read_yaml(f) for f in files]
     taken = {name for book in books.values() for name in book.parameters}
-    for f, layer in zip(files, file_layers):
+    for f, layer in zip(files, layers):
         if unknown := sorted(set(layer) - taken):
             raise UsageError(f"parameter file {f}: no routed runbook takes {', '.join(map(repr, unknown))}")
+    return layers
+
+
+def base_parameters(books: dict[str, catalog.Runbook], env: str | None,
+                    layers: list[dict[str, Any]]) -> tuple[dict[str, dict], str | None]:
+    """Each routed runbook's parameters from its defaults, `--env` and the files, type-checked, never `apply`; the
+    `dsn` passwords taken out (one at most: it becomes the PGPASSWORD of every run)."""
     base, passwords = {}, set()
     for name, book in books.items():
         stack = [catalog.environment_layer(env, book)] if env else []
-        stack += [{k: v for k, v in layer.items() if k in book.parameters} for layer in file_layers]
+        stack += [{k: v for k, v in layer.items() if k in book.parameters} for layer in layers]
         base[name] = book.resolve(*stack)  # wrong types in the files fail now
         if base[name].get("apply"):
             raise UsageError(f"runbook {name!r}: apply is set by --env or -f; runs started by alerts only preview")
@@ -184,7 +207,15 @@ def load(path: Path = ROUTES, env: str | None = None, files: tuple[Path, ...] = 
             passwords |= {password} if password else set()
     if len(passwords) > 1:
         raise UsageError("the dsn values carry different passwords; give them through ~/.pgpass instead")
-    return Routing(routes, books, base, next(iter(passwords), None))
+    return base, next(iter(passwords), None)
+
+
+def routes_to(runbook: str, path: Path = ROUTES) -> list[str]:
+    """The alert names routed to `runbook` (for `runbook show`); none when the routes file cannot be read."""
+    try:
+        return sorted(name for name, route in read_routes(path).items() if route.runbook == runbook)
+    except UsageError:
+        return []
 
 
 def incident_id(notification: Notification, alert: Alert) -> str:

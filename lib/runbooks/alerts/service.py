@@ -25,9 +25,9 @@ from starlette.routing import Route
 
 from ..errors import UsageError
 from . import intake, webhook
-from .metrics import Metrics
 from .queue import Queue
 from .routing import Routing
+from .telemetry import Telemetry
 from .workers import Workers
 
 log = logging.getLogger(__name__)
@@ -51,75 +51,83 @@ def token_from_environment(insecure_no_auth: bool) -> str | None:
                   f"(http_config.authorization), or pass --insecure-no-auth")
 
 
-def create_app(routing: Routing, output_dir: Path, workers: int, token: str | None) -> Starlette:
-    """The service; its lifespan recovers runs cut short by a previous stop and starts the workers."""
-    queue = Queue(output_dir / QUEUE)
-    metrics = Metrics()
-    pool = Workers(workers, routing, queue, output_dir, metrics)
+class Service:
+    """The HTTP handlers, over one queue, one pool of workers and the service's telemetry."""
 
-    def authorized(request: Request) -> bool:
-        if token is None:
-            return True
-        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), token.encode())
+    def __init__(self, routing: Routing, output_dir: Path, workers: int, token: str | None):
+        self.routing, self.output_dir, self.token = routing, output_dir, token
+        self.queue = Queue(output_dir / QUEUE)
+        self.telemetry = Telemetry()
+        self.workers = Workers(workers, routing, self.queue, output_dir, self.telemetry)
 
-    async def alerts(request: Request) -> Response:
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/alerts", self.alerts, methods=["POST"]),
+                Route("/runs", self.runs, methods=["GET"]),
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+            ],
+            lifespan=self.lifespan,
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette):
+        """Recover the runs a previous stop cut short, start the workers; on the way out, stop them."""
+        if requeued := self.workers.recover():
+            log.info("%d run(s) cut short by the last stop are queued again", requeued)
+        # Kernels start without the webhook token: no notebook can read it.
+        self.workers.start({k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE})
+        yield
+        self.workers.stop()
+
+    async def alerts(self, request: Request) -> Response:
         try:
-            if not authorized(request):
-                raise webhook.Invalid(401, "missing or wrong bearer token")
+            self._authorize(request)
             notification = webhook.parse(await _body(request))
         except webhook.Invalid as e:
             log.warning("POST /alerts refused (%d): %s", e.status, e)
-            headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
-            return JSONResponse({"error": str(e)}, e.status, headers=headers)
+            return _refusal(e)
         if notification.truncated_alerts:
             log.warning("group %r: Alertmanager left out %d alert(s) (its max_alerts)", notification.group_key,
                         notification.truncated_alerts)
-        outcomes = await run_in_threadpool(intake.receive, notification, routing, queue, output_dir)
+        outcomes = await run_in_threadpool(intake.receive, notification, self.routing, self.queue, self.output_dir)
         for o in outcomes:
-            metrics.received.labels(o.status).inc()
-            if o.outcome == "duplicate":
-                metrics.deduplicated.inc()
-            elif o.outcome in ("unrouted", "rejected"):
-                metrics.not_run.labels(o.outcome).inc()
+            self.telemetry.count(o)
             log.info("alert %r %s (%s): %s%s", o.alertname, o.fingerprint, o.status, o.outcome,
                      f": {o.reason}" if o.reason else "")
-        pool.wake()
+        self.workers.wake()
         return JSONResponse({"alerts": [asdict(o) for o in outcomes]}, 202)
 
-    async def runs(request: Request) -> Response:
-        if not authorized(request):
-            return JSONResponse({"error": "missing or wrong bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"})
+    async def runs(self, request: Request) -> Response:
+        try:
+            self._authorize(request)
+        except webhook.Invalid as e:
+            return _refusal(e)
         limit = request.query_params.get("limit", "50")
         if not limit.isdigit() or not 1 <= int(limit) <= 1000:
             return JSONResponse({"error": "limit must be an integer from 1 to 1000"}, 400)
-        return JSONResponse({"runs": await run_in_threadpool(queue.recent_runs, int(limit))})
+        return JSONResponse({"runs": await run_in_threadpool(self.queue.recent_runs, int(limit))})
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", **await run_in_threadpool(queue.depth)})
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", **await run_in_threadpool(self.queue.depth)})
 
-    async def metrics_text(request: Request) -> Response:
-        text = metrics.text(await run_in_threadpool(queue.depth))
+    async def metrics(self, request: Request) -> Response:
+        text = self.telemetry.text(await run_in_threadpool(self.queue.depth))
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        if requeued := pool.recover():
-            log.info("%d run(s) cut short by the last stop are queued again", requeued)
-        # Kernels start without the webhook token: no notebook can read it.
-        pool.start({k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE})
-        yield
-        pool.stop()
+    def _authorize(self, request: Request) -> None:
+        """Invalid(401) unless the request carries the bearer token (or the service runs without one)."""
+        if self.token is None:
+            return
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if not (scheme.lower() == "bearer" and hmac.compare_digest(credentials.encode(), self.token.encode())):
+            raise webhook.Invalid(401, "missing or wrong bearer token")
 
-    return Starlette(
-        routes=[
-            Route("/alerts", alerts, methods=["POST"]),
-            Route("/runs", runs, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics_text, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+
+def create_app(routing: Routing, output_dir: Path, workers: int, token: str | None) -> Starlette:
+    """The service; its lifespan recovers runs cut short by a previous stop and starts the workers."""
+    return Service(routing, output_dir, workers, token).app()
 
 
 def serve(routing: Routing, output_dir: Path, workers: int, token: str | None, host: str, port: int) -> None:
@@ -130,6 +138,11 @@ def serve(routing: Routing, output_dir: Path, workers: int, token: str | None, h
     if token is None:
         log.warning("--insecure-no-auth: anyone who can reach %s:%d can start runs", host, port)
     uvicorn.run(create_app(routing, output_dir, workers, token), host=host, port=port, log_level="info")
+
+
+def _refusal(error: webhook.Invalid) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse({"error": str(error)}, error.status, headers=headers)
 
 
 async def _body(request: Request) -> bytes:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from pathlib import Path
 
-from .. import runner
+from .. import evidence, runner
+from ..evidence import Record
+from ..runfiles import evidence_files, without_evidence
 from ..kernels import KernelPool
-from .metrics import Metrics
+from .telemetry import Telemetry
 from .queue import Job, Queue
 from .routing import Routing
 
@@ -19,8 +20,8 @@ IDLE_POLL_SECONDS = 1.0  # a worker with nothing to do looks again this often, o
 
 
 class Workers:
-    def __init__(self, count: int, routing: Routing, queue: Queue, output_dir: Path, metrics: Metrics):
-        self.routing, self.queue, self.output_dir, self.metrics = routing, queue, output_dir, metrics
+    def __init__(self, count: int, routing: Routing, queue: Queue, output_dir: Path, telemetry: Telemetry):
+        self.routing, self.queue, self.output_dir, self.telemetry = routing, queue, output_dir, telemetry
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads = [threading.Thread(target=self._loop, name=f"worker-{i}") for i in range(count)]
@@ -39,19 +40,20 @@ class Workers:
         partial = set()
         for job in self.queue.running():
             folder = self.output_dir / job.incident
-            if evidence := evidence_of(folder, job.alert):
-                self.queue.finish(job.id, json.loads(evidence.read_text())["status"], str(evidence), None)
-                log.info("run %d: its evidence was written before the last stop: %s", job.id, evidence)
-            elif notebook := next((n for n in without_evidence(folder, job.runbook) if n not in partial), None):
-                partial.add(notebook)
+            if found := evidence_of(folder, job.alert):
+                path, record = found
+                self.queue.finish(job.id, record.status, str(path), None)
+                log.info("run %d: its evidence was written before the last stop: %s", job.id, path)
+            elif files := next((f for f in without_evidence(folder, job.runbook) if f not in partial), None):
+                partial.add(files)
                 try:
                     parameters = self.routing.parameters(job.runbook, job.parameters)
                     run = runner.finish_interrupted(self.routing.books[job.runbook], parameters, job.incident,
-                                                    notebook, alert=job.alert)
+                                                    files, alert=job.alert)
                     log.info("run %d: cut short by the last stop; its partial notebook is evidence: %s",
                              job.id, run.evidence_path)
                 except Exception:  # the routing changed since: the notebook stays for `runbook verify` to report
-                    log.exception("run %d: could not leave evidence of the partial run %s", job.id, notebook)
+                    log.exception("run %d: could not leave evidence of the partial run %s", job.id, files.notebook)
         return self.queue.recover()
 
     def wake(self) -> None:
@@ -86,33 +88,26 @@ class Workers:
         except Exception as e:  # the routing changed since it was queued, or no kernel could be started
             log.exception("run %d: %s could not run", job.id, job.runbook)
             self.queue.finish(job.id, "failed", None, f"{type(e).__name__}: {e}")
-            self.metrics.runs.labels(job.runbook, "failed").inc()
+            self.telemetry.runs.labels(job.runbook, "failed").inc()
             return
-        error = result.error and f"cell {result.error['cell']}: {result.error['ename']}: {result.error['evalue']}"
+        error = result.error.line() if result.error else None
         self.queue.finish(job.id, result.status, str(result.evidence_path), error)
-        self.metrics.runs.labels(job.runbook, result.status).inc()
-        self.metrics.duration.labels(job.runbook).observe(time.monotonic() - started)
+        self.telemetry.runs.labels(job.runbook, result.status).inc()
+        self.telemetry.duration.labels(job.runbook).observe(time.monotonic() - started)
         log.info("run %d: %s %s: %s", job.id, job.runbook, result.status, result.evidence_path)
 
 
-def evidence_of(folder: Path, alert: dict) -> Path | None:
-    """The evidence file in `folder` of a run started by `alert` (same fingerprint and startsAt) that was not
-    cut short, if any."""
-    for path in sorted(folder.glob("*.evidence.json")):
+def evidence_of(folder: Path, alert: dict) -> tuple[Path, Record] | None:
+    """The evidence file in `folder` (and its record) of a run started by `alert` (same fingerprint and startsAt)
+    that was not cut short, if any."""
+    for path in evidence_files(folder):
         try:
-            record = json.loads(path.read_text())
-            recorded, error = record.get("alert") or {}, record.get("error") or {}
-        except (OSError, ValueError, AttributeError):
+            record = evidence.read(path)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # unreadable evidence is for `runbook verify` to report
-        if error.get("ename") == runner.INTERRUPTED:
+        if record.error and record.error.ename == runner.INTERRUPTED:
             continue
+        recorded = record.alert or {}
         if (recorded.get("fingerprint"), recorded.get("startsAt")) == (alert["fingerprint"], alert["startsAt"]):
-            return path
+            return path, record
     return None
-
-
-def without_evidence(folder: Path, runbook: str) -> list[Path]:
-    """The notebooks of `runbook` in `folder` that no evidence file stands beside: runs cut short, oldest first."""
-    return [path for path in sorted(folder.glob(f"*-{runbook}.ipynb"))
-            if path.name[len("YYYYMMDDTHHMMSSZ-"):] == f"{runbook}.ipynb"
-            and not path.with_name(path.name.removesuffix(".ipynb") + ".evidence.json").exists()]

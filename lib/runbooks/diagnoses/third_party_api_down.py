@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .. import communication, health
+from .. import communication, health, severity
 from ..evidence import Action, Finding
 from ..kube import logs
 from ..kube.cluster import Cluster
@@ -361,13 +361,15 @@ def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
     now = now or dt.datetime.now(dt.timezone.utc)
     down = [f.data for f in findings if f.id == "dependency-down"]
     confirmed = [d for d in down if d["since"]]
+    level = severity.classify(features_down=[d["feature"] for d in confirmed],
+                              features_degraded=[d["feature"] for d in down if not d["since"]]).level
     checklist = _checklist(down)
     started = min((d["since"] for d in confirmed), default=None)
     slack = communication.render(
         "slack-update",
         incident=(f"Third-party API down: {', '.join(d['dependency'] for d in down)}" if down
                   else "Third-party API check: no dependency judged down"),
-        severity="P2" if confirmed else "P3",
+        severity=level,
         duration=f"{(now - started).total_seconds() / 60:.0f} minutes" if started else "unknown (no errors in service logs)",
         status="Identified" if down else "Investigating",
         known=[f.summary for f in findings],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .intake import Outcome
 
-class Metrics:
+
+class Telemetry:
     def __init__(self):
         self.registry = CollectorRegistry()
         self.received = Counter("runbook_alerts_received", "Alerts received, by Alertmanager status", ["status"],
@@ -22,6 +24,14 @@ class Metrics:
                                   registry=self.registry)
         self.queue = Gauge("runbook_queue_depth", "Alerts waiting for a worker (queued) or being run (running)",
                            ["state"], registry=self.registry)
+
+    def count(self, outcome: Outcome) -> None:
+        """An alert received, and what became of it."""
+        self.received.labels(outcome.status).inc()
+        if outcome.outcome == "duplicate":
+            self.deduplicated.inc()
+        elif outcome.outcome in ("unrouted", "rejected"):
+            self.not_run.labels(outcome.outcome).inc()
 
     def text(self, depth: dict[str, int]) -> bytes:
         """The exposition text, with the queue depth as the queue has it now."""
