@@ -1,4 +1,4 @@
-"""parameters/alerts.yaml and routing: every seed alert has a runbook, labels become parameters only
+"""parameters/alerts.yaml and routing: every alert of the incident-response runbook has a runbook, labels become parameters only
 after their check, hostile values start nothing, incident ids are stable plain names."""
 
 from pathlib import Path
@@ -13,8 +13,8 @@ from runbooks.errors import UsageError
 
 from serving import alert, notification
 
-# The alerts the seed's "Common Issues" name, and the runbook each must start.
-SEED = {
+# The alerts the incident-response runbook's "Common Issues" name, and the runbook each must start.
+SOURCE_RUNBOOK = {
     "HighErrorRate": "api-gateway-high-error-rate",
     "DatabaseConnectionPoolExhausted": "db-connection-pool-exhausted",
     "SlowDatabaseQueries": "db-slow-queries",
@@ -47,8 +47,8 @@ def parse(payload):
     return webhook.parse(__import__("json").dumps(payload).encode())
 
 
-def test_every_seed_alert_routes_to_its_runbook(routes):
-    assert {name: routes.routes[name].runbook for name in SEED} == SEED
+def test_every_alert_of_the_runbook_document_routes_to_its_runbook(routes):
+    assert {name: routes.routes[name].runbook for name in SOURCE_RUNBOOK} == SOURCE_RUNBOOK
     assert set(routes.books) == {b.name for b in catalog.runbooks()}
 
 

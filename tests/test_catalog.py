@@ -17,7 +17,7 @@ def test_parameters_cell_gives_types_defaults_and_help():
     assert "PGPASSWORD" in params["dsn"].help
 
 
-def test_pool_runbook_defaults_follow_the_seed():
+def test_pool_runbook_defaults_follow_the_runbook_document():
     params = catalog.find("db-connection-pool-exhausted").parameters
     assert params["idle_minutes"].default == 10
     assert params["apply"].default is False

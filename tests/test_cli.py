@@ -27,7 +27,7 @@ def test_show_gives_type_default_and_comment():
     result = runbook("show", "db-connection-pool-exhausted")
     assert result.returncode == 0
     assert "idle_minutes (float, default 10)" in result.stdout
-    assert "seed: 10" in result.stdout
+    assert "incident-response runbook: 10" in result.stdout
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,4 +1,4 @@
-"""The seed's communication templates: every kind renders, known fields fill in, unknown ones stay visible."""
+"""The incident-response runbook's communication templates: every kind renders, known fields fill in, unknown ones stay visible."""
 
 import re
 from pathlib import Path
@@ -7,18 +7,18 @@ import pytest
 
 from runbooks import communication
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "incident-response-runbook.md"
+SOURCE_RUNBOOK = Path(__file__).resolve().parents[2] / "shared" / "seed" / "incident-response-runbook.md"
 
 
 @pytest.mark.parametrize("kind", communication.KINDS)
-def test_with_no_fields_every_placeholder_of_the_seed_stays(kind):
+def test_with_no_fields_every_placeholder_of_the_template_stays(kind):
     text = communication.render(kind)
     placeholders = re.findall(r"\[[^\]]+\]", text)
     assert placeholders, text
-    if SEED.exists():  # the empty rendering is the seed's template, placeholder for placeholder
-        seed = SEED.read_text()
+    if SOURCE_RUNBOOK.exists():  # the empty rendering is the incident-response runbook's template, placeholder for placeholder
+        document = SOURCE_RUNBOOK.read_text()
         for placeholder in placeholders:
-            assert placeholder in seed, placeholder
+            assert placeholder in document, placeholder
 
 
 def test_fields_fill_in_and_lists_become_bullets():
@@ -26,7 +26,7 @@ def test_fields_fill_in_and_lists_become_bullets():
                                 known=["gateway 502s from payments"], actions=[])
     assert "Incident: Checkout 5xx" in text and "Severity: P2" in text
     assert "- gateway 502s from payments\n" in text
-    assert "- [Action 1]" in text  # nothing done yet: the seed's placeholder, not an invented action
+    assert "- [Action 1]" in text  # nothing done yet: the incident-response runbook's placeholder, not an invented action
     assert "[Finding 1]" not in text
 
 

@@ -185,7 +185,7 @@ def test_unknown_incident_is_one_line_and_exit_2(tmp_path):
 
 # --- the post-incident review
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "incident-response-runbook.md"
+SOURCE_RUNBOOK = Path(__file__).resolve().parents[2] / "shared" / "seed" / "incident-response-runbook.md"
 
 
 def report(folder: Path) -> tuple[str, str]:
@@ -232,10 +232,10 @@ def test_report_tells_the_runs_from_their_evidence_and_leaves_the_rest_to_people
     assert verify(folder).exit_code == 0  # the review beside the evidence is not evidence
 
 
-def test_every_placeholder_left_in_the_report_is_the_seeds(folder):
+def test_every_placeholder_left_in_the_report_is_the_templates(folder):
     markdown, _ = report(folder)
-    if SEED.exists():
-        template = SEED.read_text().split("### Post-Incident Document Template", 1)[1]
+    if SOURCE_RUNBOOK.exists():
+        template = SOURCE_RUNBOOK.read_text().split("### Post-Incident Document Template", 1)[1]
         for placeholder in set(re.findall(r"\[[^\]]+\](?!\()", markdown)):
             assert placeholder in template, placeholder
 
@@ -260,9 +260,9 @@ def test_comms_fill_what_the_evidence_knows_and_keep_every_other_placeholder(fol
 
     placeholders = re.findall(r"\[[^\]]+\]", text)
     assert placeholders, text  # root cause, impact, next steps: for people
-    if SEED.exists():
-        seed = SEED.read_text()
-        assert all(p in seed for p in placeholders), placeholders
+    if SOURCE_RUNBOOK.exists():
+        document = SOURCE_RUNBOOK.read_text()
+        assert all(p in document for p in placeholders), placeholders
     duration = human_duration(utc(records[2]["finished_at"]) - utc(records[0]["started_at"]))
     public = kind.startswith("status-") or kind == "customer-email"
     if public:  # pids, sessions and runbook names stay internal

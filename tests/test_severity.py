@@ -1,4 +1,4 @@
-"""The seed's severity table, at and around every boundary; targets, cadence and escalation matrix."""
+"""The incident-response runbook's severity table, at and around every boundary; targets, cadence and escalation matrix."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def at(minutes: float) -> dt.datetime:
 @pytest.mark.parametrize("level, response, resolution", [
     ("P1", 5, 60), ("P2", 15, 240), ("P3", 60, 24 * 60), ("P4", 240, 7 * 24 * 60),
 ])
-def test_targets_are_the_seeds(level, response, resolution):
+def test_targets_are_the_runbook_documents(level, response, resolution):
     table = escalation.targets(level, T0, at(10)).set_index("target")
     assert table.loc["response", "due"] == at(response)
     assert table.loc["resolution", "due"] == at(resolution)
@@ -203,7 +203,7 @@ def test_escalation_matrix_is_cumulative_and_boundaries_escalate(level, minutes,
     assert engaged(level, minutes) == roles
 
 
-def test_engagement_lists_who_comes_next_with_contacts_and_the_seeds_notes():
+def test_engagement_lists_who_comes_next_with_contacts_and_the_runbook_documents_notes():
     table = escalation.engagement("P2", T0, at(10))
     manager = table[table["role"] == "Engineering Manager"].iloc[0]
     assert (manager["from"], manager["contact"], manager["backup"]) == (at(60), "@eng-manager", "@backup-manager")

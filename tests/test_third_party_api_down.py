@@ -261,7 +261,7 @@ def test_parse_rejects_malformed_dependencies(spec, message):
         third_party.parse({"tax-rates": spec})
 
 
-def test_drafts_fill_the_seed_templates_from_the_findings():
+def test_drafts_fill_the_runbook_document_templates_from_the_findings():
     since = dt.datetime(2024, 11, 26, 14, 2, tzinfo=dt.timezone.utc)
     now = since + dt.timedelta(minutes=14)
     verdict = pd.DataFrame([{
@@ -284,5 +284,5 @@ def test_drafts_fill_the_seed_templates_from_the_findings():
     assert "Next Update: 14:46 UTC (in 30 minutes)" in drafts.slack
     assert any("fallback or cache for tax-rates" in item for item in drafts.checklist)
     assert any("contact its support" in item and "503" in item for item in drafts.checklist)
-    assert "[" not in drafts.slack.replace("[REDACTED]", "")  # every seed placeholder filled
+    assert "[" not in drafts.slack.replace("[REDACTED]", "")  # every placeholder of the incident-response runbook filled
     assert drafts.action.mode == "dry-run" and drafts.action.result == "drafted (not posted)"

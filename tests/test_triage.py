@@ -67,7 +67,7 @@ def prom(generated_at):
             server.__exit__(None, None, None)
 
 
-def metrics_of(url: str) -> triage.Metrics:
+def metrics_of(url: str) -> triage.MetricSeries:
     return triage.read_metrics(url, ERROR_RATE_QUERY, LATENCY_QUERY, "1w", triage.now())
 
 

@@ -190,7 +190,7 @@ def errors_over_time(per_minute: pd.DataFrame) -> Figure:
 def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, incident_start=None,
                            baseline_label: str = "baseline") -> Figure:
     """Two panels over the window (UTC): error rate (%) and latency (s), each against its baseline, with the
-    seed's severity thresholds (error rate 1 % and 10 %; latency 1.5x and 3x normal) and the incident start.
+    incident-response runbook's severity thresholds (error rate 1 % and 10 %; latency 1.5x and 3x normal) and the incident start.
 
     Takes diagnoses.triage.read_metrics(...).series: error_rate, baseline_error_rate, latency_seconds, baseline_latency_seconds.
     """

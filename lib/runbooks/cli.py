@@ -116,7 +116,7 @@ def report(incident: str, output_dir: Path) -> None:
 
 @main.command()
 @click.argument("incident")
-@click.option("--kind", required=True, type=click.Choice(MESSAGE_KINDS), help="Which of the seed's templates.")
+@click.option("--kind", required=True, type=click.Choice(MESSAGE_KINDS), help="Which of the incident-response runbook's templates.")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 def comms(incident: str, kind: str, output_dir: Path) -> None:
     """Print the KIND message for INCIDENT, filled from its evidence; what it does not know stays [placeholder]."""

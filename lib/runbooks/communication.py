@@ -1,7 +1,7 @@
-"""The seed's communication templates (Incident Response Runbook → Communication Templates), filled in.
+"""The incident-response runbook's communication templates (Incident Response Runbook → Communication Templates), filled in.
 
-One Jinja2 file per seed template under `templates/`, named by its kind (`slack-update`,
-`status-identified`, ...). A field nobody knows stays as the seed's own `[placeholder]`, visibly:
+One Jinja2 file per template of the incident-response runbook under `templates/`, named by its kind (`slack-update`,
+`status-identified`, ...). A field nobody knows stays as the incident-response runbook's own `[placeholder]`, visibly:
 these drafts never invent a fact. Nothing here posts to a status page or to Slack.
 """
 
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-EASTERN = ZoneInfo("America/New_York")  # the seed's status-page times are in ET
+EASTERN = ZoneInfo("America/New_York")  # the incident-response runbook's status-page times are in ET
 
 KINDS = (
     "slack-declared",        # Internal → Slack Incident Channel Message (Initial)
@@ -28,7 +28,7 @@ KINDS = (
 
 
 def render(kind: str, **fields) -> str:
-    """The seed's `kind` template with `fields` filled in; a missing or empty field keeps its placeholder.
+    """The incident-response runbook's `kind` template with `fields` filled in; a missing or empty field keeps its placeholder.
 
     List fields (`known`, `actions`, `next_steps` of slack-update) are rendered as bullets.
     """
@@ -47,7 +47,7 @@ def _environment() -> jinja2.Environment:
 
 
 def eastern(when: dt.datetime) -> str:
-    """`2024-11-26 09:05` in US Eastern time, as the seed's status-page templates write times."""
+    """`2024-11-26 09:05` in US Eastern time, as the incident-response runbook's status-page templates write times."""
     return when.astimezone(EASTERN).strftime("%Y-%m-%d %H:%M")
 
 

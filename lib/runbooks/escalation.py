@@ -1,8 +1,8 @@
-"""What a severity asks for, and when: the seed's targets, communication cadence and escalation matrix.
+"""What a severity asks for, and when: the incident-response runbook's targets, communication cadence and escalation matrix.
 
 From "Incident Severity Levels" (response time, resolution target, communication), "Escalation
 Procedures" (the escalation matrix and contacts) and "On-Call Responsibilities". Times count from the
-incident's start. Boundaries are read escalating, as the seed asks: at exactly 30 minutes the 30-60 min
+incident's start. Boundaries are read escalating, as the incident-response runbook asks: at exactly 30 minutes the 30-60 min
 column of the matrix applies; a target is due at start + target, and overdue from then on.
 """
 
@@ -24,7 +24,7 @@ class Targets:
     response: dt.timedelta
     resolution: dt.timedelta
     update_every: dt.timedelta | None  # None: no fixed cadence
-    communication: str  # the seed's words
+    communication: str  # the incident-response runbook's words
     response_note: str = ""
 
 
@@ -43,7 +43,7 @@ COLUMN_NAMES = ("0-30 min", "30-60 min", "1-2 hours", "2+ hours")
 @dataclass(frozen=True)
 class Step:
     engage: tuple[str, ...]  # roles added in this column ("+ Engineering Manager")
-    note: str = ""  # the seed's words when the column adds nobody
+    note: str = ""  # the incident-response runbook's words when the column adds nobody
 
 
 MATRIX = {
@@ -58,7 +58,7 @@ MATRIX = {
 }
 
 # Escalation Contacts for the matrix's roles: role -> (primary contact, backup contact). On-call roles are
-# paged through PagerDuty. (The seed's Security Lead, Database Admin and Platform Team are in no matrix row.)
+# paged through PagerDuty. (The incident-response runbook's Security Lead, Database Admin and Platform Team are in no matrix row.)
 CONTACTS = {
     "Primary On-Call": ("PagerDuty (on-call schedule)", None),
     "Secondary On-Call": ("PagerDuty (on-call schedule)", None),
@@ -70,7 +70,7 @@ CONTACTS = {
 
 @dataclass(frozen=True)
 class Cadence:
-    communication: str  # the seed's words
+    communication: str  # the incident-response runbook's words
     update_every: dt.timedelta | None
     next_update: dt.datetime | None  # the first multiple of update_every after the start that is later than now
 
@@ -101,7 +101,7 @@ def engagement(severity: str, started: dt.datetime, now: dt.datetime) -> pd.Data
     """Every role of the severity's row of the matrix: from when, whether to engage now, and whom to reach.
 
     Roles of columns already reached are `engaged` (the matrix is cumulative: "+ Engineering Manager");
-    later columns are listed with the time they become due. Columns that add nobody keep the seed's note.
+    later columns are listed with the time they become due. Columns that add nobody keep the incident-response runbook's note.
     """
     steps = MATRIX[_level(severity)]
     elapsed = _check(started, now)

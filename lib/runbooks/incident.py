@@ -3,7 +3,7 @@
 Loaded from every `*.evidence.json` in `output/<incident>/`; `runbook report` and `runbook comms` both
 read it. Severity and impact figures come from the `severity` finding the triage runbook records (data:
 `severity` P1..P4, `rule`, `measured`, `error_rate` as a fraction, `latency_ratio`, `incident_start`);
-without one they are None, and the documents keep the seed's placeholders.
+without one they are None, and the documents keep the incident-response runbook's placeholders.
 """
 
 from __future__ import annotations

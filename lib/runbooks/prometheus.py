@@ -1,6 +1,6 @@
 """Prometheus's HTTP API: instant and range queries as DataFrames.
 
-The seed's "Check metrics in Prometheus" (`kubectl port-forward svc/prometheus 9090:9090 -n monitoring`),
+The incident-response runbook's "Check metrics in Prometheus" (`kubectl port-forward svc/prometheus 9090:9090 -n monitoring`),
 read through `/api/v1/query` and `/api/v1/query_range`. A series comes back as rows of
 (time, series, value): `time` in UTC, `series` the label set as PromQL writes it (`{code="503"}`, empty
 for an aggregate), `value` a float (NaN where Prometheus answers NaN, e.g. 0/0 without traffic).

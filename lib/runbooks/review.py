@@ -1,9 +1,9 @@
-"""The post-incident review document (seed: Post-Incident Review → Post-Incident Document Template).
+"""The post-incident review document (incident-response runbook: Post-Incident Review → Post-Incident Document Template).
 
 Markdown from `templates/post-incident-review.md.j2`, filled from the incident's evidence; the HTML is
 that same Markdown rendered by mistune (nbconvert's Markdown renderer) with raw HTML escaped, so no
 text from a finding becomes markup. What the evidence cannot know (root cause, users affected, what
-went well, action items) keeps the seed's placeholders for the people in the review.
+went well, action items) keeps the incident-response runbook's placeholders for the people in the review.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Incident severity from measured values: the seed's "Incident Severity Levels", as one function.
+"""Incident severity from measured values: the incident-response runbook's "Incident Severity Levels", as one function.
 
-The seed's criteria that can be measured, in the order they are checked, and how each boundary is read.
-The seed says "when in doubt, escalate to higher severity", so every boundary value belongs to the
+The incident-response runbook's criteria that can be measured, in the order they are checked, and how each boundary is read.
+The incident-response runbook says "when in doubt, escalate to higher severity", so every boundary value belongs to the
 higher severity:
 
     P1  error rate >= 99 %          "all requests failing", "API Gateway returning 5xx for all requests".
@@ -10,18 +10,18 @@ higher severity:
     P1  a critical service down     "Authentication system down", "Database completely unavailable": a
                                     service named critical (the triage parameter `critical_services`) has
                                     no ready pod.
-    P2  error rate >= 10 %          seed: "Error rate > 10%". Exactly 10 % is P2, not P3.
-    P2  latency >= 3x normal        seed: "> 3x normal latency". Exactly 3x is P2, not P3.
-    P2  a service down              seed: "One or more services down": a deployment that wants replicas has
+    P2  error rate >= 10 %          incident-response runbook: "Error rate > 10%". Exactly 10 % is P2, not P3.
+    P2  latency >= 3x normal        incident-response runbook: "> 3x normal latency". Exactly 3x is P2, not P3.
+    P2  a service down              incident-response runbook: "One or more services down": a deployment that wants replicas has
                                     no ready pod.
-    P2  a feature unavailable       seed: "Major feature completely unavailable" ("Tax calculation service
+    P2  a feature unavailable       incident-response runbook: "Major feature completely unavailable" ("Tax calculation service
                                     unavailable"): a feature whose third-party dependency fails in the
                                     services' own calls (the third-party-api-down runbook).
-    P3  error rate >= 1 %           seed: "Error rate 1-10%". Exactly 1 % is P3, not P4.
-    P3  latency >= 1.5x normal      seed: "1.5-3x normal latency". Exactly 1.5x is P3, not P4.
-    P3  a feature degraded          seed: "Issue affects subset of users": a dependency that fails a probe
+    P3  error rate >= 1 %           incident-response runbook: "Error rate 1-10%". Exactly 1 % is P3, not P4.
+    P3  latency >= 1.5x normal      incident-response runbook: "1.5-3x normal latency". Exactly 1.5x is P3, not P4.
+    P3  a feature degraded          incident-response runbook: "Issue affects subset of users": a dependency that fails a probe
                                     while the services' calls still succeed.
-    P4  none of the above           seed: "performance slightly below normal", "non-critical alert noise".
+    P4  none of the above           incident-response runbook: "performance slightly below normal", "non-critical alert noise".
 
 Values are compared after rounding to 9 decimal places, so that a ratio float arithmetic puts at
 0.09999999999 reads as the 10 % it is. The highest severity with a rule that holds wins; among its rules
@@ -45,26 +45,26 @@ class Rule:
     level: str
     measure: str  # the argument of classify() it reads
     threshold: float  # holds when the value (a list: its length) is at least this
-    text: str  # names the threshold and the seed's words
+    text: str  # names the threshold and the incident-response runbook's words
 
 
 RULES = (
-    Rule("P1", "error_rate", ALL_FAILING, "error rate >= 99 %: all requests failing (seed P1: 'API Gateway "
+    Rule("P1", "error_rate", ALL_FAILING, "error rate >= 99 %: all requests failing (P1: 'API Gateway "
                                           "returning 5xx for all requests')"),
-    Rule("P1", "critical_services_down", 1, "a critical service down (seed P1: 'Authentication system down', "
+    Rule("P1", "critical_services_down", 1, "a critical service down (P1: 'Authentication system down', "
                                             "'Database completely unavailable')"),
-    Rule("P2", "error_rate", 0.10, "error rate >= 10 % (seed P2: 'Error rate > 10%')"),
-    Rule("P2", "latency_ratio", 3.0, "latency >= 3x normal (seed P2: 'Significant performance degradation "
+    Rule("P2", "error_rate", 0.10, "error rate >= 10 % (P2: 'Error rate > 10%')"),
+    Rule("P2", "latency_ratio", 3.0, "latency >= 3x normal (P2: 'Significant performance degradation "
                                      "(> 3x normal latency)')"),
-    Rule("P2", "services_down", 1, "one or more services down (seed P2: 'One or more services down')"),
-    Rule("P2", "features_down", 1, "a major feature unavailable (seed P2: 'Major feature completely unavailable')"),
-    Rule("P3", "error_rate", 0.01, "error rate >= 1 % (seed P3: 'Error rate 1-10%')"),
-    Rule("P3", "latency_ratio", 1.5, "latency >= 1.5x normal (seed P3: 'Moderate performance degradation "
+    Rule("P2", "services_down", 1, "one or more services down (P2: 'One or more services down')"),
+    Rule("P2", "features_down", 1, "a major feature unavailable (P2: 'Major feature completely unavailable')"),
+    Rule("P3", "error_rate", 0.01, "error rate >= 1 % (P3: 'Error rate 1-10%')"),
+    Rule("P3", "latency_ratio", 1.5, "latency >= 1.5x normal (P3: 'Moderate performance degradation "
                                      "(1.5-3x normal latency)')"),
-    Rule("P3", "features_degraded", 1, "a feature degraded for some users (seed P3: 'Issue affects subset of users')"),
+    Rule("P3", "features_degraded", 1, "a feature degraded for some users (P3: 'Issue affects subset of users')"),
 )
 BELOW_EVERY_RULE = ("below every P1-P3 threshold: error rate < 1 %, latency < 1.5x normal, no service down "
-                    "(seed P4: 'Minor issue with minimal user impact')")
+                    "(P4: 'Minor issue with minimal user impact')")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def classify(
     features_down: tuple[str, ...] | list[str] | None = None,
     features_degraded: tuple[str, ...] | list[str] | None = None,
 ) -> Severity:
-    """The seed's severity for these measurements (see the module docstring for every boundary).
+    """The incident-response runbook's severity for these measurements (see the module docstring for every boundary).
 
     error_rate: fraction of requests failing, 0..1 (not a percentage); latency_ratio: latency divided by
     normal latency; services_down: deployments with no ready pod; critical_services_down: those of them

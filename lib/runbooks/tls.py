@@ -1,7 +1,7 @@
 """TLS endpoints: the certificate each one presents, its dates, whether its chain verifies, whether it names the host.
 
-Runbook section: Certificate Issues / SSL Certificate Expired. The seed's
-`openssl s_client -connect HOST:PORT -servername NAME | openssl x509 -noout -dates`, for a list of endpoints.
+What `openssl s_client -connect HOST:PORT -servername NAME | openssl x509 -noout -dates` shows, for a list of
+endpoints.
 
 An endpoint is `host:port`, or `host:port@servername` when the name to ask for (SNI) and to find in
 the certificate differs from the address connected to, e.g. `10.0.3.7:443@api.autolytiq.com` to look

@@ -15,7 +15,7 @@ from .incidents import DEMO_POOLS, hold_pools
 from .postgres import LocalPostgres
 
 RUNBOOK = "db-connection-pool-exhausted"
-IDLE_MINUTES = 0.05  # 3 s: the demo's sessions cannot wait the seed's 10 minutes
+IDLE_MINUTES = 0.05  # 3 s: the demo's sessions cannot wait the incident-response runbook's 10 minutes
 
 
 def main(output_dir: Path = catalog.OUTPUT) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-ADMIN = "autolytiq_admin"  # the seed's admin role; a superuser, so it keeps the reserved slots
+ADMIN = "autolytiq_admin"  # the incident-response runbook's admin role; a superuser, so it keeps the reserved slots
 DATABASE = "autolytiq"
 SERVICE_ROLES = ("deal_service", "customer_service", "tax_service", "email_worker", "reporting")
 

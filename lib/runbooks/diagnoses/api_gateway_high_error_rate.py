@@ -4,11 +4,11 @@ Runbook section: API Gateway Issues / High Error Rate (5xx), with the Phase 1/2 
 (gateway logs, pods not Running, rollout history, logs of the affected services).
 
 The suspect upstream is the one the gateway logs name in the most 5xx lines. The likely cause is the
-first of these rules that holds (the seed's cause table, most specific evidence first):
+first of these rules that holds (the incident-response runbook's cause table, most specific evidence first):
 
 1. memory-exhaustion: a container of the suspect upstream's deployment, else of the gateway's, was last
    terminated OOMKilled or uses at least 90% of its memory limit. Memory goes first: an OOMKilled
-   upstream also looks down, and the seed's fix for it differs (more memory, then restart).
+   upstream also looks down, and the incident-response runbook's fix for it differs (more memory, then restart).
 2. upstream-down: that deployment has pods not Running/Ready (pods that Succeeded, as old pods do after a
    rolling deploy, do not count), fewer ready replicas than desired, or none desired.
 3. configuration-error-after-rollout: the upstream's or the gateway's deployment rolled out within the
@@ -39,7 +39,7 @@ from ..kube.mitigate import Change
 from ..redact import redact_line
 
 CAUSES = ("memory-exhaustion", "upstream-down", "configuration-error-after-rollout", "database-connection-issues")
-FIXES = {  # the seed's table
+FIXES = {  # the incident-response runbook's table
     "memory-exhaustion": "increase memory limits, restart pods (runbook pod-oomkilled)",
     "upstream-down": "restart or roll back the upstream service",
     "configuration-error-after-rollout": "roll back to the previous config",
@@ -97,7 +97,7 @@ class Diagnosis:
 # --- step 1: the gateway logs
 
 def scan_gateway_logs(cluster: Cluster, selector: str, since_minutes: float | None, tail_lines: int | None) -> GatewayLog:
-    """The seed's `kubectl logs -l app=api-gateway --tail=500 | grep -E "(error|5[0-9]{2})"`, parsed and counted.
+    """The incident-response runbook's `kubectl logs -l app=api-gateway --tail=500 | grep -E "(error|5[0-9]{2})"`, parsed and counted.
 
     Every container of every matching pod, and the previous instance of those that restarted.
     """
@@ -197,7 +197,7 @@ def gateway_deployments(cluster: Cluster, selector: str) -> list[str]:
 
 
 def deployment_health(cluster: Cluster, containers: pd.DataFrame, upstream: str | None, gateway_selector: str) -> pd.DataFrame:
-    """The seed's "check upstream services": replicas, pods not ready, OOMKilled and near-limit containers
+    """The incident-response runbook's "check upstream services": replicas, pods not ready, OOMKilled and near-limit containers
     of the deployment behind `upstream` (role "upstream", if one is found) and of the gateway's (role "gateway").
 
     Takes kube.pods.containers(...) for the whole namespace.

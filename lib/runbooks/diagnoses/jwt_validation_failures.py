@@ -1,6 +1,6 @@
 """JWT validation failures: why tokens are refused, which pods run with an old secret, clock skew.
 
-Runbook section: Authentication Issues / JWT Validation Failures. The seed greps the auth service's
+Runbook section: Authentication Issues / JWT Validation Failures. The incident-response runbook greps the auth service's
 logs and decodes the JWT secret (`kubectl get secret ... | base64 -d`). Here the log lines are
 counted by failure reason, and the secret is never shown: its value is read, hashed and dropped
 inside `_fingerprint_of`; what leaves this module is a fingerprint, `sha256:` and the first

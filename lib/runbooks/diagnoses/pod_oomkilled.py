@@ -60,7 +60,7 @@ def check_memory(memory_request: str, memory_limit: str) -> None:
 
 
 def resolve(cluster: Cluster, oom: pd.DataFrame, memory_request: str, memory_limit: str, apply: bool) -> list[Change]:
-    """The seed's resolution for each deployment owning an OOMKilled container: set memory, then restart.
+    """The incident-response runbook's resolution for each deployment owning an OOMKilled container: set memory, then restart.
 
     A container whose limit is already at or above `memory_limit` is left alone (never lower a limit).
     """

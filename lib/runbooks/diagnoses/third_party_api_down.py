@@ -1,6 +1,6 @@
 """Third-party APIs: errors about each one in service logs, a live probe of its health URL, a verdict.
 
-Runbook section: External Service Issues / Third-Party API Down. The seed greps service logs for
+Runbook section: External Service Issues / Third-Party API Down. The incident-response runbook greps service logs for
 `timeout|connection refused|503` and checks the provider's status page. Here each dependency is named
 by a regex that picks out log lines about it (host name, client name); a line counts as an error of
 that dependency when it also carries an error signature (timeouts, refused connections, 502/503/504,
@@ -24,7 +24,7 @@ from ..kube import logs
 from ..kube.cluster import Cluster
 from ..kube.pods import list_pods
 
-# What the seed greps for, and the other ways a call to a remote API fails. Name -> regex (case-insensitive).
+# What the incident-response runbook greps for, and the other ways a call to a remote API fails. Name -> regex (case-insensitive).
 ERROR_SIGNATURES = {
     "timeout": r"time-?outs?\b|timed out|deadline exceeded|ETIMEDOUT",
     "connection refused": r"connection refused|ECONNREFUSED",
@@ -107,7 +107,7 @@ def patterns(dependencies: list[Dependency]) -> dict[str, str]:
 
 def log_errors(cluster: Cluster, dependencies: list[Dependency], selector: str = "",
                since_minutes: float = 60) -> LogErrors:
-    """Lines about each dependency, and its error lines by signature, per pod and minute (the seed's grep)."""
+    """Lines about each dependency, and its error lines by signature, per pod and minute (the incident-response runbook's grep)."""
     read_at = dt.datetime.now(dt.timezone.utc)
     scan = logs.scan(cluster, selector, patterns(dependencies), since_minutes=since_minutes)
     counts = scan.counts.copy()
@@ -333,8 +333,8 @@ def _probe_text(row: dict) -> str:
 
 @dataclass(frozen=True)
 class Drafts:
-    status_page: str | None  # the seed's "Status Page - Identified"; None when no dependency fails in the logs
-    slack: str  # the seed's "Slack Status Update"
+    status_page: str | None  # the incident-response runbook's "Status Page - Identified"; None when no dependency fails in the logs
+    slack: str  # the incident-response runbook's "Slack Status Update"
     checklist: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -353,7 +353,7 @@ class Drafts:
 
 
 def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
-    """The seed's resolution as text: fallback checklist, status-page message, Slack update. Nothing is sent.
+    """The incident-response runbook's resolution as text: fallback checklist, status-page message, Slack update. Nothing is sent.
 
     The status page speaks only of dependencies whose errors show in the services' logs (users see
     them); one judged down by its probe alone gets a check in the checklist instead.

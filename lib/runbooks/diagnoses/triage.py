@@ -1,8 +1,8 @@
-"""Phase 1 of the seed's incident response, detection and triage: what is down, how bad, who to call, what to say.
+"""Phase 1 of the incident-response runbook's incident response, detection and triage: what is down, how bad, who to call, what to say.
 
 Runbook section: Incident Response Process → Phase 1: Detection & Triage (0-15 minutes), with "Incident
 Severity Levels" (runbooks.severity), "Escalation Procedures" (runbooks.escalation) and the Slack and
-status-page templates for declaring the incident (runbooks.communication). The seed's first commands:
+status-page templates for declaring the incident (runbooks.communication). The incident-response runbook's first commands:
 
     kubectl get pods -n autolytiq-prod                                   -> pod_status (pods not Running/Ready,
                                                                             deployments without a ready pod)
@@ -25,7 +25,7 @@ A query giving several series (e.g. one per service) counts by its worst series 
 
 The incident's start: the `incident_start` parameter when given (ISO 8601; without a zone: UTC), else the
 first minute of the last hour at which the error rate reached 1 % or latency 1.5x normal (the lowest
-thresholds of the seed's table; the query's own rate window, e.g. [5m], makes this a little late), else
+thresholds of the incident-response runbook's table; the query's own rate window, e.g. [5m], makes this a little late), else
 the first 5xx in the gateway log lines read, else now.
 
 Nothing is changed and nothing is posted: the drafts are for a human to post.
@@ -49,7 +49,7 @@ from ..redact import redact_line
 
 WINDOW = dt.timedelta(hours=1)
 STEP = dt.timedelta(minutes=1)
-ERROR = re.compile(r"error", re.IGNORECASE)  # the seed's `grep -i error`
+ERROR = re.compile(r"error", re.IGNORECASE)  # the incident-response runbook's `grep -i error`
 SERIES_COLUMNS = ["error_rate", "baseline_error_rate", "latency_seconds", "baseline_latency_seconds"]
 FINDING_SEVERITY = {"P1": "critical", "P2": "critical", "P3": "warning", "P4": "info"}
 
@@ -72,7 +72,7 @@ RESTART_COLUMNS = ["pod", "container", "deployment", "restarts", "last_terminati
 
 
 def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) -> PodStatus:
-    """The seed's `kubectl get pods`: what is not Running, what restarted in the hour before `at`, and which
+    """The incident-response runbook's `kubectl get pods`: what is not Running, what restarted in the hour before `at`, and which
     deployments have no ready pod at all."""
     containers = pods.containers(cluster)
     ended = pd.to_datetime(containers["last_termination_at"], utc=True)
@@ -117,7 +117,7 @@ class GatewayErrors:
 
 
 def gateway_errors(cluster: Cluster, selector: str, tail_lines: int) -> GatewayErrors:
-    """The seed's `kubectl logs -l app=api-gateway --tail=100 | grep -i error`, for every container of every
+    """The incident-response runbook's `kubectl logs -l app=api-gateway --tail=100 | grep -i error`, for every container of every
     gateway pod (and the previous instance of restarted ones); the statuses of all lines read are counted."""
     rows, lines_read, requests, five_xx, first_5xx = [], 0, 0, 0, None
     for pod, container, instance, when, text in logs.every_line(cluster, selector, tail_lines=tail_lines):
@@ -139,7 +139,7 @@ def gateway_errors(cluster: Cluster, selector: str, tail_lines: int) -> GatewayE
 # --- step 3: metrics
 
 @dataclass(frozen=True)
-class Metrics:
+class MetricSeries:
     series: pd.DataFrame  # index: time (UTC, every STEP over the window); SERIES_COLUMNS
     read_at: dt.datetime
     baseline_offset: str
@@ -154,16 +154,16 @@ class Metrics:
 
 
 def read_metrics(prometheus_url: str, error_rate_query: str, latency_query: str, baseline_offset: str,
-                 read_at: dt.datetime) -> Metrics:
+                 read_at: dt.datetime) -> MetricSeries:
     """Both queries over the hour up to `read_at`, and over the same hour `baseline_offset` earlier.
 
-    No URL, or Prometheus not answering, gives Metrics with `unavailable` saying why; a query Prometheus
+    No URL, or Prometheus not answering, gives MetricSeries with `unavailable` saying why; a query Prometheus
     refuses raises PrometheusQueryError, and a bad `baseline_offset` ValueError (both the caller's to fix).
     """
     offset = prometheus.duration(baseline_offset)
     start = read_at - WINDOW
     if not prometheus_url:
-        return Metrics(_empty_series(), read_at, baseline_offset, "no prometheus_url given")
+        return MetricSeries(_empty_series(), read_at, baseline_offset, "no prometheus_url given")
     try:
         prom = prometheus.connect(prometheus_url)
         frames = {
@@ -173,11 +173,11 @@ def read_metrics(prometheus_url: str, error_rate_query: str, latency_query: str,
             "baseline_latency_seconds": prometheus.shifted_range(prom, latency_query, start, read_at, STEP, offset),
         }
     except PrometheusUnreachable as e:
-        return Metrics(_empty_series(), read_at, baseline_offset, str(e))
+        return MetricSeries(_empty_series(), read_at, baseline_offset, str(e))
     series = pd.DataFrame({name: frame.groupby("time")["value"].max() for name, frame in frames.items()},
                           columns=SERIES_COLUMNS)
     series.index.name = "time"
-    return Metrics(series.astype(float), read_at, baseline_offset)
+    return MetricSeries(series.astype(float), read_at, baseline_offset)
 
 
 def _empty_series() -> pd.DataFrame:
@@ -210,7 +210,7 @@ class Start:
     source: str  # how it was found
 
 
-def incident_start(given: str, metrics: Metrics, gateway_log: GatewayErrors) -> Start:
+def incident_start(given: str, metrics: MetricSeries, gateway_log: GatewayErrors) -> Start:
     """When the incident began: `given`, else the first threshold crossing in the metrics, else the first
     5xx in the gateway logs, else the time the metrics were read (see the module docstring)."""
     if given:
@@ -263,7 +263,7 @@ class Measurements:
         return pd.DataFrame(rows, columns=["measure", "value", "source", "at"])
 
 
-def measure(metrics: Metrics, gateway_log: GatewayErrors, pods: PodStatus, start: Start) -> Measurements:
+def measure(metrics: MetricSeries, gateway_log: GatewayErrors, pods: PodStatus, start: Start) -> Measurements:
     """The worst error rate and latency from the start on (the whole window if it began earlier), and the
     services down; the gateway logs' error rate stands in when Prometheus gave no error rate."""
     since = metrics.series[metrics.series.index >= min(start.at, metrics.read_at - STEP)]
@@ -282,7 +282,7 @@ def measure(metrics: Metrics, gateway_log: GatewayErrors, pods: PodStatus, start
 
 # --- findings
 
-def assess(result: severity.Severity, measured: Measurements, start: Start, metrics: Metrics,
+def assess(result: severity.Severity, measured: Measurements, start: Start, metrics: MetricSeries,
            gateway_log: GatewayErrors, pods: PodStatus, prometheus_url: str) -> list[Finding]:
     """severity (the contract `runbook comms`/`report` read), metrics-unavailable, pods-down or
     all-pods-running, pods-restarting, gateway-errors, and what the severity asks for: targets, communication, engage."""
@@ -303,7 +303,7 @@ def assess(result: severity.Severity, measured: Measurements, start: Start, metr
 
 
 def escalation_findings(level: str, started: dt.datetime, at: dt.datetime) -> list[Finding]:
-    """targets, communication and engage: the seed's targets, cadence and escalation matrix at `at`."""
+    """targets, communication and engage: the incident-response runbook's targets, cadence and escalation matrix at `at`."""
     targets = escalation.targets(level, started, at)
     cadence = escalation.cadence(level, started, at)
     people = escalation.engagement(level, started, at)
@@ -337,7 +337,7 @@ def escalation_findings(level: str, started: dt.datetime, at: dt.datetime) -> li
     ]
 
 
-def _severity_finding(result: severity.Severity, measured: Measurements, start: Start, metrics: Metrics) -> Finding:
+def _severity_finding(result: severity.Severity, measured: Measurements, start: Start, metrics: MetricSeries) -> Finding:
     fired = "; ".join(f"{name} {_shown(name, value, measured)}" for name, value in result.measured.items())
     unmeasured = f" Not measured: {', '.join(result.unmeasured)}." if result.unmeasured else ""
     return Finding(
@@ -413,8 +413,8 @@ def _gateway_finding(log: GatewayErrors) -> Finding:
 
 @dataclass(frozen=True)
 class Drafts:
-    slack_declared: str  # the seed's "Slack Incident Channel Message (Initial)"
-    status_investigating: str | None  # the seed's "Status Page - Investigating"; None for P4 (internal only)
+    slack_declared: str  # the incident-response runbook's "Slack Incident Channel Message (Initial)"
+    status_investigating: str | None  # the incident-response runbook's "Status Page - Investigating"; None for P4 (internal only)
 
     @property
     def action(self) -> Action:

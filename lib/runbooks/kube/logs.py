@@ -1,6 +1,6 @@
 """Pod logs, streamed line by line and counted by pattern: never loaded whole.
 
-The seed's `kubectl logs -l app=X --since=30m | grep -i ...` for every container of every pod that
+The incident-response runbook's `kubectl logs -l app=X --since=30m | grep -i ...` for every container of every pod that
 matches, plus the previous container of each one that restarted (where the crash is).
 """
 

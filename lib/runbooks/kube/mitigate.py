@@ -1,4 +1,4 @@
-"""The seed's Phase 3 quick fixes, in one place: rollout restart, scale, rollback, set memory.
+"""The incident-response runbook's Phase 3 quick fixes, in one place: rollout restart, scale, rollback, set memory.
 
 Without `apply` each change is sent with server-side dry run (dryRun=All): the API server validates
 it and answers with the object as it would be, and nothing is stored. The difference between the

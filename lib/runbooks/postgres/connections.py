@@ -25,7 +25,7 @@ LIMITS = """
     FROM pg_stat_activity
 """
 
-# The seed's "connections by service", split by user and state.
+# The incident-response runbook's "connections by service", split by user and state.
 BY_APPLICATION = """
     SELECT
       coalesce(nullif(application_name, ''), '(none)') AS application,

@@ -12,7 +12,7 @@ from .session import fetch_frame
 
 SEQ_SCAN_MIN_ROWS = 1000  # smaller tables are cheap to scan; no index hint below this
 
-# The seed's running-queries check, with a threshold and without the runbook's own session.
+# The incident-response runbook's running-queries check, with a threshold and without the runbook's own session.
 LONG_RUNNING = """
     SELECT
       pid,
@@ -59,7 +59,7 @@ STATEMENTS_COLUMNS = """
       AND attname IN ('mean_exec_time', 'mean_time')
 """
 
-# The seed's pg_stat_statements query (PostgreSQL 13+ column names).
+# The incident-response runbook's pg_stat_statements query (PostgreSQL 13+ column names).
 TOP_STATEMENTS = """
     SELECT
       d.datname AS database,
