@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: postgres monitoring setup demo test
+.PHONY: postgres monitoring setup demo lint test
 
 $(BIN)/runbook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +26,11 @@ setup: postgres monitoring $(BIN)/runbook
 demo: setup
 	$(BIN)/runbook demo
 
-test: setup
+# The tree's habits: ruff (lint, and format as checked in), mypy over lib/.
+lint: $(BIN)/runbook
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: setup lint
 	$(BIN)/python -m pytest -q

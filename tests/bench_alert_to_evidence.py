@@ -23,12 +23,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
-from serving import Service, alert, notification
 
 from runbooks import catalog, runner
 from runbooks.kernels import KernelPool
 from runbooks_sandbox.incidents import hold_pools
 from runbooks_sandbox.postgres import LocalPostgres
+from serving import Service, alert, notification
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 PAUSE = 1.0  # seconds between runs
@@ -70,8 +70,18 @@ def main() -> None:
             assert run.status == "completed", run.error
 
         def papermill_cli() -> None:
-            command = [PAPERMILL, "--no-progress-bar", "-p", "dsn", parameters["dsn"], "-p", "idle_minutes", "0.05",
-                       book.path, Path(out) / "papermill.ipynb"]
+            command = [
+                PAPERMILL,
+                "--no-progress-bar",
+                "-p",
+                "dsn",
+                parameters["dsn"],
+                "-p",
+                "idle_minutes",
+                "0.05",
+                book.path,
+                Path(out) / "papermill.ipynb",
+            ]
             subprocess.run([str(c) for c in command], check=True, capture_output=True)
 
         params = Path(out) / "serve.yaml"
@@ -82,9 +92,9 @@ def main() -> None:
         def alert_to_evidence() -> float:
             number = next(alerts)
             sent = time.time()
-            (outcome,) = service.post(notification(
-                alert("DatabaseConnectionPoolExhausted", f"{number:016x}"),
-                group_key=f"bench-{number}")).json()["alerts"]
+            (outcome,) = service.post(
+                notification(alert("DatabaseConnectionPoolExhausted", f"{number:016x}"), group_key=f"bench-{number}")
+            ).json()["alerts"]
             assert outcome["outcome"] == "queued", outcome
             folder = Path(out) / "serve" / outcome["incident"]
             while not (evidence := list(folder.glob("*.evidence.json"))):
@@ -98,6 +108,7 @@ def main() -> None:
             "cold runner.run": completed,
             "papermill CLI": papermill_cli,
         }
+
         def full() -> None:
             while pool.ready < 2:
                 time.sleep(0.1)

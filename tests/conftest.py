@@ -59,7 +59,9 @@ def admin_password(server):
     that completes there got it from libpq."""
     password = "Tr0ub4dor-and-3"
     with server.connect() as conn:
-        conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier("autolytiq_admin"), sql.Literal(password)))
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier("autolytiq_admin"), sql.Literal(password))
+        )
     return password
 
 
@@ -151,6 +153,7 @@ class KubeApi:
     def client(self):
         """An official kubernetes ApiClient configured from the kubeconfig, as a runbook would build it."""
         from kubernetes import config
+
         return config.new_client_from_config(config_file=str(self.kubeconfig), context=self.context)
 
 

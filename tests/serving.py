@@ -36,8 +36,9 @@ def wait_for(condition, timeout: float = 60, interval: float = 0.2, what: str = 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def alert(name: str, fingerprint: str, status: str = "firing", starts_at: str = "2026-11-26T10:00:00Z",
-          **labels: str) -> dict:
+def alert(
+    name: str, fingerprint: str, status: str = "firing", starts_at: str = "2026-11-26T10:00:00Z", **labels: str
+) -> dict:
     return {
         "status": status,
         "labels": {"alertname": name, **labels},
@@ -72,7 +73,16 @@ class Service:
         self.output_dir = output_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.args = ["serve", "--port", str(self.port), "--output-dir", str(output_dir), "--workers", str(workers), *args]
+        self.args = [
+            "serve",
+            "--port",
+            str(self.port),
+            "--output-dir",
+            str(output_dir),
+            "--workers",
+            str(workers),
+            *args,
+        ]
         self.env = {**os.environ, "PYTHONPATH": LIB}
         self.env.pop("RUNBOOK_WEBHOOK_TOKEN", None)
         if token:
@@ -81,7 +91,7 @@ class Service:
         self.log_path = output_dir.parent / f"serve-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Service":
+    def __enter__(self) -> Service:
         self.start()
         return self
 
@@ -90,8 +100,9 @@ class Service:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "runbooks.cli", *self.args], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "runbooks.cli", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         wait_for(self._ready, timeout=60, what=f"runbook serve on {self.url} (log: {self.log_path})")
 
     def _ready(self) -> bool:
@@ -135,33 +146,51 @@ class Alertmanager:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
-            "route": {"receiver": "runbooks", "group_by": ["alertname"], "group_wait": "1s",
-                      "group_interval": "1s", "repeat_interval": "4h"},
-            "receivers": [{
-                "name": "runbooks",
-                "webhook_configs": [{"url": webhook_url, "send_resolved": True,
-                                     "http_config": {"authorization": {"credentials": token}}}],
-            }],
+            "route": {
+                "receiver": "runbooks",
+                "group_by": ["alertname"],
+                "group_wait": "1s",
+                "group_interval": "1s",
+                "repeat_interval": "4h",
+            },
+            "receivers": [
+                {
+                    "name": "runbooks",
+                    "webhook_configs": [
+                        {
+                            "url": webhook_url,
+                            "send_resolved": True,
+                            "http_config": {"authorization": {"credentials": token}},
+                        }
+                    ],
+                }
+            ],
         }
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "alertmanager.yml").write_text(yaml.safe_dump(config))
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Alertmanager":
+    def __enter__(self) -> Alertmanager:
         with open(self.folder / "alertmanager.log", "ab") as log:
             self.process = subprocess.Popen(
-                [self.BINARY, f"--config.file={self.folder / 'alertmanager.yml'}",
-                 f"--storage.path={self.folder / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
-                 "--cluster.listen-address="],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    self.BINARY,
+                    f"--config.file={self.folder / 'alertmanager.yml'}",
+                    f"--storage.path={self.folder / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--cluster.listen-address=",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         wait_for(self._ready, timeout=30, what="Alertmanager ready")
         return self
 
     def _ready(self) -> bool:
         if self.process.poll() is not None:
-            raise AssertionError(f"alertmanager exited {self.process.returncode}: "
-                                 f"{(self.folder / 'alertmanager.log').read_text()}")
+            raise AssertionError(
+                f"alertmanager exited {self.process.returncode}: {(self.folder / 'alertmanager.log').read_text()}"
+            )
         try:
             return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -177,6 +206,10 @@ class Alertmanager:
 
     def post_alerts(self, *alerts: dict) -> None:
         """Alerts as Prometheus sends them: labels, annotations, startsAt, generatorURL."""
-        response = httpx.post(f"{self.url}/api/v2/alerts", content=json.dumps(list(alerts)),
-                              headers={"Content-Type": "application/json"}, timeout=10)
+        response = httpx.post(
+            f"{self.url}/api/v2/alerts",
+            content=json.dumps(list(alerts)),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
         response.raise_for_status()

@@ -1,5 +1,5 @@
-"""parameters/alerts.yaml and routing: every alert of the incident-response runbook has a runbook, labels become parameters only
-after their check, hostile values start nothing, incident ids are stable plain names."""
+"""parameters/alerts.yaml and routing: every alert of the incident-response runbook is routed, labels become
+parameters only after their check, hostile values start nothing, incident ids are stable plain names."""
 
 from pathlib import Path
 
@@ -10,7 +10,6 @@ from runbooks import catalog
 from runbooks.alerts import routing, webhook
 from runbooks.alerts.routing import Rejected
 from runbooks.errors import UsageError
-
 from serving import alert, notification
 
 # The alerts the incident-response runbook's "Common Issues" name, and the runbook each must start.
@@ -55,7 +54,9 @@ def test_every_alert_of_the_runbook_document_routes_to_its_runbook(routes):
 def test_namespace_and_selector_come_from_labels_after_their_checks(routes):
     hit = alert("CriticalMemoryUsage", "0000000000000001", namespace="autolytiq-prod", app="auth-service", pod="x")
     assert routes.routes["CriticalMemoryUsage"].parameters(parse(notification(hit)).alerts[0]) == {
-        "namespace": "autolytiq-prod", "selector": "app=auth-service"}
+        "namespace": "autolytiq-prod",
+        "selector": "app=auth-service",
+    }
 
 
 def test_a_missing_label_leaves_the_lower_layers_in_charge(routes):
@@ -84,8 +85,15 @@ def test_a_list_parameter_gets_the_value_as_one_item(routes):
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-@pytest.mark.parametrize("name,label", [("CriticalMemoryUsage", "namespace"), ("CriticalMemoryUsage", "app"),
-                                        ("ThirdPartyAPIDown", "service"), ("SSLCertificateExpired", "endpoint")])
+@pytest.mark.parametrize(
+    "name,label",
+    [
+        ("CriticalMemoryUsage", "namespace"),
+        ("CriticalMemoryUsage", "app"),
+        ("ThirdPartyAPIDown", "service"),
+        ("SSLCertificateExpired", "endpoint"),
+    ],
+)
 def test_hostile_label_values_are_rejected_naming_the_label(routes, name, label, value):
     hit = parse(notification(alert(name, "0000000000000001", **{label: value}))).alerts[0]
     with pytest.raises(Rejected, match=f"label '{label}'"):
@@ -133,7 +141,7 @@ def test_incident_label_names_the_folder_only_when_it_is_a_plain_name():
 
 
 def test_group_labels_without_alertname_still_give_a_plain_name():
-    payload = notification(alert("HighErrorRate", "0000000000000001"), group_key="{}:{cluster=\"eu/1\"}")
+    payload = notification(alert("HighErrorRate", "0000000000000001"), group_key='{}:{cluster="eu/1"}')
     payload["groupLabels"] = {"cluster": "eu/1"}
     n = parse(payload)
     assert routing.incident_id(n, n.alerts[0]).startswith("alerts-")
@@ -148,24 +156,63 @@ def write(tmp_path: Path, name: str, data) -> Path:
     return path
 
 
-@pytest.mark.parametrize("routes_data,message", [
-    ({"routes": {"X": {"runbook": "nope"}}}, "unknown runbook 'nope'"),
-    ({"routes": {"X": {"runbook": "db-slow-queries", "parameters": {"apply": {"label": "a", "check": "dns-label"}}}}},
-     "cannot set 'apply'"),
-    ({"routes": {"X": {"runbook": "db-slow-queries", "parameters": {"rows": {"label": "a", "check": "integer"}}}}},
-     "has no parameter 'rows'"),
-    ({"routes": {"X": {"runbook": "db-slow-queries", "parameters": {"limit": {"label": "a", "check": "regex"}}}}},
-     "routes.X.parameters.limit.check"),
-    ({"routes": {"X": {"runbook": "db-slow-queries", "parameters": {"limit": {"check": "integer"}}}}},
-     "routes.X.parameters.limit"),
-    ({"routes": {"X": {"runbook": "db-slow-queries",
-                       "parameters": {"limit": {"label": "a", "check": "integer", "template": "{}0"}}}}},
-     "a template applies to text checks"),
-    ({"routes": {"X": {"runbook": "pod-oomkilled",
-                       "parameters": {"selector": {"label": "a", "check": "label-value", "template": "app={0}"}}}}},
-     "routes.X.parameters.selector.template"),
-    ({"rules": {}}, "top level"),
-])
+@pytest.mark.parametrize(
+    "routes_data,message",
+    [
+        ({"routes": {"X": {"runbook": "nope"}}}, "unknown runbook 'nope'"),
+        (
+            {
+                "routes": {
+                    "X": {"runbook": "db-slow-queries", "parameters": {"apply": {"label": "a", "check": "dns-label"}}}
+                }
+            },
+            "cannot set 'apply'",
+        ),
+        (
+            {
+                "routes": {
+                    "X": {"runbook": "db-slow-queries", "parameters": {"rows": {"label": "a", "check": "integer"}}}
+                }
+            },
+            "has no parameter 'rows'",
+        ),
+        (
+            {
+                "routes": {
+                    "X": {"runbook": "db-slow-queries", "parameters": {"limit": {"label": "a", "check": "regex"}}}
+                }
+            },
+            "routes.X.parameters.limit.check",
+        ),
+        (
+            {"routes": {"X": {"runbook": "db-slow-queries", "parameters": {"limit": {"check": "integer"}}}}},
+            "routes.X.parameters.limit",
+        ),
+        (
+            {
+                "routes": {
+                    "X": {
+                        "runbook": "db-slow-queries",
+                        "parameters": {"limit": {"label": "a", "check": "integer", "template": "{}0"}},
+                    }
+                }
+            },
+            "a template applies to text checks",
+        ),
+        (
+            {
+                "routes": {
+                    "X": {
+                        "runbook": "pod-oomkilled",
+                        "parameters": {"selector": {"label": "a", "check": "label-value", "template": "app={0}"}},
+                    }
+                }
+            },
+            "routes.X.parameters.selector.template",
+        ),
+        ({"rules": {}}, "top level"),
+    ],
+)
 def test_a_wrong_routing_file_is_refused_at_load(tmp_path, routes_data, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
         routing.load(write(tmp_path, "alerts.yaml", routes_data))
@@ -179,11 +226,14 @@ def test_a_file_parameter_applies_to_every_routed_runbook_that_takes_it(tmp_path
     assert "dsn" not in loaded.base["pod-oomkilled"]
 
 
-@pytest.mark.parametrize("data,message", [
-    ({"dns": "host=x"}, "no routed runbook takes 'dns'"),
-    ({"limit": "ten"}, "parameter 'limit' takes int"),
-    ({"apply": True}, "runs started by alerts only preview"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ({"dns": "host=x"}, "no routed runbook takes 'dns'"),
+        ({"limit": "ten"}, "parameter 'limit' takes int"),
+        ({"apply": True}, "runs started by alerts only preview"),
+    ],
+)
 def test_wrong_file_parameters_are_refused_at_load(tmp_path, data, message):
     with pytest.raises(UsageError, match=message):
         routing.load(files=(write(tmp_path, "p.yaml", data),))

@@ -12,7 +12,10 @@ def test_parameters_cell_gives_types_defaults_and_help():
     assert list(params) == ["dsn", "min_duration_seconds", "limit", "cancel_longer_than_seconds", "apply"]
     assert (params["min_duration_seconds"].type, params["min_duration_seconds"].default) == ("float", 5)
     assert (params["limit"].type, params["limit"].default) == ("int", 10)
-    assert (params["cancel_longer_than_seconds"].type, params["cancel_longer_than_seconds"].default) == ("Optional[float]", None)
+    assert (params["cancel_longer_than_seconds"].type, params["cancel_longer_than_seconds"].default) == (
+        "Optional[float]",
+        None,
+    )
     assert (params["apply"].type, params["apply"].default) == ("bool", False)
     assert "PGPASSWORD" in params["dsn"].help
 
@@ -32,37 +35,60 @@ def test_layers_merge_in_order_and_values_keep_their_types():
     assert values["cancel_longer_than_seconds"] is None
 
 
-@pytest.mark.parametrize("name,value", [
-    ("limit", "ten"), ("limit", 2.5), ("limit", True), ("apply", "yes please"), ("apply", 1),
-    ("min_duration_seconds", "5s"), ("cancel_longer_than_seconds", "soon"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("limit", "ten"),
+        ("limit", 2.5),
+        ("limit", True),
+        ("apply", "yes please"),
+        ("apply", 1),
+        ("min_duration_seconds", "5s"),
+        ("cancel_longer_than_seconds", "soon"),
+    ],
+)
 def test_wrong_types_are_rejected(name, value):
     with pytest.raises(UsageError, match=name):
         catalog.find("db-slow-queries").resolve({name: value})
 
 
-@pytest.mark.parametrize("name,value", [
-    ("min_duration_seconds", 2), ("min_duration_seconds", 2.5), ("cancel_longer_than_seconds", 30),
-    ("cancel_longer_than_seconds", None), ("dsn", "host=/tmp port=5432"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("min_duration_seconds", 2),
+        ("min_duration_seconds", 2.5),
+        ("cancel_longer_than_seconds", 30),
+        ("cancel_longer_than_seconds", None),
+        ("dsn", "host=/tmp port=5432"),
+    ],
+)
 def test_right_types_are_accepted(name, value):
     assert catalog.find("db-slow-queries").resolve({name: value})[name] == value
 
 
 def test_unknown_parameter_is_rejected_with_the_known_ones():
-    with pytest.raises(UsageError, match="no parameter 'idle_minute'.*idle_minutes"):
+    with pytest.raises(UsageError, match=r"no parameter 'idle_minute'.*idle_minutes"):
         catalog.find("db-connection-pool-exhausted").resolve({"idle_minute": 5})
 
 
 def test_unknown_runbook_names_the_known_ones():
-    with pytest.raises(UsageError, match="unknown runbook 'db-pool'.*db-connection-pool-exhausted"):
+    with pytest.raises(UsageError, match=r"unknown runbook 'db-pool'.*db-connection-pool-exhausted"):
         catalog.find("db-pool")
 
 
-@pytest.mark.parametrize("text,value", [
-    ("true", True), ("false", False), ("2.5", 2.5), ("10", 10), ("null", None),
-    ("host=/tmp port=5", "host=/tmp port=5"), ("postgresql://u@h:5/db", "postgresql://u@h:5/db"), ("[1, 2]", "[1, 2]"),
-])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("true", True),
+        ("false", False),
+        ("2.5", 2.5),
+        ("10", 10),
+        ("null", None),
+        ("host=/tmp port=5", "host=/tmp port=5"),
+        ("postgresql://u@h:5/db", "postgresql://u@h:5/db"),
+        ("[1, 2]", "[1, 2]"),
+    ],
+)
 def test_cli_values_are_yaml_scalars(text, value):
     assert catalog.parse_cli_value(text) == value
 
@@ -79,7 +105,7 @@ def test_environment_file_applies_shared_defaults_and_its_runbook_section():
 
 
 def test_unknown_environment_is_rejected():
-    with pytest.raises(UsageError, match="unknown environment 'qa'.*prod"):
+    with pytest.raises(UsageError, match=r"unknown environment 'qa'.*prod"):
         catalog.environment_layer("qa", catalog.find("db-slow-queries"))
 
 

@@ -97,4 +97,6 @@ def test_a_link_outside_the_folder_is_refused_without_reading_it(tmp_path):
     chain.write(first, json.dumps(record))
 
     lines = [p.line() for p in chain.verify(tmp_path).problems]
-    assert any(line.startswith("changed: ../../etc/passwd:") and "outside the incident folder" in line for line in lines)
+    assert any(
+        line.startswith("changed: ../../etc/passwd:") and "outside the incident folder" in line for line in lines
+    )

@@ -27,16 +27,20 @@ def test_show_gives_type_default_and_comment():
     result = runbook("show", "db-connection-pool-exhausted")
     assert result.returncode == 0
     assert "idle_minutes (float, default 10)" in result.stdout
-    assert "incident-response runbook: 10" in result.stdout
+    assert "sessions idle (in transaction or not) longer than this" in result.stdout
+    assert "alerts routed to it: DatabaseConnectionPoolExhausted" in result.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["run", "db-pool-exhausted"], "unknown runbook 'db-pool-exhausted'"),
-    (["show", "nope"], "unknown runbook 'nope'"),
-    (["run", "db-slow-queries", "-p", "max_rows", "5"], "has no parameter 'max_rows'"),
-    (["run", "db-slow-queries", "-p", "limit", "ten"], "parameter 'limit' takes int, got str 'ten'"),
-    (["run", "db-slow-queries", "--env", "qa"], "unknown environment 'qa'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "db-pool-exhausted"], "unknown runbook 'db-pool-exhausted'"),
+        (["show", "nope"], "unknown runbook 'nope'"),
+        (["run", "db-slow-queries", "-p", "max_rows", "5"], "has no parameter 'max_rows'"),
+        (["run", "db-slow-queries", "-p", "limit", "ten"], "parameter 'limit' takes int, got str 'ten'"),
+        (["run", "db-slow-queries", "--env", "qa"], "unknown environment 'qa'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2_before_any_kernel(args, message, tmp_path):
     result = runbook(*args, "--output-dir", str(tmp_path)) if args[0] == "run" else runbook(*args)
     assert result.returncode == 2
@@ -54,8 +58,17 @@ def test_bad_parameter_file_is_exit_2(tmp_path):
 
 
 def test_unreachable_database_exits_1_and_still_leaves_evidence(tmp_path):
-    result = runbook("run", "db-slow-queries", "-p", "dsn", "host=127.0.0.1 port=1 connect_timeout=2",
-                     "--incident", "INC-7", "--output-dir", str(tmp_path))
+    result = runbook(
+        "run",
+        "db-slow-queries",
+        "-p",
+        "dsn",
+        "host=127.0.0.1 port=1 connect_timeout=2",
+        "--incident",
+        "INC-7",
+        "--output-dir",
+        str(tmp_path),
+    )
     assert result.returncode == 1
     evidence_path = Path(result.stdout.strip().splitlines()[-1])
     assert evidence_path.parent == tmp_path / "INC-7"
@@ -65,15 +78,27 @@ def test_unreachable_database_exits_1_and_still_leaves_evidence(tmp_path):
     stem = evidence_path.name.removesuffix(".evidence.json")
     assert stem.endswith("-db-slow-queries") and len(stem.split("-")[0]) == len("20261126T031500Z")
     assert sorted(p.name for p in evidence_path.parent.iterdir()) == sorted(
-        [f"{stem}.evidence.json", f"{stem}.html", f"{stem}.ipynb"])
+        [f"{stem}.evidence.json", f"{stem}.html", f"{stem}.ipynb"]
+    )
 
 
 def test_parameters_merge_env_then_files_then_pairs(tmp_path, server):
     # prod.yaml sets limit 20 and a dsn; the file overrides the dsn; -p overrides the limit.
     override = tmp_path / "incident.yaml"
-    override.write_text(f"dsn: \"{server.dsn()}\"\nlimit: 3\nmin_duration_seconds: 60\n")
-    result = runbook("run", "db-slow-queries", "--env", "prod", "-f", str(override), "-p", "limit", "4",
-                     "--output-dir", str(tmp_path / "out"))
+    override.write_text(f'dsn: "{server.dsn()}"\nlimit: 3\nmin_duration_seconds: 60\n')
+    result = runbook(
+        "run",
+        "db-slow-queries",
+        "--env",
+        "prod",
+        "-f",
+        str(override),
+        "-p",
+        "limit",
+        "4",
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
     assert record["parameters"]["limit"] == 4
@@ -85,7 +110,9 @@ def test_parameters_merge_env_then_files_then_pairs(tmp_path, server):
 def test_unreachable_cluster_exits_1_with_the_reason_in_the_evidence(tmp_path):
     from runbooks_sandbox.kubeapi.kubeconfig import write_kubeconfig
 
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:1", context="gone", namespace="autolytiq-prod")
+    kubeconfig = write_kubeconfig(
+        tmp_path / "kubeconfig", "http://127.0.0.1:1", context="gone", namespace="autolytiq-prod"
+    )
     result = runbook("run", "pod-oomkilled", "-p", "kubeconfig", str(kubeconfig), "--output-dir", str(tmp_path / "out"))
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "ClusterUnreachable" in result.stderr

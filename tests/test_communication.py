@@ -1,4 +1,4 @@
-"""The incident-response runbook's communication templates: every kind renders, known fields fill in, unknown ones stay visible."""
+"""The communication templates: every kind renders, known fields fill in, unknown ones stay visible."""
 
 import re
 from pathlib import Path
@@ -15,18 +15,23 @@ def test_with_no_fields_every_placeholder_of_the_template_stays(kind):
     text = communication.render(kind)
     placeholders = re.findall(r"\[[^\]]+\]", text)
     assert placeholders, text
-    if SOURCE_RUNBOOK.exists():  # the empty rendering is the incident-response runbook's template, placeholder for placeholder
+    if (
+        SOURCE_RUNBOOK.exists()
+    ):  # the empty rendering is the incident-response runbook's template, placeholder for placeholder
         document = SOURCE_RUNBOOK.read_text()
         for placeholder in placeholders:
             assert placeholder in document, placeholder
 
 
 def test_fields_fill_in_and_lists_become_bullets():
-    text = communication.render("slack-update", incident="Checkout 5xx", severity="P2",
-                                known=["gateway 502s from payments"], actions=[])
+    text = communication.render(
+        "slack-update", incident="Checkout 5xx", severity="P2", known=["gateway 502s from payments"], actions=[]
+    )
     assert "Incident: Checkout 5xx" in text and "Severity: P2" in text
     assert "- gateway 502s from payments\n" in text
-    assert "- [Action 1]" in text  # nothing done yet: the incident-response runbook's placeholder, not an invented action
+    assert (
+        "- [Action 1]" in text
+    )  # nothing done yet: the incident-response runbook's placeholder, not an invented action
     assert "[Finding 1]" not in text
 
 

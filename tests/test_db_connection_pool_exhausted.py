@@ -3,10 +3,9 @@
 import time
 
 import jsonschema
-import pytest
 
-from runbooks.evidence import schema
 from runbooks.chain import sha256
+from runbooks.evidence import schema
 from runbooks_sandbox.incidents import Pool, hold_pools, long_query
 
 RUNBOOK = "db-connection-pool-exhausted"
@@ -23,7 +22,9 @@ def check_evidence(outcome):
     return record
 
 
-def test_exhausted_pool_is_diagnosed_through_a_reserved_slot_and_nothing_is_terminated(server, run_runbook, client_pids):
+def test_exhausted_pool_is_diagnosed_through_a_reserved_slot_and_nothing_is_terminated(
+    server, run_runbook, client_pids
+):
     with hold_pools(server) as held:
         time.sleep(1.5)
         outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn(), "-p", "idle_minutes", IDLE, "--incident", "INC-42")
@@ -47,12 +48,16 @@ def test_exhausted_pool_is_diagnosed_through_a_reserved_slot_and_nothing_is_term
 def test_apply_terminates_exactly_the_old_idle_sessions(server, run_runbook, client_pids):
     # Threshold 6 s: the old sessions are past it; the fresh ones stay under it while the kernel starts,
     # and the old but busy report is not idle at all.
-    with hold_pools(server, [Pool("deal-service", "deal_service", 4, in_transaction=1)]) as old, \
-            long_query(server, 60) as busy:
+    with (
+        hold_pools(server, [Pool("deal-service", "deal_service", 4, in_transaction=1)]) as old,
+        long_query(server, 60) as busy,
+    ):
         time.sleep(6.5)
         with hold_pools(server, [Pool("tax-service", "tax_service", 3)]) as fresh:
             before = client_pids()
-            outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn(), "-p", "idle_minutes", "0.1", "-p", "apply", "true")
+            outcome = run_runbook(
+                RUNBOOK, "-p", "dsn", server.dsn(), "-p", "idle_minutes", "0.1", "-p", "apply", "true"
+            )
             time.sleep(0.3)
             after = client_pids()
 

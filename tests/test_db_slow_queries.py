@@ -18,10 +18,13 @@ def incident(server):
         yield chain, report
 
 
-def test_findings_name_the_root_blocker_the_long_query_and_the_slow_statement(server, incident, run_runbook, client_pids):
+def test_findings_name_the_root_blocker_the_long_query_and_the_slow_statement(
+    server, incident, run_runbook, client_pids
+):
     chain, report = incident
-    outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn(), "-p", "min_duration_seconds", "1",
-                          "-p", "cancel_longer_than_seconds", "1")
+    outcome = run_runbook(
+        RUNBOOK, "-p", "dsn", server.dsn(), "-p", "min_duration_seconds", "1", "-p", "cancel_longer_than_seconds", "1"
+    )
     assert outcome.exit_code == 0, outcome.stderr
     findings = outcome.findings()
     assert findings["root-blocker"]["data"]["pid"] == chain.pids("deal-service")[0]
@@ -40,8 +43,21 @@ def test_findings_name_the_root_blocker_the_long_query_and_the_slow_statement(se
 
 def test_apply_cancels_exactly_the_listed_active_queries(server, incident, run_runbook, client_pids):
     chain, report = incident
-    outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn(), "-p", "min_duration_seconds", "1",
-                          "-p", "cancel_longer_than_seconds", "1", "-p", "apply", "true")
+    outcome = run_runbook(
+        RUNBOOK,
+        "-p",
+        "dsn",
+        server.dsn(),
+        "-p",
+        "min_duration_seconds",
+        "1",
+        "-p",
+        "cancel_longer_than_seconds",
+        "1",
+        "-p",
+        "apply",
+        "true",
+    )
     assert outcome.exit_code == 0, outcome.stderr
     actions = outcome.evidence["actions"]
     assert {(a["mode"], a["result"]) for a in actions} == {("applied", "done")}

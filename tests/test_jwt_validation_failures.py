@@ -53,8 +53,8 @@ def restarted(deployment: dict) -> bool:
 
 # --- the runbook, headless
 
-def test_dry_run_names_reasons_stale_deployments_mismatch_and_skew_and_changes_nothing(rotated, run_runbook,
-                                                                                       tmp_path):
+
+def test_dry_run_names_reasons_stale_deployments_mismatch_and_skew_and_changes_nothing(rotated, run_runbook, tmp_path):
     before = deployments(rotated)
     outcome = run(run_runbook, rotated, tmp_path)
     assert outcome.exit_code == 0, outcome.stderr
@@ -71,8 +71,11 @@ def test_dry_run_names_reasons_stale_deployments_mismatch_and_skew_and_changes_n
     mismatch = findings["secret-mismatch"]["data"]
     assert mismatch["namespaces"] == ["autolytiq-batch"]
     assert mismatch["reference"] == {"namespace": NS, "fingerprint": sha(NEW_KEY)}
-    assert mismatch["fingerprints"] == {NS: sha(NEW_KEY), "autolytiq-batch": sha(OLD_KEY),
-                                        "autolytiq-edge": sha(NEW_KEY)}
+    assert mismatch["fingerprints"] == {
+        NS: sha(NEW_KEY),
+        "autolytiq-batch": sha(OLD_KEY),
+        "autolytiq-edge": sha(NEW_KEY),
+    }
     assert findings["secret-mismatch"]["severity"] == "critical"
 
     skew = findings["clock-skew"]["data"]
@@ -99,8 +102,10 @@ def test_apply_restarts_exactly_the_stale_deployments(rotated, run_runbook, tmp_
     assert after["api-gateway"] == before["api-gateway"]
     assert after["inventory-service"] == before["inventory-service"]
     writes = {(r.method, r.path) for r in rotated.requests if r.method != "GET"}
-    assert writes == {("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}")
-                      for name in ("auth-service", "notification-service")}
+    assert writes == {
+        ("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{name}")
+        for name in ("auth-service", "notification-service")
+    }
 
 
 def test_no_secret_value_or_token_reaches_any_output(rotated, run_runbook, tmp_path):
@@ -136,18 +141,42 @@ def test_against_the_autolytiq_prod_scenario_with_default_parameters(kube_api, r
 # --- the lib, through the official client
 
 WORDINGS = {
-    "expired": ["TokenExpiredError: jwt expired", "jwt.exceptions.ExpiredSignatureError: Signature has expired",
-                "token has invalid claims: token is expired", "Token is expired"],
-    "bad-signature": ["JsonWebTokenError: invalid signature", "Signature verification failed",
-                      "token signature is invalid: signature is invalid"],
-    "not-yet-valid": ["NotBeforeError: jwt not active", "The token is not yet valid (nbf)",
-                      "token has invalid claims: token is not valid yet", "Token used before issued"],
-    "malformed": ["JsonWebTokenError: jwt malformed", "jwt.exceptions.DecodeError: Not enough segments",
-                  "token is malformed: token contains an invalid number of segments"],
-    "other": ["jwt audience invalid. expected: api", "401 Unauthorized", 'msg="auth failed: no token provided"',
-              '{"status":401,"path":"/api/v1/me"}', "JsonWebTokenError: jwt must be provided"],
-    None: ["token cache size 41000 entries", "issued token for user-4711", "GET /api/v1/auth/token status=200",
-           "auth-service 2.3.0 listening on :8080", "latency_ms=401 status=200"],
+    "expired": [
+        "TokenExpiredError: jwt expired",
+        "jwt.exceptions.ExpiredSignatureError: Signature has expired",
+        "token has invalid claims: token is expired",
+        "Token is expired",
+    ],
+    "bad-signature": [
+        "JsonWebTokenError: invalid signature",
+        "Signature verification failed",
+        "token signature is invalid: signature is invalid",
+    ],
+    "not-yet-valid": [
+        "NotBeforeError: jwt not active",
+        "The token is not yet valid (nbf)",
+        "token has invalid claims: token is not valid yet",
+        "Token used before issued",
+    ],
+    "malformed": [
+        "JsonWebTokenError: jwt malformed",
+        "jwt.exceptions.DecodeError: Not enough segments",
+        "token is malformed: token contains an invalid number of segments",
+    ],
+    "other": [
+        "jwt audience invalid. expected: api",
+        "401 Unauthorized",
+        'msg="auth failed: no token provided"',
+        '{"status":401,"path":"/api/v1/me"}',
+        "JsonWebTokenError: jwt must be provided",
+    ],
+    None: [
+        "token cache size 41000 entries",
+        "issued token for user-4711",
+        "GET /api/v1/auth/token status=200",
+        "auth-service 2.3.0 listening on :8080",
+        "latency_ms=401 status=200",
+    ],
 }
 
 
@@ -168,8 +197,10 @@ def test_secret_state_last_change_from_managed_fields_else_creation(rotated, clu
     assert prod.changed_at.strftime("%Y-%m-%dT%H:%M:%SZ") == stored["metadata"]["managedFields"][1]["time"]
     edge = jwt_validation.secret_state(cluster, "autolytiq-secrets", "JWT_SECRET", "autolytiq-edge")
     assert edge.changed_from == "creationTimestamp"
-    assert edge.changed_at.strftime("%Y-%m-%dT%H:%M:%SZ") == rotated.get(
-        "secrets", "autolytiq-secrets", "autolytiq-edge")["metadata"]["creationTimestamp"]
+    assert (
+        edge.changed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        == rotated.get("secrets", "autolytiq-secrets", "autolytiq-edge")["metadata"]["creationTimestamp"]
+    )
     assert jwt_validation.secret_state(cluster, "autolytiq-secrets", "NOPE").status == "key missing"
     gone = jwt_validation.secret_state(cluster, "no-such-secret", "JWT_SECRET")
     assert (gone.status, gone.fingerprint, gone.changed_at) == ("secret not found", None, None)
@@ -181,17 +212,69 @@ def test_consumers_by_env_envfrom_and_volumes_holding_the_key(kube_api):
         container = {"name": name, "image": "busybox", **pod_spec.pop("container", {})}
         template = {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container], **pod_spec}}
         return {"kind": "Deployment", "metadata": {"name": name}, "spec": {"template": template}}
+
     mount = {"volumeMounts": [{"name": "keys", "mountPath": "/keys", "subPath": "JWT_SECRET"}]}
-    kube_api.load({"namespace": NS, "objects": [
-        deployment("projected", container=mount, volumes=[{"name": "keys", "projected": {"sources": [
-            {"secret": {"name": "autolytiq-secrets", "items": [{"key": "JWT_SECRET", "path": "k"}]}}]}}]),
-        deployment("other-key-only", container=mount, volumes=[{"name": "keys", "secret": {
-            "secretName": "autolytiq-secrets", "items": [{"key": "DATABASE_URL", "path": "db"}]}}]),
-        deployment("other-secret", container={"env": [{"name": "JWT_SECRET", "valueFrom": {
-            "secretKeyRef": {"name": "gateway-secrets", "key": "JWT_SECRET"}}}]}),
-        deployment("renamed", container={"env": [{"name": "SIGNING_KEY", "valueFrom": {
-            "secretKeyRef": {"name": "autolytiq-secrets", "key": "JWT_SECRET"}}}]}),
-    ]})
+    kube_api.load(
+        {
+            "namespace": NS,
+            "objects": [
+                deployment(
+                    "projected",
+                    container=mount,
+                    volumes=[
+                        {
+                            "name": "keys",
+                            "projected": {
+                                "sources": [
+                                    {
+                                        "secret": {
+                                            "name": "autolytiq-secrets",
+                                            "items": [{"key": "JWT_SECRET", "path": "k"}],
+                                        }
+                                    }
+                                ]
+                            },
+                        }
+                    ],
+                ),
+                deployment(
+                    "other-key-only",
+                    container=mount,
+                    volumes=[
+                        {
+                            "name": "keys",
+                            "secret": {
+                                "secretName": "autolytiq-secrets",
+                                "items": [{"key": "DATABASE_URL", "path": "db"}],
+                            },
+                        }
+                    ],
+                ),
+                deployment(
+                    "other-secret",
+                    container={
+                        "env": [
+                            {
+                                "name": "JWT_SECRET",
+                                "valueFrom": {"secretKeyRef": {"name": "gateway-secrets", "key": "JWT_SECRET"}},
+                            }
+                        ]
+                    },
+                ),
+                deployment(
+                    "renamed",
+                    container={
+                        "env": [
+                            {
+                                "name": "SIGNING_KEY",
+                                "valueFrom": {"secretKeyRef": {"name": "autolytiq-secrets", "key": "JWT_SECRET"}},
+                            }
+                        ]
+                    },
+                ),
+            ],
+        }
+    )
     cluster = kube_api.connect(NS)
     frame = jwt_validation.consumers(cluster, "autolytiq-secrets", "JWT_SECRET")
     assert frame.to_dict("records") == [
@@ -201,8 +284,19 @@ def test_consumers_by_env_envfrom_and_volumes_holding_the_key(kube_api):
 
 
 def test_clock_skew_ahead_behind_and_unmeasurable(rotated, cluster):
-    rotated.load({"objects": [{"kind": "Node", "metadata": {"name": "worker-4"}, "status": {"conditions": [
-        {"type": "Ready", "status": "True", "lastHeartbeatTime": {"ago": "20m"}}]}}]})
+    rotated.load(
+        {
+            "objects": [
+                {
+                    "kind": "Node",
+                    "metadata": {"name": "worker-4"},
+                    "status": {
+                        "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": {"ago": "20m"}}]
+                    },
+                }
+            ]
+        }
+    )
     clocks = jwt_validation.clock_skew(cluster).set_index("node")
     assert clocks.loc["worker-2", "verdict"] == "ahead"
     assert 590 <= clocks.loc["worker-2", "skew_min_seconds"] <= 600  # at least ~10 minutes ahead

@@ -14,9 +14,9 @@ import nbformat
 import pytest
 
 from runbooks import catalog, chain, kernels, runner
+from runbooks.chain import sha256
 from runbooks.evidence import schema
 from runbooks.kernels import KernelPool, KernelUnavailable
-from runbooks.chain import sha256
 from runbooks.runfiles import RunFiles
 from runbooks_sandbox.incidents import hold_pools
 
@@ -28,13 +28,15 @@ PROBE = [
     "import os, sys\n"
     "first_cell = {\n"
     "    'library': sorted(m for m in ('runbooks.charts', 'runbooks.kube', 'runbooks.postgres') if m in sys.modules),\n"
-    "    'names': sorted(n for n in globals() if not n.startswith('_') and n not in ('In', 'Out', 'exit', 'quit', 'get_ipython', 'os', 'sys', 'marker')),\n"
+    "    'names': sorted(n for n in globals() if not n.startswith('_')\n"
+    "                    and n not in ('In', 'Out', 'exit', 'quit', 'get_ipython', 'os', 'sys', 'marker')),\n"
     "    'leaked_env': os.environ.get('LEFT_BY_A_RUN'),\n"
     "}",
     "from runbooks import Finding, record\n"
     "left_behind = marker\n"
     "os.environ['LEFT_BY_A_RUN'] = marker\n"
-    "record(Finding('kernel', 'what the kernel looked like', data={**first_cell, 'pid': os.getpid(), 'cwd': os.getcwd(),\n"
+    "record(Finding('kernel', 'what the kernel looked like',\n"
+    "               data={**first_cell, 'pid': os.getpid(), 'cwd': os.getcwd(),\n"
     "       'pgpassword': os.environ.get('PGPASSWORD')}))",
 ]
 
@@ -74,8 +76,10 @@ def until(condition, timeout: float = 60) -> None:
 
 def dead(pid: int) -> bool:
     """A zombie with no thread left: the kernel is gone and its parent can reap it."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z" and \
-        len(os.listdir(f"/proc/{pid}/task")) == 1
+    return (
+        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        and len(os.listdir(f"/proc/{pid}/task")) == 1
+    )
 
 
 def alive(pid: int) -> bool:
@@ -95,7 +99,8 @@ def outputs_shape(nb: dict) -> list:
     """Per code cell: execution count and each output's type and MIME types (values differ between runs)."""
     return [
         (c["execution_count"], [(o["output_type"], sorted(o.get("data", {}))) for o in c["outputs"]])
-        for c in nb["cells"] if c["cell_type"] == "code"
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
     ]
 
 
@@ -122,14 +127,16 @@ def test_warm_run_finds_what_a_cold_run_finds(server, pool, tmp_path):
     assert (cold.status, warm.status) == ("completed", "completed"), (cold.error, warm.error)
     (cold_record, cold_nb), (warm_record, warm_nb) = read(cold), read(warm)
     assert warm_record["parameters"] == cold_record["parameters"]
-    assert [(f["id"], f["severity"]) for f in warm_record["findings"]] == \
-        [(f["id"], f["severity"]) for f in cold_record["findings"]]
+    assert [(f["id"], f["severity"]) for f in warm_record["findings"]] == [
+        (f["id"], f["severity"]) for f in cold_record["findings"]
+    ]
     warm_findings = {f["id"]: f["data"] for f in warm_record["findings"]}
     assert warm_findings["pool-usage"]["client_connections"] == 17
     assert warm_findings["top-application"]["application"] == "deal-service"
     assert {int(a["target"].split()[1]) for a in warm_record["actions"]} == set(held.pids())
-    assert [(a["id"], a["mode"], a["result"]) for a in warm_record["actions"]] == \
-        [(a["id"], a["mode"], a["result"]) for a in cold_record["actions"]]  # targets say how long each was idle
+    assert [(a["id"], a["mode"], a["result"]) for a in warm_record["actions"]] == [
+        (a["id"], a["mode"], a["result"]) for a in cold_record["actions"]
+    ]  # targets say how long each was idle
     assert outputs_shape(warm_nb) == outputs_shape(cold_nb)  # same cells, counts, figures and tables
     assert not alive(kernel.pid)
 
@@ -144,7 +151,7 @@ def test_library_is_imported_before_the_first_cell_and_each_kernel_serves_one_ru
     seen = []
     for run, kernel in ((first, first_kernel), (second, second_kernel)):
         assert run.status == "completed", run.error
-        record, nb = read(run)
+        record, _nb = read(run)
         data = record["findings"][0]["data"]
         seen.append(data)
         assert data["pid"] == kernel.pid and not alive(kernel.pid)
@@ -176,8 +183,9 @@ def test_password_in_dsn_works_on_a_warm_kernel_and_is_written_nowhere(server, p
     password = admin_password
     book = catalog.find("db-connection-pool-exhausted")
     # Over TCP the server asks for the password (SCRAM): the run only completes if libpq got it.
-    run = runner.run(book, book.resolve({"dsn": server.tcp_dsn(password=password)}), "secret", tmp_path,
-                     kernel=pool.take())
+    run = runner.run(
+        book, book.resolve({"dsn": server.tcp_dsn(password=password)}), "secret", tmp_path, kernel=pool.take()
+    )
     assert run.status == "completed", run.error
     record, _ = read(run)
     assert "password" not in record["parameters"]["dsn"]
@@ -194,8 +202,9 @@ def test_password_in_dsn_works_on_a_warm_kernel_and_is_written_nowhere(server, p
 
 # As on a cold kernel: a cell's error is pinned to that cell (papermill adds its error banners before it); a
 # kernel that dies leaves the cells run before it.
-@pytest.mark.parametrize("cell, ename", [("raise ValueError('boom')", "ValueError"),
-                                         ("import os\nos._exit(1)", "DeadKernelError")])
+@pytest.mark.parametrize(
+    "cell, ename", [("raise ValueError('boom')", "ValueError"), ("import os\nos._exit(1)", "DeadKernelError")]
+)
 def test_a_failing_cell_or_dead_kernel_still_leaves_failed_evidence(pool, tmp_path, cell, ename):
     book = notebook(tmp_path, "fails", "marker = ''", "before = 1", cell, "after = 1")
     kernel = pool.take()
@@ -255,14 +264,15 @@ def test_close_also_on_errors_and_failed_warm_ups_leave_no_kernel_processes(tmp_
     broken = tmp_path / "runbooks"
     broken.mkdir()
     (broken / "__init__.py").write_text("raise ImportError('broken on purpose')\n")
-    with pytest.raises(KernelUnavailable, match="broken on purpose"):
-        with KernelPool(size=2, environment={**os.environ, "PYTHONPATH": str(tmp_path)}) as pool:
-            pool.take()
+    with (
+        pytest.raises(KernelUnavailable, match="broken on purpose"),
+        KernelPool(size=2, environment={**os.environ, "PYTHONPATH": str(tmp_path)}) as pool,
+    ):
+        pool.take()
     assert kernel_pids() == before
 
-    with pytest.raises(RuntimeError):
-        with KernelPool(size=2):
-            raise RuntimeError("the service failed")
+    with pytest.raises(RuntimeError), KernelPool(size=2):
+        raise RuntimeError("the service failed")
     assert kernel_pids() == before
 
 
@@ -287,8 +297,14 @@ def test_a_run_cut_off_mid_write_still_gets_failed_evidence_and_a_whole_chain(pr
     partial = folder / "20261126T100000Z-probe.ipynb"
     partial.write_text('{"cells": [{"cell_type": "code", "sou')  # the process died while papermill wrote it
 
-    alert = {"labels": {"alertname": "X"}, "annotations": {}, "startsAt": "2026-11-26T09:59:00Z",
-             "generatorURL": "", "fingerprint": "f" * 16, "groupKey": "{}"}
+    alert = {
+        "labels": {"alertname": "X"},
+        "annotations": {},
+        "startsAt": "2026-11-26T09:59:00Z",
+        "generatorURL": "",
+        "fingerprint": "f" * 16,
+        "groupKey": "{}",
+    }
     run = runner.finish_interrupted(probe, probe.resolve({}), "cut", RunFiles.of(partial), alert=alert)
 
     record, notebook = read(run)

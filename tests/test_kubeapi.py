@@ -1,4 +1,5 @@
 """The test API server, driven only through the official kubernetes client and kubectl."""
+
 import base64
 import json
 import re
@@ -10,7 +11,6 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
 
 NS = "autolytiq-prod"
 GATEWAY_POD = "api-gateway-7d9f8b6c5d-x2k9p"
@@ -61,6 +61,7 @@ def error_of(call, *args, **kwargs):
 
 # --- kubeconfig and discovery
 
+
 def test_the_client_is_configured_from_the_written_kubeconfig(cluster, api):
     config = yaml.safe_load(cluster.kubeconfig.read_text())
     assert config["clusters"][0]["cluster"]["server"] == cluster.url
@@ -71,8 +72,11 @@ def test_the_client_is_configured_from_the_written_kubeconfig(cluster, api):
 def test_discovery_lists_core_and_named_groups(api):
     assert client.CoreApi(api).get_api_versions().versions == ["v1"]
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(api).get_api_versions().groups}
-    assert groups == {"apps": "apps/v1", "metrics.k8s.io": "metrics.k8s.io/v1beta1",
-                      "cert-manager.io": "cert-manager.io/v1"}
+    assert groups == {
+        "apps": "apps/v1",
+        "metrics.k8s.io": "metrics.k8s.io/v1beta1",
+        "cert-manager.io": "cert-manager.io/v1",
+    }
     core_resources = {r.name: r for r in client.CoreV1Api(api).get_api_resources().resources}
     assert core_resources["pods"].kind == "Pod" and "pods/log" in core_resources
     assert core_resources["nodes"].namespaced is False
@@ -96,32 +100,38 @@ def test_every_scenario_object_deserialises_into_the_client_models(core, apps):
 
 # --- pods: selectors and statuses
 
-@pytest.mark.parametrize("selector, expected", [
-    ("app=api-gateway", [COMPLETED_POD, "api-gateway-7d9f8b6c5d-q7m4z", GATEWAY_POD]),
-    ("app==api-gateway,pod-template-hash!=5c8d7f9b4", ["api-gateway-7d9f8b6c5d-q7m4z", GATEWAY_POD]),
-    ("tier in (backend, batch)", [OOM_POD, "auth-service-6b7c9d8f5-p9r3v"]),
-    ("app notin (api-gateway),tier", [OOM_POD, "auth-service-6b7c9d8f5-p9r3v"]),
-    ("!pod-template-hash", []),
-    ("app=nonexistent", []),
-])
+
+@pytest.mark.parametrize(
+    "selector, expected",
+    [
+        ("app=api-gateway", [COMPLETED_POD, "api-gateway-7d9f8b6c5d-q7m4z", GATEWAY_POD]),
+        ("app==api-gateway,pod-template-hash!=5c8d7f9b4", ["api-gateway-7d9f8b6c5d-q7m4z", GATEWAY_POD]),
+        ("tier in (backend, batch)", [OOM_POD, "auth-service-6b7c9d8f5-p9r3v"]),
+        ("app notin (api-gateway),tier", [OOM_POD, "auth-service-6b7c9d8f5-p9r3v"]),
+        ("!pod-template-hash", []),
+        ("app=nonexistent", []),
+    ],
+)
 def test_list_pods_with_label_selectors(core, selector, expected):
     assert names(core.list_namespaced_pod(NS, label_selector=selector).items) == expected
 
 
-@pytest.mark.parametrize("selector, expected", [
-    ("status.phase=Running,spec.nodeName=worker-2", ["api-gateway-7d9f8b6c5d-q7m4z", OOM_POD]),
-    ("status.phase!=Running", [COMPLETED_POD]),
-    (f"metadata.name=={OOM_POD}", [OOM_POD]),
-    ("metadata.namespace=default", []),
-])
+@pytest.mark.parametrize(
+    "selector, expected",
+    [
+        ("status.phase=Running,spec.nodeName=worker-2", ["api-gateway-7d9f8b6c5d-q7m4z", OOM_POD]),
+        ("status.phase!=Running", [COMPLETED_POD]),
+        (f"metadata.name=={OOM_POD}", [OOM_POD]),
+        ("metadata.namespace=default", []),
+    ],
+)
 def test_list_pods_in_all_namespaces_with_field_selectors(core, selector, expected):
     assert names(core.list_pod_for_all_namespaces(field_selector=selector).items) == expected
 
 
 def test_bad_selectors_are_rejected_like_the_real_server(core):
     status, body = error_of(core.list_namespaced_pod, NS, field_selector="spec.hostname=x")
-    assert (status, body["reason"], body["message"]) == (400, "BadRequest",
-                                                         "field label not supported: spec.hostname")
+    assert (status, body["reason"], body["message"]) == (400, "BadRequest", "field label not supported: spec.hostname")
     assert error_of(core.list_namespaced_pod, NS, label_selector="app in api")[0] == 400
 
 
@@ -147,10 +157,11 @@ def test_container_statuses_deserialise_with_last_state(core):
 
 # --- logs
 
+
 def test_logs_tail_lines(core):
     text = core.read_namespaced_pod_log(GATEWAY_POD, NS, container="gateway", tail_lines=2)
     assert text.splitlines() == [
-        'level=error method=GET path=/api/v1/me status=504 upstream=auth-service latency_ms=10000 '
+        "level=error method=GET path=/api/v1/me status=504 upstream=auth-service latency_ms=10000 "
         'error="upstream request timeout"',
         "level=info method=GET path=/healthz status=200 upstream=- latency_ms=0",
     ]
@@ -165,8 +176,9 @@ def test_logs_since_seconds_keeps_only_recent_lines(core):
 
 
 def test_logs_with_timestamps(core):
-    lines = core.read_namespaced_pod_log(GATEWAY_POD, NS, container="gateway", tail_lines=1,
-                                         timestamps=True).splitlines()
+    lines = core.read_namespaced_pod_log(
+        GATEWAY_POD, NS, container="gateway", tail_lines=1, timestamps=True
+    ).splitlines()
     stamp, text = lines[0].split(" ", 1)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z", stamp)
     when = datetime.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
@@ -176,8 +188,9 @@ def test_logs_with_timestamps(core):
 
 def test_previous_logs_show_the_oom(core):
     previous = core.read_namespaced_pod_log(OOM_POD, NS, previous=True)
-    assert previous.splitlines()[-1] == ("FATAL ERROR: Reached heap limit Allocation failed - "
-                                         "JavaScript heap out of memory")
+    assert previous.splitlines()[-1] == (
+        "FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory"
+    )
     current = core.read_namespaced_pod_log(OOM_POD, NS)
     assert "FATAL" not in current and "token cache size 41000" in current
 
@@ -185,22 +198,26 @@ def test_previous_logs_show_the_oom(core):
 def test_logs_need_a_valid_container_and_a_previous_instance(core):
     status, body = error_of(core.read_namespaced_pod_log, GATEWAY_POD, NS)
     assert status == 400
-    assert body["message"] == (f"a container name must be specified for pod {GATEWAY_POD}, "
-                               "choose one of: [gateway log-shipper]")
+    assert body["message"] == (
+        f"a container name must be specified for pod {GATEWAY_POD}, choose one of: [gateway log-shipper]"
+    )
     assert error_of(core.read_namespaced_pod_log, GATEWAY_POD, NS, container="nginx")[0] == 400
-    status, body = error_of(core.read_namespaced_pod_log, GATEWAY_POD, NS, container="gateway",
-                            previous=True)
-    assert (status, body["message"]) == (400, f'previous terminated container "gateway" in pod '
-                                              f'"{GATEWAY_POD}" not found')
+    status, body = error_of(core.read_namespaced_pod_log, GATEWAY_POD, NS, container="gateway", previous=True)
+    assert (status, body["message"]) == (
+        400,
+        f'previous terminated container "gateway" in pod "{GATEWAY_POD}" not found',
+    )
     shipper = core.read_namespaced_pod_log(GATEWAY_POD, NS, container="log-shipper")
     assert shipper.startswith("[info] [fluent bit] version=3.1.9")
 
 
 # --- events
 
+
 def test_events_by_involved_object(core):
     events = core.list_namespaced_event(
-        NS, field_selector=f"involvedObject.name={OOM_POD},involvedObject.kind=Pod").items
+        NS, field_selector=f"involvedObject.name={OOM_POD},involvedObject.kind=Pod"
+    ).items
     by_reason = {e.reason: e for e in events}
     assert sorted(by_reason) == ["BackOff", "Pulled"]
     assert (by_reason["BackOff"].type, by_reason["BackOff"].count) == ("Warning", 7)
@@ -233,8 +250,9 @@ def test_dry_run_patch_answers_but_changes_nothing(cluster, apps):
     assert after.metadata.generation == before.metadata.generation == 3
     patches = [r for r in cluster.requests if r.method == "PATCH"]
     assert [(p.dry_run, p.content_type) for p in patches] == [(True, STRATEGIC)]
-    assert cluster.get("deployments", "api-gateway", NS, group="apps") == \
-        json.loads(apps.read_namespaced_deployment("api-gateway", NS, _preload_content=False).data)
+    assert cluster.get("deployments", "api-gateway", NS, group="apps") == json.loads(
+        apps.read_namespaced_deployment("api-gateway", NS, _preload_content=False).data
+    )
 
 
 def test_dry_run_create_and_delete_change_nothing(core):
@@ -261,8 +279,11 @@ def test_merge_patch_is_seen_by_a_later_read(apps):
 
 
 def test_strategic_merge_patch_merges_containers_by_name(apps):
-    patch = {"spec": {"template": {"spec": {"containers": [
-        {"name": "gateway", "resources": {"limits": {"memory": "1Gi"}}}]}}}}
+    patch = {
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "gateway", "resources": {"limits": {"memory": "1Gi"}}}]}}
+        }
+    }
     apps.patch_namespaced_deployment("api-gateway", NS, patch)
     containers = apps.read_namespaced_deployment("api-gateway", NS).spec.template.spec.containers
     assert [c.name for c in containers] == ["gateway", "log-shipper"]
@@ -271,24 +292,39 @@ def test_strategic_merge_patch_merges_containers_by_name(apps):
 
 
 def test_merge_patch_replaces_lists(apps):
-    patch = {"spec": {"template": {"spec": {"containers": [
-        {"name": "gateway", "image": "registry.autolytiq.io/api-gateway:1.14.3"}]}}}}
+    patch = {
+        "spec": {
+            "template": {
+                "spec": {"containers": [{"name": "gateway", "image": "registry.autolytiq.io/api-gateway:1.14.3"}]}
+            }
+        }
+    }
     apps.patch_namespaced_deployment("api-gateway", NS, patch, _content_type=MERGE)
     containers = apps.read_namespaced_deployment("api-gateway", NS).spec.template.spec.containers
     assert [(c.name, c.image, c.resources) for c in containers] == [
-        ("gateway", "registry.autolytiq.io/api-gateway:1.14.3", None)]
+        ("gateway", "registry.autolytiq.io/api-gateway:1.14.3", None)
+    ]
 
 
 def test_json_patch_and_its_test_operation(apps):
     path = "/spec/template/spec/containers/0/image"
-    apps.patch_namespaced_deployment("api-gateway", NS, [
-        {"op": "test", "path": path, "value": "registry.autolytiq.io/api-gateway:1.14.2"},
-        {"op": "replace", "path": path, "value": "registry.autolytiq.io/api-gateway:1.14.3"},
-    ])
+    apps.patch_namespaced_deployment(
+        "api-gateway",
+        NS,
+        [
+            {"op": "test", "path": path, "value": "registry.autolytiq.io/api-gateway:1.14.2"},
+            {"op": "replace", "path": path, "value": "registry.autolytiq.io/api-gateway:1.14.3"},
+        ],
+    )
     image = apps.read_namespaced_deployment("api-gateway", NS).spec.template.spec.containers[0].image
     assert image == "registry.autolytiq.io/api-gateway:1.14.3"
-    status, _ = error_of(apps.patch_namespaced_deployment, "api-gateway", NS,
-                         [{"op": "test", "path": path, "value": "nope"}], _content_type=JSON_PATCH)
+    status, _ = error_of(
+        apps.patch_namespaced_deployment,
+        "api-gateway",
+        NS,
+        [{"op": "test", "path": path, "value": "nope"}],
+        _content_type=JSON_PATCH,
+    )
     assert status == 422
 
 
@@ -300,8 +336,9 @@ def test_rollback_to_the_template_of_a_previous_replicaset(apps):
     assert by_revision["2"].metadata.annotations["kubernetes.io/change-cause"] == "deploy api-gateway 1.14.1"
     template = api_dict(apps, by_revision["2"].spec.template)
     del template["metadata"]["labels"]["pod-template-hash"]
-    apps.patch_namespaced_deployment("api-gateway", NS,
-                                     [{"op": "replace", "path": "/spec/template", "value": template}])
+    apps.patch_namespaced_deployment(
+        "api-gateway", NS, [{"op": "replace", "path": "/spec/template", "value": template}]
+    )
     rolled = apps.read_namespaced_deployment("api-gateway", NS)
     assert rolled.spec.template.spec.containers[0].image == "registry.autolytiq.io/api-gateway:1.14.1"
 
@@ -313,15 +350,13 @@ def api_dict(apps, model):
 def test_scale_read_patch_and_dry_run(apps):
     scale = apps.read_namespaced_deployment_scale("auth-service", NS)
     assert (scale.spec.replicas, scale.status.selector) == (2, "app=auth-service")
-    answer = apps.patch_namespaced_deployment_scale("auth-service", NS, {"spec": {"replicas": 5}},
-                                                    dry_run="All")
+    answer = apps.patch_namespaced_deployment_scale("auth-service", NS, {"spec": {"replicas": 5}}, dry_run="All")
     assert answer.spec.replicas == 5
     assert apps.read_namespaced_deployment("auth-service", NS).spec.replicas == 2
     apps.patch_namespaced_deployment_scale("auth-service", NS, {"spec": {"replicas": 3}})
     assert apps.read_namespaced_deployment("auth-service", NS).spec.replicas == 3
     assert apps.read_namespaced_deployment_scale("auth-service", NS).spec.replicas == 3
-    status, body = error_of(apps.patch_namespaced_deployment_scale, "auth-service", NS,
-                            {"spec": {"replicas": -1}})
+    status, body = error_of(apps.patch_namespaced_deployment_scale, "auth-service", NS, {"spec": {"replicas": -1}})
     assert (status, body["reason"]) == (422, "Invalid")
 
 
@@ -338,6 +373,7 @@ def test_replace_with_a_stale_resource_version_conflicts(apps):
 
 # --- secrets, metrics, certificates, errors
 
+
 def test_secret_data_is_served_base64_encoded(core):
     secret = core.read_namespaced_secret("autolytiq-secrets", NS)
     assert sorted(secret.data) == ["DATABASE_URL", "JWT_SECRET"]
@@ -345,16 +381,18 @@ def test_secret_data_is_served_base64_encoded(core):
 
 
 def test_pod_and_node_metrics_through_custom_objects(custom):
-    pods = custom.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", NS, "pods",
-                                                label_selector="app=auth-service")
+    pods = custom.list_namespaced_custom_object(
+        "metrics.k8s.io", "v1beta1", NS, "pods", label_selector="app=auth-service"
+    )
     assert pods["kind"] == "PodMetricsList"
     usage = {p["metadata"]["name"]: p["containers"][0]["usage"] for p in pods["items"]}
-    assert usage == {OOM_POD: {"cpu": "93m", "memory": "247Mi"},
-                     "auth-service-6b7c9d8f5-p9r3v": {"cpu": "41m", "memory": "118Mi"}}
+    assert usage == {
+        OOM_POD: {"cpu": "93m", "memory": "247Mi"},
+        "auth-service-6b7c9d8f5-p9r3v": {"cpu": "41m", "memory": "118Mi"},
+    }
     node = custom.get_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes", "worker-2")
     assert node["usage"] == {"cpu": "1655m", "memory": "7012Mi"}
-    status, _ = error_of(custom.delete_cluster_custom_object, "metrics.k8s.io", "v1beta1", "nodes",
-                         "worker-2")
+    status, _ = error_of(custom.delete_cluster_custom_object, "metrics.k8s.io", "v1beta1", "nodes", "worker-2")
     assert status == 405
 
 
@@ -375,21 +413,31 @@ def test_certificates_and_their_status_subresource(custom):
     status = custom.get_namespaced_custom_object_status(*args, "api-gateway-tls")["status"]
     assert status["conditions"] == [{"type": "Ready", "status": "False", "reason": "Failed"}]
     assert "notAfter" in status
-    code, _ = error_of(custom.patch_namespaced_custom_object, *args, "api-gateway-tls",
-                       {"spec": {"duration": "2160h"}}, _content_type=STRATEGIC)
+    code, _ = error_of(
+        custom.patch_namespaced_custom_object,
+        *args,
+        "api-gateway-tls",
+        {"spec": {"duration": "2160h"}},
+        _content_type=STRATEGIC,
+    )
     assert code == 415
 
 
 def test_errors_are_status_objects(core, apps):
     status, body = error_of(core.read_namespaced_pod, "no-such-pod", NS)
     assert (status, body["kind"], body["reason"], body["message"]) == (
-        404, "Status", "NotFound", 'pods "no-such-pod" not found')
+        404,
+        "Status",
+        "NotFound",
+        'pods "no-such-pod" not found',
+    )
     status, body = error_of(apps.read_namespaced_deployment, "api-gateway", "default")
     assert (status, body["message"]) == (404, 'deployments.apps "api-gateway" not found')
     status, body = error_of(core.create_namespaced_secret, NS, {"metadata": {"name": "autolytiq-secrets"}})
     assert (status, body["reason"]) == (409, "AlreadyExists")
-    status, body = error_of(core.create_namespaced_pod, NS, {"metadata": {"name": "bare"},
-                                                             "spec": {"containers": [{"name": "c"}]}})
+    status, body = error_of(
+        core.create_namespaced_pod, NS, {"metadata": {"name": "bare"}, "spec": {"containers": [{"name": "c"}]}}
+    )
     assert (status, body["reason"]) == (422, "Invalid")
 
 
@@ -406,17 +454,28 @@ def test_requests_are_recorded(cluster, core):
 
 # --- kubectl
 
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kubectl_get_top_and_logs(cluster, tmp_path):
     def kubectl(*args):
-        command = ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--cache-dir",
-                   str(tmp_path / "cache"), "-n", NS, *args]
+        command = [
+            "kubectl",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-n",
+            NS,
+            *args,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
         return result.stdout
 
     assert kubectl("get", "pods", "-l", "app=auth-service", "-o", "name").split() == [
-        f"pod/{OOM_POD}", "pod/auth-service-6b7c9d8f5-p9r3v"]
+        f"pod/{OOM_POD}",
+        "pod/auth-service-6b7c9d8f5-p9r3v",
+    ]
     table = {line.split()[0]: line.split()[1:4] for line in kubectl("get", "pods").splitlines()[1:]}
     assert table[OOM_POD] == ["1/1", "Running", "5"]
     assert table[COMPLETED_POD] == ["0/1", "Completed", "0"]
@@ -434,15 +493,27 @@ def test_kubectl_get_top_and_logs(cluster, tmp_path):
 CRASHING = {
     "namespace": "payments",
     "objects": [
-        {"kind": "Pod", "metadata": {"name": "ledger-0", "labels": {"app": "ledger"}},
-         "spec": {"nodeName": "worker-9", "containers": [{"name": "ledger", "image": "ledger:4.2"}]},
-         "status": {"containerStatuses": [{
-             "name": "ledger", "restartCount": 12,
-             "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-             "lastState": {"terminated": {"reason": "Error", "finishedAt": {"ago": "45s"}}}}]}},
-        {"kind": "Pod", "metadata": {"name": "ledger-1", "labels": {"app": "ledger"}},
-         "spec": {"containers": [{"name": "ledger", "image": "ledger:4.2"}]},
-         "status": {"phase": "Pending"}},
+        {
+            "kind": "Pod",
+            "metadata": {"name": "ledger-0", "labels": {"app": "ledger"}},
+            "spec": {"nodeName": "worker-9", "containers": [{"name": "ledger", "image": "ledger:4.2"}]},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "ledger",
+                        "restartCount": 12,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {"terminated": {"reason": "Error", "finishedAt": {"ago": "45s"}}},
+                    }
+                ]
+            },
+        },
+        {
+            "kind": "Pod",
+            "metadata": {"name": "ledger-1", "labels": {"app": "ledger"}},
+            "spec": {"containers": [{"name": "ledger", "image": "ledger:4.2"}]},
+            "status": {"phase": "Pending"},
+        },
     ],
     "logs": [{"pod": "ledger-0", "previous": [{"ago": 50, "line": "panic: ledger locked"}]}],
 }

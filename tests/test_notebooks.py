@@ -52,8 +52,11 @@ def test_a_diagnosis_never_imports_another_and_access_layers_import_no_diagnosis
 def test_the_product_never_imports_the_sandbox_but_for_the_demo_and_sandbox_commands():
     for path in LIB.rglob("*.py"):
         tree = ast.parse(path.read_text())
-        sandbox = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-                   and "runbooks_sandbox" in ast.unparse(node)]
+        sandbox = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and "runbooks_sandbox" in ast.unparse(node)
+        ]
         if path.name == "cli.py":
             assert all(node not in tree.body for node in sandbox), "cli.py imports the sandbox only inside its commands"
         else:
@@ -89,11 +92,32 @@ def test_runs_under_nbval_against_the_test_servers(path, server, kube_api, tmp_p
     # makes the client read $KUBECONFIG, whose context namespace holds the autolytiq-prod scenario.
     kube_api.load("autolytiq-prod")
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_api.url, context="sandbox", namespace="autolytiq-prod")
-    env = {**os.environ, "PGHOST": server.socket_dir, "PGPORT": str(server.port),
-           "PGUSER": "autolytiq_admin", "PGDATABASE": "autolytiq", "KUBECONFIG": str(kubeconfig)}
+    env = {
+        **os.environ,
+        "PGHOST": server.socket_dir,
+        "PGPORT": str(server.port),
+        "PGUSER": "autolytiq_admin",
+        "PGDATABASE": "autolytiq",
+        "KUBECONFIG": str(kubeconfig),
+    }
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(path)],
-        env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            str(path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout

@@ -10,7 +10,13 @@ from runbooks.diagnoses import db_connection_pool_exhausted
 from runbooks.errors import DatabaseUnreachable
 from runbooks.postgres import connections, kill, queries
 from runbooks_sandbox.incidents import (
-    DEMO_POOLS, SLOW_STATEMENT, Pool, blocking_chain, hold_pools, long_query, run_slow_statements,
+    DEMO_POOLS,
+    SLOW_STATEMENT,
+    Pool,
+    blocking_chain,
+    hold_pools,
+    long_query,
+    run_slow_statements,
 )
 
 
@@ -24,7 +30,9 @@ def db(server):
 def test_session_is_read_only_named_and_time_boxed(db):
     with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         db.execute("UPDATE deals SET status = 'won' WHERE id = 1")
-    assert db.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone() == ("runbook:test",)
+    assert db.execute("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone() == (
+        "runbook:test",
+    )
     assert db.execute("SHOW statement_timeout").fetchone() == ("10s",)
     assert db.execute("SHOW lock_timeout").fetchone() == ("2s",)
 
@@ -37,7 +45,7 @@ def test_session_keeps_options_given_in_the_dsn(server):
 
 def test_refusal_for_lack_of_ordinary_slots_says_how_to_get_in(server):
     with hold_pools(server):
-        with pytest.raises(DatabaseUnreachable, match="reserved.*superuser role in dsn"):
+        with pytest.raises(DatabaseUnreachable, match=r"reserved.*superuser role in dsn"):
             postgres.connect(server.dsn("reporting"), runbook="test")
         postgres.connect(server.dsn(), runbook="test").close()  # a superuser still gets in
 
@@ -46,7 +54,7 @@ def test_refusal_when_every_slot_is_taken_says_why(server):
     with hold_pools(server):
         admins = [server.connect() for _ in range(server.superuser_reserved)]
         try:
-            with pytest.raises(DatabaseUnreachable, match="too many clients.*scale down"):
+            with pytest.raises(DatabaseUnreachable, match=r"too many clients.*scale down"):
                 postgres.connect(server.dsn(), runbook="test")
         finally:
             for conn in admins:
@@ -75,7 +83,9 @@ def test_exhausted_pool_is_found_with_its_biggest_holder(server):
     assert usage.client_connections == 17 and usage.status == "exhausted"
     per_app = by_app.groupby("application")["connections"].sum().to_dict()
     assert per_app == {p.application: p.size for p in DEMO_POOLS}
-    in_transaction = by_app[by_app["state"] == "idle in transaction"].groupby("application")["connections"].sum().to_dict()
+    in_transaction = (
+        by_app[by_app["state"] == "idle in transaction"].groupby("application")["connections"].sum().to_dict()
+    )
     assert in_transaction == {"deal-service": 2, "tax-service": 1}
     assert set(idle["pid"]) == set(held.pids())
     findings = {f.id: f for f in db_connection_pool_exhausted.assess(usage, by_app, idle, 0)}

@@ -6,12 +6,15 @@ from psycopg.conninfo import conninfo_to_dict
 from runbooks.redact import REDACTED, redact_dsn, scrub, split_password
 
 
-@pytest.mark.parametrize("dsn,password", [
-    ("host=db port=5432 user=admin password=s3cr3t dbname=autolytiq", "s3cr3t"),
-    ("postgresql://admin:s3cr3t@db:5432/autolytiq", "s3cr3t"),
-    ("postgresql://admin:p%40ss@db/autolytiq", "p@ss"),
-    ("host=db password='two words'", "two words"),
-])
+@pytest.mark.parametrize(
+    "dsn,password",
+    [
+        ("host=db port=5432 user=admin password=s3cr3t dbname=autolytiq", "s3cr3t"),
+        ("postgresql://admin:s3cr3t@db:5432/autolytiq", "s3cr3t"),
+        ("postgresql://admin:p%40ss@db/autolytiq", "p@ss"),
+        ("host=db password='two words'", "two words"),
+    ],
+)
 def test_password_is_taken_out_and_the_rest_kept(dsn, password):
     clean, found = split_password(dsn)
     assert found == password
@@ -39,13 +42,16 @@ def test_scrub_replaces_every_secret_longest_first():
     assert scrub("a s3cr3t and s3cr3t-2 b", ["s3cr3t", "s3cr3t-2", ""]) == f"a {REDACTED} and {REDACTED} b"
 
 
-@pytest.mark.parametrize("line,secret", [
-    ('{"level":"warn","jwt_secret":"k3y-old-value","msg":"rotating"}', "k3y-old-value"),
-    ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
-    ('{"auth":"Bearer abc.def-123"}', "abc.def-123"),
-    ("call failed api_key=sk_live_51Hx token: t0k3n", "sk_live_51Hx"),
-    ("jwt expired: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "eyJhbGciOiJIUzI1NiJ9"),
-])
+@pytest.mark.parametrize(
+    "line,secret",
+    [
+        ('{"level":"warn","jwt_secret":"k3y-old-value","msg":"rotating"}', "k3y-old-value"),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+        ('{"auth":"Bearer abc.def-123"}', "abc.def-123"),
+        ("call failed api_key=sk_live_51Hx token: t0k3n", "sk_live_51Hx"),
+        ("jwt expired: eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "eyJhbGciOiJIUzI1NiJ9"),
+    ],
+)
 def test_redact_line_hides_credentials_and_keeps_the_rest(line, secret):
     from runbooks.redact import redact_line
 

@@ -43,7 +43,9 @@ def runs(pg, tmp_path_factory):
     with hold_pools(pg, [Pool("deal-service", "deal_service", 3, in_transaction=1)]):
         time.sleep(1.5)  # the sessions age past idle_minutes 0.02 (1.2 s)
         for apply in ("false", "true"):
-            result = runbook("run", POOL, "-p", "dsn", pg.dsn(), "-p", "idle_minutes", "0.02", "-p", "apply", apply, *common)
+            result = runbook(
+                "run", POOL, "-p", "dsn", pg.dsn(), "-p", "idle_minutes", "0.02", "-p", "apply", apply, *common
+            )
             assert result.exit_code == 0, result.stderr
             written.append(Path(result.stdout.splitlines()[-1]))
     result = runbook("run", "db-slow-queries", "-p", "dsn", "host=127.0.0.1 port=1 connect_timeout=2", *common)
@@ -78,19 +80,22 @@ def evidence_names(folder: Path) -> list[str]:
 
 # --- the chain the runner wrote
 
+
 def test_runs_leave_one_chain_in_the_order_they_were_written(runs):
     records = [json.loads(p.read_text()) for p in runs]
     for record in records:
         jsonschema.validate(record, schema())
     assert [r["chain"]["sequence"] for r in records] == [1, 2, 3]
     assert records[0]["chain"]["previous"] is None
-    for before, record in zip(runs, records[1:]):
+    for before, record in zip(runs[:-1], records[1:], strict=True):
         assert record["chain"]["previous"] == {"path": before.name, "sha256": chain.sha256(before)}
 
     result = verify(runs[0].parent)
     assert result.exit_code == 0
-    assert result.stdout.strip() == (f"{INCIDENT}: intact: 3 evidence files, 6 artifacts; "
-                                     f"the chain ends at {runs[2].name} (sha256 {chain.sha256(runs[2])})")
+    assert result.stdout.strip() == (
+        f"{INCIDENT}: intact: 3 evidence files, 6 artifacts; "
+        f"the chain ends at {runs[2].name} (sha256 {chain.sha256(runs[2])})"
+    )
 
 
 @pytest.mark.parametrize("run", [0, 1, 2])
@@ -105,7 +110,10 @@ def test_a_changed_byte_in_any_file_is_caught(folder, run, suffix):
         path.write_bytes(bytes(data))
 
         lines = problems(folder)
-        assert len(lines) == 1 and lines[0].startswith(f"changed: {name}: "), (position, lines)  # nothing else is blamed
+        assert len(lines) == 1 and lines[0].startswith(f"changed: {name}: "), (
+            position,
+            lines,
+        )  # nothing else is blamed
     path.write_bytes(original)
     assert verify(folder).exit_code == 0
 
@@ -136,8 +144,14 @@ def test_a_forged_run_is_caught_as_inserted(folder):
     for suffix in (".ipynb", ".html"):
         shutil.copy(folder / first.replace(".evidence.json", suffix), folder / f"{forged}{suffix}")
     record = json.loads((folder / evidence_names(folder)[1]).read_text())
-    record["artifacts"] = [{"path": f"{forged}{s}", "sha256": chain.sha256(folder / f"{forged}{s}")} for s in (".ipynb", ".html")]
-    record["chain"] = {"sequence": 2, "previous": {"path": first, "sha256": chain.sha256(folder / first)}, "seal": chain.UNSEALED}
+    record["artifacts"] = [
+        {"path": f"{forged}{s}", "sha256": chain.sha256(folder / f"{forged}{s}")} for s in (".ipynb", ".html")
+    ]
+    record["chain"] = {
+        "sequence": 2,
+        "previous": {"path": first, "sha256": chain.sha256(folder / first)},
+        "seal": chain.UNSEALED,
+    }
     (folder / f"{forged}.evidence.json").write_text(json.dumps(record, indent=2))
     (folder / "20261126T031501Z-pod-oomkilled.ipynb").write_text("{}")
 
@@ -157,7 +171,9 @@ def test_a_reordered_chain_is_caught(folder):
 
     lines = problems(folder)
     assert {tuple(line.split(": ")[:2]) for line in lines if line.startswith("changed")} == {
-        ("changed", first), ("changed", second)}, lines
+        ("changed", first),
+        ("changed", second),
+    }, lines
 
 
 def test_a_chain_relinked_around_a_run_is_caught(folder):
@@ -208,15 +224,22 @@ def test_report_tells_the_runs_from_their_evidence_and_leaves_the_rest_to_people
     markdown, html = report(folder)
 
     assert markdown.startswith(f"# Post-Incident Review: {INCIDENT}\n")
-    for line in ["- Severity: [P1/P2/P3/P4]", "- Impact: [Brief description]", "[Detailed explanation]",
-                 "- Users affected: [Number]", "- Error rate: [Percentage]", "| [Action] | @[name] | [Date]   | [Status] |"]:
+    for line in [
+        "- Severity: [P1/P2/P3/P4]",
+        "- Impact: [Brief description]",
+        "[Detailed explanation]",
+        "- Users affected: [Number]",
+        "- Error rate: [Percentage]",
+        "| [Action] | @[name] | [Date]   | [Status] |",
+    ]:
         assert line in markdown
     assert f"- Date: {eastern(records[0]['started_at'], '%Y-%m-%d')} (US Eastern)" in markdown
     assert "from the first runbook run starting at" in markdown
 
     rows = [line for line in markdown.splitlines() if re.match(r"^\| \d\d:\d\d:\d\d \| ", line)]
-    assert rows[0] == (f"| {eastern(records[0]['started_at'])} | Runbook `{POOL}` started "
-                       f"(evidence `{evidence_names(folder)[0]}`) |")
+    assert rows[0] == (
+        f"| {eastern(records[0]['started_at'])} | Runbook `{POOL}` started (evidence `{evidence_names(folder)[0]}`) |"
+    )
     assert sum("| Previewed only (dry run) `terminate-idle-session` on pid " in row for row in rows) == 3
     assert sum("| Applied `terminate-idle-session` on pid " in row and row.endswith(": done |") for row in rows) == 3
     assert f"| {eastern(records[2]['finished_at'])} | Runbook `db-slow-queries` failed at cell " in markdown
@@ -224,7 +247,9 @@ def test_report_tells_the_runs_from_their_evidence_and_leaves_the_rest_to_people
 
     for record in records:
         for artifact in record["artifacts"]:
-            assert f"[{artifact['path']}]({artifact['path']}) | `{chain.sha256(folder / artifact['path'])}` |" in markdown
+            assert (
+                f"[{artifact['path']}]({artifact['path']}) | `{chain.sha256(folder / artifact['path'])}` |" in markdown
+            )
     assert f"3 evidence\nfiles and 6 artifacts intact; the chain ends at `{evidence_names(folder)[2]}`" in markdown
 
     assert html.count("<h2>") == markdown.count("\n## ") and "<table>" in html
@@ -251,6 +276,7 @@ def test_report_on_changed_evidence_says_so(folder):
 
 # --- communications
 
+
 @pytest.mark.parametrize("kind", MESSAGE_KINDS)
 def test_comms_fill_what_the_evidence_knows_and_keep_every_other_placeholder(folder, kind):
     records = [json.loads((folder / name).read_text()) for name in evidence_names(folder)]
@@ -269,7 +295,10 @@ def test_comms_fill_what_the_evidence_knows_and_keep_every_other_placeholder(fol
         assert "pid" not in text and POOL not in text
     if kind == "slack-update":
         assert f"Incident: {INCIDENT}\nSeverity: P1/P2/P3/P4\nDuration: {duration}\n" in text
-        assert "- 3 sessions idle for more than 0.02 min (1 of them idle in transaction) (db-connection-pool-exhausted)\n" in text
+        assert (
+            "- 3 sessions idle for more than 0.02 min (1 of them idle in transaction) (db-connection-pool-exhausted)\n"
+            in text
+        )
         assert "- terminate-idle-session on 3 targets: done (db-connection-pool-exhausted)\n" in text
         assert "- [Next step 1]" in text and "[Finding 1]" not in text
         assert "Next Update: [Time]" in text  # no severity, no cadence to tell when
@@ -293,6 +322,7 @@ def test_comms_kind_must_be_one_of_the_templates(folder):
 
 # --- a triage finding flows into the review and the messages
 
+
 def add_triage_run(folder: Path, started: dt.datetime, severity: dict, summary: str) -> Path:
     """An evidence file of the triage runbook's kind, with its notebook and HTML, chained as the runner does."""
     stem = f"{started:%Y%m%dT%H%M%SZ}-triage"
@@ -301,10 +331,17 @@ def add_triage_run(folder: Path, started: dt.datetime, severity: dict, summary: 
         (folder / f"{stem}{suffix}").write_text(f"triage {suffix}\n")
         artifacts.append({"path": f"{stem}{suffix}", "sha256": chain.sha256(folder / f"{stem}{suffix}")})
     record = {
-        "runbook": "triage", "incident": INCIDENT, "started_at": started.isoformat().replace("+00:00", "Z"),
-        "finished_at": (started + dt.timedelta(seconds=2)).isoformat().replace("+00:00", "Z"), "status": "completed", "error": None,
-        "parameters": {}, "findings": [{"id": "severity", "summary": summary, "severity": "critical", "data": severity}],
-        "actions": [], "artifacts": artifacts, "environment": {"package_version": "0", "git_commit": None, "host": "test"},
+        "runbook": "triage",
+        "incident": INCIDENT,
+        "started_at": started.isoformat().replace("+00:00", "Z"),
+        "finished_at": (started + dt.timedelta(seconds=2)).isoformat().replace("+00:00", "Z"),
+        "status": "completed",
+        "error": None,
+        "parameters": {},
+        "findings": [{"id": "severity", "summary": summary, "severity": "critical", "data": severity}],
+        "actions": [],
+        "artifacts": artifacts,
+        "environment": {"package_version": "0", "git_commit": None, "host": "test"},
     }
     path = folder / f"{stem}.evidence.json"
     chain.write(path, json.dumps(record))
@@ -315,13 +352,32 @@ def add_triage_run(folder: Path, started: dt.datetime, severity: dict, summary: 
 def test_severity_from_triage_flows_into_report_and_comms(folder):
     records = [json.loads((folder / name).read_text()) for name in evidence_names(folder)]
     first, last = utc(records[0]["started_at"]), utc(records[2]["finished_at"])
-    add_triage_run(folder, last + dt.timedelta(seconds=1), {
-        "severity": "P3", "rule": "error rate 5.0% in 1-10%", "measured": {"error_rate": 0.05},
-        "error_rate": 0.05, "latency_ratio": None, "incident_start": (first - dt.timedelta(minutes=10)).isoformat()}, "P3: error rate 5.0%")
-    add_triage_run(folder, last + dt.timedelta(seconds=4), {
-        "severity": "P2", "rule": "error rate 12.0% > 10%", "measured": {"error_rate": 0.12, "latency_ratio": 1.8},
-        "error_rate": 0.12, "latency_ratio": 1.8, "incident_start": (first - dt.timedelta(minutes=8)).isoformat()},
-        "P2 | <script>alert(1)</script> error rate 12.0%")
+    add_triage_run(
+        folder,
+        last + dt.timedelta(seconds=1),
+        {
+            "severity": "P3",
+            "rule": "error rate 5.0% in 1-10%",
+            "measured": {"error_rate": 0.05},
+            "error_rate": 0.05,
+            "latency_ratio": None,
+            "incident_start": (first - dt.timedelta(minutes=10)).isoformat(),
+        },
+        "P3: error rate 5.0%",
+    )
+    add_triage_run(
+        folder,
+        last + dt.timedelta(seconds=4),
+        {
+            "severity": "P2",
+            "rule": "error rate 12.0% > 10%",
+            "measured": {"error_rate": 0.12, "latency_ratio": 1.8},
+            "error_rate": 0.12,
+            "latency_ratio": 1.8,
+            "incident_start": (first - dt.timedelta(minutes=8)).isoformat(),
+        },
+        "P2 | <script>alert(1)</script> error rate 12.0%",
+    )
     assert verify(folder).exit_code == 0
 
     markdown, html = report(folder)
@@ -347,10 +403,18 @@ def test_severity_from_triage_flows_into_report_and_comms(folder):
 
 # --- alerts that started runs (the incident log of `runbook serve`)
 
+
 def log_alert(folder: Path, state: str, starts_at: dt.datetime, received_at: dt.datetime, **extra) -> None:
-    line = {"received_at": received_at.isoformat().replace("+00:00", "Z"), "fingerprint": "0123456789abcdef",
-            "starts_at": starts_at.isoformat().replace("+00:00", "Z"), "status": "resolved" if state == "resolved" else "firing",
-            "state": state, "alertname": "DatabaseConnectionPoolExhausted", "incident": INCIDENT, **extra}
+    line = {
+        "received_at": received_at.isoformat().replace("+00:00", "Z"),
+        "fingerprint": "0123456789abcdef",
+        "starts_at": starts_at.isoformat().replace("+00:00", "Z"),
+        "status": "resolved" if state == "resolved" else "firing",
+        "state": state,
+        "alertname": "DatabaseConnectionPoolExhausted",
+        "incident": INCIDENT,
+        **extra,
+    }
     with open(folder / "alerts.jsonl", "a") as log:
         log.write(json.dumps(line) + "\n")
 
@@ -363,11 +427,17 @@ def test_alerts_from_the_incident_log_mark_the_start_the_end_and_their_place_in_
     log_alert(folder, "resolved", fired, resolved)
 
     markdown, _ = report(folder)
-    assert (f"- Duration: {human_duration(resolved - fired)} (from the first alert firing at "
-            f"{eastern(fired.isoformat(), '%H:%M')} ET to the last alert resolved at {eastern(resolved.isoformat(), '%H:%M')} ET)") in markdown
+    assert (
+        f"- Duration: {human_duration(resolved - fired)} (from the first alert firing at "
+        f"{eastern(fired.isoformat(), '%H:%M')} ET to the last alert resolved at "
+        f"{eastern(resolved.isoformat(), '%H:%M')} ET)"
+    ) in markdown
     assert f"| {eastern(fired.isoformat())} | Alert `DatabaseConnectionPoolExhausted` fired |" in markdown
     assert f"received by `runbook serve`: runbook `{POOL}` queued |" in markdown
-    assert f"| {eastern(resolved.isoformat())} | Alert `DatabaseConnectionPoolExhausted` resolved (notification received) |" in markdown
+    assert (
+        f"| {eastern(resolved.isoformat())} | Alert `DatabaseConnectionPoolExhausted` resolved "
+        "(notification received) |" in markdown
+    )
     assert verify(folder).exit_code == 0  # the log is the service's, not a chain member
 
     (folder / "alerts.jsonl").write_text("not json\n")

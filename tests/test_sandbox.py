@@ -74,8 +74,12 @@ def sandbox():
 
 def run(name: str, tmp_path: Path) -> dict:
     """`runbook run NAME --env sandbox`: its evidence record."""
-    result = subprocess.run([RUNBOOK, "run", name, "--env", "sandbox", "--output-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [RUNBOOK, "run", name, "--env", "sandbox", "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     record = json.loads(Path(result.stdout.splitlines()[-1]).read_text())
     assert record["status"] == "completed"
@@ -83,6 +87,7 @@ def run(name: str, tmp_path: Path) -> dict:
 
 
 # --- one key finding per runbook: its incident shows
+
 
 def one(record: dict, id: str) -> dict:
     """The finding of that id; there must be exactly one."""
@@ -111,24 +116,33 @@ def lock_chain_root_blocker(record, sandbox):
 
 def stale_pods_after_rotation(record, sandbox):
     stale = one(record, "stale-pods")["data"]
-    assert stale["deployments"] == ["auth-service", "notification-service"]  # not the gateway: it does not read the secret
+    assert stale["deployments"] == [
+        "auth-service",
+        "notification-service",
+    ]  # not the gateway: it does not read the secret
     assert stale["pods"] == [
-        "auth-service-6b7c9d8f5-a8k2m", "auth-service-6b7c9d8f5-p9r3v", "notification-service-5f6d7c8b9-r4t6v"]
+        "auth-service-6b7c9d8f5-a8k2m",
+        "auth-service-6b7c9d8f5-p9r3v",
+        "notification-service-5f6d7c8b9-r4t6v",
+    ]
     assert one(record, "failure-reasons")["data"]["top_reason"] == "bad-signature"
-    assert one(record, "secret-mismatch")["data"]["namespaces"] == ["autolytiq-batch"]  # compare_namespaces: sandbox.yaml
+    assert one(record, "secret-mismatch")["data"]["namespaces"] == [
+        "autolytiq-batch"
+    ]  # compare_namespaces: sandbox.yaml
 
 
 def oomkilled_auth_service(record, sandbox):
     killed = one(record, "oomkilled-containers")
     assert killed["severity"] == "critical"
     assert [(d["pod"], d["container"], d["limit"]) for d in killed["data"]] == [
-        ("auth-service-6b7c9d8f5-k4j2w", "auth-service", "256Mi")]
+        ("auth-service-6b7c9d8f5-k4j2w", "auth-service", "256Mi")
+    ]
     [set_memory] = [a for a in record["actions"] if a["id"] == "set-memory"]  # the deployment's limit, raised
     assert set_memory["mode"] == "dry-run" and "256Mi -> 1024Mi" in set_memory["result"]
 
 
 def expired_endpoint_and_certificate(record, sandbox):
-    expired, valid, closed = sandbox.runbooks["ssl-certificate-expired"]["endpoints"]
+    expired, _valid, closed = sandbox.runbooks["ssl-certificate-expired"]["endpoints"]
     assert one(record, "expired-endpoints")["data"]["endpoints"] == [expired]
     assert one(record, "untrusted-endpoints")["data"]["endpoints"] == [expired]  # the valid one verifies with ca_file
     assert one(record, "unreachable-endpoints")["data"]["endpoints"] == [closed]
@@ -139,8 +153,14 @@ def tax_rates_down(record, sandbox):
     down = one(record, "dependency-down")  # one per dependency down: only tax-rates
     assert down["severity"] == "critical"
     assert (down["data"]["dependency"], down["data"]["basis"], down["data"]["probe_status"]) == (
-        "tax-rates", "logs and probe", 503)
-    assert down["data"]["health_url"] == sandbox.runbooks["third-party-api-down"]["dependencies"]["tax-rates"]["health_url"]
+        "tax-rates",
+        "logs and probe",
+        503,
+    )
+    assert (
+        down["data"]["health_url"]
+        == sandbox.runbooks["third-party-api-down"]["dependencies"]["tax-rates"]["health_url"]
+    )
     others = one(record, "dependency-errors")["data"]["dependencies"]
     assert (others["credit-bureau"]["status"], others["credit-bureau"]["probe_status"]) == ("ok", 200)
     assert others["email"]["status"] == "recovered"
@@ -148,7 +168,11 @@ def tax_rates_down(record, sandbox):
 
 def declared_p2_by_error_rate_from_prometheus(record, sandbox):
     severity = one(record, "severity")["data"]  # the sandbox's Prometheus: 12 % 5xx and 2x latency since the rollout
-    assert (severity["severity"], severity["metrics"], severity["error_rate_source"]) == ("P2", "prometheus", "prometheus")
+    assert (severity["severity"], severity["metrics"], severity["error_rate_source"]) == (
+        "P2",
+        "prometheus",
+        "prometheus",
+    )
     assert severity["rule"].startswith("error rate >= 10 %")
     assert severity["error_rate"] == pytest.approx(0.12, abs=1e-6)
     assert severity["latency_ratio"] == pytest.approx(2.0, abs=0.01)  # against the same hour a week earlier

@@ -14,7 +14,6 @@ import yaml
 from runbooks import chain, incident, review
 from runbooks.alerts import service
 from runbooks.evidence import schema
-
 from serving import LIB, TOKEN, Service, alert, notification, wait_for
 
 FINGERPRINTS = ["00000000000000a1", "00000000000000a2", "00000000000000a3"]
@@ -37,16 +36,19 @@ def states(runs):
 def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(server, tmp_path):
     output = tmp_path / "output"
     params = params_file(tmp_path, dsn=server.dsn())
-    payload = notification(*(alert("DatabaseConnectionPoolExhausted", f, namespace="autolytiq-prod")
-                             for f in FINGERPRINTS))
+    payload = notification(
+        *(alert("DatabaseConnectionPoolExhausted", f, namespace="autolytiq-prod") for f in FINGERPRINTS)
+    )
 
     first = Service(output, "-f", params, workers=1)
     first.start()
     try:
         assert [o["outcome"] for o in first.post(payload).json()["alerts"]] == ["queued"] * 3
         # Killed while the second alert runs: one completed, one running, one still queued.
-        wait_for(lambda: sorted(states(first.runs()).values()) == ["completed", "queued", "running"],
-                 what="one run completed and the next one running")
+        wait_for(
+            lambda: sorted(states(first.runs()).values()) == ["completed", "queued", "running"],
+            what="one run completed and the next one running",
+        )
     finally:
         first.kill()
     (done,) = evidence_files(output)
@@ -54,8 +56,9 @@ def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(
     with Service(output, "-f", params, workers=1) as second:
         resent = second.post(payload).json()["alerts"]  # Alertmanager re-sends the group
         assert [o["outcome"] for o in resent] == ["duplicate"] * 3
-        runs = wait_for(lambda: (r := second.runs()) and all(x["status"] == "completed" for x in r) and r,
-                        what="every alert run")
+        runs = wait_for(
+            lambda: (r := second.runs()) and all(x["status"] == "completed" for x in r) and r, what="every alert run"
+        )
         assert "queued again" in second.log()
 
     everything = [json.loads(p.read_text()) for p in evidence_files(output)]
@@ -76,7 +79,10 @@ def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(
     for record in records:
         jsonschema.validate(record, schema())
         assert record["status"] == "completed" and record["parameters"]["dsn"] == server.dsn()
-        assert record["alert"]["labels"] == {"alertname": "DatabaseConnectionPoolExhausted", "namespace": "autolytiq-prod"}
+        assert record["alert"]["labels"] == {
+            "alertname": "DatabaseConnectionPoolExhausted",
+            "namespace": "autolytiq-prod",
+        }
         assert record["alert"]["groupKey"] == payload["groupKey"]
         assert {f["id"] for f in record["findings"]} >= {"pool-usage"}
     log = [json.loads(line) for line in (folder / "alerts.jsonl").read_text().splitlines()]
@@ -91,8 +97,9 @@ def test_two_workers_run_at_once_and_the_dsn_password_is_used_but_shown_nowhere(
         serve.post(notification(alert("DatabaseConnectionPoolExhausted", "00000000000000b1")))
         serve.post(notification(alert("SlowDatabaseQueries", "00000000000000b2", threshold_seconds="0.5")))
         wait_for(lambda: list(states(serve.runs()).values()).count("running") == 2, what="both runs at once")
-        runs = wait_for(lambda: (r := serve.runs()) and all(x["status"] == "completed" for x in r) and r,
-                        what="both runs completed")
+        runs = wait_for(
+            lambda: (r := serve.runs()) and all(x["status"] == "completed" for x in r) and r, what="both runs completed"
+        )
         listed = json.dumps(runs)
 
     assert len(runs) == 2 and len(evidence_files(output)) == 2
@@ -108,8 +115,9 @@ def serve_command(*args, token=None):
     env = {"PYTHONPATH": LIB, "PATH": "/usr/bin:/bin"}
     if token:
         env["RUNBOOK_WEBHOOK_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "runbooks.cli", "serve", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "runbooks.cli", "serve", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_without_a_token_it_refuses_to_start_in_one_line_with_exit_3():
@@ -117,13 +125,17 @@ def test_without_a_token_it_refuses_to_start_in_one_line_with_exit_3():
     assert result.returncode == 3
     assert result.stderr.strip().splitlines() == [
         "runbook: RUNBOOK_WEBHOOK_TOKEN is not set: set it to the credentials Alertmanager sends "
-        "(http_config.authorization), or pass --insecure-no-auth"]
+        "(http_config.authorization), or pass --insecure-no-auth"
+    ]
 
 
-@pytest.mark.parametrize("content,message", [
-    ({"dns": "host=x"}, "no routed runbook takes 'dns'"),
-    ({"apply": True}, "runs started by alerts only preview"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ({"dns": "host=x"}, "no routed runbook takes 'dns'"),
+        ({"apply": True}, "runs started by alerts only preview"),
+    ],
+)
 def test_a_wrong_parameter_file_is_refused_before_listening_with_exit_2(tmp_path, content, message):
     result = serve_command("-f", params_file(tmp_path, **content), token=TOKEN)
     assert result.returncode == 2

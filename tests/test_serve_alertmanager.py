@@ -8,14 +8,17 @@ import json
 import jsonschema
 import pytest
 
-from runbooks.runfiles import ALERT_LOG
 from runbooks.evidence import schema
+from runbooks.runfiles import ALERT_LOG
 from runbooks_sandbox.incidents import hold_pools
-
 from serving import TOKEN, Alertmanager, Service, wait_for
 
-LABELS = {"alertname": "DatabaseConnectionPoolExhausted", "severity": "critical", "namespace": "autolytiq-prod",
-          "service": "deal-service"}
+LABELS = {
+    "alertname": "DatabaseConnectionPoolExhausted",
+    "severity": "critical",
+    "namespace": "autolytiq-prod",
+    "service": "deal-service",
+}
 
 
 def now() -> str:
@@ -32,8 +35,12 @@ def serve(server, tmp_path):
 
 def test_an_alert_through_alertmanager_runs_its_runbook_with_the_alert_in_the_evidence(server, serve, tmp_path):
     started = now()
-    posted = {"labels": LABELS, "annotations": {"summary": "deal-service pool exhausted"}, "startsAt": started,
-              "generatorURL": "http://prometheus.example/graph?g0.expr=pg_stat_activity_count"}
+    posted = {
+        "labels": LABELS,
+        "annotations": {"summary": "deal-service pool exhausted"},
+        "startsAt": started,
+        "generatorURL": "http://prometheus.example/graph?g0.expr=pg_stat_activity_count",
+    }
     with Alertmanager(tmp_path / "alertmanager", f"{serve.url}/alerts", TOKEN) as alertmanager, hold_pools(server):
         alertmanager.post_alerts(posted)
         path = wait_for(lambda: next(serve.output_dir.glob("*/*.evidence.json"), None), what="the run's evidence")
@@ -41,8 +48,10 @@ def test_an_alert_through_alertmanager_runs_its_runbook_with_the_alert_in_the_ev
 
         alertmanager.post_alerts({**posted, "endsAt": now()})  # resolved
         log = path.parent / ALERT_LOG
-        wait_for(lambda: "resolved" in {json.loads(line)["state"] for line in log.read_text().splitlines()},
-                 what="the resolved notification in the incident's log")
+        wait_for(
+            lambda: "resolved" in {json.loads(line)["state"] for line in log.read_text().splitlines()},
+            what="the resolved notification in the incident's log",
+        )
 
     jsonschema.validate(record, schema())
     assert record["runbook"] == "db-connection-pool-exhausted" and record["status"] == "completed"

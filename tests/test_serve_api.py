@@ -11,7 +11,6 @@ from starlette.testclient import TestClient
 
 from runbooks.alerts import routing, service
 from runbooks.alerts.queue import Queue
-
 from serving import TOKEN, alert, notification
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -101,15 +100,19 @@ def test_an_alert_without_a_route_is_recorded_as_unrouted(client, output):
     assert metric(client, 'runbook_alerts_not_run_total{reason="unrouted"}') == 1
 
 
-@pytest.mark.parametrize("labels", [
-    {"namespace": "prod\nimport os; os.system('id')"},
-    {"namespace": "autolytiq-prod", "app": "auth-service,tier!=x"},
-    {"namespace": "autolytiq-prod", "app": "x) or (y"},
-    {"namespace": "autolytiq-prod'; DROP TABLE deals; --"},
-])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"namespace": "prod\nimport os; os.system('id')"},
+        {"namespace": "autolytiq-prod", "app": "auth-service,tier!=x"},
+        {"namespace": "autolytiq-prod", "app": "x) or (y"},
+        {"namespace": "autolytiq-prod'; DROP TABLE deals; --"},
+    ],
+)
 def test_a_hostile_label_rejects_the_alert_and_reaches_nothing(client, output, labels):
-    response = client.post("/alerts", json=notification(alert("CriticalMemoryUsage", "0000000000000bad", **labels)),
-                           headers=AUTH)
+    response = client.post(
+        "/alerts", json=notification(alert("CriticalMemoryUsage", "0000000000000bad", **labels)), headers=AUTH
+    )
     assert response.status_code == 202
     (outcome,) = response.json()["alerts"]
     assert outcome["outcome"] == "rejected" and "is not a Kubernetes" in outcome["reason"]
@@ -119,8 +122,16 @@ def test_a_hostile_label_rejects_the_alert_and_reaches_nothing(client, output, l
     assert not list(output.glob("*/*.ipynb"))
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-                                     {"Authorization": f"Basic {TOKEN}"}, {"Authorization": f"Bearer {TOKEN}x"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+    ],
+)
 def test_no_or_wrong_token_is_401_and_queues_nothing(client, output, headers):
     response = client.post("/alerts", json=notification(alert("HighErrorRate", "0000000000000001")), headers=headers)
     assert response.status_code == 401
@@ -168,26 +179,29 @@ def setting(path, value):
     return payload
 
 
-@pytest.mark.parametrize("payload,field", [
-    ([], "payload"),
-    (without(["groupKey"]), "payload: 'groupKey' is a required property"),
-    (without(["version"]), "'version' is a required property"),
-    (setting(["version"], "3"), "version"),
-    (setting(["status"], "burning"), "status"),
-    (setting(["groupLabels"], {"alertname": 1}), "groupLabels.alertname"),
-    (setting(["commonAnnotations"], []), "commonAnnotations"),
-    (setting(["truncatedAlerts"], -1), "truncatedAlerts"),
-    (setting(["alerts"], {}), "alerts"),
-    (without(["alerts", 0, "fingerprint"]), "alerts[0]: 'fingerprint' is a required property"),
-    (without(["alerts", 0, "startsAt"]), "alerts[0]: 'startsAt' is a required property"),
-    (setting(["alerts", 0, "fingerprint"], "../../etc/passwd"), "alerts[0].fingerprint"),
-    (setting(["alerts", 0, "startsAt"], "yesterday"), "alerts[0].startsAt"),
-    (setting(["alerts", 0, "status"], "pending"), "alerts[0].status"),
-    (setting(["alerts", 0, "labels"], {"severity": "critical"}), "alerts[0].labels: 'alertname' is a required"),
-    (setting(["alerts", 0, "labels"], {"alertname": "X", "namespace": ["a"]}), "alerts[0].labels.namespace"),
-    (setting(["alerts", 0, "annotations"], None), "alerts[0].annotations"),
-    (setting(["alerts", 0, "generatorURL"], 5), "alerts[0].generatorURL"),
-])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ([], "payload"),
+        (without(["groupKey"]), "payload: 'groupKey' is a required property"),
+        (without(["version"]), "'version' is a required property"),
+        (setting(["version"], "3"), "version"),
+        (setting(["status"], "burning"), "status"),
+        (setting(["groupLabels"], {"alertname": 1}), "groupLabels.alertname"),
+        (setting(["commonAnnotations"], []), "commonAnnotations"),
+        (setting(["truncatedAlerts"], -1), "truncatedAlerts"),
+        (setting(["alerts"], {}), "alerts"),
+        (without(["alerts", 0, "fingerprint"]), "alerts[0]: 'fingerprint' is a required property"),
+        (without(["alerts", 0, "startsAt"]), "alerts[0]: 'startsAt' is a required property"),
+        (setting(["alerts", 0, "fingerprint"], "../../etc/passwd"), "alerts[0].fingerprint"),
+        (setting(["alerts", 0, "startsAt"], "yesterday"), "alerts[0].startsAt"),
+        (setting(["alerts", 0, "status"], "pending"), "alerts[0].status"),
+        (setting(["alerts", 0, "labels"], {"severity": "critical"}), "alerts[0].labels: 'alertname' is a required"),
+        (setting(["alerts", 0, "labels"], {"alertname": "X", "namespace": ["a"]}), "alerts[0].labels.namespace"),
+        (setting(["alerts", 0, "annotations"], None), "alerts[0].annotations"),
+        (setting(["alerts", 0, "generatorURL"], 5), "alerts[0].generatorURL"),
+    ],
+)
 def test_a_payload_of_the_wrong_shape_is_422_naming_the_field(client, output, payload, field):
     response = client.post("/alerts", json=payload, headers=AUTH)
     assert response.status_code == 422
@@ -196,11 +210,17 @@ def test_a_payload_of_the_wrong_shape_is_422_naming_the_field(client, output, pa
 
 
 def test_runs_lists_queued_runs_without_the_dsn_password(client):
-    client.post("/alerts", json=notification(alert("DatabaseConnectionPoolExhausted", "0000000000000042")), headers=AUTH)
+    client.post(
+        "/alerts", json=notification(alert("DatabaseConnectionPoolExhausted", "0000000000000042")), headers=AUTH
+    )
     client.post("/alerts", json=notification(alert("NoSuchAlert", "0000000000000043")), headers=AUTH)
     response = client.get("/runs", headers=AUTH)
     (run,) = response.json()["runs"]  # the unrouted alert is no run
-    assert (run["runbook"], run["status"], run["fingerprint"]) == ("db-connection-pool-exhausted", "queued", "0000000000000042")
+    assert (run["runbook"], run["status"], run["fingerprint"]) == (
+        "db-connection-pool-exhausted",
+        "queued",
+        "0000000000000042",
+    )
     assert run["evidence"] is None
     assert PASSWORD not in response.text
     assert client.get("/runs?limit=0", headers=AUTH).status_code == 400
@@ -218,7 +238,9 @@ def test_wrong_methods_and_paths(client):
 
 
 def test_nothing_stored_holds_the_password(client, output):
-    client.post("/alerts", json=notification(alert("DatabaseConnectionPoolExhausted", "0000000000000042")), headers=AUTH)
+    client.post(
+        "/alerts", json=notification(alert("DatabaseConnectionPoolExhausted", "0000000000000042")), headers=AUTH
+    )
     for path in output.rglob("*"):
         if path.is_file():
             assert PASSWORD.encode() not in path.read_bytes(), path
@@ -256,15 +278,19 @@ def record(status: str, error, alert: dict) -> dict:
 
 
 def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_run_again(tmp_path):
-    from runbooks.evidence import RunError
-    from runbooks.alerts.telemetry import Telemetry
     from runbooks.alerts.queue import Entry
+    from runbooks.alerts.telemetry import Telemetry
     from runbooks.alerts.workers import Workers
+    from runbooks.evidence import RunError
 
     queue = Queue(tmp_path / "q.sqlite3")
     alerts = {n: {"fingerprint": n * 16, "startsAt": "2026-11-26T10:00:00Z"} for n in ("a", "b")}
-    queue.add([Entry(a["fingerprint"], a["startsAt"], "firing", "queued", "X", "inc", "db-slow-queries", {}, a)
-               for a in alerts.values()])
+    queue.add(
+        [
+            Entry(a["fingerprint"], a["startsAt"], "firing", "queued", "X", "inc", "db-slow-queries", {}, a)
+            for a in alerts.values()
+        ]
+    )
     written, cut_short = queue.claim(), queue.claim()
     # The service was killed between writing the first run's evidence and marking it completed.
     (tmp_path / "inc").mkdir()
@@ -273,7 +299,8 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
     (tmp_path / "inc" / "20261126T100002Z-db-slow-queries.evidence.json").write_text("{not json")  # ignored
     # An earlier attempt of the second alert, cut short by an earlier kill, does not finish it.
     (tmp_path / "inc" / "20261126T090000Z-db-slow-queries.evidence.json").write_text(
-        json.dumps(record("failed", RunError(None, "Interrupted", "cut short"), alerts["b"])))
+        json.dumps(record("failed", RunError(None, "Interrupted", "cut short"), alerts["b"]))
+    )
 
     workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, telemetry=Telemetry())
     assert workers.recover() == 1  # only the run that left no evidence goes back to the queue

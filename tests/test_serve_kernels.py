@@ -4,16 +4,21 @@ import json
 import os
 
 from starlette.testclient import TestClient
-from serving import TOKEN, alert, notification, wait_for
-from test_kernels import PROBE, notebook
 
 from runbooks.alerts import routing, service
+from serving import TOKEN, alert, notification, wait_for
+from test_kernels import PROBE, notebook
 
 
 def test_each_alert_runs_on_its_own_warm_kernel_which_never_sees_the_token(tmp_path, monkeypatch):
     monkeypatch.setenv(service.TOKEN_VARIABLE, TOKEN)
-    probe = notebook(tmp_path, "probe", *PROBE, "record(Finding('token', 'is the webhook token in the kernel environment?"
-                     "', data={'present': 'RUNBOOK_WEBHOOK_TOKEN' in os.environ}))")
+    probe = notebook(
+        tmp_path,
+        "probe",
+        *PROBE,
+        "record(Finding('token', 'is the webhook token in the kernel environment?"
+        "', data={'present': 'RUNBOOK_WEBHOOK_TOKEN' in os.environ}))",
+    )
     routes = routing.Routing(
         routes={"Probe": routing.Route("Probe", "probe", ())},
         books={"probe": probe},
@@ -24,11 +29,15 @@ def test_each_alert_runs_on_its_own_warm_kernel_which_never_sees_the_token(tmp_p
 
     with TestClient(app) as client:  # the lifespan starts the workers and their kernels
         for fingerprint in ("00000000000000a1", "00000000000000a2"):
-            response = client.post("/alerts", json=notification(alert("Probe", fingerprint), group_key="probe"),
-                                   headers={"Authorization": f"Bearer {TOKEN}"})
+            response = client.post(
+                "/alerts",
+                json=notification(alert("Probe", fingerprint), group_key="probe"),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
             assert response.json()["alerts"][0]["outcome"] == "queued"
-        evidence = wait_for(lambda: len(files := sorted(output.glob("*/*.evidence.json"))) == 2 and files,
-                            what="two runs' evidence")
+        evidence = wait_for(
+            lambda: len(files := sorted(output.glob("*/*.evidence.json"))) == 2 and files, what="two runs' evidence"
+        )
 
     assert [json.loads(path.read_text())["status"] for path in evidence] == ["completed"] * 2
     kernels = [finding(path, "kernel") for path in evidence]

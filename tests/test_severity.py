@@ -1,4 +1,4 @@
-"""The incident-response runbook's severity table, at and around every boundary; targets, cadence and escalation matrix."""
+"""The severity table, at and around every boundary; targets, cadence and escalation matrix."""
 
 from __future__ import annotations
 
@@ -17,21 +17,25 @@ EPS = 1e-6
 
 # --- error rate: P3 from 1 %, P2 from 10 %, P1 from 99 % ("all requests failing"); boundaries go up
 
-@pytest.mark.parametrize("rate, level, threshold", [
-    (0.0, "P4", None),
-    (0.01 - EPS, "P4", None),
-    (0.01, "P3", "1 %"),
-    (0.01 + EPS, "P3", "1 %"),
-    (0.05, "P3", "1 %"),
-    (0.10 - EPS, "P3", "1 %"),
-    (0.10, "P2", "10 %"),
-    (0.1 * 3 / 3, "P2", "10 %"),
-    (0.10 + EPS, "P2", "10 %"),
-    (0.12, "P2", "10 %"),
-    (0.99 - EPS, "P2", "10 %"),
-    (0.99, "P1", "99 %"),
-    (1.0, "P1", "99 %"),
-])
+
+@pytest.mark.parametrize(
+    "rate, level, threshold",
+    [
+        (0.0, "P4", None),
+        (0.01 - EPS, "P4", None),
+        (0.01, "P3", "1 %"),
+        (0.01 + EPS, "P3", "1 %"),
+        (0.05, "P3", "1 %"),
+        (0.10 - EPS, "P3", "1 %"),
+        (0.10, "P2", "10 %"),
+        (0.1 * 3 / 3, "P2", "10 %"),
+        (0.10 + EPS, "P2", "10 %"),
+        (0.12, "P2", "10 %"),
+        (0.99 - EPS, "P2", "10 %"),
+        (0.99, "P1", "99 %"),
+        (1.0, "P1", "99 %"),
+    ],
+)
 def test_error_rate_boundaries(rate, level, threshold):
     result = classify(error_rate=rate)
     assert result.level == level
@@ -47,15 +51,18 @@ def test_a_ratio_float_arithmetic_puts_just_under_a_boundary_reads_as_the_bounda
     assert classify(error_rate=0.7 / 7).level == "P2"
 
 
-@pytest.mark.parametrize("ratio, level, threshold", [
-    (1.0, "P4", None),
-    (1.5 - EPS, "P4", None),
-    (1.5, "P3", "1.5x"),
-    (2.0, "P3", "1.5x"),
-    (3.0 - EPS, "P3", "1.5x"),
-    (3.0, "P2", "3x"),
-    (10.0, "P2", "3x"),
-])
+@pytest.mark.parametrize(
+    "ratio, level, threshold",
+    [
+        (1.0, "P4", None),
+        (1.5 - EPS, "P4", None),
+        (1.5, "P3", "1.5x"),
+        (2.0, "P3", "1.5x"),
+        (3.0 - EPS, "P3", "1.5x"),
+        (3.0, "P2", "3x"),
+        (10.0, "P2", "3x"),
+    ],
+)
 def test_latency_boundaries(ratio, level, threshold):
     result = classify(latency_ratio=ratio)
     assert result.level == level
@@ -92,8 +99,12 @@ def test_the_highest_severity_wins_and_names_its_own_rule():
 def test_quiet_is_p4_with_every_measured_value_and_what_was_not_measured():
     result = classify(error_rate=0.002, latency_ratio=1.1)
     assert result.level == "P4"
-    assert result.measured == {"error_rate": 0.002, "latency_ratio": 1.1, "services_down": [],
-                                "critical_services_down": []}
+    assert result.measured == {
+        "error_rate": 0.002,
+        "latency_ratio": 1.1,
+        "services_down": [],
+        "critical_services_down": [],
+    }
     assert result.unmeasured == ()
     nothing = classify()
     assert nothing.level == "P4" and nothing.unmeasured == ("error_rate", "latency_ratio")
@@ -148,14 +159,20 @@ def at(minutes: float) -> dt.datetime:
     return T0 + dt.timedelta(minutes=minutes)
 
 
-@pytest.mark.parametrize("level, response, resolution", [
-    ("P1", 5, 60), ("P2", 15, 240), ("P3", 60, 24 * 60), ("P4", 240, 7 * 24 * 60),
-])
+@pytest.mark.parametrize(
+    "level, response, resolution",
+    [
+        ("P1", 5, 60),
+        ("P2", 15, 240),
+        ("P3", 60, 24 * 60),
+        ("P4", 240, 7 * 24 * 60),
+    ],
+)
 def test_targets_are_the_runbook_documents(level, response, resolution):
     table = escalation.targets(level, T0, at(10)).set_index("target")
     assert table.loc["response", "due"] == at(response)
     assert table.loc["resolution", "due"] == at(resolution)
-    assert table.loc["response", "overdue"] == (10 >= response)
+    assert table.loc["response", "overdue"] == (response <= 10)
 
 
 def test_a_target_is_overdue_from_its_due_time_on():
@@ -163,10 +180,19 @@ def test_a_target_is_overdue_from_its_due_time_on():
     assert escalation.targets("P2", T0, at(15)).set_index("target").loc["response", "overdue"]
 
 
-@pytest.mark.parametrize("level, minutes, every, next_at", [
-    ("P1", 0, 15, 15), ("P1", 14, 15, 15), ("P1", 15, 15, 30), ("P1", 16, 15, 30),
-    ("P2", 0, 30, 30), ("P2", 29, 30, 30), ("P2", 30, 30, 60), ("P2", 95, 30, 120),
-])
+@pytest.mark.parametrize(
+    "level, minutes, every, next_at",
+    [
+        ("P1", 0, 15, 15),
+        ("P1", 14, 15, 15),
+        ("P1", 15, 15, 30),
+        ("P1", 16, 15, 30),
+        ("P2", 0, 30, 30),
+        ("P2", 29, 30, 30),
+        ("P2", 30, 30, 60),
+        ("P2", 95, 30, 120),
+    ],
+)
 def test_next_update_is_the_next_multiple_of_the_cadence(level, minutes, every, next_at):
     cadence = escalation.cadence(level, T0, at(minutes))
     assert cadence.update_every == dt.timedelta(minutes=every)
@@ -184,21 +210,24 @@ def engaged(level: str, minutes: float) -> list[str]:
     return list(table.loc[table["engage_now"] & table["role"].notna(), "role"])
 
 
-@pytest.mark.parametrize("level, minutes, roles", [
-    ("P1", 0, ["Primary On-Call", "Secondary On-Call"]),
-    ("P1", 29.9, ["Primary On-Call", "Secondary On-Call"]),
-    ("P1", 30, ["Primary On-Call", "Secondary On-Call", "Engineering Manager"]),
-    ("P1", 60, ["Primary On-Call", "Secondary On-Call", "Engineering Manager", "VP Engineering"]),
-    ("P1", 120, ["Primary On-Call", "Secondary On-Call", "Engineering Manager", "VP Engineering", "CTO"]),
-    ("P2", 10, ["Primary On-Call"]),
-    ("P2", 30, ["Primary On-Call", "Secondary On-Call"]),
-    ("P2", 90, ["Primary On-Call", "Secondary On-Call", "Engineering Manager"]),
-    ("P2", 121, ["Primary On-Call", "Secondary On-Call", "Engineering Manager", "VP Engineering"]),
-    ("P3", 45, ["Primary On-Call"]),
-    ("P3", 60, ["Primary On-Call", "Secondary On-Call"]),
-    ("P3", 180, ["Primary On-Call", "Secondary On-Call", "Engineering Manager"]),
-    ("P4", 600, ["Primary On-Call"]),
-])
+@pytest.mark.parametrize(
+    "level, minutes, roles",
+    [
+        ("P1", 0, ["Primary On-Call", "Secondary On-Call"]),
+        ("P1", 29.9, ["Primary On-Call", "Secondary On-Call"]),
+        ("P1", 30, ["Primary On-Call", "Secondary On-Call", "Engineering Manager"]),
+        ("P1", 60, ["Primary On-Call", "Secondary On-Call", "Engineering Manager", "VP Engineering"]),
+        ("P1", 120, ["Primary On-Call", "Secondary On-Call", "Engineering Manager", "VP Engineering", "CTO"]),
+        ("P2", 10, ["Primary On-Call"]),
+        ("P2", 30, ["Primary On-Call", "Secondary On-Call"]),
+        ("P2", 90, ["Primary On-Call", "Secondary On-Call", "Engineering Manager"]),
+        ("P2", 121, ["Primary On-Call", "Secondary On-Call", "Engineering Manager", "VP Engineering"]),
+        ("P3", 45, ["Primary On-Call"]),
+        ("P3", 60, ["Primary On-Call", "Secondary On-Call"]),
+        ("P3", 180, ["Primary On-Call", "Secondary On-Call", "Engineering Manager"]),
+        ("P4", 600, ["Primary On-Call"]),
+    ],
+)
 def test_escalation_matrix_is_cumulative_and_boundaries_escalate(level, minutes, roles):
     assert engaged(level, minutes) == roles
 

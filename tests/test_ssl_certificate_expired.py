@@ -25,6 +25,7 @@ NOW = dt.datetime.now(dt.timezone.utc)
 
 # --- a test PKI and TLS servers on loopback (runbooks_sandbox.endpoints, which the sandbox serves too)
 
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     with endpoints.serve_pki(tmp_path_factory.mktemp("pki"), now=NOW) as served:
@@ -50,13 +51,17 @@ def by_endpoint(table):
 
 # --- endpoints
 
-@pytest.mark.parametrize("text, expected", [
-    ("api.autolytiq.com:443", ("api.autolytiq.com", 443, "api.autolytiq.com")),
-    ("api.autolytiq.com", ("api.autolytiq.com", 443, "api.autolytiq.com")),
-    ("10.0.3.7:8443@api.autolytiq.com", ("10.0.3.7", 8443, "api.autolytiq.com")),
-    ("[2001:db8::1]:443", ("2001:db8::1", 443, "2001:db8::1")),
-    ("[2001:db8::1]@api.autolytiq.com", ("2001:db8::1", 443, "api.autolytiq.com")),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("api.autolytiq.com:443", ("api.autolytiq.com", 443, "api.autolytiq.com")),
+        ("api.autolytiq.com", ("api.autolytiq.com", 443, "api.autolytiq.com")),
+        ("10.0.3.7:8443@api.autolytiq.com", ("10.0.3.7", 8443, "api.autolytiq.com")),
+        ("[2001:db8::1]:443", ("2001:db8::1", 443, "2001:db8::1")),
+        ("[2001:db8::1]@api.autolytiq.com", ("2001:db8::1", 443, "api.autolytiq.com")),
+    ],
+)
 def test_endpoints_are_host_port_and_an_optional_servername(text, expected):
     endpoint = tls.parse_endpoint(text)
     assert (endpoint.host, endpoint.port, endpoint.servername) == expected
@@ -110,13 +115,26 @@ def test_a_certificate_expiring_within_warn_days(pki):
     assert rows[pki.valid]["status"] == "expiring"
 
 
-@pytest.mark.parametrize("name, matches", [
-    ("api.autolytiq.io", True), ("API.Autolytiq.io.", True), ("autolytiq.io", True),
-    ("a.b.autolytiq.io", False), ("autolytiq.com", False), ("10.0.0.1", True), ("10.0.0.2", False),
-])
+@pytest.mark.parametrize(
+    "name, matches",
+    [
+        ("api.autolytiq.io", True),
+        ("API.Autolytiq.io.", True),
+        ("autolytiq.io", True),
+        ("a.b.autolytiq.io", False),
+        ("autolytiq.com", False),
+        ("10.0.0.1", True),
+        ("10.0.0.2", False),
+    ],
+)
 def test_hostname_matching_follows_rfc_6125(name, matches):
-    certificate, _ = endpoints.leaf(endpoints.new_ca(), NOW, NOW + dt.timedelta(days=1),
-                                    names=("autolytiq.io", "*.autolytiq.io"), addresses=("10.0.0.1",))
+    certificate, _ = endpoints.leaf(
+        endpoints.new_ca(),
+        NOW,
+        NOW + dt.timedelta(days=1),
+        names=("autolytiq.io", "*.autolytiq.io"),
+        addresses=("10.0.0.1",),
+    )
     assert tls.names_host(certificate, name) is matches
 
 
@@ -132,6 +150,7 @@ def test_findings_name_the_expired_untrusted_and_unreachable_endpoints(pki):
 
 
 # --- cert-manager
+
 
 def test_certificates_and_the_one_not_ready(cluster):
     listed = certificates.list_certificates(cluster)
@@ -158,7 +177,9 @@ def test_without_cert_manager_a_note_and_no_exception(cluster, monkeypatch):
     assert "cert-manager" in listed._repr_html_()
     findings = diagnosis.assess_certificates(listed, 14)
     assert [(f.id, f.severity, f.data["certificates"]) for f in findings] == [
-        ("certificates-not-ready", "info", []), ("certificates-expiring", "info", [])]
+        ("certificates-not-ready", "info", []),
+        ("certificates-expiring", "info", []),
+    ]
     [action] = certificates.renew(cluster, ["api-gateway-tls"], apply=False)
     assert action.result == "dry run refused: HTTP 404 Not Found"
 
@@ -195,8 +216,14 @@ def test_a_status_changed_since_it_was_read_is_not_overwritten(cluster, incident
     api = cluster.custom
     with pytest.raises(ApiException) as refused:
         api.patch_namespaced_custom_object_status(
-            "cert-manager.io", "v1", NS, "certificates", "api-gateway-tls", certificates.renewal_patch(stale, NOW),
-            _content_type=certificates.MERGE_PATCH)
+            "cert-manager.io",
+            "v1",
+            NS,
+            "certificates",
+            "api-gateway-tls",
+            certificates.renewal_patch(stale, NOW),
+            _content_type=certificates.MERGE_PATCH,
+        )
     assert refused.value.status == 409
 
 
@@ -206,10 +233,14 @@ def _certificate(name):
 
 # --- the notebook
 
+
 def _run(run_runbook, incident, pki, tmp_path, *args):
     parameters = tmp_path / "endpoints.yaml"
-    parameters.write_text(yaml.safe_dump({"endpoints": [pki.expired, pki.valid, pki.closed],
-                                          "ca_file": str(pki.ca_file), "timeout_seconds": 2}))
+    parameters.write_text(
+        yaml.safe_dump(
+            {"endpoints": [pki.expired, pki.valid, pki.closed], "ca_file": str(pki.ca_file), "timeout_seconds": 2}
+        )
+    )
     return run_runbook(RUNBOOK, *incident.runbook_args(NS), "-f", str(parameters), *args)
 
 
@@ -238,7 +269,9 @@ def test_runbook_with_apply_renews_exactly_the_expired_certificate(run_runbook, 
     assert outcome.exit_code == 0, outcome.stderr
     [action] = outcome.evidence["actions"]
     assert action["mode"] == "applied" and action["target"] == "certificate/api-gateway-tls in autolytiq-prod"
-    issuing = [c for c in incident.get(*_certificate("api-gateway-tls"))["status"]["conditions"] if c["type"] == "Issuing"]
+    issuing = [
+        c for c in incident.get(*_certificate("api-gateway-tls"))["status"]["conditions"] if c["type"] == "Issuing"
+    ]
     assert [(c["status"], c["reason"]) for c in issuing] == [("True", "ManuallyTriggered")]
     assert incident.get(*_certificate("dashboard-tls")) == dashboard
     writes = [r for r in incident.requests if r.method != "GET"]

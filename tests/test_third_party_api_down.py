@@ -31,6 +31,7 @@ DEAL_PODS = ["deal-service-7f6b5c9d8-m4n7q", "deal-service-7f6b5c9d8-t2w8x"]
 
 # --- health endpoints on loopback (runbooks_sandbox.endpoints, which the sandbox serves too)
 
+
 @pytest.fixture
 def endpoints():
     with serve_health(503) as down, serve_health(200) as up:
@@ -48,7 +49,11 @@ def incident(kube_api):
 
 def dependencies(endpoints) -> dict:
     return {
-        "tax-rates": {"match": r"taxrates\.example", "health_url": endpoints["down"].url, "feature": "Deal tax calculation"},
+        "tax-rates": {
+            "match": r"taxrates\.example",
+            "health_url": endpoints["down"].url,
+            "feature": "Deal tax calculation",
+        },
         "credit-bureau": {"match": r"creditbureau\.example", "health_url": endpoints["up"].url},
         "email": {"match": r"mailrelay\.example", "health_url": ""},
     }
@@ -67,8 +72,10 @@ def run(run_runbook, kube_api, tmp_path, deps: dict, *args: str):
 
 # --- the runbook, run headlessly
 
+
 def test_the_down_dependency_is_named_since_its_first_error_and_nothing_is_changed_or_posted(
-        run_runbook, kube_api, incident, endpoints, tmp_path):
+    run_runbook, kube_api, incident, endpoints, tmp_path
+):
     outcome = run(run_runbook, kube_api, tmp_path, dependencies(endpoints))
 
     assert outcome.exit_code == 0, outcome.stderr
@@ -89,8 +96,9 @@ def test_the_down_dependency_is_named_since_its_first_error_and_nothing_is_chang
     assert counts["email"]["status"] == "recovered" and counts["email"]["errors"] == 2
     assert "no-dependency-down" not in outcome.findings()
 
-    assert record["actions"] == [{"id": "communicate", "mode": "dry-run", "target": "status page / #incidents",
-                                  "result": "drafted (not posted)"}]
+    assert record["actions"] == [
+        {"id": "communicate", "mode": "dry-run", "target": "status page / #incidents", "result": "drafted (not posted)"}
+    ]
     notebook = (outcome.evidence_path.parent / record["artifacts"][0]["path"]).read_text()
     assert "Title: Deal tax calculation Degradation - Cause Identified" in notebook
     assert ":construction: INCIDENT UPDATE :construction:" in notebook
@@ -108,9 +116,13 @@ def test_the_down_dependency_is_named_since_its_first_error_and_nothing_is_chang
     assert API_KEY not in outcome.stdout + outcome.stderr
 
 
-def test_healthy_dependencies_give_an_info_finding_and_no_status_page(run_runbook, kube_api, incident, endpoints, tmp_path):
-    deps = {"credit-bureau": {"match": r"creditbureau\.example", "health_url": endpoints["up"].url},
-            "email": {"match": r"mailrelay\.example", "health_url": ""}}
+def test_healthy_dependencies_give_an_info_finding_and_no_status_page(
+    run_runbook, kube_api, incident, endpoints, tmp_path
+):
+    deps = {
+        "credit-bureau": {"match": r"creditbureau\.example", "health_url": endpoints["up"].url},
+        "email": {"match": r"mailrelay\.example", "health_url": ""},
+    }
     outcome = run(run_runbook, kube_api, tmp_path, deps, "-p", "service_selector", "tier=backend")
 
     assert outcome.exit_code == 0, outcome.stderr
@@ -124,6 +136,7 @@ def test_healthy_dependencies_give_an_info_finding_and_no_status_page(run_runboo
 
 
 # --- the library, through the official client against the test server
+
 
 @pytest.fixture
 def cluster(kube_api, incident):
@@ -187,6 +200,7 @@ def test_a_failing_probe_with_succeeding_calls_in_the_logs_is_unconfirmed_not_do
 
 # --- probes
 
+
 def refused_url() -> str:
     return f"http://127.0.0.1:{closed_port()}/health"
 
@@ -204,12 +218,14 @@ def test_unreachable_urls_are_rows_with_the_reason():
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         port = silent.getsockname()[1]
-        deps = third_party.parse({
-            "refused": {"match": "x", "health_url": refused_url()},
-            "dns": {"match": "x", "health_url": "http://api.taxrates.invalid/health"},
-            "timeout": {"match": "x", "health_url": f"http://127.0.0.1:{port}/health"},
-            "none": {"match": "x", "health_url": ""},
-        })
+        deps = third_party.parse(
+            {
+                "refused": {"match": "x", "health_url": refused_url()},
+                "dns": {"match": "x", "health_url": "http://api.taxrates.invalid/health"},
+                "timeout": {"match": "x", "health_url": f"http://127.0.0.1:{port}/health"},
+                "none": {"match": "x", "health_url": ""},
+            }
+        )
         probes = third_party.probe_all(deps, 0.3).set_index("dependency")
     assert probes.loc["refused", "failure"] == "refused"
     assert probes.loc["dns", "failure"] == "dns"
@@ -225,37 +241,45 @@ def test_a_tls_failure_is_named(endpoints):
 
 # --- signatures, parameters, drafts
 
-@pytest.mark.parametrize("line, expected", [
-    ('error="Get \\"https://x\\": context deadline exceeded (Client.Timeout exceeded)"', {"timeout"}),
-    ("read tcp 10.0.0.1:5000->192.0.2.1:443: i/o timeout", {"timeout"}),
-    ("requests.exceptions.ReadTimeout: HTTPSConnectionPool: Read timed out.", {"timeout"}),
-    ("dial tcp 203.0.113.41:443: connect: connection refused", {"connection refused"}),
-    ("Error: connect ECONNREFUSED 203.0.113.41:443", {"connection refused"}),
-    ("status=503 body=\"Service Unavailable\"", {"http 5xx"}),
-    ("HTTP/1.1 502 Bad Gateway", {"http 5xx"}),
-    ('{"statusCode":504,"msg":"upstream"}', {"http 5xx"}),
-    ("Gateway Timeout from provider", {"http 5xx", "timeout"}),
-    ("dial tcp: lookup api.taxrates.example on 10.96.0.10:53: no such host", {"dns"}),
-    ("getaddrinfo ENOTFOUND api.taxrates.example", {"dns"}),
-    ("[Errno -2] Name or service not known", {"dns"}),
-    ("x509: certificate signed by unknown authority", {"tls"}),
-    ("SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED]'))", {"tls"}),
-    ("status=200 latency_ms=503", set()),
-    ("status=200 latency_ms=84 tokens=502", set()),
-])
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ('error="Get \\"https://x\\": context deadline exceeded (Client.Timeout exceeded)"', {"timeout"}),
+        ("read tcp 10.0.0.1:5000->192.0.2.1:443: i/o timeout", {"timeout"}),
+        ("requests.exceptions.ReadTimeout: HTTPSConnectionPool: Read timed out.", {"timeout"}),
+        ("dial tcp 203.0.113.41:443: connect: connection refused", {"connection refused"}),
+        ("Error: connect ECONNREFUSED 203.0.113.41:443", {"connection refused"}),
+        ('status=503 body="Service Unavailable"', {"http 5xx"}),
+        ("HTTP/1.1 502 Bad Gateway", {"http 5xx"}),
+        ('{"statusCode":504,"msg":"upstream"}', {"http 5xx"}),
+        ("Gateway Timeout from provider", {"http 5xx", "timeout"}),
+        ("dial tcp: lookup api.taxrates.example on 10.96.0.10:53: no such host", {"dns"}),
+        ("getaddrinfo ENOTFOUND api.taxrates.example", {"dns"}),
+        ("[Errno -2] Name or service not known", {"dns"}),
+        ("x509: certificate signed by unknown authority", {"tls"}),
+        ("SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED]'))", {"tls"}),
+        ("status=200 latency_ms=503", set()),
+        ("status=200 latency_ms=84 tokens=502", set()),
+    ],
+)
 def test_error_signatures(line, expected):
     import re
+
     found = {name for name, regex in third_party.ERROR_SIGNATURES.items() if re.search(regex, line, re.IGNORECASE)}
     assert found == expected
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"health_url": "http://x"}, "'match'"),
-    ({"match": "a("}, "not a regex"),
-    ({"match": "a", "health_url": "file:///etc/passwd"}, "http:// or https://"),
-    ({"match": "a", "url": "http://x"}, "unknown keys"),
-    ("taxrates", "'match'"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"health_url": "http://x"}, "'match'"),
+        ({"match": "a("}, "not a regex"),
+        ({"match": "a", "health_url": "file:///etc/passwd"}, "http:// or https://"),
+        ({"match": "a", "url": "http://x"}, "unknown keys"),
+        ("taxrates", "'match'"),
+    ],
+)
 def test_parse_rejects_malformed_dependencies(spec, message):
     with pytest.raises(ValueError, match=message):
         third_party.parse({"tax-rates": spec})
@@ -264,15 +288,46 @@ def test_parse_rejects_malformed_dependencies(spec, message):
 def test_drafts_fill_the_runbook_document_templates_from_the_findings():
     since = dt.datetime(2024, 11, 26, 14, 2, tzinfo=dt.timezone.utc)
     now = since + dt.timedelta(minutes=14)
-    verdict = pd.DataFrame([{
-        "dependency": "tax-rates", "status": "down", "basis": "logs and probe", "lines": 40, "errors": 30,
-        "timeout": 10, "connection refused": 5, "http 5xx": 15, "dns": 0, "tls": 0,
-        "first_error": pd.Timestamp(since), "last_error": pd.Timestamp(now), "recent_lines": 20, "recent_errors": 20,
-        "pods": ["deal-service-a"], "health_url": "https://api.taxrates.example/v2/health", "probe_status": 503,
-        "probe_latency_ms": 12.5, "probe": "failing", "probe_failure": None, "probe_error": None,
-    }])
-    affected = pd.DataFrame([{"dependency": "tax-rates", "service": "deal-service", "pod": "deal-service-a",
-                              "container": "deal-service", "errors": 30, "first_error": since, "last_error": now}])
+    verdict = pd.DataFrame(
+        [
+            {
+                "dependency": "tax-rates",
+                "status": "down",
+                "basis": "logs and probe",
+                "lines": 40,
+                "errors": 30,
+                "timeout": 10,
+                "connection refused": 5,
+                "http 5xx": 15,
+                "dns": 0,
+                "tls": 0,
+                "first_error": pd.Timestamp(since),
+                "last_error": pd.Timestamp(now),
+                "recent_lines": 20,
+                "recent_errors": 20,
+                "pods": ["deal-service-a"],
+                "health_url": "https://api.taxrates.example/v2/health",
+                "probe_status": 503,
+                "probe_latency_ms": 12.5,
+                "probe": "failing",
+                "probe_failure": None,
+                "probe_error": None,
+            }
+        ]
+    )
+    affected = pd.DataFrame(
+        [
+            {
+                "dependency": "tax-rates",
+                "service": "deal-service",
+                "pod": "deal-service-a",
+                "container": "deal-service",
+                "errors": 30,
+                "first_error": since,
+                "last_error": now,
+            }
+        ]
+    )
     deps = third_party.parse({"tax-rates": {"match": "taxrates", "feature": "Deal tax calculation"}})
     drafts = third_party.drafts(third_party.assess(verdict, affected, deps, 60), now=now)
 
@@ -284,5 +339,7 @@ def test_drafts_fill_the_runbook_document_templates_from_the_findings():
     assert "Next Update: 14:46 UTC (in 30 minutes)" in drafts.slack
     assert any("fallback or cache for tax-rates" in item for item in drafts.checklist)
     assert any("contact its support" in item and "503" in item for item in drafts.checklist)
-    assert "[" not in drafts.slack.replace("[REDACTED]", "")  # every placeholder of the incident-response runbook filled
+    assert "[" not in drafts.slack.replace(
+        "[REDACTED]", ""
+    )  # every placeholder of the incident-response runbook filled
     assert drafts.action.mode == "dry-run" and drafts.action.result == "drafted (not posted)"

@@ -38,16 +38,28 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0cmlhZ2UifQ.c2lnbmF0dXJlLXRyaWFnZS10ZXN
 def scenarios(now: float) -> dict[str, list[Traffic]]:
     baseline = [Traffic(now - WEEK - 4200, now - WEEK + 600, 100, 0.002, NORMAL_LATENCY)]
     return {
-        "p2-errors": baseline + [Traffic(now - 4200, now - 1200, 100, 0.002, NORMAL_LATENCY),
-                                 Traffic(now - 1185, now, 100, 0.12, NORMAL_LATENCY)],
-        "p3-latency": baseline + [Traffic(now - 4200, now - 1200, 100, 0.005, NORMAL_LATENCY),
-                                  Traffic(now - 1185, now, 100, 0.005, SLOW_LATENCY)],
-        "p1-all-failing": baseline + [Traffic(now - 4200, now - 600, 100, 0.002, NORMAL_LATENCY),
-                                      Traffic(now - 585, now, 100, 1.0, NORMAL_LATENCY)],
-        "recovered": baseline + [Traffic(now - 4200, now - 3000, 100, 0.002, NORMAL_LATENCY),
-                                 Traffic(now - 2985, now - 2400, 100, 0.15, NORMAL_LATENCY),
-                                 Traffic(now - 2385, now, 100, 0.002, NORMAL_LATENCY)],
-        "quiet": baseline + [Traffic(now - 4200, now, 100, 0.002, NORMAL_LATENCY)],
+        "p2-errors": [
+            *baseline,
+            Traffic(now - 4200, now - 1200, 100, 0.002, NORMAL_LATENCY),
+            Traffic(now - 1185, now, 100, 0.12, NORMAL_LATENCY),
+        ],
+        "p3-latency": [
+            *baseline,
+            Traffic(now - 4200, now - 1200, 100, 0.005, NORMAL_LATENCY),
+            Traffic(now - 1185, now, 100, 0.005, SLOW_LATENCY),
+        ],
+        "p1-all-failing": [
+            *baseline,
+            Traffic(now - 4200, now - 600, 100, 0.002, NORMAL_LATENCY),
+            Traffic(now - 585, now, 100, 1.0, NORMAL_LATENCY),
+        ],
+        "recovered": [
+            *baseline,
+            Traffic(now - 4200, now - 3000, 100, 0.002, NORMAL_LATENCY),
+            Traffic(now - 2985, now - 2400, 100, 0.15, NORMAL_LATENCY),
+            Traffic(now - 2385, now, 100, 0.002, NORMAL_LATENCY),
+        ],
+        "quiet": [*baseline, Traffic(now - 4200, now, 100, 0.002, NORMAL_LATENCY)],
     }
 
 
@@ -76,8 +88,9 @@ def quiet_logs() -> triage.GatewayErrors:
 
 
 def no_pods_down() -> triage.PodStatus:
-    services = pd.DataFrame([{"deployment": "api-gateway", "desired": 2, "pods": 2, "ready_pods": 2, "down": False,
-                              "critical": True}])
+    services = pd.DataFrame(
+        [{"deployment": "api-gateway", "desired": 2, "pods": 2, "ready_pods": 2, "down": False, "critical": True}]
+    )
     return triage.PodStatus(pd.DataFrame(), pd.DataFrame(), services)
 
 
@@ -89,6 +102,7 @@ def triaged(url: str):
 
 
 # --- the scenarios' severity, with the default queries
+
 
 def test_12_percent_errors_is_p2_by_error_rate(prom, generated_at):
     metrics, start, measured, result = triaged(prom["p2-errors"])
@@ -115,14 +129,14 @@ def test_twice_the_latency_at_half_a_percent_errors_is_p3_by_latency(prom):
 
 
 def test_all_requests_failing_is_p1(prom):
-    _, _, measured, result = triaged(prom["p1-all-failing"])
+    _, _, _measured, result = triaged(prom["p1-all-failing"])
     assert result.level == "P1"
     assert "all requests failing" in result.rule
     assert result.measured == {"error_rate": pytest.approx(1.0)}
 
 
 def test_a_quiet_hour_is_p4_below_every_threshold_and_starts_now(prom):
-    metrics, start, measured, result = triaged(prom["quiet"])
+    metrics, start, _measured, result = triaged(prom["quiet"])
     assert result.level == "P4"
     assert result.rule.startswith("below every P1-P3 threshold")
     assert result.measured["error_rate"] == pytest.approx(0.002, abs=1e-6)
@@ -147,11 +161,14 @@ def test_the_incidents_worst_since_its_start_counts_not_its_latest(prom, generat
     assert measured.error_rate == pytest.approx(0.002, abs=1e-6) and measured.classify().level == "P4"
 
 
-@pytest.mark.parametrize("offset, start, tail, message", [
-    ("1 week", "", 100, "not a Prometheus duration"),
-    ("1w", "yesterday", 100, "ISO 8601"),
-    ("1w", "", 0, "tail_lines must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "offset, start, tail, message",
+    [
+        ("1 week", "", 100, "not a Prometheus duration"),
+        ("1w", "yesterday", 100, "ISO 8601"),
+        ("1w", "", 0, "tail_lines must be at least 1"),
+    ],
+)
 def test_parameters_that_cannot_work_are_refused_in_one_line(offset, start, tail, message):
     with pytest.raises(ValueError, match=message):
         triage.check_parameters(offset, start, tail)
@@ -159,6 +176,7 @@ def test_parameters_that_cannot_work_are_refused_in_one_line(offset, start, tail
 
 
 # --- the Prometheus client
+
 
 def test_range_and_baseline_lie_on_the_same_minutes(prom):
     metrics = metrics_of(prom["p3-latency"])
@@ -188,9 +206,8 @@ def test_a_refused_query_says_why(prom):
 def test_unreachable_or_not_prometheus_is_prometheus_unreachable():
     with pytest.raises(PrometheusUnreachable, match="does not answer"):
         prometheus.connect(f"http://127.0.0.1:{closed_port()}")
-    with serve_health(200) as other:
-        with pytest.raises(PrometheusUnreachable, match="not Prometheus's API"):
-            prometheus.connect(other.url.removesuffix("/health"))
+    with serve_health(200) as other, pytest.raises(PrometheusUnreachable, match="not Prometheus's API"):
+        prometheus.connect(other.url.removesuffix("/health"))
     with pytest.raises(PrometheusUnreachable, match="not a Prometheus URL"):
         prometheus.connect("prometheus:9090")
 
@@ -215,14 +232,26 @@ def test_bad_durations(text):
 
 # --- the runbook, run headlessly
 
+
 def gateway_line_with_a_token(kube_api):
     """One more gateway error line, carrying a bearer token (current logs of the pod replaced)."""
     now = dt.datetime.now(dt.timezone.utc)
-    kube_api.set_logs(NS, "api-gateway-7d9f8b6c5d-q7m4z", "gateway", current=[
-        (now - dt.timedelta(minutes=3), 'level=error method=POST path=/api/v1/auth/token status=502 '
-         'upstream=auth-service error="upstream connect error"'),
-        (now - dt.timedelta(minutes=1), f'level=error msg="auth rejected" status=401 authorization="Bearer {TOKEN}"'),
-    ])
+    kube_api.set_logs(
+        NS,
+        "api-gateway-7d9f8b6c5d-q7m4z",
+        "gateway",
+        current=[
+            (
+                now - dt.timedelta(minutes=3),
+                "level=error method=POST path=/api/v1/auth/token status=502 "
+                'upstream=auth-service error="upstream connect error"',
+            ),
+            (
+                now - dt.timedelta(minutes=1),
+                f'level=error msg="auth rejected" status=401 authorization="Bearer {TOKEN}"',
+            ),
+        ],
+    )
 
 
 def test_triage_with_prometheus_declares_p2_by_error_rate_and_changes_nothing(run_runbook, prod, prom):
@@ -263,8 +292,9 @@ def test_triage_with_prometheus_declares_p2_by_error_rate_and_changes_nothing(ru
     assert findings["engage"]["data"]["next"]["role"] == "Secondary On-Call"
 
     # Drafted, not posted; unknown fields stay placeholders.
-    assert record["actions"] == [{"id": "declare", "mode": "dry-run", "target": "#incidents / status page",
-                                  "result": "drafted (not posted)"}]
+    assert record["actions"] == [
+        {"id": "declare", "mode": "dry-run", "target": "#incidents / status page", "result": "drafted (not posted)"}
+    ]
     notebook = (outcome.evidence_path.parent / record["artifacts"][0]["path"]).read_text()
     assert ":rotating_light: INCIDENT DECLARED :rotating_light:" in notebook
     assert "Severity: P2" in notebook and "error rate 12.0% (prometheus)" in notebook
@@ -282,8 +312,16 @@ def test_triage_with_prometheus_declares_p2_by_error_rate_and_changes_nothing(ru
 
 def test_triage_without_prometheus_says_so_and_rates_the_gateway_logs(run_runbook, prod):
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(minutes=40)
-    outcome = run_runbook(RUNBOOK, *prod.runbook_args(NS), "-p", "prometheus_url", f"http://127.0.0.1:{closed_port()}",
-                          "-p", "incident_start", started.isoformat())
+    outcome = run_runbook(
+        RUNBOOK,
+        *prod.runbook_args(NS),
+        "-p",
+        "prometheus_url",
+        f"http://127.0.0.1:{closed_port()}",
+        "-p",
+        "incident_start",
+        started.isoformat(),
+    )
 
     assert outcome.exit_code == 0, outcome.stdout + outcome.stderr
     findings = outcome.findings()
@@ -291,47 +329,93 @@ def test_triage_without_prometheus_says_so_and_rates_the_gateway_logs(run_runboo
     sev = findings["severity"]["data"]
     # 6 of the 15 gateway log lines carrying a status are 5xx: 40 % -> P2, from the logs; latency not measured.
     assert (sev["severity"], sev["metrics"]) == ("P2", "unavailable")
-    assert sev["error_rate"] == pytest.approx(0.4) and sev["error_rate_source"] == "gateway logs, 15 lines with a status"
+    assert (
+        sev["error_rate"] == pytest.approx(0.4) and sev["error_rate_source"] == "gateway logs, 15 lines with a status"
+    )
     assert sev["latency_ratio"] is None and sev["unmeasured"] == ["latency_ratio"]
     assert dt.datetime.fromisoformat(sev["incident_start"]) == started
     # 40 minutes into a P2: the secondary on-call is engaged, the engineering manager joins at one hour.
     engage = findings["engage"]["data"]
     assert engage["engage_now"] == ["Primary On-Call", "Secondary On-Call"]
-    assert (engage["next"]["role"], dt.datetime.fromisoformat(engage["next"]["from"])) == \
-        ("Engineering Manager", started + dt.timedelta(hours=1))
+    assert (engage["next"]["role"], dt.datetime.fromisoformat(engage["next"]["from"])) == (
+        "Engineering Manager",
+        started + dt.timedelta(hours=1),
+    )
 
 
 # --- services down (kubectl get pods), against the test API server
 
-TAX_SERVICE_DOWN = {"namespace": NS, "objects": [
-    {"kind": "Deployment",
-     "metadata": {"name": "tax-service", "labels": {"app": "tax-service"}, "creationTimestamp": {"ago": "30d"}},
-     "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "tax-service"}},
-              "template": {"metadata": {"labels": {"app": "tax-service"}},
-                           "spec": {"containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]}}}},
-    {"kind": "ReplicaSet",
-     "metadata": {"name": "tax-service-5d4c3b2a1", "labels": {"app": "tax-service"},
-                  "ownerReferences": [{"kind": "Deployment", "name": "tax-service"}], "creationTimestamp": {"ago": "30d"}},
-     "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "tax-service"}},
-              "template": {"metadata": {"labels": {"app": "tax-service"}},
-                           "spec": {"containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]}}}},
-    {"kind": "Pod",
-     "metadata": {"name": "tax-service-5d4c3b2a1-zz9x8", "labels": {"app": "tax-service"},
-                  "ownerReferences": [{"kind": "ReplicaSet", "name": "tax-service-5d4c3b2a1"}],
-                  "creationTimestamp": {"ago": "1h"}},
-     "spec": {"nodeName": "worker-1", "containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]},
-     "status": {"containerStatuses": [{"name": "tax", "ready": False, "restartCount": 7,
-                                       "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                                       "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
-                                                                    "startedAt": {"ago": "3m"},
-                                                                    "finishedAt": {"ago": "2m"}}}}]}},
-]}
+TAX_SERVICE_DOWN = {
+    "namespace": NS,
+    "objects": [
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "tax-service", "labels": {"app": "tax-service"}, "creationTimestamp": {"ago": "30d"}},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "tax-service"}},
+                "template": {
+                    "metadata": {"labels": {"app": "tax-service"}},
+                    "spec": {"containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]},
+                },
+            },
+        },
+        {
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": "tax-service-5d4c3b2a1",
+                "labels": {"app": "tax-service"},
+                "ownerReferences": [{"kind": "Deployment", "name": "tax-service"}],
+                "creationTimestamp": {"ago": "30d"},
+            },
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "tax-service"}},
+                "template": {
+                    "metadata": {"labels": {"app": "tax-service"}},
+                    "spec": {"containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]},
+                },
+            },
+        },
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": "tax-service-5d4c3b2a1-zz9x8",
+                "labels": {"app": "tax-service"},
+                "ownerReferences": [{"kind": "ReplicaSet", "name": "tax-service-5d4c3b2a1"}],
+                "creationTimestamp": {"ago": "1h"},
+            },
+            "spec": {"nodeName": "worker-1", "containers": [{"name": "tax", "image": "registry.autolytiq.io/tax:1.0"}]},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "tax",
+                        "ready": False,
+                        "restartCount": 7,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {
+                                "exitCode": 1,
+                                "reason": "Error",
+                                "startedAt": {"ago": "3m"},
+                                "finishedAt": {"ago": "2m"},
+                            }
+                        },
+                    }
+                ]
+            },
+        },
+    ],
+}
 
 
-@pytest.mark.parametrize("critical, level, rule", [
-    ([], "P2", "one or more services down"),
-    (["tax-service"], "P1", "a critical service down"),
-])
+@pytest.mark.parametrize(
+    "critical, level, rule",
+    [
+        ([], "P2", "one or more services down"),
+        (["tax-service"], "P1", "a critical service down"),
+    ],
+)
 def test_a_deployment_without_a_ready_pod_is_a_service_down(prod, critical, level, rule):
     prod.load(TAX_SERVICE_DOWN)
     cluster = prod.connect(NS)
@@ -345,7 +429,11 @@ def test_a_deployment_without_a_ready_pod_is_a_service_down(prod, critical, leve
     result = triage.measure(metrics, quiet_logs(), pods, start).classify()
     assert (result.level, result.rule.split(" (")[0]) == (level, rule)
     assert list(result.measured.values()) == [["tax-service"]]
-    finding = {f.id: f for f in triage.assess(result, triage.measure(metrics, quiet_logs(), pods, start), start,
-                                              metrics, quiet_logs(), pods, "")}["pods-down"]
+    finding = {
+        f.id: f
+        for f in triage.assess(
+            result, triage.measure(metrics, quiet_logs(), pods, start), start, metrics, quiet_logs(), pods, ""
+        )
+    }["pods-down"]
     assert finding.severity == "critical" and finding.data["services_down"] == ["tax-service"]
     assert finding.data["reasons"]["tax-service-5d4c3b2a1-zz9x8"] == ["CrashLoopBackOff", "Error"]

@@ -7,4 +7,4 @@ This module stays light: the `runbook` command imports it before any kernel star
 from .evidence import Action, Finding, record
 
 __version__ = "0.1.0"
-__all__ = ["Action", "Finding", "record", "__version__"]
+__all__ = ["Action", "Finding", "__version__", "record"]

@@ -24,6 +24,7 @@ PARAMETERS = ROOT / "parameters"
 OUTPUT = ROOT / "output"
 
 _OPTIONAL = re.compile(r"^Optional\[(\w+)\]$")
+_PEP604_OPTIONAL = re.compile(r"^(\w+) \| None$")  # `float | None` reads as Optional[float]
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
 
@@ -45,9 +46,7 @@ class Parameter:
         if isinstance(value, bool) and bool not in accepted:
             accepted = ()
         if not isinstance(value, accepted):
-            raise UsageError(
-                f"parameter {self.name!r} takes {self.type}, got {type(value).__name__} {value!r}"
-            )
+            raise UsageError(f"parameter {self.name!r} takes {self.type}, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,13 @@ def find(name: str) -> Runbook:
 def load(path: Path) -> Runbook:
     cells = json.loads(path.read_text())["cells"]
     title = next(
-        (line.lstrip("# ").strip() for c in cells if c["cell_type"] == "markdown"
-         for line in _source(c).splitlines() if line.startswith("# ")),
+        (
+            line.lstrip("# ").strip()
+            for c in cells
+            if c["cell_type"] == "markdown"
+            for line in _source(c).splitlines()
+            if line.startswith("# ")
+        ),
         path.stem,
     )
     return Runbook(path.stem, path, title, parameters(path))
@@ -121,11 +125,11 @@ def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, P
         else:
             raise ValueError(f"{where}: line {node.lineno} is not `name[: type] = literal  # help`")
         default = ast.literal_eval(value)
-        annotation = annotation or type(default).__name__
+        annotation = _PEP604_OPTIONAL.sub(r"Optional[\1]", annotation or type(default).__name__)
         base = _OPTIONAL.match(annotation)
         if (base.group(1) if base else annotation) not in _TYPES:
             raise ValueError(f"{where}: parameter {name!r}: unsupported type {annotation!r}")
-        rest = lines[node.end_lineno - 1][node.end_col_offset:].strip()
+        rest = lines[(node.end_lineno or node.lineno) - 1][node.end_col_offset :].strip()
         found[name] = Parameter(name, annotation, default, rest.removeprefix("#").strip())
     return found
 

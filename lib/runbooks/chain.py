@@ -21,13 +21,16 @@ import fcntl
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .runfiles import EVIDENCE, HTML, NOTEBOOK, RunFiles
 
 UNSEALED = "0" * 64
+Record = dict[str, Any]  # an evidence file as JSON (runbooks.evidence.Record is its typed reading)
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,14 @@ def verify(folder: Path) -> Verification:
         names = sorted(p.name for p in folder.glob(f"*{EVIDENCE}"))
         records = {name: record for name in names if (record := _read(folder / name)) is not None}
         sealed = {name: r for name, r in records.items() if _sealed(folder / name, r["chain"]["seal"])}
-        problems = [Problem("changed", name, "not an evidence record with a chain link") for name in names if name not in records]
-        problems += [Problem("changed", name, "its bytes differ from its seal") for name in records if name not in sealed]
+        problems = [
+            Problem("changed", name, "not an evidence record with a chain link")
+            for name in names
+            if name not in records
+        ]
+        problems += [
+            Problem("changed", name, "its bytes differ from its seal") for name in records if name not in sealed
+        ]
         # What a changed record says of its artifacts is not to be trusted; its links still place it in the chain.
         problems += _check_artifacts(folder, sealed) + _check_links(folder, records)
         removed = {p.path for p in problems if p.kind == "removed"}
@@ -88,7 +97,7 @@ def verify(folder: Path) -> Verification:
         )
 
 
-def _ends(records: dict[str, dict], unknown: set[str]) -> tuple[str | None, list[str]]:
+def _ends(records: dict[str, Record], unknown: set[str]) -> tuple[str | None, list[str]]:
     """The chain's last file, and the other files no evidence links to.
 
     The file before a removed or unreadable one has lost its link with it: that file is no problem of its own.
@@ -96,13 +105,18 @@ def _ends(records: dict[str, dict], unknown: set[str]) -> tuple[str | None, list
     links = {name: r["chain"]["previous"] for name, r in records.items() if r["chain"]["previous"]}
     linked = {link["path"] for link in links.values()}
     before_unknown = {records[name]["chain"]["sequence"] - 2 for name, link in links.items() if link["path"] in unknown}
-    unlinked = [name for name in records if name not in linked and records[name]["chain"]["sequence"] not in before_unknown]
-    last = max(unlinked, default=None,
-               key=lambda name: (records[name]["chain"]["sequence"], _names_its_own_artifacts(name, records[name]), name))
+    unlinked = [
+        name for name in records if name not in linked and records[name]["chain"]["sequence"] not in before_unknown
+    ]
+    last = max(
+        unlinked,
+        default=None,
+        key=lambda name: (records[name]["chain"]["sequence"], _names_its_own_artifacts(name, records[name]), name),
+    )
     return last, [name for name in unlinked if name != last]
 
 
-def _check_artifacts(folder: Path, records: dict[str, dict]) -> list[Problem]:
+def _check_artifacts(folder: Path, records: dict[str, Record]) -> list[Problem]:
     problems, listed = [], set()
     for name, record in records.items():
         if not _names_its_own_artifacts(name, record):
@@ -110,12 +124,15 @@ def _check_artifacts(folder: Path, records: dict[str, dict]) -> list[Problem]:
         for artifact in record["artifacts"]:
             listed.add(artifact["path"])
             problems += _check_hash(folder, artifact["path"], artifact["sha256"], f"listed in {name}")
-    problems += [Problem("inserted", p.name, "not listed in any evidence file") for p in sorted(folder.iterdir())
-                 if _is_artifact(p) and p.name not in listed and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()]
+    problems += [
+        Problem("inserted", p.name, "not listed in any evidence file")
+        for p in sorted(folder.iterdir())
+        if _is_artifact(p) and p.name not in listed and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()
+    ]
     return problems
 
 
-def _check_links(folder: Path, records: dict[str, dict]) -> list[Problem]:
+def _check_links(folder: Path, records: dict[str, Record]) -> list[Problem]:
     problems = []
     for name, record in records.items():
         sequence, previous = record["chain"]["sequence"], record["chain"]["previous"]
@@ -127,7 +144,13 @@ def _check_links(folder: Path, records: dict[str, dict]) -> list[Problem]:
         problems += found
         before = records.get(previous["path"])
         if not found and before and before["chain"]["sequence"] != sequence - 1:
-            problems.append(Problem("changed", name, f"sequence {sequence} does not follow {before['chain']['sequence']} of {previous['path']}"))
+            problems.append(
+                Problem(
+                    "changed",
+                    name,
+                    f"sequence {sequence} does not follow {before['chain']['sequence']} of {previous['path']}",
+                )
+            )
     return problems
 
 
@@ -142,12 +165,12 @@ def _check_hash(folder: Path, name: str, expected: str, where: str) -> list[Prob
     return []
 
 
-def _names_its_own_artifacts(name: str, record: dict) -> bool:
+def _names_its_own_artifacts(name: str, record: Record) -> bool:
     stem = _stem(name)
     return {a["path"] for a in record["artifacts"]} == {f"{stem}{NOTEBOOK}", f"{stem}{HTML}"}
 
 
-def _next_link(folder: Path) -> dict:
+def _next_link(folder: Path) -> dict[str, Any]:
     """Sequence and previous file for the next evidence file of `folder` (called under the lock)."""
     links = {p.name: record["chain"] for p in folder.glob(f"*{EVIDENCE}") if (record := _read(p)) is not None}
     if not links:
@@ -177,14 +200,15 @@ def _is_artifact(path: Path) -> bool:
     return path.suffix in (NOTEBOOK, HTML) and RunFiles.of(path) is not None
 
 
-def _read(path: Path) -> dict | None:
+def _read(path: Path) -> Record | None:
     """The record, or None unless it is JSON with a well-formed chain link and artifact list."""
     try:
         record = json.loads(path.read_bytes())
         chain, artifacts = record["chain"], record["artifacts"]
         previous = chain["previous"]
         well_formed = (
-            isinstance(chain["sequence"], int) and isinstance(chain["seal"], str)
+            isinstance(chain["sequence"], int)
+            and isinstance(chain["seal"], str)
             and (previous is None or (isinstance(previous["path"], str) and isinstance(previous["sha256"], str)))
             and all(isinstance(a["path"], str) and isinstance(a["sha256"], str) for a in artifacts)
         )
@@ -204,7 +228,7 @@ def _merged(problems: list[Problem]) -> tuple[Problem, ...]:
 
 
 @contextmanager
-def _locked(folder: Path, exclusive: bool):
+def _locked(folder: Path, exclusive: bool) -> Iterator[None]:
     """flock on the folder itself: writers exclusive, verifiers shared. Closing the descriptor unlocks."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

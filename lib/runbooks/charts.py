@@ -21,8 +21,9 @@ def connections_by_application(connections: pd.DataFrame) -> Figure:
     """Stacked bars: connections per application, split by state."""
     if connections.empty:
         return _empty("Connections by application and state", "no client connections")
-    table = connections.pivot_table(index="application", columns="state", values="connections",
-                                    aggfunc="sum", fill_value=0)
+    table = connections.pivot_table(
+        index="application", columns="state", values="connections", aggfunc="sum", fill_value=0
+    )
     table = table.loc[table.sum(axis=1).sort_values().index]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.5))
     left = pd.Series(0, index=table.index)
@@ -63,14 +64,21 @@ def _empty(title: str, message: str) -> Figure:
 
 def certificate_days_left(endpoints: pd.DataFrame, certificates: pd.DataFrame, warn_days: float) -> Figure:
     """Horizontal bars: days until each endpoint's and each cert-manager Certificate's notAfter."""
-    rows = [(label, int(days)) for label, days in zip(endpoints["endpoint"], endpoints["days_left"]) if pd.notna(days)]
-    rows += [(f"certificate/{name}", int(days)) for name, days in zip(certificates["name"], certificates["days_left"])
-             if pd.notna(days)]
+    rows = [
+        (label, int(days))
+        for label, days in zip(endpoints["endpoint"], endpoints["days_left"], strict=True)
+        if pd.notna(days)
+    ]
+    rows += [
+        (f"certificate/{name}", int(days))
+        for name, days in zip(certificates["name"], certificates["days_left"], strict=True)
+        if pd.notna(days)
+    ]
     title = "Days until the certificates expire"
     if not rows:
         return _empty(title, "no certificate read")
     rows.sort(key=lambda r: r[1], reverse=True)
-    labels, days = zip(*rows)
+    labels, days = zip(*rows, strict=True)
     colours = ["#de2d26" if d < 0 else "#fd8d3c" if d < warn_days else "#31a354" for d in days]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.5))
     ax.barh(labels, days, color=colours)
@@ -139,8 +147,10 @@ def memory_of_limit(usage: pd.DataFrame, near_limit_pct: float = 90) -> Figure:
     frame = usage.dropna(subset=["memory_pct_of_limit"]).sort_values("memory_pct_of_limit")
     if frame.empty:
         return _empty(title, "no usage to show (no metrics API, or no memory limits)")
-    colours = ["#de2d26" if r.oomkilled else "#fd8d3c" if r.memory_pct_of_limit >= near_limit_pct else "#2b8cbe"
-               for r in frame.itertuples()]
+    colours = [
+        "#de2d26" if r.oomkilled else "#fd8d3c" if r.memory_pct_of_limit >= near_limit_pct else "#2b8cbe"
+        for r in frame.itertuples()
+    ]
     labels = [f"{r.pod} / {r.container}" + (" (OOMKilled)" if r.oomkilled else "") for r in frame.itertuples()]
     fig, ax = plt.subplots(figsize=(9, 0.4 * len(frame) + 1.5))
     ax.barh(labels, frame["memory_pct_of_limit"], color=colours)
@@ -171,12 +181,19 @@ def errors_over_time(per_minute: pd.DataFrame) -> Figure:
     bottom = pd.Series(0, index=table.index)
     width = 1 / 24 / 60 * 0.8  # 80% of a minute, in days
     for status in table.columns:
-        ax.bar(table.index, table[status], bottom=bottom, width=width, align="edge", label=str(status),
-               color=STATUS_COLOURS.get(int(status)))
+        ax.bar(
+            table.index,
+            table[status],
+            bottom=bottom,
+            width=width,
+            align="edge",
+            label=str(status),
+            color=STATUS_COLOURS.get(int(status)),
+        )
         bottom += table[status]
     ax.xaxis.set_major_locator(MinuteLocator(interval=max(1, len(table) // 10)))
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("minute (UTC)")
     ax.set_ylabel("responses")
     ax.set_title(title)
@@ -187,12 +204,15 @@ def errors_over_time(per_minute: pd.DataFrame) -> Figure:
     return fig
 
 
-def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, incident_start=None,
-                           baseline_label: str = "baseline") -> Figure:
+def error_rate_and_latency(
+    series: pd.DataFrame, normal_latency: float | None, incident_start=None, baseline_label: str = "baseline"
+) -> Figure:
     """Two panels over the window (UTC): error rate (%) and latency (s), each against its baseline, with the
-    incident-response runbook's severity thresholds (error rate 1 % and 10 %; latency 1.5x and 3x normal) and the incident start.
+    incident-response runbook's severity thresholds (error rate 1 % and 10 %; latency 1.5x and 3x normal) and the
+    incident start.
 
-    Takes diagnoses.triage.read_metrics(...).series: error_rate, baseline_error_rate, latency_seconds, baseline_latency_seconds.
+    Takes diagnoses.triage.read_metrics(...).series: error_rate, baseline_error_rate, latency_seconds,
+    baseline_latency_seconds.
     """
     title = "Error rate and latency, last hour, against the baseline (UTC)"
     if series.empty or series.isna().all().all():
@@ -203,8 +223,14 @@ def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, i
     errors.plot(times, 100 * series["baseline_error_rate"], color="#969696", linestyle="--", label=baseline_label)
     for pct, level in ((1, "P3"), (10, "P2")):
         errors.axhline(pct, color="#fd8d3c" if level == "P3" else "#e6550d", linewidth=0.8, linestyle=":")
-        errors.annotate(f"{level} {pct} %", (1, pct), xycoords=("axes fraction", "data"), fontsize="x-small",
-                        va="bottom", ha="right")
+        errors.annotate(
+            f"{level} {pct} %",
+            (1, pct),
+            xycoords=("axes fraction", "data"),
+            fontsize="x-small",
+            va="bottom",
+            ha="right",
+        )
     errors.set_ylabel("% of requests failing")
     errors.set_ylim(0, max(11, 110 * float(series["error_rate"].max())))
     errors.legend(loc="upper left", fontsize="small")
@@ -212,10 +238,17 @@ def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, i
     latency.plot(times, series["baseline_latency_seconds"], color="#969696", linestyle="--", label=baseline_label)
     if normal_latency:
         for ratio, level in ((1.5, "P3"), (3, "P2")):
-            latency.axhline(ratio * normal_latency, color="#fd8d3c" if level == "P3" else "#e6550d",
-                            linewidth=0.8, linestyle=":")
-            latency.annotate(f"{level} {ratio:g}x normal", (1, ratio * normal_latency),
-                             xycoords=("axes fraction", "data"), fontsize="x-small", va="bottom", ha="right")
+            latency.axhline(
+                ratio * normal_latency, color="#fd8d3c" if level == "P3" else "#e6550d", linewidth=0.8, linestyle=":"
+            )
+            latency.annotate(
+                f"{level} {ratio:g}x normal",
+                (1, ratio * normal_latency),
+                xycoords=("axes fraction", "data"),
+                fontsize="x-small",
+                va="bottom",
+                ha="right",
+            )
         latency.set_ylim(top=max(3.3 * normal_latency, float(series["latency_seconds"].max()) * 1.1))
     latency.set_ylabel("seconds")
     latency.set_ylim(bottom=0)
@@ -225,8 +258,15 @@ def error_rate_and_latency(series: pd.DataFrame, normal_latency: float | None, i
         if times.min() <= start <= times.max():
             for ax in (errors, latency):
                 ax.axvline(start, color="black", linewidth=0.8)
-            errors.annotate("incident start", (start, 1), xycoords=("data", "axes fraction"), fontsize="x-small",
-                            va="top", ha="right", rotation=90)
+            errors.annotate(
+                "incident start",
+                (start, 1),
+                xycoords=("data", "axes fraction"),
+                fontsize="x-small",
+                va="top",
+                ha="right",
+                rotation=90,
+            )
     latency.xaxis.set_major_formatter(DateFormatter("%H:%M"))
     errors.set_title(title)
     fig.tight_layout()

@@ -62,10 +62,23 @@ def show(name: str) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("-p", "--parameter", "pairs", nargs=2, multiple=True, metavar="KEY VALUE",
-              help="Set a parameter; VALUE is read as YAML (true, 2.5, null).")
-@click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path),
-              help="YAML file of parameters (repeatable).")
+@click.option(
+    "-p",
+    "--parameter",
+    "pairs",
+    nargs=2,
+    multiple=True,
+    metavar="KEY VALUE",
+    help="Set a parameter; VALUE is read as YAML (true, 2.5, null).",
+)
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="YAML file of parameters (repeatable).",
+)
 @click.option("--env", help="Environment: parameters/<ENV>.yaml.")
 @click.option("--incident", default="adhoc", show_default=True, help="Incident id: the output sub-folder.")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
@@ -97,9 +110,11 @@ def verify(incident: str, output_dir: Path) -> None:
     if not result.intact:
         click.echo(f"runbook: {incident}: {len(result.problems)} problem(s) in its evidence", err=True)
         sys.exit(NOT_INTACT)
-    name, digest = result.last
-    click.echo(f"{incident}: intact: {len(result.evidence)} evidence files, {result.artifacts} artifacts; "
-               f"the chain ends at {name} (sha256 {digest})")
+    name, digest = result.last or ("none", "none")
+    click.echo(
+        f"{incident}: intact: {len(result.evidence)} evidence files, {result.artifacts} artifacts; "
+        f"the chain ends at {name} (sha256 {digest})"
+    )
 
 
 @main.command()
@@ -116,7 +131,12 @@ def report(incident: str, output_dir: Path) -> None:
 
 @main.command()
 @click.argument("incident")
-@click.option("--kind", required=True, type=click.Choice(MESSAGE_KINDS), help="Which of the incident-response runbook's templates.")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(MESSAGE_KINDS),
+    help="Which of the incident-response runbook's templates.",
+)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 def comms(incident: str, kind: str, output_dir: Path) -> None:
     """Print the KIND message for INCIDENT, filled from its evidence; what it does not know stays [placeholder]."""
@@ -145,10 +165,19 @@ def sandbox() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9095, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--env", help="Environment: parameters/<ENV>.yaml, under every run.")
-@click.option("-f", "--file", "files", multiple=True, type=click.Path(path_type=Path),
-              help="YAML file of parameters (repeatable); each applies to every routed runbook that takes it.")
-@click.option("--routes", type=click.Path(path_type=Path),
-              help="Alert name -> runbook routing.  [default: parameters/alerts.yaml]")
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="YAML file of parameters (repeatable); each applies to every routed runbook that takes it.",
+)
+@click.option(
+    "--routes",
+    type=click.Path(path_type=Path),
+    help="Alert name -> runbook routing.  [default: parameters/alerts.yaml]",
+)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Runs at a time.")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept alerts without the bearer token.")

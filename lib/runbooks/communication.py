@@ -1,4 +1,4 @@
-"""The incident-response runbook's communication templates (Incident Response Runbook → Communication Templates), filled in.
+"""The incident-response runbook's communication templates (its section Communication Templates), filled in.
 
 One Jinja2 file per template of the incident-response runbook under `templates/`, named by its kind (`slack-update`,
 `status-identified`, ...). A field nobody knows stays as the incident-response runbook's own `[placeholder]`, visibly:
@@ -16,19 +16,19 @@ import jinja2
 EASTERN = ZoneInfo("America/New_York")  # the incident-response runbook's status-page times are in ET
 
 KINDS = (
-    "slack-declared",        # Internal → Slack Incident Channel Message (Initial)
-    "slack-update",          # Internal → Slack Status Update
-    "slack-resolved",        # Internal → Slack Resolution Message
+    "slack-declared",  # Internal → Slack Incident Channel Message (Initial)
+    "slack-update",  # Internal → Slack Status Update
+    "slack-resolved",  # Internal → Slack Resolution Message
     "status-investigating",  # External → Status Page - Investigating
-    "status-identified",     # External → Status Page - Identified
-    "status-monitoring",     # External → Status Page - Monitoring
-    "status-resolved",       # External → Status Page - Resolved
-    "customer-email",        # External → Customer Email Template (P1/P2)
+    "status-identified",  # External → Status Page - Identified
+    "status-monitoring",  # External → Status Page - Monitoring
+    "status-resolved",  # External → Status Page - Resolved
+    "customer-email",  # External → Customer Email Template (P1/P2)
 )
 
 
 def render(kind: str, **fields) -> str:
-    """The incident-response runbook's `kind` template with `fields` filled in; a missing or empty field keeps its placeholder.
+    """The `kind` template with `fields` filled in; a missing or empty field keeps its placeholder.
 
     List fields (`known`, `actions`, `next_steps` of slack-update) are rendered as bullets.
     """
@@ -41,7 +41,9 @@ def render(kind: str, **fields) -> str:
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("runbooks", "templates"),
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
         autoescape=False,  # plain text for Slack and the status page; HTML renderings escape their own way
     )
 

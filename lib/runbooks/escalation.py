@@ -1,8 +1,8 @@
-"""What a severity asks for, and when: the incident-response runbook's targets, communication cadence and escalation matrix.
+"""What a severity asks for, and when: the incident-response runbook's targets, cadence and escalation matrix.
 
 From "Incident Severity Levels" (response time, resolution target, communication), "Escalation
 Procedures" (the escalation matrix and contacts) and "On-Call Responsibilities". Times count from the
-incident's start. Boundaries are read escalating, as the incident-response runbook asks: at exactly 30 minutes the 30-60 min
+incident's start. Boundaries are read escalating, as the runbook asks: at exactly 30 minutes the 30-60 min
 column of the matrix applies; a target is due at start + target, and overdue from then on.
 """
 
@@ -47,19 +47,35 @@ class Step:
 
 
 MATRIX = {
-    "P1": (Step(("Primary On-Call", "Secondary On-Call")), Step(("Engineering Manager",)),
-           Step(("VP Engineering",)), Step(("CTO",))),
-    "P2": (Step(("Primary On-Call",)), Step(("Secondary On-Call",)), Step(("Engineering Manager",)),
-           Step(("VP Engineering",))),
-    "P3": (Step(("Primary On-Call",)), Step((), "Continue investigation"), Step(("Secondary On-Call",)),
-           Step(("Engineering Manager",))),
-    "P4": (Step(("Primary On-Call",)), Step((), "Normal business hours"), Step((), "Normal process"),
-           Step((), "Normal process")),
+    "P1": (
+        Step(("Primary On-Call", "Secondary On-Call")),
+        Step(("Engineering Manager",)),
+        Step(("VP Engineering",)),
+        Step(("CTO",)),
+    ),
+    "P2": (
+        Step(("Primary On-Call",)),
+        Step(("Secondary On-Call",)),
+        Step(("Engineering Manager",)),
+        Step(("VP Engineering",)),
+    ),
+    "P3": (
+        Step(("Primary On-Call",)),
+        Step((), "Continue investigation"),
+        Step(("Secondary On-Call",)),
+        Step(("Engineering Manager",)),
+    ),
+    "P4": (
+        Step(("Primary On-Call",)),
+        Step((), "Normal business hours"),
+        Step((), "Normal process"),
+        Step((), "Normal process"),
+    ),
 }
 
 # Escalation Contacts for the matrix's roles: role -> (primary contact, backup contact). On-call roles are
-# paged through PagerDuty. (The incident-response runbook's Security Lead, Database Admin and Platform Team are in no matrix row.)
-CONTACTS = {
+# paged through PagerDuty. (The runbook's Security Lead, Database Admin and Platform Team are in no matrix row.)
+CONTACTS: dict[str | None, tuple[str | None, str | None]] = {
     "Primary On-Call": ("PagerDuty (on-call schedule)", None),
     "Secondary On-Call": ("PagerDuty (on-call schedule)", None),
     "Engineering Manager": ("@eng-manager", "@backup-manager"),
@@ -82,8 +98,9 @@ def targets(severity: str, started: dt.datetime, now: dt.datetime) -> pd.DataFra
     rows = []
     for target, within, note in (("response", plan.response, plan.response_note), ("resolution", plan.resolution, "")):
         due = started + within
-        rows.append({"target": target, "within": within, "note": note, "due": due, "left": due - now,
-                     "overdue": now >= due})
+        rows.append(
+            {"target": target, "within": within, "note": note, "due": due, "left": due - now, "overdue": now >= due}
+        )
     return pd.DataFrame(rows, columns=["target", "within", "note", "due", "left", "overdue"])
 
 
@@ -101,17 +118,26 @@ def engagement(severity: str, started: dt.datetime, now: dt.datetime) -> pd.Data
     """Every role of the severity's row of the matrix: from when, whether to engage now, and whom to reach.
 
     Roles of columns already reached are `engaged` (the matrix is cumulative: "+ Engineering Manager");
-    later columns are listed with the time they become due. Columns that add nobody keep the incident-response runbook's note.
+    later columns are listed with the time they become due. Columns that add nobody keep the runbook's note.
     """
     steps = MATRIX[_level(severity)]
     elapsed = _check(started, now)
     rows = []
-    for column, name, step in zip(COLUMNS, COLUMN_NAMES, steps):
+    for column, name, step in zip(COLUMNS, COLUMN_NAMES, steps, strict=True):
         reached = elapsed >= column
         for role in step.engage or (None,):
             contact, backup = CONTACTS.get(role, (None, None))
-            rows.append({"column": name, "role": role, "note": step.note, "engage_now": reached,
-                         "from": started + column, "contact": contact, "backup": backup})
+            rows.append(
+                {
+                    "column": name,
+                    "role": role,
+                    "note": step.note,
+                    "engage_now": reached,
+                    "from": started + column,
+                    "contact": contact,
+                    "backup": backup,
+                }
+            )
     return pd.DataFrame(rows, columns=["column", "role", "note", "engage_now", "from", "contact", "backup"])
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 MIMETYPE = "application/vnd.runbooks.evidence+json"
 SEVERITIES = ("critical", "warning", "info")
@@ -86,12 +87,18 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """The record as the schema has it, key order included (`chain` last, where runbooks.chain expects it)."""
         data = {
-            "runbook": self.runbook, "incident": self.incident,
-            "started_at": utc_text(self.started_at), "finished_at": utc_text(self.finished_at),
-            "status": self.status, "error": asdict(self.error) if self.error else None,
-            "parameters": jsonable(self.parameters), "findings": jsonable(list(self.findings)),
-            "actions": jsonable(list(self.actions)), "artifacts": [asdict(a) for a in self.artifacts],
-            "environment": self.environment, "alert": self.alert,
+            "runbook": self.runbook,
+            "incident": self.incident,
+            "started_at": utc_text(self.started_at),
+            "finished_at": utc_text(self.finished_at),
+            "status": self.status,
+            "error": asdict(self.error) if self.error else None,
+            "parameters": jsonable(self.parameters),
+            "findings": jsonable(list(self.findings)),
+            "actions": jsonable(list(self.actions)),
+            "artifacts": [asdict(a) for a in self.artifacts],
+            "environment": self.environment,
+            "alert": self.alert,
         }
         return data if self.chain is None else {**data, "chain": self.chain}
 
@@ -100,12 +107,19 @@ class Record:
         """The record of a parsed evidence file; KeyError, TypeError or ValueError when it is not one."""
         error = data["error"]
         return cls(
-            runbook=data["runbook"], incident=data["incident"],
-            started_at=parse_time(data["started_at"]), finished_at=parse_time(data["finished_at"]),
-            status=data["status"], error=RunError(error["cell"], error["ename"], error["evalue"]) if error else None,
-            parameters=data["parameters"], findings=tuple(data["findings"]), actions=tuple(data["actions"]),
+            runbook=data["runbook"],
+            incident=data["incident"],
+            started_at=parse_time(data["started_at"]),
+            finished_at=parse_time(data["finished_at"]),
+            status=data["status"],
+            error=RunError(error["cell"], error["ename"], error["evalue"]) if error else None,
+            parameters=data["parameters"],
+            findings=tuple(data["findings"]),
+            actions=tuple(data["actions"]),
             artifacts=tuple(Artifact(a["path"], a["sha256"]) for a in data["artifacts"]),
-            environment=data["environment"], alert=data.get("alert"), chain=data.get("chain"),
+            environment=data["environment"],
+            alert=data.get("alert"),
+            chain=data.get("chain"),
         )
 
 
@@ -137,7 +151,8 @@ def record(*items: Finding | Action | Iterable[Finding | Action]) -> None:
 
 def collect(notebook: dict) -> tuple[list[dict], list[dict]]:
     """The findings and actions recorded in an executed notebook, in order."""
-    findings, actions = [], []
+    findings: list[dict] = []
+    actions: list[dict] = []
     for cell in notebook.get("cells", []):
         for output in cell.get("outputs", []):
             payload = output.get("data", {}).get(MIMETYPE)

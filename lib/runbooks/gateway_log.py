@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 STATUS = re.compile(r"(?<![\w.])status\s*[=:]\s*\"?(\d{3})\b")
 UPSTREAM = re.compile(r"(?<![\w.])upstream\s*[=:]\s*\"?([^\s\",}]+)")
-ERROR = re.compile(r"\berror\b", re.IGNORECASE)  # the incident-response runbook's grep -E "(error|5[0-9]{2})", as a word
+ERROR = re.compile(
+    r"\berror\b", re.IGNORECASE
+)  # the incident-response runbook's grep -E "(error|5[0-9]{2})", as a word
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import communication, escalation
-from . import evidence
+from . import communication, escalation, evidence
 from .errors import UsageError
 from .evidence import Record, parse_time
 from .runfiles import ALERT_LOG, evidence_files, incident_folder
@@ -22,7 +21,14 @@ from .runfiles import ALERT_LOG, evidence_files, incident_folder
 LEVELS = ("P1", "P2", "P3", "P4")  # most severe first
 SEVERITY_FINDING = "severity"  # the triage runbook's finding id
 # The communication templates `message_fields` fills; triage drafts slack-declared and status-investigating itself.
-MESSAGE_KINDS = ("slack-update", "slack-resolved", "status-identified", "status-monitoring", "status-resolved", "customer-email")
+MESSAGE_KINDS = (
+    "slack-update",
+    "slack-resolved",
+    "status-identified",
+    "status-monitoring",
+    "status-resolved",
+    "customer-email",
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,12 @@ class Incident:
     @property
     def end(self) -> dt.datetime:
         """When the last runbook run finished or the last resolved notification came, whichever is later."""
-        return max([*(run.record.finished_at for run in self.runs), *(a.received_at for a in self.alerts if a.state == "resolved")])
+        return max(
+            [
+                *(run.record.finished_at for run in self.runs),
+                *(a.received_at for a in self.alerts if a.state == "resolved"),
+            ]
+        )
 
     @property
     def end_basis(self) -> str:
@@ -105,7 +116,12 @@ class Incident:
 
     def findings(self, severities: tuple[str | None, ...]) -> list[tuple[Run, dict]]:
         """The latest finding of each runbook and finding id with one of `severities`, in run order."""
-        latest = {(run.record.runbook, f["id"]): (run, f) for run in self.runs for f in run.record.findings if f["severity"] in severities}
+        latest = {
+            (run.record.runbook, f["id"]): (run, f)
+            for run in self.runs
+            for f in run.record.findings
+            if f["severity"] in severities
+        }
         return sorted(latest.values(), key=lambda pair: self.runs.index(pair[0]))
 
     def actions_taken(self) -> list[str]:
@@ -115,8 +131,10 @@ class Incident:
             for a in run.record.actions:
                 if a["mode"] == "applied":
                     targets.setdefault((run.record.runbook, a["id"], a["result"]), []).append(a["target"])
-        return [f"{action} on {on[0] if len(on) == 1 else f'{len(on)} targets'}: {result} ({runbook})"
-                for (runbook, action, result), on in targets.items()]
+        return [
+            f"{action} on {on[0] if len(on) == 1 else f'{len(on)} targets'}: {result} ({runbook})"
+            for (runbook, action, result), on in targets.items()
+        ]
 
 
 def evidence_folder(output_dir: Path, incident: str) -> Path:
@@ -131,13 +149,17 @@ def load(output_dir: Path, incident: str) -> Incident:
     path = evidence_folder(output_dir, incident)
     runs = sorted((_run(p) for p in evidence_files(path)), key=lambda run: (run.record.started_at, run.evidence))
     triage = tuple(
-        f["data"] for run in runs for f in run.record.findings
+        f["data"]
+        for run in runs
+        for f in run.record.findings
         if f["id"] == SEVERITY_FINDING and isinstance(f["data"], dict) and f["data"].get("severity") in LEVELS
     )
     try:
         starts = [parse_time(t["incident_start"]) for t in triage if t.get("incident_start")]
     except (ValueError, TypeError, AttributeError):
-        raise UsageError(f"a triage finding of incident {incident!r} has an incident_start that is no ISO time") from None
+        raise UsageError(
+            f"a triage finding of incident {incident!r} has an incident_start that is no ISO time"
+        ) from None
     return Incident(incident, path, tuple(runs), triage, min(starts, default=None), _alerts(path / ALERT_LOG))
 
 
@@ -149,21 +171,35 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
     """
     duration = human_duration(incident.duration)
     if kind == "slack-update":
-        return {"incident": incident.id, "severity": incident.severity, "duration": duration,
-                "known": [f"{f['summary']} ({run.record.runbook})" for run, f in incident.findings(("critical", "warning"))],
-                "actions": incident.actions_taken(), "next_update": next_update(incident, now)}
+        return {
+            "incident": incident.id,
+            "severity": incident.severity,
+            "duration": duration,
+            "known": [
+                f"{f['summary']} ({run.record.runbook})" for run, f in incident.findings(("critical", "warning"))
+            ],
+            "actions": incident.actions_taken(),
+            "next_update": next_update(incident, now),
+        }
     if kind == "slack-resolved":
-        return {"incident": incident.id, "severity": incident.severity, "duration": duration,
-                "resolution": "; ".join(incident.actions_taken()),
-                "error_rate": percent(incident.error_rate)}
+        return {
+            "incident": incident.id,
+            "severity": incident.severity,
+            "duration": duration,
+            "resolution": "; ".join(incident.actions_taken()),
+            "error_rate": percent(incident.error_rate),
+        }
     if kind in ("status-identified", "status-monitoring"):
         return {"updated": communication.eastern(now)}
     if kind == "status-resolved":
         return {"duration": duration, "resolved": communication.eastern(now)}
     if kind == "customer-email":
-        return {"date": f"{incident.start.astimezone(communication.EASTERN):%Y-%m-%d}",
-                "started": f"{communication.eastern(incident.start)} ET",
-                "ended": f"{communication.eastern(incident.end)} ET", "duration": duration}
+        return {
+            "date": f"{incident.start.astimezone(communication.EASTERN):%Y-%m-%d}",
+            "started": f"{communication.eastern(incident.start)} ET",
+            "ended": f"{communication.eastern(incident.end)} ET",
+            "duration": duration,
+        }
     raise ValueError(f"no fields for template {kind!r}")
 
 
@@ -207,8 +243,16 @@ def _alerts(log: Path) -> tuple[AlertEvent, ...]:
     for number, line in enumerate(log.read_text().splitlines(), 1):
         try:
             entry = json.loads(line)
-            events.append(AlertEvent(entry["alertname"], entry["state"], parse_time(entry["starts_at"]),
-                                     parse_time(entry["received_at"]), entry.get("runbook"), entry.get("reason")))
+            events.append(
+                AlertEvent(
+                    entry["alertname"],
+                    entry["state"],
+                    parse_time(entry["starts_at"]),
+                    parse_time(entry["received_at"]),
+                    entry.get("runbook"),
+                    entry.get("reason"),
+                )
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise UsageError(f"{log}:{number} is not an incident log line of `runbook serve`") from None
     return tuple(events)

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from jupyter_client import BlockingKernelClient, KernelManager
 from traitlets import DottedObjectName
@@ -45,13 +46,17 @@ class Kernel(KernelManager):
 
     def __init__(self) -> None:
         self.folder = tempfile.mkdtemp(prefix="runbook-kernel-")
-        super().__init__(kernel_name="python3", transport="ipc", ip=os.path.join(self.folder, "ipc"),
-                         connection_file=os.path.join(self.folder, "kernel.json"))
-        self._clients = []
+        super().__init__(
+            kernel_name="python3",
+            transport="ipc",
+            ip=os.path.join(self.folder, "ipc"),
+            connection_file=os.path.join(self.folder, "kernel.json"),
+        )
+        self._clients: list[Any] = []
 
     @property
     def pid(self) -> int | None:
-        return self.provisioner.pid if self.provisioner else None
+        return getattr(self.provisioner, "pid", None)
 
     def client(self, **kwargs):
         client = super().client(**kwargs)
@@ -169,7 +174,7 @@ class KernelPool:
 
     def _start(self) -> None:
         try:
-            kernel = start(self._environment, self.timeout)
+            kernel: Kernel | Exception = start(self._environment, self.timeout)
         except Exception as e:
             kernel = e
         with self._lock:

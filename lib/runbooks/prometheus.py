@@ -1,6 +1,7 @@
 """Prometheus's HTTP API: instant and range queries as DataFrames.
 
-The incident-response runbook's "Check metrics in Prometheus" (`kubectl port-forward svc/prometheus 9090:9090 -n monitoring`),
+The incident-response runbook's "Check metrics in Prometheus"
+(`kubectl port-forward svc/prometheus 9090:9090 -n monitoring`),
 read through `/api/v1/query` and `/api/v1/query_range`. A series comes back as rows of
 (time, series, value): `time` in UTC, `series` the label set as PromQL writes it (`{code="503"}`, empty
 for an aggregate), `value` a float (NaN where Prometheus answers NaN, e.g. 0/0 without traffic).
@@ -42,21 +43,23 @@ def connect(url: str) -> Prometheus:
 
 def query(prometheus: Prometheus, promql: str, at: dt.datetime | None = None) -> pd.DataFrame:
     """The instant query `promql` at `at` (default: Prometheus's now)."""
-    params = {"query": promql}
+    params: dict[str, str | float] = {"query": promql}
     if at is not None:
         params["time"] = at.timestamp()
     return _frame(_get(prometheus, "query", params, promql))
 
 
-def query_range(prometheus: Prometheus, promql: str, start: dt.datetime, end: dt.datetime,
-                step: dt.timedelta) -> pd.DataFrame:
+def query_range(
+    prometheus: Prometheus, promql: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta
+) -> pd.DataFrame:
     """The range query `promql` from `start` to `end` every `step`."""
     params = {"query": promql, "start": start.timestamp(), "end": end.timestamp(), "step": step.total_seconds()}
     return _frame(_get(prometheus, "query_range", params, promql))
 
 
-def shifted_range(prometheus: Prometheus, promql: str, start: dt.datetime, end: dt.datetime,
-                  step: dt.timedelta, offset: dt.timedelta) -> pd.DataFrame:
+def shifted_range(
+    prometheus: Prometheus, promql: str, start: dt.datetime, end: dt.datetime, step: dt.timedelta, offset: dt.timedelta
+) -> pd.DataFrame:
     """The range query over [start - offset, end - offset], its times moved forward by `offset`: the same
     window `offset` earlier (a baseline), laid over the current one. Works for any query, unlike
     PromQL's `offset` modifier, which each selector needs of its own."""
@@ -82,10 +85,14 @@ def _get(prometheus: Prometheus, endpoint: str, params: dict, promql: str | None
     try:
         body = response.json()
     except ValueError:
-        raise PrometheusUnreachable(f"{url} answered HTTP {response.status_code}, not Prometheus's API "
-                                    f"(no JSON): is {prometheus.url} Prometheus?") from None
+        raise PrometheusUnreachable(
+            f"{url} answered HTTP {response.status_code}, not Prometheus's API "
+            f"(no JSON): is {prometheus.url} Prometheus?"
+        ) from None
     if not isinstance(body, dict) or body.get("status") not in ("success", "error"):
-        raise PrometheusUnreachable(f"{url} answered JSON that is not Prometheus's API: is {prometheus.url} Prometheus?")
+        raise PrometheusUnreachable(
+            f"{url} answered JSON that is not Prometheus's API: is {prometheus.url} Prometheus?"
+        )
     if body["status"] != "success":
         reason = f"{body.get('errorType', 'error')}: {body.get('error', 'no reason given')}"
         if response.status_code in (400, 422) and promql is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -24,7 +24,7 @@ def split_password(dsn: str) -> tuple[str, str | None]:
         match = _LOOSE.search(dsn)
         return (dsn, None) if not match else (redact_dsn(dsn), (match.group(2) or match.group(4)).strip("'"))
     password = parts.pop("password", None)
-    return (dsn, None) if password is None else (make_conninfo(**parts), password)
+    return (dsn, None) if password is None else (make_conninfo(**parts), str(password))  # type: ignore[arg-type]
 
 
 def redact_dsn(dsn: str) -> str:
@@ -46,8 +46,10 @@ _IN_LINES = [
     (re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)"), rf"\g<1>{REDACTED}\g<2>"),
     (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), rf"\g<1>{REDACTED}"),
     (re.compile(r"(?i)(\bbasic\s+)[A-Za-z0-9+/=]{8,}"), rf"\g<1>{REDACTED}"),
-    (re.compile(r'(?i)("[\w.-]*(?:password|passwd|secret|token|api[_-]?key|authorization)[\w.-]*"\s*:\s*")[^"]*"'),
-     rf'\g<1>{REDACTED}"'),
+    (
+        re.compile(r'(?i)("[\w.-]*(?:password|passwd|secret|token|api[_-]?key|authorization)[\w.-]*"\s*:\s*")[^"]*"'),
+        rf'\g<1>{REDACTED}"',
+    ),
     (re.compile(r"(?i)((?:password|passwd|secret|token|api[_-]?key)\s*[=:]\s*\"?)[^\s\",]+"), rf"\g<1>{REDACTED}"),
 ]
 

@@ -32,12 +32,19 @@ class Entry:
 
 
 RUNBOOKS = (
-    Entry("api-gateway-high-error-rate", ("kube", "gateway_log"),
-          "restarts or rolls back the upstream the likely cause names (or `upstream`)"),
+    Entry(
+        "api-gateway-high-error-rate",
+        ("kube", "gateway_log"),
+        "restarts or rolls back the upstream the likely cause names (or `upstream`)",
+    ),
     Entry("db-connection-pool-exhausted", ("postgres",), "terminates sessions idle longer than `idle_minutes`"),
     Entry("db-slow-queries", ("postgres",), "cancels active queries running longer than `cancel_longer_than_seconds`"),
-    Entry("jwt-validation-failures", ("kube",), "restarts the deployments whose pods started before the secret changed"),
-    Entry("pod-oomkilled", ("kube",), "raises the memory of the deployments owning OOMKilled containers, restarts them"),
+    Entry(
+        "jwt-validation-failures", ("kube",), "restarts the deployments whose pods started before the secret changed"
+    ),
+    Entry(
+        "pod-oomkilled", ("kube",), "raises the memory of the deployments owning OOMKilled containers, restarts them"
+    ),
     Entry("ssl-certificate-expired", ("kube", "tls"), "asks cert-manager to renew (as `cmctl renew`); never deletes"),
     Entry("third-party-api-down", ("kube", "health")),
     Entry("triage", ("kube", "prometheus", "gateway_log")),

@@ -1,4 +1,4 @@
-"""The post-incident review document (incident-response runbook: Post-Incident Review → Post-Incident Document Template).
+"""The post-incident review document (the incident-response runbook's Post-Incident Document Template).
 
 Markdown from `templates/post-incident-review.md.j2`, filled from the incident's evidence; the HTML is
 that same Markdown rendered by mistune (nbconvert's Markdown renderer) with raw HTML escaped, so no
@@ -55,8 +55,11 @@ def markdown(incident: Incident, verification: Verification) -> str:
         error_rate=percent(incident.error_rate),
         latency_ratio=None if incident.latency_ratio is None else f"{incident.latency_ratio:.1f}",
         timeline=timeline(incident, "%H:%M:%S" if one_day else "%Y-%m-%d %H:%M:%S"),
-        artifacts=[{"run": f"{run.record.runbook} ({run.record.status})", "path": a.path, "sha256": a.sha256}
-                   for run in incident.runs for a in run.record.artifacts],
+        artifacts=[
+            {"run": f"{run.record.runbook} ({run.record.status})", "path": a.path, "sha256": a.sha256}
+            for run in incident.runs
+            for a in run.record.artifacts
+        ],
         verification=verification,
     )
 
@@ -86,16 +89,18 @@ def timeline(incident: Incident, clock: str) -> list[Row]:
         for f in record.findings:
             badge = f" ({f['severity']})" if f["severity"] else ""
             events.append((finished, f"Finding `{f['id']}`{badge}: {f['summary']}"))
-        for a in record.actions:
-            done = "Applied" if a["mode"] == "applied" else "Previewed only (dry run)"
-            events.append((finished, f"{done} `{a['id']}` on {a['target']}: {a['result']}"))
+        for action in record.actions:
+            done = "Applied" if action["mode"] == "applied" else "Previewed only (dry run)"
+            events.append((finished, f"{done} `{action['id']}` on {action['target']}: {action['result']}"))
     return [Row(f"{when.astimezone(EASTERN):{clock}}", event) for when, event in sorted(events, key=lambda e: e[0])]
 
 
 def html(text: str, title: str) -> str:
     body = mistune.create_markdown(escape=True, plugins=["table"])(text)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html_text.escape(title)}</title>\n'
-            f"<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html_text.escape(title)}</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )
 
 
 def _severity(incident: Incident) -> str | None:
@@ -113,7 +118,9 @@ def _cell(text: str) -> str:
 def _template() -> jinja2.Template:
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("runbooks", "templates"),
-        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
         autoescape=False,  # Markdown; the HTML rendering escapes
         undefined=jinja2.StrictUndefined,
     )

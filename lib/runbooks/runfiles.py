@@ -1,10 +1,10 @@
 """Where a run's files go and what they are called: the one place that spells it.
 
-    output/<incident>/                      an incident's folder (`incident_folder`)
-      <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.ipynb          the executed notebook
-      <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.html           its HTML rendering
-      <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.evidence.json  the evidence file (runbooks.evidence.Record)
-      alerts.jsonl                          the incident log `runbook serve` keeps (ALERT_LOG)
+output/<incident>/                      an incident's folder (`incident_folder`)
+  <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.ipynb          the executed notebook
+  <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.html           its HTML rendering
+  <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.evidence.json  the evidence file (runbooks.evidence.Record)
+  alerts.jsonl                          the incident log `runbook serve` keeps (ALERT_LOG)
 """
 
 from __future__ import annotations

@@ -53,14 +53,22 @@ class Launch:
     alert: dict | None
 
     @classmethod
-    def of(cls, runbook: Runbook, parameters: dict[str, Any], incident: str, files: RunFiles,
-           alert: dict | None) -> Launch:
+    def of(
+        cls, runbook: Runbook, parameters: dict[str, Any], incident: str, files: RunFiles, alert: dict | None
+    ) -> Launch:
         clean, secrets = _without_passwords(parameters)
         return cls(runbook, incident, files, files.started, clean, tuple(secrets), alert)
 
 
-def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir: Path, progress: bool = False,
-        alert: dict | None = None, kernel: kernels.Kernel | None = None) -> RunResult:
+def run(
+    runbook: Runbook,
+    parameters: dict[str, Any],
+    incident: str,
+    output_dir: Path,
+    progress: bool = False,
+    alert: dict | None = None,
+    kernel: kernels.Kernel | None = None,
+) -> RunResult:
     """Execute `runbook` with `parameters` (already resolved) into `output_dir/incident/`, on a new kernel or on
     the started `kernel` (e.g. from kernels.KernelPool), which serves this run only and is shut down after it.
 
@@ -80,13 +88,15 @@ def run(runbook: Runbook, parameters: dict[str, Any], incident: str, output_dir:
     return _leave_evidence(launch, _now(), error)
 
 
-def finish_interrupted(runbook: Runbook, parameters: dict[str, Any], incident: str, files: RunFiles,
-                       alert: dict | None = None) -> RunResult:
+def finish_interrupted(
+    runbook: Runbook, parameters: dict[str, Any], incident: str, files: RunFiles, alert: dict | None = None
+) -> RunResult:
     """Evidence for a run whose process was killed before it wrote its own: the partial notebook as far as it got,
     its HTML and a failed evidence file (ename INTERRUPTED), so the incident's chain stays whole."""
     finished = dt.datetime.fromtimestamp(int(files.notebook.stat().st_mtime), dt.timezone.utc)  # its last write
-    error = RunError(None, INTERRUPTED,
-                     "the process running it stopped before the run finished; the notebook is as far as it got")
+    error = RunError(
+        None, INTERRUPTED, "the process running it stopped before the run finished; the notebook is as far as it got"
+    )
     return _leave_evidence(Launch.of(runbook, parameters, incident, files, alert), finished, error)
 
 
@@ -99,9 +109,18 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
     launch.files.html.write_text(_html(notebook))
     findings, actions = evidence.collect(notebook)
     record = Record(
-        runbook=launch.runbook.name, incident=launch.incident, started_at=launch.started, finished_at=finished,
-        status="failed" if error else "completed", error=error, parameters=launch.parameters,
-        findings=tuple(findings), actions=tuple(actions), artifacts=(), environment=_environment(), alert=launch.alert,
+        runbook=launch.runbook.name,
+        incident=launch.incident,
+        started_at=launch.started,
+        finished_at=finished,
+        status="failed" if error else "completed",
+        error=error,
+        parameters=launch.parameters,
+        findings=tuple(findings),
+        actions=tuple(actions),
+        artifacts=(),
+        environment=_environment(),
+        alert=launch.alert,
     )
     # Artifact hashes are added after scrubbing: a short password must not be "redacted" out of a hash.
     scrubbed = json.loads(redact.scrub(json.dumps(record.to_json()), secrets))
@@ -130,16 +149,20 @@ def _execute(launch: Launch, progress: bool, kernel: kernels.Kernel | None) -> N
     folder, password = launch.files.folder, launch.secrets[0] if launch.secrets else None
     try:
         if kernel is None:
-            kernel = kernels.start({**os.environ, **({"PGPASSWORD": password} if password else {})},
-                                   cwd=str(folder), warm=False)
+            kernel = kernels.start(
+                {**os.environ, **({"PGPASSWORD": password} if password else {})}, cwd=str(folder), warm=False
+            )
         else:
             setup = f"__import__('os').chdir({str(folder.resolve())!r})"
             if password is not None:
                 setup += f"\n__import__('os').environ['PGPASSWORD'] = {password!r}"
             kernels.execute_silently(kernel, setup)
         papermill.execute_notebook(
-            str(launch.runbook.path), str(launch.files.notebook), parameters=launch.parameters,
-            progress_bar=progress, km=kernel,
+            str(launch.runbook.path),
+            str(launch.files.notebook),
+            parameters=launch.parameters,
+            progress_bar=progress,
+            km=kernel,
         )
     finally:
         if kernel is not None:  # its notebook is written; a graceful shutdown would take ~0.7 s more
@@ -183,7 +206,9 @@ def _html(notebook: nbformat.NotebookNode) -> str:
 
 def _environment() -> dict[str, Any]:
     try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         git_commit = commit.stdout.strip() if commit.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         git_commit = None

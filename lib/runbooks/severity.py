@@ -1,6 +1,6 @@
 """Incident severity from measured values: the incident-response runbook's "Incident Severity Levels", as one function.
 
-The incident-response runbook's criteria that can be measured, in the order they are checked, and how each boundary is read.
+The runbook's criteria that can be measured, in the order they are checked, and how each boundary is read.
 The incident-response runbook says "when in doubt, escalate to higher severity", so every boundary value belongs to the
 higher severity:
 
@@ -12,16 +12,16 @@ higher severity:
                                     no ready pod.
     P2  error rate >= 10 %          incident-response runbook: "Error rate > 10%". Exactly 10 % is P2, not P3.
     P2  latency >= 3x normal        incident-response runbook: "> 3x normal latency". Exactly 3x is P2, not P3.
-    P2  a service down              incident-response runbook: "One or more services down": a deployment that wants replicas has
+    P2  a service down              runbook: "One or more services down": a deployment that wants replicas has
                                     no ready pod.
-    P2  a feature unavailable       incident-response runbook: "Major feature completely unavailable" ("Tax calculation service
+    P2  a feature unavailable       runbook: "Major feature completely unavailable" ("Tax calculation service
                                     unavailable"): a feature whose third-party dependency fails in the
                                     services' own calls (the third-party-api-down runbook).
     P3  error rate >= 1 %           incident-response runbook: "Error rate 1-10%". Exactly 1 % is P3, not P4.
     P3  latency >= 1.5x normal      incident-response runbook: "1.5-3x normal latency". Exactly 1.5x is P3, not P4.
-    P3  a feature degraded          incident-response runbook: "Issue affects subset of users": a dependency that fails a probe
+    P3  a feature degraded          runbook: "Issue affects subset of users": a dependency that fails a probe
                                     while the services' calls still succeed.
-    P4  none of the above           incident-response runbook: "performance slightly below normal", "non-critical alert noise".
+    P4  none of the above           runbook: "performance slightly below normal", "non-critical alert noise".
 
 Values are compared after rounding to 9 decimal places, so that a ratio float arithmetic puts at
 0.09999999999 reads as the 10 % it is. The highest severity with a rule that holds wins; among its rules
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 LEVELS = ("P1", "P2", "P3", "P4")
 ALL_FAILING = 0.99
@@ -49,29 +50,47 @@ class Rule:
 
 
 RULES = (
-    Rule("P1", "error_rate", ALL_FAILING, "error rate >= 99 %: all requests failing (P1: 'API Gateway "
-                                          "returning 5xx for all requests')"),
-    Rule("P1", "critical_services_down", 1, "a critical service down (P1: 'Authentication system down', "
-                                            "'Database completely unavailable')"),
+    Rule(
+        "P1",
+        "error_rate",
+        ALL_FAILING,
+        "error rate >= 99 %: all requests failing (P1: 'API Gateway returning 5xx for all requests')",
+    ),
+    Rule(
+        "P1",
+        "critical_services_down",
+        1,
+        "a critical service down (P1: 'Authentication system down', 'Database completely unavailable')",
+    ),
     Rule("P2", "error_rate", 0.10, "error rate >= 10 % (P2: 'Error rate > 10%')"),
-    Rule("P2", "latency_ratio", 3.0, "latency >= 3x normal (P2: 'Significant performance degradation "
-                                     "(> 3x normal latency)')"),
+    Rule(
+        "P2",
+        "latency_ratio",
+        3.0,
+        "latency >= 3x normal (P2: 'Significant performance degradation (> 3x normal latency)')",
+    ),
     Rule("P2", "services_down", 1, "one or more services down (P2: 'One or more services down')"),
     Rule("P2", "features_down", 1, "a major feature unavailable (P2: 'Major feature completely unavailable')"),
     Rule("P3", "error_rate", 0.01, "error rate >= 1 % (P3: 'Error rate 1-10%')"),
-    Rule("P3", "latency_ratio", 1.5, "latency >= 1.5x normal (P3: 'Moderate performance degradation "
-                                     "(1.5-3x normal latency)')"),
+    Rule(
+        "P3",
+        "latency_ratio",
+        1.5,
+        "latency >= 1.5x normal (P3: 'Moderate performance degradation (1.5-3x normal latency)')",
+    ),
     Rule("P3", "features_degraded", 1, "a feature degraded for some users (P3: 'Issue affects subset of users')"),
 )
-BELOW_EVERY_RULE = ("below every P1-P3 threshold: error rate < 1 %, latency < 1.5x normal, no service down "
-                    "(P4: 'Minor issue with minimal user impact')")
+BELOW_EVERY_RULE = (
+    "below every P1-P3 threshold: error rate < 1 %, latency < 1.5x normal, no service down "
+    "(P4: 'Minor issue with minimal user impact')"
+)
 
 
 @dataclass(frozen=True)
 class Severity:
     level: str  # P1 | P2 | P3 | P4
     rule: str  # the rule that fired, naming its threshold
-    measured: dict  # the measured value(s) the rule fired on; for P4 every measured value
+    measured: dict[str, Any]  # the measured value(s) the rule fired on; for P4 every measured value
     unmeasured: tuple[str, ...] = field(default_factory=tuple)  # measures given as None/NaN
 
 
@@ -119,8 +138,10 @@ def lowest_threshold(measure: str) -> float:
 def _fraction(value: float | None) -> float | None:
     value = _ratio(value)
     if value is not None and value > 1 + 1e-9:
-        raise ValueError(f"error rate must be a fraction of requests between 0 and 1, got {value:g} "
-                         "(is the query giving a percentage?)")
+        raise ValueError(
+            f"error rate must be a fraction of requests between 0 and 1, got {value:g} "
+            "(is the query giving a percentage?)"
+        )
     return value
 
 
@@ -132,5 +153,5 @@ def _ratio(value: float | None) -> float | None:
     return float(value)
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value

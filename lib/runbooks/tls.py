@@ -29,12 +29,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-
 DEFAULT_PORT = 443
 PARALLEL_PROBES = 8
 COLUMNS = [
-    "endpoint", "subject_cn", "sans", "issuer", "not_before", "not_after", "days_left", "status",
-    "trusted", "hostname_match", "error", "sha256",
+    "endpoint",
+    "subject_cn",
+    "sans",
+    "issuer",
+    "not_before",
+    "not_after",
+    "days_left",
+    "status",
+    "trusted",
+    "hostname_match",
+    "error",
+    "sha256",
 ]
 
 
@@ -116,8 +125,9 @@ def probe_all(endpoints: list[Endpoint], timeout: float, ca_file: str = "") -> l
         return list(pool.map(lambda e: probe(e, timeout, verifying), endpoints))
 
 
-def inspect(endpoints: list[str], warn_days: float, timeout_seconds: float, ca_file: str = "",
-            now: dt.datetime | None = None) -> pd.DataFrame:
+def inspect(
+    endpoints: list[str], warn_days: float, timeout_seconds: float, ca_file: str = "", now: dt.datetime | None = None
+) -> pd.DataFrame:
     """One row per endpoint (COLUMNS). Status: expired, expiring (within warn_days), ok, not yet valid, unreachable.
 
     `days_left`: whole days to notAfter (see days_left), negative exactly when the certificate has expired.
@@ -131,7 +141,12 @@ def inspect(endpoints: list[str], warn_days: float, timeout_seconds: float, ca_f
 
 def row(result: Probe, warn_days: float, now: dt.datetime) -> dict:
     if result.der is None:
-        return {**dict.fromkeys(COLUMNS), "endpoint": str(result.endpoint), "status": "unreachable", "error": result.error}
+        return {
+            **dict.fromkeys(COLUMNS),
+            "endpoint": str(result.endpoint),
+            "status": "unreachable",
+            "error": result.error,
+        }
     certificate = x509.load_der_x509_certificate(result.der)
     not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
     matches = names_host(certificate, result.endpoint.servername)
@@ -183,9 +198,14 @@ def _status(now: dt.datetime, not_before: dt.datetime, not_after: dt.datetime, w
 
 
 def _handshake(endpoint: Endpoint, timeout: float, context: ssl.SSLContext) -> bytes:
-    with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname=endpoint.servername) as tls:
-            return tls.getpeercert(binary_form=True)
+    with (
+        socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=endpoint.servername) as tls,
+    ):
+        certificate = tls.getpeercert(binary_form=True)
+    if certificate is None:  # only before the handshake, which wrap_socket has done
+        raise ssl.SSLError("the server presented no certificate")
+    return certificate
 
 
 def _describe(error: Exception, endpoint: Endpoint, timeout: float) -> str:

@@ -11,6 +11,7 @@ import psycopg
 from runbooks import catalog, chain, review
 from runbooks.incident import load
 from runbooks.runner import run
+
 from .incidents import DEMO_POOLS, hold_pools
 from .postgres import LocalPostgres
 
@@ -45,8 +46,10 @@ def main(output_dir: Path = catalog.OUTPUT) -> int:
     verification = chain.verify(folder)
     markdown, _ = review.write(load(output_dir, "demo"), verification)
     count = len(verification.evidence)
-    print(f"Evidence chain of incident demo: {'intact' if verification.intact else 'NOT intact'}, "
-          f"{count} evidence file{'s' * (count != 1)} (`runbook verify demo` says more)")
+    print(
+        f"Evidence chain of incident demo: {'intact' if verification.intact else 'NOT intact'}, "
+        f"{count} evidence file{'s' * (count != 1)} (`runbook verify demo` says more)"
+    )
     print(f"Post-incident review draft: {markdown}")
     print("Evidence (notebook, HTML, evidence file):")
     print(result.evidence_path)

@@ -1,4 +1,4 @@
-"""Endpoints on loopback for the sandbox and the tests: TLS servers with a private CA's certificates, HTTP health checks.
+"""Endpoints on loopback for the sandbox and the tests: TLS servers with a private CA's certificates, health checks.
 
 - `new_ca`, `leaf`, `write`: a CA and leaf certificates for localhost/127.0.0.1 (EC P-256, `cryptography`),
   valid over the dates asked for, written as PEM files.
@@ -17,11 +17,11 @@ import ipaddress
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,6 +32,7 @@ CA_NAME = "Runbook Test CA"
 
 
 # --- certificates
+
 
 def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
@@ -49,13 +50,25 @@ def new_ca(common_name: str = CA_NAME, now: dt.datetime | None = None):
     """A self-signed CA valid from a year before `now` to a year after: (certificate, private key)."""
     now = now or _now()
     key = _key()
-    usage = x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          encipher_only=False, decipher_only=False)
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        key_cert_sign=True,
+        crl_sign=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
     certificate = (
-        x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=365)).not_valid_after(now + dt.timedelta(days=365))
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(_name(common_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=365))
+        .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -70,9 +83,13 @@ def leaf(ca, not_before: dt.datetime, not_after: dt.datetime, names=("localhost"
     key = _key()
     sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     certificate = (
-        x509.CertificateBuilder().subject_name(_name(names[0])).issuer_name(ca_certificate.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_after)
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(ca_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -90,8 +107,9 @@ def write_certificate(path: Path, certificate) -> Path:
 def write(folder: Path, stem: str, certificate, key) -> tuple[Path, Path, str]:
     """`<stem>.crt` and `<stem>.key` (unencrypted PKCS#8, mode 0600) in folder: (cert path, key path, key PEM)."""
     cert_path, key_path = write_certificate(folder / f"{stem}.crt", certificate), folder / f"{stem}.key"
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     key_path.touch(mode=0o600)
     key_path.write_bytes(key_pem)
     return cert_path, key_path, key_pem.decode()
@@ -99,9 +117,11 @@ def write(folder: Path, stem: str, certificate, key) -> tuple[Path, Path, str]:
 
 # --- TLS servers
 
+
 @contextmanager
 def tls_server(cert_path: Path, key_path: Path) -> Iterator[int]:
-    """Completes TLS handshakes on 127.0.0.1:<free port>, one connection at a time, until the block ends; yields the port."""
+    """Completes TLS handshakes on 127.0.0.1:<free port>, one connection at a time, until the block ends; yields the
+    port."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -165,11 +185,17 @@ def serve_pki(folder: Path, ca_name: str = CA_NAME, now: dt.datetime | None = No
     with ExitStack() as stack:
         expired_port = stack.enter_context(tls_server(*expired[:2]))
         valid_port = stack.enter_context(tls_server(*valid[:2]))
-        yield Pki(ca_file, f"127.0.0.1:{expired_port}@localhost", f"localhost:{valid_port}",
-                  f"127.0.0.1:{closed_port()}", expired[2])
+        yield Pki(
+            ca_file,
+            f"127.0.0.1:{expired_port}@localhost",
+            f"localhost:{valid_port}",
+            f"127.0.0.1:{closed_port()}",
+            expired[2],
+        )
 
 
 # --- HTTP health endpoints
+
 
 @dataclass
 class HealthEndpoint:
@@ -200,8 +226,9 @@ def serve_health(status: int) -> Iterator[HealthEndpoint]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/health"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name=f"health-{status}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"health-{status}", daemon=True
+    )
     thread.start()
     try:
         yield endpoint

@@ -53,6 +53,7 @@ from typing import Any
 import yaml
 
 from runbooks import catalog
+
 from . import endpoints, prometheus
 from .incidents import Pool, blocking_chain, hold_pools, long_query, run_slow_statements
 from .kubeapi.kubeconfig import write_kubeconfig
@@ -66,9 +67,16 @@ SCENARIOS = (
     ("autolytiq-prod", ()),
     ("third-party-api-down", ()),
     ("certificate-expired", ()),
-    ("jwt-secret-rotated", (("Deployment", "api-gateway"), ("ReplicaSet", "api-gateway-7d9f8b6c5d"),
-                            ("Pod", "api-gateway-7d9f8b6c5d-x2k9p"), ("Deployment", "auth-service"),
-                            ("ReplicaSet", "auth-service-6b7c9d8f5"))),
+    (
+        "jwt-secret-rotated",
+        (
+            ("Deployment", "api-gateway"),
+            ("ReplicaSet", "api-gateway-7d9f8b6c5d"),
+            ("Pod", "api-gateway-7d9f8b6c5d-x2k9p"),
+            ("Deployment", "auth-service"),
+            ("ReplicaSet", "auth-service-6b7c9d8f5"),
+        ),
+    ),
 )
 # 12 pooled sessions + a 3-session lock chain + a long report = 16 of 17 ordinary slots: near exhaustion.
 POOLS = (
@@ -106,13 +114,16 @@ def main() -> int:
         load_scenarios(kube)
         stack.callback(shutil.rmtree, folder / "pki", ignore_errors=True)  # after the TLS servers stop
         pki = stack.enter_context(endpoints.serve_pki(folder / "pki", ca_name=CA_NAME))
-        health = {name: stack.enter_context(endpoints.serve_health(dependency.health_status))
-                  for name, dependency in DEPENDENCIES.items()}
+        health = {
+            name: stack.enter_context(endpoints.serve_health(dependency.health_status))
+            for name, dependency in DEPENDENCIES.items()
+        }
         prom = start_prometheus(stack)
 
         kubeconfig = write_kubeconfig(folder / "kubeconfig", kube.url, context="sandbox", namespace=NAMESPACE)
-        runbooks = runbook_parameters(pki, {name: endpoint.url for name, endpoint in health.items()},
-                                      prom.url if prom else None)
+        runbooks = runbook_parameters(
+            pki, {name: endpoint.url for name, endpoint in health.items()}, prom.url if prom else None
+        )
         stack.callback((catalog.PARAMETERS / "sandbox.yaml").unlink, missing_ok=True)
         parameters = write_parameters(pg.dsn(), kubeconfig, runbooks)
         env = folder / "env.sh"
@@ -129,10 +140,15 @@ def main() -> int:
         print(f"  PostgreSQL        {pg.socket_dir} port {pg.port}")
         print(f"  Kubernetes API    {kube.url} (scenarios {', '.join(name for name, _ in SCENARIOS)})")
         print(f"  TLS endpoints     expired {pki.expired}, valid {pki.valid}, closed {pki.closed} (CA {pki.ca_file})")
-        print("  health endpoints  " + ", ".join(f"{name} {endpoint.url} ({endpoint.status})"
-                                                for name, endpoint in health.items()))
-        print(f"  Prometheus        {prom.url} (the gateway: 12 % 5xx and 2x latency for the last 20 minutes)" if prom
-              else "  Prometheus        not installed (prometheus, promtool): triage will read the gateway logs")
+        print(
+            "  health endpoints  "
+            + ", ".join(f"{name} {endpoint.url} ({endpoint.status})" for name, endpoint in health.items())
+        )
+        print(
+            f"  Prometheus        {prom.url} (the gateway: 12 % 5xx and 2x latency for the last 20 minutes)"
+            if prom
+            else "  Prometheus        not installed (prometheus, promtool): triage will read the gateway logs"
+        )
         print(f"Headless: runbook run NAME --env sandbox (parameters: {parameters})")
         print(f"Notes for Jupyter, also in {readme}:")
         print(notes, end="")
@@ -188,12 +204,15 @@ def without(scenario: Scenario, omitted) -> Scenario:
     return Scenario(objects=kept, logs=scenario.logs, namespace=scenario.namespace)
 
 
-def runbook_parameters(pki: endpoints.Pki, health_urls: dict[str, str],
-                       prometheus_url: str | None) -> dict[str, dict[str, Any]]:
+def runbook_parameters(
+    pki: endpoints.Pki, health_urls: dict[str, str], prometheus_url: str | None
+) -> dict[str, dict[str, Any]]:
     """What `runbooks:` in sandbox.yaml sets: the values the notebooks' defaults cannot know."""
-    dependencies = {name: {"match": d.match, "health_url": health_urls[name], "feature": d.feature}
-                    for name, d in DEPENDENCIES.items()}
-    runbooks = {
+    dependencies = {
+        name: {"match": d.match, "health_url": health_urls[name], "feature": d.feature}
+        for name, d in DEPENDENCIES.items()
+    }
+    runbooks: dict[str, dict[str, Any]] = {
         "ssl-certificate-expired": {"endpoints": pki.endpoints, "ca_file": str(pki.ca_file)},
         "third-party-api-down": {"dependencies": dependencies},
         "jwt-validation-failures": {"compare_namespaces": JWT_SECRET_COPIES},
@@ -208,8 +227,10 @@ def write_parameters(dsn: str, kubeconfig: Path, runbooks: dict[str, dict[str, A
         catalog.find(name).resolve(values)  # a parameter a notebook no longer takes fails here, not at run time
     path = catalog.PARAMETERS / "sandbox.yaml"
     defaults = {"dsn": dsn, "kubeconfig": str(kubeconfig), "context": "sandbox", "namespace": NAMESPACE}
-    path.write_text("# Written by `runbook sandbox` while it runs; removed when it stops.\n"
-                    + yaml.safe_dump({"defaults": defaults, "runbooks": runbooks}, sort_keys=False))
+    path.write_text(
+        "# Written by `runbook sandbox` while it runs; removed when it stops.\n"
+        + yaml.safe_dump({"defaults": defaults, "runbooks": runbooks}, sort_keys=False)
+    )
     return path
 
 

@@ -58,7 +58,7 @@ class Held:
         for thread in self.threads:
             thread.join(timeout=10)
 
-    def __enter__(self) -> "Held":
+    def __enter__(self) -> Held:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -95,7 +95,9 @@ def long_query(pg: LocalPostgres, seconds: float, application: str = "reporting"
     """One `reporting` session running pg_sleep for `seconds` (a cancel shows up in `errors`)."""
     held = Held()
     _in_thread(held, pg, "reporting", application, "SELECT pg_sleep(%s)", (seconds,))
-    _wait_until(pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'", (application,), 1)
+    _wait_until(
+        pg, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'", (application,), 1
+    )
     return held
 
 
@@ -131,7 +133,7 @@ def _wait_until_blocked(pg: LocalPostgres, count: int) -> None:
 def _wait_until(pg: LocalPostgres, sql: str, params: tuple, count: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     with pg.connect("postgres") as conn:
-        while conn.execute(sql, params).fetchone()[0] < count:
+        while (conn.execute(sql, params).fetchone() or (0,))[0] < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the induced incident did not appear: {sql}")
             time.sleep(0.05)

@@ -24,9 +24,7 @@ ADMIN = "autolytiq_admin"  # the incident-response runbook's admin role; a super
 DATABASE = "autolytiq"
 SERVICE_ROLES = ("deal_service", "customer_service", "tax_service", "email_worker", "reporting")
 
-SCHEMA = [
-    f"CREATE ROLE {role} LOGIN" for role in SERVICE_ROLES
-] + [
+SCHEMA = [f"CREATE ROLE {role} LOGIN" for role in SERVICE_ROLES] + [
     "CREATE EXTENSION pg_stat_statements",
     "CREATE TABLE dealers (id serial PRIMARY KEY, name text NOT NULL)",
     "CREATE TABLE customers (id serial PRIMARY KEY, dealer_id int NOT NULL REFERENCES dealers, email text NOT NULL)",
@@ -37,7 +35,8 @@ SCHEMA = [
          amount numeric(12, 2) NOT NULL,
          created_at timestamptz NOT NULL DEFAULT now())""",
     "INSERT INTO dealers (name) SELECT 'dealer ' || i FROM generate_series(1, 20) AS i",
-    "INSERT INTO customers (dealer_id, email) SELECT 1 + i % 20, 'c' || i || '@example.com' FROM generate_series(1, 2000) AS i",
+    "INSERT INTO customers (dealer_id, email) "
+    "SELECT 1 + i % 20, 'c' || i || '@example.com' FROM generate_series(1, 2000) AS i",
     """INSERT INTO deals (customer_id, status, amount)
          SELECT 1 + i % 2000, (ARRAY['open', 'won', 'lost'])[1 + i % 3], (i % 900) * 37.5
          FROM generate_series(1, 20000) AS i""",
@@ -56,7 +55,7 @@ class LocalPostgres:
         self.port = _free_port()
         self.folder: Path | None = None
 
-    def __enter__(self) -> "LocalPostgres":
+    def __enter__(self) -> LocalPostgres:
         self.start()
         return self
 
@@ -84,16 +83,30 @@ class LocalPostgres:
         if owner:
             os.chown(self.folder, owner.pw_uid, owner.pw_gid)
         data = self.folder / "data"
-        self._run("initdb", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync", "-U", "postgres", "-D", str(data))
-        options = " ".join([
-            "-c listen_addresses=127.0.0.1",
-            f"-c port={self.port}",
-            f"-c unix_socket_directories={self.socket_dir}",
-            f"-c max_connections={self.max_connections}",
-            f"-c superuser_reserved_connections={self.superuser_reserved}",
-            "-c shared_preload_libraries=pg_stat_statements",
-            "-c fsync=off",
-        ])
+        self._run(
+            "initdb",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+            "-U",
+            "postgres",
+            "-D",
+            str(data),
+        )
+        options = " ".join(
+            [
+                "-c listen_addresses=127.0.0.1",
+                f"-c port={self.port}",
+                f"-c unix_socket_directories={self.socket_dir}",
+                f"-c max_connections={self.max_connections}",
+                f"-c superuser_reserved_connections={self.superuser_reserved}",
+                "-c shared_preload_libraries=pg_stat_statements",
+                "-c fsync=off",
+            ]
+        )
         self._run("pg_ctl", "-D", str(data), "-l", str(self.folder / "server.log"), "-o", options, "-w", "start")
         with psycopg.connect(self.dsn("postgres", "postgres"), autocommit=True) as conn:
             conn.execute(f"CREATE ROLE {ADMIN} LOGIN SUPERUSER")
@@ -115,11 +128,17 @@ class LocalPostgres:
     def _run(self, program: str, *args: str, check: bool = True) -> None:
         owner = _server_user()
         result = subprocess.run(
-            [_binary(program), *args], capture_output=True, text=True, cwd=self.folder,
-            user=owner.pw_uid if owner else None, group=owner.pw_gid if owner else None,
+            [_binary(program), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.folder,
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
         )
         if check and result.returncode != 0:
-            raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+            raise RuntimeError(
+                f"{program} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
+            )
 
 
 def _server_user():

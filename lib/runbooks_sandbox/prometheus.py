@@ -48,28 +48,31 @@ SLOW_LATENCY = (0.0, 0.5, 0.9, 1.0, 1.0)  # every request twice as slow: p95 = 0
 def http_traffic(stretches: list[Traffic], labels: str = 'job="api-gateway"') -> str:
     """OpenMetrics text of the counters a service's traffic leaves, stretch after stretch (no gaps between
     samples within a stretch; counters start at 0 at the first stretch and keep counting across gaps)."""
-    requests_ok, requests_5xx, buckets, count = [], [], {le: [] for le in (*BUCKETS, "+Inf")}, []
-    totals = {"ok": 0.0, "5xx": 0.0, **{le: 0.0 for le in buckets}}
+    requests_ok: list[tuple[float, float]] = []
+    requests_5xx: list[tuple[float, float]] = []
+    count: list[tuple[float, float]] = []
+    buckets: dict[float | str, list[tuple[float, float]]] = {le: [] for le in (*BUCKETS, "+Inf")}
+    totals: dict[float | str, float] = {"ok": 0.0, "5xx": 0.0, **{le: 0.0 for le in buckets}}
     for stretch in sorted(stretches, key=lambda s: s.start):
         at = stretch.start
         while at <= stretch.end:
             per_step = stretch.requests_per_second * STEP
             totals["5xx"] += per_step * stretch.error_share
             totals["ok"] += per_step * (1 - stretch.error_share)
-            for le, share in zip(BUCKETS, stretch.latency):
-                totals[le] += per_step * share
+            for bound, share in zip(BUCKETS, stretch.latency, strict=True):
+                totals[bound] += per_step * share
             totals["+Inf"] += per_step
             requests_ok.append((totals["ok"], at))
             requests_5xx.append((totals["5xx"], at))
-            for le in buckets:
-                buckets[le].append((totals[le], at))
+            for key in buckets:
+                buckets[key].append((totals[key], at))
             count.append((totals["+Inf"], at))
             at += STEP
     lines = [f'http_requests_total{{{labels},code="200"}} {v:.0f} {t:.0f}' for v, t in requests_ok]
     lines += [f'http_requests_total{{{labels},code="503"}} {v:.0f} {t:.0f}' for v, t in requests_5xx]
-    for le, samples in buckets.items():
-        lines += [f'http_request_duration_seconds_bucket{{{labels},le="{le}"}} {v:.0f} {t:.0f}' for v, t in samples]
-    lines += [f'http_request_duration_seconds_count{{{labels}}} {v:.0f} {t:.0f}' for v, t in count]
+    for bucket, samples in buckets.items():
+        lines += [f'http_request_duration_seconds_bucket{{{labels},le="{bucket}"}} {v:.0f} {t:.0f}' for v, t in samples]
+    lines += [f"http_request_duration_seconds_count{{{labels}}} {v:.0f} {t:.0f}" for v, t in count]
     return "\n".join(lines) + "\n# EOF\n"
 
 
@@ -87,7 +90,7 @@ class PrometheusServer:
         self.process: subprocess.Popen | None = None
         self.url = ""
 
-    def __enter__(self) -> "PrometheusServer":
+    def __enter__(self) -> PrometheusServer:
         self.folder = Path(tempfile.mkdtemp(prefix="runbooks-prometheus-"))
         try:
             self._start()
@@ -110,22 +113,36 @@ class PrometheusServer:
             self.folder = None
 
     def _start(self) -> None:
-        data, tsdb, config = self.folder / "data.om", self.folder / "tsdb", self.folder / "prometheus.yml"
+        assert self.folder is not None, "started by __enter__"
+        folder = self.folder
+        data, tsdb, config = folder / "data.om", folder / "tsdb", folder / "prometheus.yml"
         data.write_text(self.openmetrics)
-        subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(data), str(tsdb)],
-                       check=True, capture_output=True, text=True, timeout=120)
+        subprocess.run(
+            ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(data), str(tsdb)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         config.write_text("global:\n  scrape_interval: 1h\n")  # nothing to scrape
         port = free_port()
         self.process = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
-             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=30d"],
-            stdout=subprocess.DEVNULL, stderr=(self.folder / "prometheus.log").open("w"), cwd=self.folder,
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tsdb}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=30d",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "prometheus.log").open("w"),
+            cwd=self.folder,
         )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {(self.folder / 'prometheus.log').read_text()[-2000:]}")
+                raise RuntimeError(f"prometheus exited: {(folder / 'prometheus.log').read_text()[-2000:]}")
             try:
                 if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
                     return

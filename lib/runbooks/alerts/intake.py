@@ -21,7 +21,6 @@ from .routing import Rejected, Routing, incident_id
 from .webhook import Alert, Notification
 
 
-
 @dataclass(frozen=True)
 class Outcome:
     alertname: str
@@ -37,25 +36,29 @@ def receive(notification: Notification, routing: Routing, queue: Queue, output_d
     """Decide each alert, commit them all to the queue, log the new ones; what became of each."""
     entries = [_entry(notification, alert, routing) for alert in notification.alerts]
     added = queue.add(entries)
-    for entry, new in zip(entries, added):
+    for entry, new in zip(entries, added, strict=True):
         if new:
             _log(output_dir, entry)
     return [
         Outcome(e.alertname, e.fingerprint, e.status, e.state if new else "duplicate", e.incident, e.runbook, e.reason)
-        for e, new in zip(entries, added)
+        for e, new in zip(entries, added, strict=True)
     ]
 
 
 def _entry(notification: Notification, alert: Alert, routing: Routing) -> Entry:
     common: dict[str, Any] = {
-        "fingerprint": alert.fingerprint, "starts_at": alert.starts_at, "status": alert.status,
-        "alertname": alert.name, "incident": incident_id(notification, alert),
+        "fingerprint": alert.fingerprint,
+        "starts_at": alert.starts_at,
+        "status": alert.status,
+        "alertname": alert.name,
+        "incident": incident_id(notification, alert),
         "alert": alert.record(notification.group_key),
     }
     route = routing.routes.get(alert.name)
     if alert.status == "resolved" or route is None:
-        return Entry(**common, state="resolved" if alert.status == "resolved" else "unrouted", runbook=None,
-                     parameters={})
+        return Entry(
+            **common, state="resolved" if alert.status == "resolved" else "unrouted", runbook=None, parameters={}
+        )
     try:
         parameters = route.parameters(alert)
         routing.parameters(route.runbook, parameters)  # the runbook's type checks, as for `runbook run`
@@ -67,7 +70,9 @@ def _entry(notification: Notification, alert: Alert, routing: Routing) -> Entry:
 def _log(output_dir: Path, entry: Entry) -> None:
     folder = output_dir / entry.incident
     folder.mkdir(parents=True, exist_ok=True)
-    line = {"received_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            **asdict(entry)}
+    line = {
+        "received_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        **asdict(entry),
+    }
     with open(folder / ALERT_LOG, "a") as log:
         log.write(json.dumps(line) + "\n")

@@ -116,10 +116,7 @@ class Queue:
         """Record the entries in one transaction; for each, False when that alert was already there."""
         now = _now()
         with self._transaction() as conn:
-            return [
-                conn.execute(ADD, {**_row(e), "received_at": now}).rowcount == 1
-                for e in entries
-            ]
+            return [conn.execute(ADD, {**_row(e), "received_at": now}).rowcount == 1 for e in entries]
 
     def recover(self) -> int:
         """After a restart: runs cut short are queued again (or failed after MAX_ATTEMPTS); how many."""
@@ -131,8 +128,10 @@ class Queue:
         """The runs marked running: after a restart, those the last stop cut short."""
         with self._connection() as conn:
             rows = conn.execute(RUNNING).fetchall()
-        return [Job(id_, runbook, incident, json.loads(parameters), json.loads(alert))
-                for id_, runbook, incident, parameters, alert in rows]
+        return [
+            Job(id_, runbook, incident, json.loads(parameters), json.loads(alert))
+            for id_, runbook, incident, parameters, alert in rows
+        ]
 
     def claim(self) -> Job | None:
         """The oldest queued alert, now marked running; None when nothing waits."""
@@ -182,9 +181,16 @@ class Queue:
 
 def _row(entry: Entry) -> dict[str, Any]:
     return {
-        "fingerprint": entry.fingerprint, "starts_at": entry.starts_at, "status": entry.status, "state": entry.state,
-        "alertname": entry.alertname, "incident": entry.incident, "runbook": entry.runbook,
-        "parameters": json.dumps(entry.parameters), "alert": json.dumps(entry.alert), "reason": entry.reason,
+        "fingerprint": entry.fingerprint,
+        "starts_at": entry.starts_at,
+        "status": entry.status,
+        "state": entry.state,
+        "alertname": entry.alertname,
+        "incident": entry.incident,
+        "runbook": entry.runbook,
+        "parameters": json.dumps(entry.parameters),
+        "alert": json.dumps(entry.alert),
+        "reason": entry.reason,
     }
 
 

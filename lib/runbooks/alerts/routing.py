@@ -37,14 +37,24 @@ class Check:
 # a comma, a parenthesis, `=`, `!` or a newline, so no value can reach past its place in a
 # label selector, a notebook's parameters cell or an SQL statement.
 CHECKS = {
-    "dns-label": Check(re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"),
-                       "a Kubernetes name (DNS-1123 label: a-z, 0-9 and '-', at most 63 characters)"),
-    "dns-subdomain": Check(re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"),
-                           "a Kubernetes object name (DNS-1123 subdomain, at most 253 characters)", max_length=253),
-    "label-value": Check(re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"),
-                         "a Kubernetes label value (letters, digits, '-', '_' and '.', at most 63 characters)"),
-    "host-port": Check(re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?"),
-                       "a host name with an optional :port", max_length=253),
+    "dns-label": Check(
+        re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"),
+        "a Kubernetes name (DNS-1123 label: a-z, 0-9 and '-', at most 63 characters)",
+    ),
+    "dns-subdomain": Check(
+        re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"),
+        "a Kubernetes object name (DNS-1123 subdomain, at most 253 characters)",
+        max_length=253,
+    ),
+    "label-value": Check(
+        re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"),
+        "a Kubernetes label value (letters, digits, '-', '_' and '.', at most 63 characters)",
+    ),
+    "host-port": Check(
+        re.compile(r"[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?"),
+        "a host name with an optional :port",
+        max_length=253,
+    ),
     "integer": Check(re.compile(r"-?[0-9]+"), "an integer", int, max_length=12),
     "number": Check(re.compile(r"-?[0-9]+(\.[0-9]+)?"), "a decimal number", float, max_length=20),
 }
@@ -117,7 +127,9 @@ class Source:
             value = self.template.format(text)
         else:
             value = check.convert(text)
-            if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            if (self.minimum is not None and value < self.minimum) or (
+                self.maximum is not None and value > self.maximum
+            ):
                 raise Rejected(f"{where} = {text} is outside [{self.minimum}, {self.maximum}]")
         return [value] if self.as_list else value
 
@@ -178,21 +190,24 @@ def check_sources(path: Path, routes: dict[str, Route], books: dict[str, catalog
             if source.parameter == "apply":
                 raise UsageError(f"{path}: {route.alertname}: an alert cannot set 'apply'; alert runs only preview")
             if source.parameter not in books[route.runbook].parameters:
-                raise UsageError(f"{path}: {route.alertname}: runbook {route.runbook!r} has no parameter {source.parameter!r}")
+                raise UsageError(
+                    f"{path}: {route.alertname}: runbook {route.runbook!r} has no parameter {source.parameter!r}"
+                )
 
 
 def read_parameter_files(files: tuple[Path, ...], books: dict[str, catalog.Runbook]) -> list[dict[str, Any]]:
     """The `-f` files; each of their parameters must be taken by some routed runbook."""
     layers = [catalog.read_yaml(f) for f in files]
     taken = {name for book in books.values() for name in book.parameters}
-    for f, layer in zip(files, layers):
+    for f, layer in zip(files, layers, strict=True):
         if unknown := sorted(set(layer) - taken):
             raise UsageError(f"parameter file {f}: no routed runbook takes {', '.join(map(repr, unknown))}")
     return layers
 
 
-def base_parameters(books: dict[str, catalog.Runbook], env: str | None,
-                    layers: list[dict[str, Any]]) -> tuple[dict[str, dict], str | None]:
+def base_parameters(
+    books: dict[str, catalog.Runbook], env: str | None, layers: list[dict[str, Any]]
+) -> tuple[dict[str, dict], str | None]:
     """Each routed runbook's parameters from its defaults, `--env` and the files, type-checked, never `apply`; the
     `dsn` passwords taken out (one at most: it becomes the PGPASSWORD of every run)."""
     base, passwords = {}, set()
@@ -233,9 +248,21 @@ def _route(path: Path, alertname: str, spec: dict) -> Route:
     for parameter, source in (spec.get("parameters") or {}).items():
         field_ = "labels" if "label" in source else "annotations"
         if "template" in source and CHECKS[source["check"]].convert is not str:
-            raise UsageError(f"{path}: {alertname}.{parameter}: a template applies to text checks, not {source['check']!r}")
-        sources.append(Source(parameter, field_, source.get("label") or source.get("annotation"), source["check"],
-                              source.get("template", "{}"), source.get("list", False), source.get("min"), source.get("max")))
+            raise UsageError(
+                f"{path}: {alertname}.{parameter}: a template applies to text checks, not {source['check']!r}"
+            )
+        sources.append(
+            Source(
+                parameter,
+                field_,
+                source.get("label") or source.get("annotation"),
+                source["check"],
+                source.get("template", "{}"),
+                source.get("list", False),
+                source.get("min"),
+                source.get("max"),
+            )
+        )
     return Route(alertname, spec["runbook"], tuple(sources))
 
 

@@ -47,8 +47,10 @@ def token_from_environment(insecure_no_auth: bool) -> str | None:
     token = os.environ.get(TOKEN_VARIABLE, "")
     if token or insecure_no_auth:
         return token or None
-    raise NoToken(f"{TOKEN_VARIABLE} is not set: set it to the credentials Alertmanager sends "
-                  f"(http_config.authorization), or pass --insecure-no-auth")
+    raise NoToken(
+        f"{TOKEN_VARIABLE} is not set: set it to the credentials Alertmanager sends "
+        f"(http_config.authorization), or pass --insecure-no-auth"
+    )
 
 
 class Service:
@@ -89,13 +91,22 @@ class Service:
             log.warning("POST /alerts refused (%d): %s", e.status, e)
             return _refusal(e)
         if notification.truncated_alerts:
-            log.warning("group %r: Alertmanager left out %d alert(s) (its max_alerts)", notification.group_key,
-                        notification.truncated_alerts)
+            log.warning(
+                "group %r: Alertmanager left out %d alert(s) (its max_alerts)",
+                notification.group_key,
+                notification.truncated_alerts,
+            )
         outcomes = await run_in_threadpool(intake.receive, notification, self.routing, self.queue, self.output_dir)
         for o in outcomes:
             self.telemetry.count(o)
-            log.info("alert %r %s (%s): %s%s", o.alertname, o.fingerprint, o.status, o.outcome,
-                     f": {o.reason}" if o.reason else "")
+            log.info(
+                "alert %r %s (%s): %s%s",
+                o.alertname,
+                o.fingerprint,
+                o.status,
+                o.outcome,
+                f": {o.reason}" if o.reason else "",
+            )
         self.workers.wake()
         return JSONResponse({"alerts": [asdict(o) for o in outcomes]}, 202)
 

@@ -17,8 +17,17 @@ _STATUS = {"enum": ["firing", "resolved"]}
 
 SCHEMA = {
     "type": "object",
-    "required": ["version", "groupKey", "status", "receiver", "groupLabels", "commonLabels", "commonAnnotations",
-                 "externalURL", "alerts"],
+    "required": [
+        "version",
+        "groupKey",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+    ],
     "properties": {
         "version": {"const": "4"},
         "groupKey": {"type": "string", "minLength": 1},
@@ -75,8 +84,14 @@ class Alert:
 
     def record(self, group_key: str) -> dict:
         """What a run's evidence keeps under "alert"."""
-        return {"labels": self.labels, "annotations": self.annotations, "startsAt": self.starts_at,
-                "generatorURL": self.generator_url, "fingerprint": self.fingerprint, "groupKey": group_key}
+        return {
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": self.starts_at,
+            "generatorURL": self.generator_url,
+            "fingerprint": self.fingerprint,
+            "groupKey": group_key,
+        }
 
 
 @dataclass(frozen=True)
@@ -111,8 +126,15 @@ def parse(body: bytes) -> Notification:
         external_url=data["externalURL"],
         truncated_alerts=data.get("truncatedAlerts", 0),
         alerts=tuple(
-            Alert(a["status"], a["labels"], a["annotations"], a["startsAt"], a["endsAt"], a["generatorURL"],
-                  a["fingerprint"])
+            Alert(
+                a["status"],
+                a["labels"],
+                a["annotations"],
+                a["startsAt"],
+                a["endsAt"],
+                a["generatorURL"],
+                a["fingerprint"],
+            )
             for a in data["alerts"]
         ),
     )

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from .. import evidence, runner
 from ..evidence import Record
-from ..runfiles import evidence_files, without_evidence
 from ..kernels import KernelPool
-from .telemetry import Telemetry
+from ..runfiles import evidence_files, without_evidence
 from .queue import Job, Queue
 from .routing import Routing
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0  # a worker with nothing to do looks again this often, or when woken
@@ -48,13 +48,22 @@ class Workers:
                 partial.add(files)
                 try:
                     parameters = self.routing.parameters(job.runbook, job.parameters)
-                    run = runner.finish_interrupted(self.routing.books[job.runbook], parameters, job.incident,
-                                                    files, alert=job.alert)
-                    log.info("run %d: cut short by the last stop; its partial notebook is evidence: %s",
-                             job.id, run.evidence_path)
+                    run = runner.finish_interrupted(
+                        self.routing.books[job.runbook], parameters, job.incident, files, alert=job.alert
+                    )
+                    log.info(
+                        "run %d: cut short by the last stop; its partial notebook is evidence: %s",
+                        job.id,
+                        run.evidence_path,
+                    )
                 except Exception:  # the routing changed since: the notebook stays for `runbook verify` to report
                     log.exception("run %d: could not leave evidence of the partial run %s", job.id, files.notebook)
         return self.queue.recover()
+
+    def _pool(self) -> KernelPool:
+        if self._kernels is None:
+            raise RuntimeError("the workers run only after start()")
+        return self._kernels
 
     def wake(self) -> None:
         """Something was queued."""
@@ -83,8 +92,14 @@ class Workers:
         started = time.monotonic()
         try:
             parameters = self.routing.parameters(job.runbook, job.parameters)
-            result = runner.run(self.routing.books[job.runbook], parameters, job.incident, self.output_dir,
-                                alert=job.alert, kernel=self._kernels.take())
+            result = runner.run(
+                self.routing.books[job.runbook],
+                parameters,
+                job.incident,
+                self.output_dir,
+                alert=job.alert,
+                kernel=self._pool().take(),
+            )
         except Exception as e:  # the routing changed since it was queued, or no kernel could be started
             log.exception("run %d: %s could not run", job.id, job.runbook)
             self.queue.finish(job.id, "failed", None, f"{type(e).__name__}: {e}")

@@ -27,6 +27,7 @@ import datetime as dt
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
@@ -56,7 +57,17 @@ DATABASE_ERRORS = {  # name -> regex, for kube.logs.scan
 }
 EXAMPLES = 5
 LOG_COLUMNS = ["pod", "container", "minute", "status", "upstream", "error", "count"]
-HEALTH_COLUMNS = ["deployment", "role", "desired", "ready", "pods", "not_ready", "oomkilled", "near_limit", "max_memory_pct"]
+HEALTH_COLUMNS = [
+    "deployment",
+    "role",
+    "desired",
+    "ready",
+    "pods",
+    "not_ready",
+    "oomkilled",
+    "near_limit",
+    "max_memory_pct",
+]
 DATABASE_COLUMNS = ["deployment", "pod", "pattern", "count"]
 
 
@@ -96,8 +107,11 @@ class Diagnosis:
 
 # --- step 1: the gateway logs
 
-def scan_gateway_logs(cluster: Cluster, selector: str, since_minutes: float | None, tail_lines: int | None) -> GatewayLog:
-    """The incident-response runbook's `kubectl logs -l app=api-gateway --tail=500 | grep -E "(error|5[0-9]{2})"`, parsed and counted.
+
+def scan_gateway_logs(
+    cluster: Cluster, selector: str, since_minutes: float | None, tail_lines: int | None
+) -> GatewayLog:
+    """`kubectl logs -l app=api-gateway --tail=500 | grep -E "(error|5[0-9]{2})"` (the runbook's), parsed and counted.
 
     Every container of every matching pod, and the previous instance of those that restarted.
     """
@@ -160,6 +174,7 @@ def suspect_upstream(log: GatewayLog) -> str | None:
 
 # --- steps 2 and 3: pods not running, the deployments behind the upstream and the gateway
 
+
 def upstream_deployment(cluster: Cluster, upstream: str | None) -> str | None:
     """The deployment behind an upstream name: a deployment of that name, else the one a service of that name selects.
 
@@ -169,7 +184,9 @@ def upstream_deployment(cluster: Cluster, upstream: str | None) -> str | None:
     if not name:
         return None
     try:
-        return cluster.apps.read_namespaced_deployment(name, cluster.namespace, _request_timeout=REQUEST_TIMEOUT).metadata.name
+        return cluster.apps.read_namespaced_deployment(
+            name, cluster.namespace, _request_timeout=REQUEST_TIMEOUT
+        ).metadata.name
     except ApiException as e:
         if e.status != 404:
             raise
@@ -196,8 +213,10 @@ def gateway_deployments(cluster: Cluster, selector: str) -> list[str]:
     return sorted({d for d in owners.values() if d})
 
 
-def deployment_health(cluster: Cluster, containers: pd.DataFrame, upstream: str | None, gateway_selector: str) -> pd.DataFrame:
-    """The incident-response runbook's "check upstream services": replicas, pods not ready, OOMKilled and near-limit containers
+def deployment_health(
+    cluster: Cluster, containers: pd.DataFrame, upstream: str | None, gateway_selector: str
+) -> pd.DataFrame:
+    """The runbook's "check upstream services": replicas, pods not ready, OOMKilled and near-limit containers
     of the deployment behind `upstream` (role "upstream", if one is found) and of the gateway's (role "gateway").
 
     Takes kube.pods.containers(...) for the whole namespace.
@@ -206,7 +225,7 @@ def deployment_health(cluster: Cluster, containers: pd.DataFrame, upstream: str 
     gateways = gateway_deployments(cluster, gateway_selector)
     roles = ([(behind, "upstream")] if behind else []) + [(g, "gateway") for g in gateways if g != behind]
     memory = usage.memory_usage(cluster, "", pods.oomkilled(containers))
-    memory["deployment"] = memory["pod"].map(dict(zip(containers["pod"], containers["deployment"])))
+    memory["deployment"] = memory["pod"].map(dict(zip(containers["pod"], containers["deployment"], strict=True)))
     down = pods.not_running(containers)
     rows = []
     for name, role in roles:
@@ -215,33 +234,41 @@ def deployment_health(cluster: Cluster, containers: pd.DataFrame, upstream: str 
         killed = mine[mine["last_termination"] == pods.OOMKILLED]
         used = memory[memory["deployment"] == name]
         pct = used["memory_pct_of_limit"].max()
-        rows.append({
-            "deployment": name, "role": role, "desired": desired, "ready": ready,
-            "pods": mine["pod"].nunique(),
-            "not_ready": sorted(set(down.loc[down["deployment"] == name, "pod"])),
-            "oomkilled": [f"{r.pod}/{r.container}" for r in killed.itertuples()],
-            "near_limit": [f"{r.pod}/{r.container}" for r in used[used["near_limit"]].itertuples()],
-            "max_memory_pct": round(float(pct), 1) if pd.notna(pct) else None,
-        })
+        rows.append(
+            {
+                "deployment": name,
+                "role": role,
+                "desired": desired,
+                "ready": ready,
+                "pods": mine["pod"].nunique(),
+                "not_ready": sorted(set(down.loc[down["deployment"] == name, "pod"])),
+                "oomkilled": [f"{r.pod}/{r.container}" for r in killed.itertuples()],
+                "near_limit": [f"{r.pod}/{r.container}" for r in used[used["near_limit"]].itertuples()],
+                "max_memory_pct": round(float(pct), 1) if pd.notna(pct) else None,
+            }
+        )
     return pd.DataFrame(rows, columns=HEALTH_COLUMNS)
 
 
 # --- step 5: database connection errors anywhere in the namespace
 
-def database_errors(cluster: Cluster, containers: pd.DataFrame, since_minutes: float | None,
-                    tail_lines: int | None) -> DatabaseErrors:
+
+def database_errors(
+    cluster: Cluster, containers: pd.DataFrame, since_minutes: float | None, tail_lines: int | None
+) -> DatabaseErrors:
     """Lines matching DATABASE_ERRORS in the logs of every pod of the namespace, per deployment, pod and pattern.
 
     Takes kube.pods.containers(...) to name each pod's deployment.
     """
     scan = logs.scan(cluster, "", DATABASE_ERRORS, since_minutes, tail_lines)
     table = scan.totals("pod", "pattern")
-    table.insert(0, "deployment", table["pod"].map(dict(zip(containers["pod"], containers["deployment"]))))
+    table.insert(0, "deployment", table["pod"].map(dict(zip(containers["pod"], containers["deployment"], strict=True))))
     examples = [line for lines in scan.examples.values() for line in lines]  # redacted by scan
     return DatabaseErrors(table[DATABASE_COLUMNS], examples)
 
 
 # --- findings
+
 
 def diagnose(log: GatewayLog, health: pd.DataFrame, rollouts: pd.DataFrame, database: DatabaseErrors) -> Diagnosis:
     """Every rule of the module's list, checked in order; the first that holds is the cause.
@@ -251,9 +278,12 @@ def diagnose(log: GatewayLog, health: pd.DataFrame, rollouts: pd.DataFrame, data
     upstream = suspect_upstream(log)
     upstream_row = health[health["role"] == "upstream"]
     upstream_deployment_name = upstream_row["deployment"].iloc[0] if not upstream_row.empty else None
-    evidence = {"upstream": upstream, "upstream_deployment": upstream_deployment_name,
-                "five_xx": int(log.counts.loc[log.counts["status"] >= 500, "count"].sum()),
-                "first_5xx": log.first_5xx}
+    evidence = {
+        "upstream": upstream,
+        "upstream_deployment": upstream_deployment_name,
+        "five_xx": int(log.counts.loc[log.counts["status"] >= 500, "count"].sum()),
+        "first_5xx": log.first_5xx,
+    }
     rules = [
         _rule("memory-exhaustion", *_memory(health)),
         _rule("upstream-down", *_down(health)),
@@ -263,8 +293,9 @@ def diagnose(log: GatewayLog, health: pd.DataFrame, rollouts: pd.DataFrame, data
     first = next((r for r in rules if r["holds"]), None)
     if first is None:
         return Diagnosis(None, upstream, upstream_deployment_name, None, evidence, rules)
-    return Diagnosis(first["rule"], upstream, upstream_deployment_name, first["deployment"],
-                     {**evidence, **first["detail"]}, rules)
+    return Diagnosis(
+        first["rule"], upstream, upstream_deployment_name, first["deployment"], {**evidence, **first["detail"]}, rules
+    )
 
 
 def assess(log: GatewayLog, diagnosis: Diagnosis) -> list[Finding]:
@@ -272,6 +303,7 @@ def assess(log: GatewayLog, diagnosis: Diagnosis) -> list[Finding]:
 
 
 # --- resolution
+
 
 def check_resolution(resolution: str) -> None:
     if resolution not in RESOLUTIONS:
@@ -285,17 +317,25 @@ def resolve(cluster: Cluster, diagnosis: Diagnosis, resolution: str, upstream: s
     deployment = upstream_deployment(cluster, upstream) if upstream else diagnosis.deployment
     if deployment is None:
         named = f"upstream {upstream}" if upstream else "no deployment"
-        why = (f"no deployment named {upstream}, nor behind a service of that name" if upstream
-               else "the diagnosis names no deployment: set the upstream parameter")
+        why = (
+            f"no deployment named {upstream}, nor behind a service of that name"
+            if upstream
+            else "the diagnosis names no deployment: set the upstream parameter"
+        )
         mode = "applied" if apply else "dry-run"
-        return [Change(Action(action, mode, f"{named} in {cluster.namespace}", f"not done: {why}"),
-                       pd.DataFrame(columns=["field", "before", "after"]))]
+        return [
+            Change(
+                Action(action, mode, f"{named} in {cluster.namespace}", f"not done: {why}"),
+                pd.DataFrame(columns=["field", "before", "after"]),
+            )
+        ]
     if resolution == "rollback":
         return [mitigate.rollback(cluster, deployment, apply)]
     return [mitigate.restart(cluster, deployment, apply)]
 
 
 # --- rules: each returns (deployment, detail) when it holds, (None, None) otherwise; detail["because"] says why
+
 
 def _rule(rule: str, deployment: str | None, detail: dict | None) -> dict:
     return {"rule": rule, "holds": detail is not None, "deployment": deployment, "detail": detail}
@@ -304,10 +344,17 @@ def _rule(rule: str, deployment: str | None, detail: dict | None) -> dict:
 def _memory(health: pd.DataFrame):
     for row in health.itertuples():
         if row.oomkilled or row.near_limit:
-            because = (f"last terminated OOMKilled: {', '.join(row.oomkilled) or 'none'}; "
-                       f"at {usage.NEAR_LIMIT_PCT:g}% of the memory limit or more: {', '.join(row.near_limit) or 'none'}")
-            return row.deployment, {"role": row.role, "oomkilled": row.oomkilled, "near_limit": row.near_limit,
-                                    "max_memory_pct": row.max_memory_pct, "because": because}
+            because = (
+                f"last terminated OOMKilled: {', '.join(row.oomkilled) or 'none'}; "
+                f"at {usage.NEAR_LIMIT_PCT:g}% of the memory limit or more: {', '.join(row.near_limit) or 'none'}"
+            )
+            return row.deployment, {
+                "role": row.role,
+                "oomkilled": row.oomkilled,
+                "near_limit": row.near_limit,
+                "max_memory_pct": row.max_memory_pct,
+                "because": because,
+            }
     return None, None
 
 
@@ -315,9 +362,16 @@ def _down(health: pd.DataFrame):
     for row in health.itertuples():
         short = row.desired is None or row.desired == 0 or (row.ready or 0) < row.desired
         if row.not_ready or short:
-            because = f"{row.ready} of {row.desired} replicas ready; pods not ready: {', '.join(row.not_ready) or 'none'}"
-            return row.deployment, {"role": row.role, "not_ready": row.not_ready, "desired": row.desired,
-                                    "ready": row.ready, "because": because}
+            because = (
+                f"{row.ready} of {row.desired} replicas ready; pods not ready: {', '.join(row.not_ready) or 'none'}"
+            )
+            return row.deployment, {
+                "role": row.role,
+                "not_ready": row.not_ready,
+                "desired": row.desired,
+                "ready": row.ready,
+                "because": because,
+            }
     return None, None
 
 
@@ -329,8 +383,10 @@ def _rollout(health: pd.DataFrame, rollouts: pd.DataFrame, first_5xx: dt.datetim
         return None, None
     latest = before.sort_values("created", ascending=False).iloc[0]
     minutes = round((first_5xx - latest["created"]).total_seconds() / 60, 1)
-    because = (f"revision {latest['revision']} ({latest['change_cause'] or latest['images']}) rolled out "
-               f"{minutes:g} min before the first 5xx")
+    because = (
+        f"revision {latest['revision']} ({latest['change_cause'] or latest['images']}) rolled out "
+        f"{minutes:g} min before the first 5xx"
+    )
     listed = before[["deployment", "revision", "created", "change_cause", "images"]].to_dict(orient="records")
     return latest["deployment"], {"rollouts": listed, "minutes_before_first_5xx": minutes, "because": because}
 
@@ -338,50 +394,78 @@ def _rollout(health: pd.DataFrame, rollouts: pd.DataFrame, first_5xx: dt.datetim
 def _database(health: pd.DataFrame, database: pd.DataFrame):
     if database.empty:
         return None, None
-    per_deployment = database.dropna(subset=["deployment"]).groupby("deployment")["count"].sum().sort_values(ascending=False)
+    per_deployment = (
+        database.dropna(subset=["deployment"]).groupby("deployment")["count"].sum().sort_values(ascending=False)
+    )
     upstream = health.loc[health["role"] == "upstream", "deployment"]
     if not upstream.empty and upstream.iloc[0] in per_deployment.index:
         deployment = upstream.iloc[0]
     else:
         deployment = per_deployment.index[0] if not per_deployment.empty else None
     total, pods_logging = int(database["count"].sum()), sorted(set(database["pod"]))
-    return deployment, {"database_errors": total, "by_pattern": database.groupby("pattern")["count"].sum().to_dict(),
-                        "pods": pods_logging, "because": f"{total} database connection errors in {', '.join(pods_logging)}"}
+    return deployment, {
+        "database_errors": total,
+        "by_pattern": database.groupby("pattern")["count"].sum().to_dict(),
+        "pods": pods_logging,
+        "because": f"{total} database connection errors in {', '.join(pods_logging)}",
+    }
 
 
 def _counts_finding(log: GatewayLog) -> Finding:
     five_xx = log.counts[log.counts["status"] >= 500]
     total = int(five_xx["count"].sum())
-    data = {
+    data: dict[str, Any] = {
         "five_xx": total,
         "error_lines": int(log.counts.loc[log.counts["error"], "count"].sum()),
         "requests": int(log.counts.loc[log.counts["status"] > 0, "count"].sum()),
         "by_status": {str(k): int(v) for k, v in five_xx.groupby("status")["count"].sum().items()},
-        "by_upstream": {k: int(v) for k, v in five_xx.groupby("upstream")["count"].sum().sort_values(ascending=False).items()},
+        "by_upstream": {
+            k: int(v) for k, v in five_xx.groupby("upstream")["count"].sum().sort_values(ascending=False).items()
+        },
         "first_5xx": log.first_5xx,
         "lines_read": log.lines_read,
     }
     if not total:
-        return Finding("error-counts", f"no 5xx in {log.lines_read} gateway log lines "
-                       f"({data['error_lines']} lines say error)", "info", data)
+        return Finding(
+            "error-counts",
+            f"no 5xx in {log.lines_read} gateway log lines ({data['error_lines']} lines say error)",
+            "info",
+            data,
+        )
     statuses = ", ".join(f"{n}× {s}" for s, n in data["by_status"].items())
     upstreams = ", ".join(f"{u}: {n}" for u, n in data["by_upstream"].items())
-    return Finding("error-counts", f"{total} 5xx of {data['requests']} logged responses ({statuses}); "
-                   f"by upstream: {upstreams}", "critical", data)
+    return Finding(
+        "error-counts",
+        f"{total} 5xx of {data['requests']} logged responses ({statuses}); by upstream: {upstreams}",
+        "critical",
+        data,
+    )
 
 
 def _cause_finding(diagnosis: Diagnosis) -> Finding:
-    data = {"cause": diagnosis.cause, "deployment": diagnosis.deployment, "upstream": diagnosis.upstream,
-            "upstream_deployment": diagnosis.upstream_deployment, "fix": diagnosis.fix,
-            "evidence": diagnosis.evidence, "rules": diagnosis.rules}
+    data = {
+        "cause": diagnosis.cause,
+        "deployment": diagnosis.deployment,
+        "upstream": diagnosis.upstream,
+        "upstream_deployment": diagnosis.upstream_deployment,
+        "fix": diagnosis.fix,
+        "evidence": diagnosis.evidence,
+        "rules": diagnosis.rules,
+    }
     if diagnosis.cause is None:
         return Finding("likely-cause", f"no rule of the cause table holds: {diagnosis.fix}", "info", data)
-    return Finding("likely-cause", f"{diagnosis.cause} in deployment {diagnosis.deployment} "
-                   f"(5xx upstream: {diagnosis.upstream or 'none named'}): {diagnosis.evidence['because']}. "
-                   f"Fix: {diagnosis.fix}", "critical", data)
+    return Finding(
+        "likely-cause",
+        f"{diagnosis.cause} in deployment {diagnosis.deployment} "
+        f"(5xx upstream: {diagnosis.upstream or 'none named'}): {diagnosis.evidence['because']}. "
+        f"Fix: {diagnosis.fix}",
+        "critical",
+        data,
+    )
 
 
 # --- helpers
+
 
 def _service_name(upstream: str | None) -> str | None:
     if not upstream:

@@ -18,11 +18,13 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
     per_app = connections.groupby("application")["connections"].sum().sort_values(ascending=False)
     idle_per_app = (
         connections[connections["state"].isin(IDLE_STATES)]
-        .groupby("application")["connections"].sum().sort_values(ascending=False)
+        .groupby("application")["connections"]
+        .sum()
+        .sort_values(ascending=False)
     )
     severity = {"exhausted": "critical", "near exhaustion": "warning", "ok": "info"}[usage.status]
     consequence = {
-        "exhausted": "ordinary clients are refused (\"too many connections\")",
+        "exhausted": 'ordinary clients are refused ("too many connections")',
         "near exhaustion": f"{usage.ordinary_limit - usage.client_connections} ordinary slots left",
         "ok": "the pool has room",
     }[usage.status]
@@ -38,27 +40,33 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
     ]
     if not per_app.empty:
         top, count = per_app.index[0], int(per_app.iloc[0])
-        findings.append(Finding(
-            "top-application",
-            f"{top} holds the most connections: {count} of {usage.client_connections} "
-            f"({count / max(usage.client_connections, 1):.0%})",
-            "warning" if usage.status != "ok" else "info",
-            {"application": top, "connections": count, "by_application": per_app.to_dict()},
-        ))
+        findings.append(
+            Finding(
+                "top-application",
+                f"{top} holds the most connections: {count} of {usage.client_connections} "
+                f"({count / max(usage.client_connections, 1):.0%})",
+                "warning" if usage.status != "ok" else "info",
+                {"application": top, "connections": count, "by_application": per_app.to_dict()},
+            )
+        )
     if not idle_per_app.empty:
         top, count = idle_per_app.index[0], int(idle_per_app.iloc[0])
-        findings.append(Finding(
-            "top-idle-application",
-            f"{top} holds the most idle connections: {count}",
-            "warning" if usage.status != "ok" else "info",
-            {"application": top, "idle_connections": count, "by_application": idle_per_app.to_dict()},
-        ))
+        findings.append(
+            Finding(
+                "top-idle-application",
+                f"{top} holds the most idle connections: {count}",
+                "warning" if usage.status != "ok" else "info",
+                {"application": top, "idle_connections": count, "by_application": idle_per_app.to_dict()},
+            )
+        )
     in_transaction = int((idle["state"] != "idle").sum()) if not idle.empty else 0
-    findings.append(Finding(
-        "stale-idle-sessions",
-        f"{len(idle)} sessions idle for more than {idle_minutes:g} min "
-        f"({in_transaction} of them idle in transaction)",
-        "warning" if len(idle) else "info",
-        {"pids": [int(p) for p in idle["pid"]], "idle_minutes": idle_minutes},
-    ))
+    findings.append(
+        Finding(
+            "stale-idle-sessions",
+            f"{len(idle)} sessions idle for more than {idle_minutes:g} min "
+            f"({in_transaction} of them idle in transaction)",
+            "warning" if len(idle) else "info",
+            {"pids": [int(p) for p in idle["pid"]], "idle_minutes": idle_minutes},
+        )
+    )
     return findings

@@ -24,9 +24,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Finding
-from ..redact import fingerprint
 from ..kube import logs, mitigate, pods
 from ..kube.cluster import REQUEST_TIMEOUT, Cluster
+from ..redact import fingerprint
 
 # --- Step 1: failure reasons in the auth service's logs
 
@@ -35,14 +35,16 @@ REASONS = {
     "expired": r"jwt expired|signature has expired|token (?:is|has) expired|TokenExpiredError|ExpiredSignatureError",
     "bad-signature": r"invalid signature|signature verification failed|signature is invalid|InvalidSignatureError",
     "not-yet-valid": r"jwt not active|token is not yet valid|token is not valid yet|token used before issued"
-                     r"|NotBeforeError|ImmatureSignatureError",
+    r"|NotBeforeError|ImmatureSignatureError",
     "malformed": r"jwt malformed|not enough segments|too many segments|invalid number of segments"
-                 r"|token is malformed|invalid header padding|invalid payload padding",
+    r"|token is malformed|invalid header padding|invalid payload padding",
 }
 # Any other authentication failure: a failure word after jwt/token/auth/bearer, or a 401.
-_AUTH_FAILURE = (r"unauthori[sz]ed|(?:status|code)\W{0,3}401\b"
-                 r"|(?:jwt|token|auth\w*|bearer|credentials?)\b.{0,60}?"
-                 r"\b(?:fail\w*|invalid|denied|reject\w*|missing|(?:not|must be) provided|required|error)")
+_AUTH_FAILURE = (
+    r"unauthori[sz]ed|(?:status|code)\W{0,3}401\b"
+    r"|(?:jwt|token|auth\w*|bearer|credentials?)\b.{0,60}?"
+    r"\b(?:fail\w*|invalid|denied|reject\w*|missing|(?:not|must be) provided|required|error)"
+)
 OTHER = "other"
 PATTERNS = {**REASONS, OTHER: rf"^(?!.*(?:{'|'.join(REASONS.values())})).*?(?:{_AUTH_FAILURE})"}
 
@@ -63,18 +65,22 @@ def scan_failures(cluster: Cluster, selector: str, since_minutes: float, tail_li
 def reason_counts(scan: logs.LogScan) -> pd.DataFrame:
     """One row per reason (zeros included): count, and what the reason points to."""
     totals = scan.totals("pattern").set_index("pattern")["count"]
-    return pd.DataFrame([{"reason": reason, "count": int(totals.get(reason, 0)), "points_to": POINTS_TO[reason]}
-                         for reason in PATTERNS])
+    return pd.DataFrame(
+        [{"reason": reason, "count": int(totals.get(reason, 0)), "points_to": POINTS_TO[reason]} for reason in PATTERNS]
+    )
 
 
 # What redact_line lets through and auth logs carry: JSON-quoted credential keys, Basic credentials.
 def examples(scan: logs.LogScan) -> pd.DataFrame:
     """A few lines per reason, already through redact_line (in logs.scan)."""
-    return pd.DataFrame([{"reason": reason, "line": line}
-                         for reason, lines in scan.examples.items() for line in lines], columns=["reason", "line"])
+    return pd.DataFrame(
+        [{"reason": reason, "line": line} for reason, lines in scan.examples.items() for line in lines],
+        columns=["reason", "line"],
+    )
 
 
 # --- Steps 2 and 3: the secret, who consumes it, and which pods started before it changed
+
 
 @dataclass(frozen=True)
 class SecretState:
@@ -89,9 +95,19 @@ class SecretState:
     fingerprint: str | None = None
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame([{"namespace": self.namespace, "secret": self.name, "key": self.key, "status": self.status,
-                              "changed_at": self.changed_at, "changed_from": self.changed_from,
-                              "fingerprint": self.fingerprint}])
+        return pd.DataFrame(
+            [
+                {
+                    "namespace": self.namespace,
+                    "secret": self.name,
+                    "key": self.key,
+                    "status": self.status,
+                    "changed_at": self.changed_at,
+                    "changed_from": self.changed_from,
+                    "fingerprint": self.fingerprint,
+                }
+            ]
+        )
 
 
 def secret_state(cluster: Cluster, secret_name: str, secret_key: str, namespace: str = "") -> SecretState:
@@ -104,8 +120,15 @@ def secret_state(cluster: Cluster, secret_name: str, secret_key: str, namespace:
         return SecretState(namespace, secret_name, secret_key, status)
     changed_at, changed_from = last_changed(secret.metadata)
     value_print = _fingerprint_of(secret, secret_key)
-    return SecretState(namespace, secret_name, secret_key, "ok" if value_print else "key missing",
-                       changed_at, changed_from, value_print)
+    return SecretState(
+        namespace,
+        secret_name,
+        secret_key,
+        "ok" if value_print else "key missing",
+        changed_at,
+        changed_from,
+        value_print,
+    )
 
 
 def last_changed(metadata) -> tuple[dt.datetime | None, str]:
@@ -191,28 +214,33 @@ def secret_sync(cluster: Cluster, secret: SecretState, consuming: pd.DataFrame) 
         if mine.empty:
             continue
         started = _started(pod, set(mine["container"]))
-        rows.append({
-            "deployment": deployment,
-            "pod": pod.metadata.name,
-            "node": pod.spec.node_name,
-            "started": started,
-            "secret_changed": secret.changed_at,
-            "stale": bool(started and secret.changed_at and started < secret.changed_at),
-            "via": ", ".join(dict.fromkeys(mine["via"])),
-        })
+        rows.append(
+            {
+                "deployment": deployment,
+                "pod": pod.metadata.name,
+                "node": pod.spec.node_name,
+                "started": started,
+                "secret_changed": secret.changed_at,
+                "stale": bool(started and secret.changed_at and started < secret.changed_at),
+                "via": ", ".join(dict.fromkeys(mine["via"])),
+            }
+        )
     frame = pd.DataFrame(rows, columns=SYNC_COLUMNS)
     return frame.sort_values(["deployment", "pod"], ignore_index=True)
 
 
 def _started(pod, containers: set[str]) -> dt.datetime | None:
     """Earliest start among the consuming containers that run; the pod's start if none reports one."""
-    starts = [s.state.running.started_at for s in [*(pod.status.init_container_statuses or []),
-                                                   *(pod.status.container_statuses or [])]
-              if s.name in containers and s.state and s.state.running and s.state.running.started_at]
+    starts = [
+        s.state.running.started_at
+        for s in [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
+        if s.name in containers and s.state and s.state.running and s.state.running.started_at
+    ]
     return min(starts) if starts else pod.status.start_time
 
 
 # --- Step 4: the secret across namespaces, by fingerprint
+
 
 def fingerprints(cluster: Cluster, secret_name: str, secret_key: str, compare_namespaces: list) -> pd.DataFrame:
     """The key's fingerprint in the runbook's namespace (first: the reference) and in each other one."""
@@ -220,8 +248,9 @@ def fingerprints(cluster: Cluster, secret_name: str, secret_key: str, compare_na
     states = [secret_state(cluster, secret_name, secret_key, ns) for ns in namespaces]
     frame = pd.concat([s.frame() for s in states], ignore_index=True)
     reference = states[0].fingerprint
-    frame["matches_reference"] = [None if not (reference and s.fingerprint) else s.fingerprint == reference
-                                  for s in states]
+    frame["matches_reference"] = [
+        None if not (reference and s.fingerprint) else s.fingerprint == reference for s in states
+    ]
     return frame
 
 
@@ -233,8 +262,17 @@ LEASE_NAMESPACE = "kube-node-lease"
 # every 5 minutes (nodeStatusReportFrequency) when node leases are on, as since Kubernetes 1.17.
 MAX_AGE = {"lease": 10.0, "heartbeat": 300.0}
 RESOLUTION = 2.0  # the Date header has whole seconds, plus the request's round trip
-CLOCK_COLUMNS = ["node", "ready", "source", "stamped_at", "api_time", "offset_seconds",
-                 "skew_min_seconds", "skew_max_seconds", "verdict"]
+CLOCK_COLUMNS = [
+    "node",
+    "ready",
+    "source",
+    "stamped_at",
+    "api_time",
+    "offset_seconds",
+    "skew_min_seconds",
+    "skew_max_seconds",
+    "verdict",
+]
 
 
 def clock_skew(cluster: Cluster) -> pd.DataFrame:
@@ -258,12 +296,21 @@ def clock_skew(cluster: Cluster) -> pd.DataFrame:
     for node in nodes.items:
         ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
         name = node.metadata.name
+        stamped: dt.datetime | None
         if name in leases:
             source, stamped, api_time = "lease", leases[name], lease_time
         else:
             source, stamped, api_time = "heartbeat", ready.last_heartbeat_time if ready else None, heartbeat_time
-        rows.append({"node": name, "ready": ready.status if ready else None, "source": source,
-                     "stamped_at": stamped, "api_time": api_time, **_skew(stamped, api_time, MAX_AGE[source])})
+        rows.append(
+            {
+                "node": name,
+                "ready": ready.status if ready else None,
+                "source": source,
+                "stamped_at": stamped,
+                "api_time": api_time,
+                **_skew(stamped, api_time, MAX_AGE[source]),
+            }
+        )
     return pd.DataFrame(rows, columns=CLOCK_COLUMNS)
 
 
@@ -271,13 +318,15 @@ def _lease_renewals(cluster: Cluster) -> tuple[dict[str, dt.datetime], dt.dateti
     """Node name -> its Lease's renewTime, and the API time of that answer; empty where leases can't be read."""
     try:
         leases, _, headers = client.CoordinationV1Api(cluster.api).list_namespaced_lease_with_http_info(
-            LEASE_NAMESPACE, _request_timeout=REQUEST_TIMEOUT)
+            LEASE_NAMESPACE, _request_timeout=REQUEST_TIMEOUT
+        )
     except ApiException as e:
         if e.status not in (401, 403, 404):
             raise
         return {}, None
-    renewals = {lease.metadata.name: lease.spec.renew_time
-                for lease in leases.items if lease.spec and lease.spec.renew_time}
+    renewals = {
+        lease.metadata.name: lease.spec.renew_time for lease in leases.items if lease.spec and lease.spec.renew_time
+    }
     return renewals, _date(headers)
 
 
@@ -296,11 +345,16 @@ def _skew(stamped: dt.datetime | None, api_time: dt.datetime | None, max_age: fl
         verdict = "behind, or its kubelet stopped reporting"
     else:
         verdict = "no skew detectable"
-    return {"offset_seconds": round(offset, 1), "skew_min_seconds": round(offset - RESOLUTION, 1),
-            "skew_max_seconds": round(offset + max_age + RESOLUTION, 1), "verdict": verdict}
+    return {
+        "offset_seconds": round(offset, 1),
+        "skew_min_seconds": round(offset - RESOLUTION, 1),
+        "skew_max_seconds": round(offset + max_age + RESOLUTION, 1),
+        "verdict": verdict,
+    }
 
 
 # --- Findings
+
 
 def assess(scan: logs.LogScan, sync: pd.DataFrame, prints: pd.DataFrame, clocks: pd.DataFrame) -> list[Finding]:
     return [_failure_reasons(scan), _stale_pods(sync), _secret_mismatch(prints), _clock_skew(clocks)]
@@ -311,16 +365,19 @@ def _failure_reasons(scan: logs.LogScan) -> Finding:
     total = sum(counts.values())
     data = {"counts": counts, "total": total, "top_reason": None, "lines_read": scan.lines_read}
     if not scan.lines_read:
-        return Finding("failure-reasons", "no auth service log lines read: does the selector match its pods?",
-                       "warning", data)
+        return Finding(
+            "failure-reasons", "no auth service log lines read: does the selector match its pods?", "warning", data
+        )
     if not total:
-        return Finding("failure-reasons", f"no JWT or auth failures in {scan.lines_read} auth service log lines",
-                       "info", data)
-    top = max(counts, key=counts.get)
+        return Finding(
+            "failure-reasons", f"no JWT or auth failures in {scan.lines_read} auth service log lines", "info", data
+        )
+    top = max(counts, key=lambda name: counts[name])
     data["top_reason"] = top
     spread = ", ".join(f"{n} {reason}" for reason, n in counts.items() if n)
-    return Finding("failure-reasons", f"{total} auth failures ({spread}); most are {top}: {POINTS_TO[top]}",
-                   "warning", data)
+    return Finding(
+        "failure-reasons", f"{total} auth failures ({spread}); most are {top}: {POINTS_TO[top]}", "warning", data
+    )
 
 
 def _stale_pods(sync: pd.DataFrame) -> Finding:
@@ -331,8 +388,13 @@ def _stale_pods(sync: pd.DataFrame) -> Finding:
     if stale.empty:
         checked = f"{len(sync)} pods consuming the secret" if len(sync) else "no running pod consumes the secret"
         return Finding("stale-pods", f"{checked}; none started before it last changed", "info", data)
-    return Finding("stale-pods", f"{len(stale)} pods of {', '.join(deployments)} started before the secret last "
-                   f"changed ({changed:%Y-%m-%d %H:%M:%S} UTC): they run with the old value", "warning", data)
+    return Finding(
+        "stale-pods",
+        f"{len(stale)} pods of {', '.join(deployments)} started before the secret last "
+        f"changed ({changed:%Y-%m-%d %H:%M:%S} UTC): they run with the old value",
+        "warning",
+        data,
+    )
 
 
 def _secret_mismatch(prints: pd.DataFrame) -> Finding:
@@ -340,42 +402,72 @@ def _secret_mismatch(prints: pd.DataFrame) -> Finding:
     others = prints.iloc[1:]
     differing = others[others["matches_reference"] == False]  # noqa: E712 (None: not comparable)
     missing = others[others["fingerprint"].isna()]
-    data = {"reference": {"namespace": reference["namespace"], "fingerprint": reference["fingerprint"]},
-            "namespaces": list(differing["namespace"]),
-            "fingerprints": dict(zip(prints["namespace"], prints["fingerprint"])),
-            "unreadable": {r.namespace: r.status for r in missing.itertuples()}}
+    data = {
+        "reference": {"namespace": reference["namespace"], "fingerprint": reference["fingerprint"]},
+        "namespaces": list(differing["namespace"]),
+        "fingerprints": dict(zip(prints["namespace"], prints["fingerprint"], strict=True)),
+        "unreadable": {r.namespace: r.status for r in missing.itertuples()},
+    }
     if reference["fingerprint"] is None:
-        return Finding("secret-mismatch", f"{reference['secret']}/{reference['key']} in {reference['namespace']}: "
-                       f"{reference['status']}; nothing to compare against", "warning", data)
+        return Finding(
+            "secret-mismatch",
+            f"{reference['secret']}/{reference['key']} in {reference['namespace']}: "
+            f"{reference['status']}; nothing to compare against",
+            "warning",
+            data,
+        )
     if others.empty:
-        return Finding("secret-mismatch", f"{reference['secret']}/{reference['key']} is {reference['fingerprint']} "
-                       f"in {reference['namespace']}; no other namespace to compare (compare_namespaces)", "info", data)
+        return Finding(
+            "secret-mismatch",
+            f"{reference['secret']}/{reference['key']} is {reference['fingerprint']} "
+            f"in {reference['namespace']}; no other namespace to compare (compare_namespaces)",
+            "info",
+            data,
+        )
     if differing.empty:
         unread = f"; not readable in {', '.join(data['unreadable'])}" if data["unreadable"] else ""
-        return Finding("secret-mismatch", f"same {reference['fingerprint']} in every namespace compared{unread}",
-                       "warning" if unread else "info", data)
+        return Finding(
+            "secret-mismatch",
+            f"same {reference['fingerprint']} in every namespace compared{unread}",
+            "warning" if unread else "info",
+            data,
+        )
     listed = ", ".join(f"{r.namespace} ({r.fingerprint})" for r in differing.itertuples())
-    return Finding("secret-mismatch", f"{reference['key']} differs from {reference['namespace']}'s "
-                   f"({reference['fingerprint']}) in {listed}: tokens signed on one side fail on the other",
-                   "critical", data)
+    return Finding(
+        "secret-mismatch",
+        f"{reference['key']} differs from {reference['namespace']}'s "
+        f"({reference['fingerprint']}) in {listed}: tokens signed on one side fail on the other",
+        "critical",
+        data,
+    )
 
 
 def _clock_skew(clocks: pd.DataFrame) -> Finding:
     skewed = clocks[clocks["verdict"].isin(["ahead", "behind, or its kubelet stopped reporting"])]
     unmeasured = clocks[clocks["verdict"] == "not measurable"]
-    data = {"nodes": list(skewed["node"]), "offsets": dict(zip(clocks["node"], clocks["offset_seconds"])),
-            "verdicts": dict(zip(clocks["node"], clocks["verdict"])), "not_measurable": list(unmeasured["node"])}
+    data = {
+        "nodes": list(skewed["node"]),
+        "offsets": dict(zip(clocks["node"], clocks["offset_seconds"], strict=True)),
+        "verdicts": dict(zip(clocks["node"], clocks["verdict"], strict=True)),
+        "not_measurable": list(unmeasured["node"]),
+    }
     if clocks.empty:
         return Finding("clock-skew", "nodes not readable: clock skew not measurable", None, data)
     if skewed.empty:
         tail = f" ({', '.join(unmeasured['node'])} not measurable)" if len(unmeasured) else ""
         return Finding("clock-skew", f"no node clock measurably off the API server's{tail}", "info", data)
     listed = ", ".join(f"{r.node} {r.verdict} (stamp {r.offset_seconds:+.0f} s)" for r in skewed.itertuples())
-    return Finding("clock-skew", f"{listed}: between the node that issues a token and the one that checks it, "
-                   "skew shows as 'not yet valid' or early 'expired'; check NTP on those nodes", "warning", data)
+    return Finding(
+        "clock-skew",
+        f"{listed}: between the node that issues a token and the one that checks it, "
+        "skew shows as 'not yet valid' or early 'expired'; check NTP on those nodes",
+        "warning",
+        data,
+    )
 
 
 # --- Resolution
+
 
 def restart_stale(cluster: Cluster, sync: pd.DataFrame, apply: bool) -> list[mitigate.Change]:
     """`kubectl rollout restart` of each deployment with a pod started before the secret changed."""

@@ -15,12 +15,21 @@ from kubernetes.utils import parse_quantity
 
 from ..evidence import Action, Finding
 from ..kube import events, mitigate, rollouts
-from ..kube.usage import NEAR_LIMIT_PCT
 from ..kube.cluster import Cluster
 from ..kube.mitigate import Change
 from ..kube.pods import mebibytes
+from ..kube.usage import NEAR_LIMIT_PCT
 
-ROLLOUT_COLUMNS = ["deployment", "revision", "replicaset", "created", "change_cause", "images", "minutes_ago", "coincides"]
+ROLLOUT_COLUMNS = [
+    "deployment",
+    "revision",
+    "replicaset",
+    "created",
+    "change_cause",
+    "images",
+    "minutes_ago",
+    "coincides",
+]
 
 
 def affected_events(cluster: Cluster, oom: pd.DataFrame) -> pd.DataFrame:
@@ -29,24 +38,34 @@ def affected_events(cluster: Cluster, oom: pd.DataFrame) -> pd.DataFrame:
 
 
 def coinciding_rollouts(cluster: Cluster, oom: pd.DataFrame, window_minutes: float) -> pd.DataFrame:
-    """The live revision of each deployment owning an OOMKilled container; `coincides` when rolled out within the window."""
+    """The live revision of each deployment owning an OOMKilled container; `coincides`: rolled out within the window."""
     now = dt.datetime.now(dt.timezone.utc)
     rows = []
     for deployment in sorted(set(oom["deployment"].dropna())):
         revisions = rollouts.history(cluster, deployment)
         for live in revisions[revisions["current"]].itertuples():
             minutes_ago = (now - live.created).total_seconds() / 60 if live.created is not None else None
-            rows.append({
-                "deployment": deployment, "revision": live.revision, "replicaset": live.replicaset,
-                "created": live.created, "change_cause": live.change_cause, "images": live.images,
-                "minutes_ago": round(minutes_ago, 1) if minutes_ago is not None else None,
-                "coincides": minutes_ago is not None and minutes_ago <= window_minutes,
-            })
+            rows.append(
+                {
+                    "deployment": deployment,
+                    "revision": live.revision,
+                    "replicaset": live.replicaset,
+                    "created": live.created,
+                    "change_cause": live.change_cause,
+                    "images": live.images,
+                    "minutes_ago": round(minutes_ago, 1) if minutes_ago is not None else None,
+                    "coincides": minutes_ago is not None and minutes_ago <= window_minutes,
+                }
+            )
     return pd.DataFrame(rows, columns=ROLLOUT_COLUMNS)
 
 
 def assess(oom: pd.DataFrame, usage: pd.DataFrame, rollout_table: pd.DataFrame, window_minutes: float) -> list[Finding]:
-    return [_oomkilled_finding(oom), _pressure_finding(usage, oom), _rollout_finding(rollout_table, oom, window_minutes)]
+    return [
+        _oomkilled_finding(oom),
+        _pressure_finding(usage, oom),
+        _rollout_finding(rollout_table, oom, window_minutes),
+    ]
 
 
 def check_memory(memory_request: str, memory_limit: str) -> None:
@@ -60,7 +79,7 @@ def check_memory(memory_request: str, memory_limit: str) -> None:
 
 
 def resolve(cluster: Cluster, oom: pd.DataFrame, memory_request: str, memory_limit: str, apply: bool) -> list[Change]:
-    """The incident-response runbook's resolution for each deployment owning an OOMKilled container: set memory, then restart.
+    """The runbook's resolution for each deployment owning an OOMKilled container: set memory, then restart.
 
     A container whose limit is already at or above `memory_limit` is left alone (never lower a limit).
     """
@@ -78,30 +97,59 @@ def resolve(cluster: Cluster, oom: pd.DataFrame, memory_request: str, memory_lim
 
 # --- findings
 
+
 def _oomkilled_finding(oom: pd.DataFrame) -> Finding:
-    data = [{
-        "pod": r.pod, "container": r.container, "deployment": r.deployment, "restarts": int(r.restarts),
-        "limit": mebibytes(r.memory_limit), "oomkilled_at": r.oomkilled_at,
-    } for r in oom.itertuples()]
+    data = [
+        {
+            "pod": r.pod,
+            "container": r.container,
+            "deployment": r.deployment,
+            "restarts": int(r.restarts),
+            "limit": mebibytes(r.memory_limit),
+            "oomkilled_at": r.oomkilled_at,
+        }
+        for r in oom.itertuples()
+    ]
     if oom.empty:
         return Finding("oomkilled-containers", "no container's last termination was OOMKilled", "info", data)
-    listed = ", ".join(f"{d['pod']}/{d['container']} ({d['restarts']} restarts, limit {d['limit'] or 'none'})" for d in data)
-    return Finding("oomkilled-containers", f"{len(data)} container(s) last terminated OOMKilled: {listed}", "critical", data)
+    listed = ", ".join(
+        f"{d['pod']}/{d['container']} ({d['restarts']} restarts, limit {d['limit'] or 'none'})" for d in data
+    )
+    return Finding(
+        "oomkilled-containers", f"{len(data)} container(s) last terminated OOMKilled: {listed}", "critical", data
+    )
 
 
 def _pressure_finding(usage: pd.DataFrame, oom: pd.DataFrame) -> Finding:
     if usage["memory_usage"].isna().all():
-        return Finding("memory-pressure", "no memory usage: the metrics API (metrics-server) did not answer", "info", [])
+        return Finding(
+            "memory-pressure", "no memory usage: the metrics API (metrics-server) did not answer", "info", []
+        )
     near = usage[usage["near_limit"]]
-    data = [{
-        "pod": r.pod, "container": r.container, "usage": mebibytes(r.memory_usage), "limit": mebibytes(r.memory_limit),
-        "pct_of_limit": round(float(r.memory_pct_of_limit), 1), "oomkilled": bool(r.oomkilled),
-    } for r in near.itertuples()]
+    data = [
+        {
+            "pod": r.pod,
+            "container": r.container,
+            "usage": mebibytes(r.memory_usage),
+            "limit": mebibytes(r.memory_limit),
+            "pct_of_limit": round(float(r.memory_pct_of_limit), 1),
+            "oomkilled": bool(r.oomkilled),
+        }
+        for r in near.itertuples()
+    ]
     if near.empty:
-        return Finding("memory-pressure", f"no container uses {NEAR_LIMIT_PCT:g}% or more of its memory limit", "info", data)
-    listed = ", ".join(f"{d['pod']}/{d['container']} {d['usage']} of {d['limit']} ({d['pct_of_limit']:g}%)" for d in data)
-    return Finding("memory-pressure", f"{len(data)} container(s) at {NEAR_LIMIT_PCT:g}% or more of their memory limit: {listed}",
-                   "warning", data)
+        return Finding(
+            "memory-pressure", f"no container uses {NEAR_LIMIT_PCT:g}% or more of its memory limit", "info", data
+        )
+    listed = ", ".join(
+        f"{d['pod']}/{d['container']} {d['usage']} of {d['limit']} ({d['pct_of_limit']:g}%)" for d in data
+    )
+    return Finding(
+        "memory-pressure",
+        f"{len(data)} container(s) at {NEAR_LIMIT_PCT:g}% or more of their memory limit: {listed}",
+        "warning",
+        data,
+    )
 
 
 def _rollout_finding(table: pd.DataFrame, oom: pd.DataFrame, window_minutes: float) -> Finding:
@@ -109,25 +157,38 @@ def _rollout_finding(table: pd.DataFrame, oom: pd.DataFrame, window_minutes: flo
     data = {
         "window_minutes": window_minutes,
         "deployments": sorted(set(table["deployment"])),
-        "rollouts": coinciding[["deployment", "revision", "created", "change_cause", "images"]].to_dict(orient="records"),
+        "rollouts": coinciding[["deployment", "revision", "created", "change_cause", "images"]].to_dict(
+            orient="records"
+        ),
     }
     if oom.empty:
         return Finding("coinciding-rollout", "no OOMKilled container: no rollout to look at", "info", data)
     if coinciding.empty:
         owners = ", ".join(data["deployments"]) or "no deployment (the pods are not owned by one)"
-        return Finding("coinciding-rollout",
-                       f"no rollout of {owners} in the last {window_minutes:g} min: the memory growth is not a new release",
-                       "info", data)
-    listed = ", ".join(f"{r['deployment']} revision {r['revision']} ({r['change_cause'] or r['images']})" for r in data["rollouts"])
-    return Finding("coinciding-rollout",
-                   f"rolled out in the last {window_minutes:g} min: {listed}; the new release may need more memory or leak",
-                   "warning", data)
+        return Finding(
+            "coinciding-rollout",
+            f"no rollout of {owners} in the last {window_minutes:g} min: the memory growth is not a new release",
+            "info",
+            data,
+        )
+    listed = ", ".join(
+        f"{r['deployment']} revision {r['revision']} ({r['change_cause'] or r['images']})" for r in data["rollouts"]
+    )
+    return Finding(
+        "coinciding-rollout",
+        f"rolled out in the last {window_minutes:g} min: {listed}; the new release may need more memory or leak",
+        "warning",
+        data,
+    )
 
 
 # --- helpers
 
+
 def _unchanged(cluster: Cluster, deployment: str, container: str, limit: float, wanted: str, apply: bool) -> Change:
     target = f"deployment/{deployment} in {cluster.namespace}"
     result = f"container {container} not changed: its memory limit {mebibytes(limit)} is already at least {wanted}"
-    return Change(Action("set-memory", "applied" if apply else "dry-run", target, result),
-                  pd.DataFrame(columns=["field", "before", "after"]))
+    return Change(
+        Action("set-memory", "applied" if apply else "dry-run", target, result),
+        pd.DataFrame(columns=["field", "before", "after"]),
+    )

@@ -28,21 +28,40 @@ def assess_endpoints(table: pd.DataFrame, warn_days: float) -> list[Finding]:
     untrusted = reachable[~(reachable["trusted"].eq(True) & reachable["hostname_match"].eq(True))]
     unreachable = table[table["status"] == "unreachable"]
     return [
-        _finding("expired-endpoints", expired, "critical",
-                 lambda r: f"{r.endpoint} expired {r.not_after:%Y-%m-%d %H:%M} UTC ({-r.days_left} days ago)",
-                 "no endpoint presents an expired certificate",
-                 not_after={r.endpoint: r.not_after for r in expired.itertuples()}),
-        _finding("expiring-endpoints", expiring, "warning",
-                 lambda r: f"{r.endpoint} expires {r.not_after:%Y-%m-%d %H:%M} UTC (in {r.days_left} days)",
-                 f"no endpoint's certificate expires within {warn_days:g} days",
-                 not_after={r.endpoint: r.not_after for r in expiring.itertuples()},
-                 days_left={r.endpoint: r.days_left for r in expiring.itertuples()}, warn_days=warn_days),
-        _finding("untrusted-endpoints", untrusted, "critical", lambda r: f"{r.endpoint}: {r.error}",
-                 "every reachable endpoint's certificate verifies and names its host",
-                 errors={r.endpoint: r.error for r in untrusted.itertuples()}),
-        _finding("unreachable-endpoints", unreachable, "warning", lambda r: f"{r.endpoint}: {r.error}",
-                 "every endpoint answered a TLS handshake",
-                 errors={r.endpoint: r.error for r in unreachable.itertuples()}),
+        _finding(
+            "expired-endpoints",
+            expired,
+            "critical",
+            lambda r: f"{r.endpoint} expired {r.not_after:%Y-%m-%d %H:%M} UTC ({-r.days_left} days ago)",
+            "no endpoint presents an expired certificate",
+            not_after={r.endpoint: r.not_after for r in expired.itertuples()},
+        ),
+        _finding(
+            "expiring-endpoints",
+            expiring,
+            "warning",
+            lambda r: f"{r.endpoint} expires {r.not_after:%Y-%m-%d %H:%M} UTC (in {r.days_left} days)",
+            f"no endpoint's certificate expires within {warn_days:g} days",
+            not_after={r.endpoint: r.not_after for r in expiring.itertuples()},
+            days_left={r.endpoint: r.days_left for r in expiring.itertuples()},
+            warn_days=warn_days,
+        ),
+        _finding(
+            "untrusted-endpoints",
+            untrusted,
+            "critical",
+            lambda r: f"{r.endpoint}: {r.error}",
+            "every reachable endpoint's certificate verifies and names its host",
+            errors={r.endpoint: r.error for r in untrusted.itertuples()},
+        ),
+        _finding(
+            "unreachable-endpoints",
+            unreachable,
+            "warning",
+            lambda r: f"{r.endpoint}: {r.error}",
+            "every endpoint answered a TLS handshake",
+            errors={r.endpoint: r.error for r in unreachable.itertuples()},
+        ),
     ]
 
 
@@ -56,28 +75,47 @@ def _finding(id: str, rows: pd.DataFrame, severity: str, line, none: str, **data
 def assess_certificates(certificates: Certificates, warn_days: float) -> list[Finding]:
     frame = certificates.frame
     if certificates.note:
-        return [Finding(id, f"Certificates not checked: {certificates.note}", "info",
-                        {"certificates": [], "note": certificates.note})
-                for id in ("certificates-not-ready", "certificates-expiring")]
+        return [
+            Finding(
+                id,
+                f"Certificates not checked: {certificates.note}",
+                "info",
+                {"certificates": [], "note": certificates.note},
+            )
+            for id in ("certificates-not-ready", "certificates-expiring")
+        ]
     not_ready = frame[frame["ready"] != "True"]
     expiring = frame[_below(frame, warn_days)]
-    findings = [Finding(
-        "certificates-not-ready",
-        "; ".join(_not_ready(r) for r in not_ready.itertuples())
-        or (f"every Certificate is Ready ({len(frame)} listed)" if len(frame) else "no Certificates in the namespace"),
-        "critical" if len(not_ready) else "info",
-        {"certificates": list(not_ready["name"]), "reasons": dict(zip(not_ready["name"], not_ready["reason"]))},
-    )]
-    findings.append(Finding(
-        "certificates-expiring",
-        "; ".join(_expiry(r) for r in expiring.itertuples())
-        or f"no Certificate expires within {warn_days:g} days",
-        ("critical" if _below(expiring, 0).any() else "warning") if len(expiring) else "info",
-        {"certificates": list(expiring["name"]), "not_after": dict(zip(expiring["name"], expiring["not_after"])),
-         "days_left": dict(zip(expiring["name"], expiring["days_left"])),
-         "renewal_overdue": list(expiring.loc[expiring["renewal_overdue"].eq(True), "name"]),
-         "warn_days": warn_days},
-    ))
+    findings = [
+        Finding(
+            "certificates-not-ready",
+            "; ".join(_not_ready(r) for r in not_ready.itertuples())
+            or (
+                f"every Certificate is Ready ({len(frame)} listed)"
+                if len(frame)
+                else "no Certificates in the namespace"
+            ),
+            "critical" if len(not_ready) else "info",
+            {
+                "certificates": list(not_ready["name"]),
+                "reasons": dict(zip(not_ready["name"], not_ready["reason"], strict=True)),
+            },
+        )
+    ]
+    findings.append(
+        Finding(
+            "certificates-expiring",
+            "; ".join(_expiry(r) for r in expiring.itertuples()) or f"no Certificate expires within {warn_days:g} days",
+            ("critical" if _below(expiring, 0).any() else "warning") if len(expiring) else "info",
+            {
+                "certificates": list(expiring["name"]),
+                "not_after": dict(zip(expiring["name"], expiring["not_after"], strict=True)),
+                "days_left": dict(zip(expiring["name"], expiring["days_left"], strict=True)),
+                "renewal_overdue": list(expiring.loc[expiring["renewal_overdue"].eq(True), "name"]),
+                "warn_days": warn_days,
+            },
+        )
+    )
     return findings
 
 
@@ -89,8 +127,11 @@ def _not_ready(row) -> str:
 
 def _expiry(row) -> str:
     when = f"{row.not_after:%Y-%m-%d %H:%M} UTC"
-    text = (f"{row.name} expired {when} ({-row.days_left} days ago)" if row.days_left < 0
-            else f"{row.name} expires {when} (in {row.days_left} days)")
+    text = (
+        f"{row.name} expired {when} ({-row.days_left} days ago)"
+        if row.days_left < 0
+        else f"{row.name} expires {when} (in {row.days_left} days)"
+    )
     return text + (f"; its renewal was due {row.renewal_time:%Y-%m-%d %H:%M} UTC" if row.renewal_overdue else "")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -24,16 +25,17 @@ from ..kube import logs
 from ..kube.cluster import Cluster
 from ..kube.pods import list_pods
 
-# What the incident-response runbook greps for, and the other ways a call to a remote API fails. Name -> regex (case-insensitive).
+# What the incident-response runbook greps for, and the other ways a call to a remote API fails.
+# Name -> regex (case-insensitive).
 ERROR_SIGNATURES = {
     "timeout": r"time-?outs?\b|timed out|deadline exceeded|ETIMEDOUT",
     "connection refused": r"connection refused|ECONNREFUSED",
     "http 5xx": r"(?:status(?:_?code)?|code|http/\d(?:\.\d)?|returned|got|received|response)\W{0,3}50[234]\b"
-                r"|service unavailable|bad gateway|gateway time-?out",
+    r"|service unavailable|bad gateway|gateway time-?out",
     "dns": r"no such host|name or service not known|temporary failure in name resolution"
-           r"|could not resolve host|ENOTFOUND|EAI_AGAIN",
+    r"|could not resolve host|ENOTFOUND|EAI_AGAIN",
     "tls": r"tls handshake|ssl[_: ]?error|ssl routines|x509|certificate[_ ]verify[_ ]failed"
-           r"|certificate has expired|unknown authority",
+    r"|certificate has expired|unknown authority",
 }
 SIGNATURES = list(ERROR_SIGNATURES)
 LINES, ERRORS = "lines", "errors"  # scan pattern kinds besides the signatures
@@ -78,6 +80,7 @@ def parse(dependencies: dict) -> list[Dependency]:
 
 # --- errors in service logs
 
+
 @dataclass(frozen=True)
 class LogErrors:
     counts: pd.DataFrame  # dependency, kind (lines | errors | a signature), pod, container, instance, minute, count
@@ -105,9 +108,10 @@ def patterns(dependencies: list[Dependency]) -> dict[str, str]:
     return result
 
 
-def log_errors(cluster: Cluster, dependencies: list[Dependency], selector: str = "",
-               since_minutes: float = 60) -> LogErrors:
-    """Lines about each dependency, and its error lines by signature, per pod and minute (the incident-response runbook's grep)."""
+def log_errors(
+    cluster: Cluster, dependencies: list[Dependency], selector: str = "", since_minutes: float = 60
+) -> LogErrors:
+    """Lines about each dependency, and its error lines by signature, per pod and minute (the runbook's grep)."""
     read_at = dt.datetime.now(dt.timezone.utc)
     scan = logs.scan(cluster, selector, patterns(dependencies), since_minutes=since_minutes)
     counts = scan.counts.copy()
@@ -129,19 +133,33 @@ def error_summary(errors: LogErrors, dependencies: list[Dependency]) -> pd.DataF
         mine = counts[counts["dependency"] == dep.name]
         failed = mine[mine["kind"] == ERRORS]
         recent = mine[mine["minute"] >= recent_from]
-        rows.append({
-            "dependency": dep.name,
-            "lines": int(mine.loc[mine["kind"] == LINES, "count"].sum()),
-            "errors": int(failed["count"].sum()),
-            **{s: int(mine.loc[mine["kind"] == s, "count"].sum()) for s in SIGNATURES},
-            "first_error": failed["minute"].min() if not failed.empty else pd.NaT,
-            "last_error": failed["minute"].max() if not failed.empty else pd.NaT,
-            "recent_lines": int(recent.loc[recent["kind"] == LINES, "count"].sum()),
-            "recent_errors": int(recent.loc[recent["kind"] == ERRORS, "count"].sum()),
-            "pods": sorted(failed["pod"].unique()),
-        })
-    return pd.DataFrame(rows, columns=["dependency", "lines", "errors", *SIGNATURES, "first_error", "last_error",
-                                       "recent_lines", "recent_errors", "pods"])
+        rows.append(
+            {
+                "dependency": dep.name,
+                "lines": int(mine.loc[mine["kind"] == LINES, "count"].sum()),
+                "errors": int(failed["count"].sum()),
+                **{s: int(mine.loc[mine["kind"] == s, "count"].sum()) for s in SIGNATURES},
+                "first_error": failed["minute"].min() if not failed.empty else pd.NaT,
+                "last_error": failed["minute"].max() if not failed.empty else pd.NaT,
+                "recent_lines": int(recent.loc[recent["kind"] == LINES, "count"].sum()),
+                "recent_errors": int(recent.loc[recent["kind"] == ERRORS, "count"].sum()),
+                "pods": sorted(failed["pod"].unique()),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "dependency",
+            "lines",
+            "errors",
+            *SIGNATURES,
+            "first_error",
+            "last_error",
+            "recent_lines",
+            "recent_errors",
+            "pods",
+        ],
+    )
 
 
 def errors_per_minute(errors: LogErrors, dependencies: list[Dependency]) -> pd.DataFrame:
@@ -161,7 +179,8 @@ def affected_pods(errors: LogErrors) -> pd.DataFrame:
     if failed.empty:
         return pd.DataFrame(columns=columns)
     table = failed.groupby(["dependency", "pod", "container"], as_index=False).agg(
-        errors=("count", "sum"), first_error=("minute", "min"), last_error=("minute", "max"))
+        errors=("count", "sum"), first_error=("minute", "min"), last_error=("minute", "max")
+    )
     table.insert(1, "service", table["pod"].map(errors.services))
     return table[columns].sort_values(["dependency", "errors"], ascending=[True, False], ignore_index=True)
 
@@ -190,25 +209,53 @@ def _one_per_signature(examples: dict[str, list[str]], dependency: str) -> list[
 def _service(pod) -> str:
     labels = pod.metadata.labels or {}
     owners = pod.metadata.owner_references or []
-    return (labels.get("app.kubernetes.io/name") or labels.get("app")
-            or (owners[0].name if owners else pod.metadata.name))
+    return (
+        labels.get("app.kubernetes.io/name") or labels.get("app") or (owners[0].name if owners else pod.metadata.name)
+    )
 
 
 def probe_all(dependencies: list[Dependency], timeout: float) -> pd.DataFrame:
     """The probe of each dependency's health URL, one row each (dependencies without a URL: not probed)."""
     probes = [health.probe(dep.health_url, timeout) for dep in dependencies]
-    rows = [{"dependency": dep.name, "url": p.url, "status": p.status, "latency_ms": p.latency_ms,
-             "result": p.result, "failure": p.failure, "error": p.error} for dep, p in zip(dependencies, probes)]
+    rows = [
+        {
+            "dependency": dep.name,
+            "url": p.url,
+            "status": p.status,
+            "latency_ms": p.latency_ms,
+            "result": p.result,
+            "failure": p.failure,
+            "error": p.error,
+        }
+        for dep, p in zip(dependencies, probes, strict=True)
+    ]
     frame = pd.DataFrame(rows, columns=["dependency", "url", "status", "latency_ms", "result", "failure", "error"])
     return frame.astype({"status": "Int64", "latency_ms": "Float64"})
 
 
 # --- verdict and findings
 
-PROBE_COLUMNS = {"url": "health_url", "status": "probe_status", "latency_ms": "probe_latency_ms",
-                 "result": "probe", "failure": "probe_failure", "error": "probe_error"}
-VERDICT_FIRST = ["dependency", "status", "basis", "errors", "recent_errors", "first_error", "last_error",
-                 "probe", "probe_status", "probe_latency_ms", "probe_error"]  # what to read first
+PROBE_COLUMNS = {
+    "url": "health_url",
+    "status": "probe_status",
+    "latency_ms": "probe_latency_ms",
+    "result": "probe",
+    "failure": "probe_failure",
+    "error": "probe_error",
+}
+VERDICT_FIRST = [
+    "dependency",
+    "status",
+    "basis",
+    "errors",
+    "recent_errors",
+    "first_error",
+    "last_error",
+    "probe",
+    "probe_status",
+    "probe_latency_ms",
+    "probe_error",
+]  # what to read first
 
 
 def verdicts(summary: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
@@ -243,27 +290,33 @@ def _judge(row: dict) -> tuple[str, str]:
     return "ok", ""
 
 
-def assess(verdict: pd.DataFrame, affected: pd.DataFrame, dependencies: list[Dependency],
-           since_minutes: float) -> list[Finding]:
+def assess(
+    verdict: pd.DataFrame, affected: pd.DataFrame, dependencies: list[Dependency], since_minutes: float
+) -> list[Finding]:
     features = {dep.name: dep.shown_as for dep in dependencies}
     rows = [_plain(row) for row in verdict.to_dict("records")]
     findings = [_down(row, affected, features[row["dependency"]]) for row in rows if row["status"] == "down"]
     if not findings:
-        findings.append(Finding(
-            "no-dependency-down",
-            f"No third-party dependency judged down: no failing health probe and no burst of errors in the "
-            f"last {RECENT_MINUTES} min ({len(rows)} checked)",
-            "info",
-            {"dependencies": [row["dependency"] for row in rows]},
-        ))
+        findings.append(
+            Finding(
+                "no-dependency-down",
+                f"No third-party dependency judged down: no failing health probe and no burst of errors in the "
+                f"last {RECENT_MINUTES} min ({len(rows)} checked)",
+                "info",
+                {"dependencies": [row["dependency"] for row in rows]},
+            )
+        )
     counts = {row["dependency"]: _counts(row) for row in rows}
     listed = ", ".join(f"{name} {c['errors']} ({c['status']})" for name, c in counts.items())
-    findings.append(Finding(
-        "dependency-errors",
-        f"Error lines about third-party dependencies in the last {since_minutes:g} min: {listed or 'none configured'}",
-        "warning" if any(c["errors"] for c in counts.values()) else "info",
-        {"since_minutes": since_minutes, "dependencies": counts},
-    ))
+    findings.append(
+        Finding(
+            "dependency-errors",
+            f"Error lines about third-party dependencies in the last {since_minutes:g} min: "
+            f"{listed or 'none configured'}",
+            "warning" if any(c["errors"] for c in counts.values()) else "info",
+            {"since_minutes": since_minutes, "dependencies": counts},
+        )
+    )
     return findings
 
 
@@ -271,8 +324,12 @@ def _down(row: dict, affected: pd.DataFrame, feature: str) -> Finding:
     mine = affected[affected["dependency"] == row["dependency"]]
     pods, services = sorted(mine["pod"].unique()), sorted(mine["service"].unique())
     since = row["first_error"]
-    logged = (f"{row['errors']} error lines since {since:%H:%M} UTC ({_signature_text(row)}) "
-              f"from {len(pods)} pods of {', '.join(services)}" if since else "no errors in service logs")
+    logged = (
+        f"{row['errors']} error lines since {since:%H:%M} UTC ({_signature_text(row)}) "
+        f"from {len(pods)} pods of {', '.join(services)}"
+        if since
+        else "no errors in service logs"
+    )
     return Finding(
         "dependency-down",
         f"{row['dependency']} is down ({row['basis']}): {logged}; health probe {_probe_text(row)}",
@@ -296,15 +353,22 @@ def _down(row: dict, affected: pd.DataFrame, feature: str) -> Finding:
 
 
 def _counts(row: dict) -> dict:
-    return {"status": row["status"], "lines": row["lines"], "errors": row["errors"],
-            "error_counts": {s: row[s] for s in SIGNATURES}, "first_error": row["first_error"],
-            "last_error": row["last_error"], "probe_status": row["probe_status"],
-            "probe_error": row["probe_error"], "pods": row["pods"]}
+    return {
+        "status": row["status"],
+        "lines": row["lines"],
+        "errors": row["errors"],
+        "error_counts": {s: row[s] for s in SIGNATURES},
+        "first_error": row["first_error"],
+        "last_error": row["last_error"],
+        "probe_status": row["probe_status"],
+        "probe_error": row["probe_error"],
+        "pods": row["pods"],
+    }
 
 
 def _plain(row: dict) -> dict:
     """A verdict row with pandas' missing values (NaT, NA, NaN) as None and timestamps as datetimes."""
-    plain = {}
+    plain: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, list):
             plain[key] = value
@@ -331,9 +395,12 @@ def _probe_text(row: dict) -> str:
 
 # --- resolution: text for humans, nothing sent
 
+
 @dataclass(frozen=True)
 class Drafts:
-    status_page: str | None  # the incident-response runbook's "Status Page - Identified"; None when no dependency fails in the logs
+    status_page: (
+        str | None
+    )  # the incident-response runbook's "Status Page - Identified"; None when no dependency fails in the logs
     slack: str  # the incident-response runbook's "Slack Status Update"
     checklist: tuple[str, ...] = field(default_factory=tuple)
 
@@ -342,18 +409,23 @@ class Drafts:
         return Action("communicate", "dry-run", "status page / #incidents", "drafted (not posted)")
 
     def markdown(self) -> str:
-        page = (f"```text\n{self.status_page}```" if self.status_page
-                else "*No status-page message: no dependency fails in the services' logs.*")
+        page = (
+            f"```text\n{self.status_page}```"
+            if self.status_page
+            else "*No status-page message: no dependency fails in the services' logs.*"
+        )
         steps = "\n".join(f"- [ ] {item}" for item in self.checklist)
-        return (f"### Fallback checklist\n\n{steps}\n\n### Status page — Identified (draft, not posted)\n\n{page}\n\n"
-                f"### Slack #incidents — status update (draft, not posted)\n\n```text\n{self.slack}```\n")
+        return (
+            f"### Fallback checklist\n\n{steps}\n\n### Status page — Identified (draft, not posted)\n\n{page}\n\n"
+            f"### Slack #incidents — status update (draft, not posted)\n\n```text\n{self.slack}```\n"
+        )
 
     def _repr_markdown_(self) -> str:
         return self.markdown()
 
 
 def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
-    """The incident-response runbook's resolution as text: fallback checklist, status-page message, Slack update. Nothing is sent.
+    """The runbook's resolution as text: fallback checklist, status-page message, Slack update. Nothing is sent.
 
     The status page speaks only of dependencies whose errors show in the services' logs (users see
     them); one judged down by its probe alone gets a check in the checklist instead.
@@ -361,24 +433,36 @@ def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
     now = now or dt.datetime.now(dt.timezone.utc)
     down = [f.data for f in findings if f.id == "dependency-down"]
     confirmed = [d for d in down if d["since"]]
-    level = severity.classify(features_down=[d["feature"] for d in confirmed],
-                              features_degraded=[d["feature"] for d in down if not d["since"]]).level
+    level = severity.classify(
+        features_down=[d["feature"] for d in confirmed],
+        features_degraded=[d["feature"] for d in down if not d["since"]],
+    ).level
     checklist = _checklist(down)
     started = min((d["since"] for d in confirmed), default=None)
     slack = communication.render(
         "slack-update",
-        incident=(f"Third-party API down: {', '.join(d['dependency'] for d in down)}" if down
-                  else "Third-party API check: no dependency judged down"),
+        incident=(
+            f"Third-party API down: {', '.join(d['dependency'] for d in down)}"
+            if down
+            else "Third-party API check: no dependency judged down"
+        ),
         severity=level,
-        duration=f"{(now - started).total_seconds() / 60:.0f} minutes" if started else "unknown (no errors in service logs)",
+        duration=f"{(now - started).total_seconds() / 60:.0f} minutes"
+        if started
+        else "unknown (no errors in service logs)",
         status="Identified" if down else "Investigating",
         known=[f.summary for f in findings],
-        actions=["Read service logs for errors about each third-party dependency and probed their health URLs "
-                 "(runbook third-party-api-down)",
-                 "Drafted the status-page message (not posted)" if confirmed else "No status-page message drafted"],
+        actions=[
+            "Read service logs for errors about each third-party dependency and probed their health URLs "
+            "(runbook third-party-api-down)",
+            "Drafted the status-page message (not posted)" if confirmed else "No status-page message drafted",
+        ],
         next_steps=checklist,
-        next_update=(f"{communication.utc(now + dt.timedelta(minutes=30))} (in 30 minutes)" if confirmed
-                     else "at the next major update"),
+        next_update=(
+            f"{communication.utc(now + dt.timedelta(minutes=30))} (in 30 minutes)"
+            if confirmed
+            else "at the next major update"
+        ),
     )
     page = None
     if confirmed:
@@ -392,22 +476,31 @@ def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
 
 
 def _impact(down: dict) -> str:
-    return (f"Since {communication.eastern(down['since'])} ET, {down['feature']} may fail or take longer than usual "
-            f"for some users: a third-party provider it relies on is not responding normally.")
+    return (
+        f"Since {communication.eastern(down['since'])} ET, {down['feature']} may fail or take longer than usual "
+        f"for some users: a third-party provider it relies on is not responding normally."
+    )
 
 
 def _checklist(down: list[dict]) -> list[str]:
     if not down:
-        return ["No dependency is judged down: look for the failing feature's cause in its own service "
-                "(errors, restarts, recent deploys) before blaming a provider.",
-                "Re-run this runbook if errors about a dependency appear."]
+        return [
+            "No dependency is judged down: look for the failing feature's cause in its own service "
+            "(errors, restarts, recent deploys) before blaming a provider.",
+            "Re-run this runbook if errors about a dependency appear.",
+        ]
     items = []
     for d in down:
-        probe = (f"health URL answers {d['probe_status']}" if d["probe_status"] is not None
-                 else f"health URL: {d['probe_error'] or 'not configured'}")
+        probe = (
+            f"health URL answers {d['probe_status']}"
+            if d["probe_status"] is not None
+            else f"health URL: {d['probe_error'] or 'not configured'}"
+        )
         if not d["since"]:
-            items.append(f"Confirm {d['dependency']} from inside the cluster (its probe fails from here: {probe}; "
-                         f"no errors about it in the services' logs) and check its own status page.")
+            items.append(
+                f"Confirm {d['dependency']} from inside the cluster (its probe fails from here: {probe}; "
+                f"no errors about it in the services' logs) and check its own status page."
+            )
             continue
         kinds = ", ".join(f"{k} {n}" for k, n in d["error_counts"].items() if n)
         items += [
@@ -417,7 +510,8 @@ def _checklist(down: list[dict]) -> list[str]:
             f"{communication.utc(d['since'])} ({kinds}), {probe}, affected services "
             f"{', '.join(d['affected_services'])}.",
         ]
-    return items + [
+    return [
+        *items,
         "Communicate the degraded functionality: fill in the estimate, post the status-page message and the "
         "Slack update in #incidents (drafted below, not posted).",
         "Re-run this runbook every 30 minutes: when the errors per minute stop and the probe answers, "

@@ -1,8 +1,8 @@
-"""Phase 1 of the incident-response runbook's incident response, detection and triage: what is down, how bad, who to call, what to say.
+"""Phase 1 of the incident-response runbook, detection and triage: what is down, how bad, who to call, what to say.
 
 Runbook section: Incident Response Process → Phase 1: Detection & Triage (0-15 minutes), with "Incident
 Severity Levels" (runbooks.severity), "Escalation Procedures" (runbooks.escalation) and the Slack and
-status-page templates for declaring the incident (runbooks.communication). The incident-response runbook's first commands:
+status-page templates for declaring the incident (runbooks.communication). The runbook's first commands:
 
     kubectl get pods -n autolytiq-prod                                   -> pod_status (pods not Running/Ready,
                                                                             deployments without a ready pod)
@@ -25,7 +25,7 @@ A query giving several series (e.g. one per service) counts by its worst series 
 
 The incident's start: the `incident_start` parameter when given (ISO 8601; without a zone: UTC), else the
 first minute of the last hour at which the error rate reached 1 % or latency 1.5x normal (the lowest
-thresholds of the incident-response runbook's table; the query's own rate window, e.g. [5m], makes this a little late), else
+thresholds of the severity table; the query's own rate window, e.g. [5m], makes this a little late), else
 the first 5xx in the gateway log lines read, else now.
 
 Nothing is changed and nothing is posted: the drafts are for a human to post.
@@ -61,6 +61,7 @@ def now() -> dt.datetime:
 
 # --- step 1: pods and services
 
+
 @dataclass(frozen=True)
 class PodStatus:
     down: pd.DataFrame  # containers of pods not Running or not Ready (pods that Succeeded are not a fault)
@@ -72,13 +73,19 @@ RESTART_COLUMNS = ["pod", "container", "deployment", "restarts", "last_terminati
 
 
 def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) -> PodStatus:
-    """The incident-response runbook's `kubectl get pods`: what is not Running, what restarted in the hour before `at`, and which
+    """The runbook's `kubectl get pods`: what is not Running, what restarted in the hour before `at`, and which
     deployments have no ready pod at all."""
     containers = pods.containers(cluster)
     ended = pd.to_datetime(containers["last_termination_at"], utc=True)
-    restarting = containers[(containers["restarts"] > 0) & (ended >= at - WINDOW) & (containers["phase"] != "Succeeded")]
-    pod_ready = (containers.assign(ok=(containers["phase"] == "Running") & containers["ready"])
-                 .groupby(["pod", "deployment", "phase"], dropna=False)["ok"].all().reset_index())
+    restarting = containers[
+        (containers["restarts"] > 0) & (ended >= at - WINDOW) & (containers["phase"] != "Succeeded")
+    ]
+    pod_ready = (
+        containers.assign(ok=(containers["phase"] == "Running") & containers["ready"])
+        .groupby(["pod", "deployment", "phase"], dropna=False)["ok"]
+        .all()
+        .reset_index()
+    )
     pod_ready = pod_ready[pod_ready["phase"] != "Succeeded"]
     deployments = cluster.apps.list_namespaced_deployment(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
     rows = []
@@ -87,13 +94,22 @@ def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) 
         desired = 1 if deployment.spec.replicas is None else deployment.spec.replicas
         mine = pod_ready[pod_ready["deployment"] == name]
         ready = int(mine["ok"].sum())
-        rows.append({"deployment": name, "desired": desired, "pods": len(mine), "ready_pods": ready,
-                     "down": desired > 0 and ready == 0, "critical": name in critical_services})
+        rows.append(
+            {
+                "deployment": name,
+                "desired": desired,
+                "pods": len(mine),
+                "ready_pods": ready,
+                "down": desired > 0 and ready == 0,
+                "critical": name in critical_services,
+            }
+        )
     services = pd.DataFrame(rows, columns=["deployment", "desired", "pods", "ready_pods", "down", "critical"])
     return PodStatus(pods.not_running(containers), restarting[RESTART_COLUMNS].reset_index(drop=True), services)
 
 
 # --- step 2: the gateway's error lines
+
 
 @dataclass(frozen=True)
 class GatewayErrors:
@@ -108,8 +124,10 @@ class GatewayErrors:
         return self.five_xx / self.requests if self.requests else None
 
     def _repr_markdown_(self) -> str:
-        counted = (f"{self.lines_read} lines read, {self.requests} with an HTTP status, {self.five_xx} of them 5xx; "
-                   f"{len(self.lines)} say error")
+        counted = (
+            f"{self.lines_read} lines read, {self.requests} with an HTTP status, {self.five_xx} of them 5xx; "
+            f"{len(self.lines)} say error"
+        )
         if self.lines.empty:
             return f"*{counted}.*"
         shown = "\n".join(f"{row.pod}/{row.container}: {row.line}" for row in self.lines.itertuples())
@@ -117,7 +135,7 @@ class GatewayErrors:
 
 
 def gateway_errors(cluster: Cluster, selector: str, tail_lines: int) -> GatewayErrors:
-    """The incident-response runbook's `kubectl logs -l app=api-gateway --tail=100 | grep -i error`, for every container of every
+    """The runbook's `kubectl logs -l app=api-gateway --tail=100 | grep -i error`, for every container of every
     gateway pod (and the previous instance of restarted ones); the statuses of all lines read are counted."""
     rows, lines_read, requests, five_xx, first_5xx = [], 0, 0, 0, None
     for pod, container, instance, when, text in logs.every_line(cluster, selector, tail_lines=tail_lines):
@@ -130,13 +148,15 @@ def gateway_errors(cluster: Cluster, selector: str, tail_lines: int) -> GatewayE
                 if when and (first_5xx is None or when < first_5xx):
                     first_5xx = when
         if ERROR.search(text):
-            rows.append({"pod": pod, "container": container, "instance": instance, "time": when,
-                         "line": redact_line(text)})
+            rows.append(
+                {"pod": pod, "container": container, "instance": instance, "time": when, "line": redact_line(text)}
+            )
     lines = pd.DataFrame(rows, columns=["pod", "container", "instance", "time", "line"])
     return GatewayErrors(lines, lines_read, requests, five_xx, first_5xx)
 
 
 # --- step 3: metrics
+
 
 @dataclass(frozen=True)
 class MetricSeries:
@@ -153,8 +173,9 @@ class MetricSeries:
         return median or None
 
 
-def read_metrics(prometheus_url: str, error_rate_query: str, latency_query: str, baseline_offset: str,
-                 read_at: dt.datetime) -> MetricSeries:
+def read_metrics(
+    prometheus_url: str, error_rate_query: str, latency_query: str, baseline_offset: str, read_at: dt.datetime
+) -> MetricSeries:
     """Both queries over the hour up to `read_at`, and over the same hour `baseline_offset` earlier.
 
     No URL, or Prometheus not answering, gives MetricSeries with `unavailable` saying why; a query Prometheus
@@ -174,8 +195,9 @@ def read_metrics(prometheus_url: str, error_rate_query: str, latency_query: str,
         }
     except PrometheusUnreachable as e:
         return MetricSeries(_empty_series(), read_at, baseline_offset, str(e))
-    series = pd.DataFrame({name: frame.groupby("time")["value"].max() for name, frame in frames.items()},
-                          columns=SERIES_COLUMNS)
+    series = pd.DataFrame(
+        {name: frame.groupby("time")["value"].max() for name, frame in frames.items()}, columns=SERIES_COLUMNS
+    )
     series.index.name = "time"
     return MetricSeries(series.astype(float), read_at, baseline_offset)
 
@@ -185,6 +207,7 @@ def _empty_series() -> pd.DataFrame:
 
 
 # --- step 4: start, measurements, severity
+
 
 def check_parameters(baseline_offset: str, incident_start: str, tail_lines: int) -> None:
     """Fail at once, in one line, on a parameter that cannot work (before anything is read)."""
@@ -200,7 +223,9 @@ def parse_start(given: str) -> dt.datetime:
     try:
         at = dt.datetime.fromisoformat(given.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"incident_start must be an ISO 8601 time such as 2024-11-26T14:05:00Z, got {given!r}") from None
+        raise ValueError(
+            f"incident_start must be an ISO 8601 time such as 2024-11-26T14:05:00Z, got {given!r}"
+        ) from None
     return (at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
 
 
@@ -221,10 +246,14 @@ def incident_start(given: str, metrics: MetricSeries, gateway_log: GatewayErrors
     if metrics.normal_latency:
         ratio = series["latency_seconds"] / metrics.normal_latency
         latency_at = _first_at_least(ratio, severity.lowest_threshold("latency_ratio"))
-    crossings = [(at, what) for at, what in (
-        (error_at, f"error rate first >= {severity.lowest_threshold('error_rate'):.0%}"),
-        (latency_at, f"latency first >= {severity.lowest_threshold('latency_ratio'):g}x normal"),
-    ) if at is not None]
+    crossings = [
+        (at, what)
+        for at, what in (
+            (error_at, f"error rate first >= {severity.lowest_threshold('error_rate'):.0%}"),
+            (latency_at, f"latency first >= {severity.lowest_threshold('latency_ratio'):g}x normal"),
+        )
+        if at is not None
+    ]
     if crossings:
         at, what = min(crossings)
         return Start(at, f"metrics: {what} in the last hour")
@@ -252,10 +281,18 @@ class Measurements:
         """What the severity is computed from, one row per measure."""
         rows = [
             ("error rate", _percent(self.error_rate), self.error_rate_source, self.worst_error_at),
-            ("latency (worst)", _seconds(self.latency_seconds), "prometheus" if self.latency_seconds is not None else None,
-             self.worst_latency_at),
-            ("normal latency", _seconds(self.normal_latency_seconds),
-             "prometheus (baseline median)" if self.normal_latency_seconds else None, None),
+            (
+                "latency (worst)",
+                _seconds(self.latency_seconds),
+                "prometheus" if self.latency_seconds is not None else None,
+                self.worst_latency_at,
+            ),
+            (
+                "normal latency",
+                _seconds(self.normal_latency_seconds),
+                "prometheus (baseline median)" if self.normal_latency_seconds else None,
+                None,
+            ),
             ("latency ratio", f"{self.latency_ratio:.2f}x" if self.latency_ratio is not None else None, None, None),
             ("services down", ", ".join(self.services_down) or "none", "kubernetes", None),
             ("critical services down", ", ".join(self.critical_services_down) or "none", "kubernetes", None),
@@ -276,24 +313,45 @@ def measure(metrics: MetricSeries, gateway_log: GatewayErrors, pods: PodStatus, 
     ratio = latency / normal if latency is not None and normal else None
     services = pods.services
     down = services[services["down"]]
-    return Measurements(error_rate, source, worst_error_at, latency, normal, ratio, worst_latency_at,
-                        tuple(down["deployment"]), tuple(down.loc[down["critical"], "deployment"]))
+    return Measurements(
+        error_rate,
+        source,
+        worst_error_at,
+        latency,
+        normal,
+        ratio,
+        worst_latency_at,
+        tuple(down["deployment"]),
+        tuple(down.loc[down["critical"], "deployment"]),
+    )
 
 
 # --- findings
 
-def assess(result: severity.Severity, measured: Measurements, start: Start, metrics: MetricSeries,
-           gateway_log: GatewayErrors, pods: PodStatus, prometheus_url: str) -> list[Finding]:
+
+def assess(
+    result: severity.Severity,
+    measured: Measurements,
+    start: Start,
+    metrics: MetricSeries,
+    gateway_log: GatewayErrors,
+    pods: PodStatus,
+    prometheus_url: str,
+) -> list[Finding]:
     """severity (the contract `runbook comms`/`report` read), metrics-unavailable, pods-down or
-    all-pods-running, pods-restarting, gateway-errors, and what the severity asks for: targets, communication, engage."""
+    all-pods-running, pods-restarting, gateway-errors, and what the severity asks for: targets, communication,
+    engage."""
     findings = [_severity_finding(result, measured, start, metrics)]
     if metrics.unavailable:
-        findings.append(Finding(
-            "metrics-unavailable",
-            f"No metrics: {metrics.unavailable}. Error rate and latency from Prometheus not measured; "
-            f"severity from what is measurable (gateway logs, pods)",
-            "warning", {"prometheus_url": prometheus_url, "reason": metrics.unavailable},
-        ))
+        findings.append(
+            Finding(
+                "metrics-unavailable",
+                f"No metrics: {metrics.unavailable}. Error rate and latency from Prometheus not measured; "
+                f"severity from what is measurable (gateway logs, pods)",
+                "warning",
+                {"prometheus_url": prometheus_url, "reason": metrics.unavailable},
+            )
+        )
     findings.append(_pods_finding(pods))
     if not pods.restarting.empty:
         findings.append(_restarts_finding(pods.restarting))
@@ -303,7 +361,7 @@ def assess(result: severity.Severity, measured: Measurements, start: Start, metr
 
 
 def escalation_findings(level: str, started: dt.datetime, at: dt.datetime) -> list[Finding]:
-    """targets, communication and engage: the incident-response runbook's targets, cadence and escalation matrix at `at`."""
+    """targets, communication and engage: the runbook's targets, cadence and escalation matrix at `at`."""
     targets = escalation.targets(level, started, at)
     cadence = escalation.cadence(level, started, at)
     people = escalation.engagement(level, started, at)
@@ -313,31 +371,52 @@ def escalation_findings(level: str, started: dt.datetime, at: dt.datetime) -> li
     later = people[~people["engage_now"] & people["role"].notna()]
     following = later.iloc[0] if not later.empty else None
     return [
-        Finding("targets", f"{level}: respond by {_utc(due['response'])}, resolve by {_utc(due['resolution'])}"
-                + (f"; overdue: {', '.join(overdue)}" if overdue else ""),
-                "warning" if overdue else "info",
-                {"severity": level, "started": started, "response_due": due["response"],
-                 "resolution_due": due["resolution"], "overdue": overdue,
-                 "minutes_since_start": round((at - started).total_seconds() / 60, 1)}),
-        Finding("communication", f"{level}: {cadence.communication}"
-                + (f"; next update at {_utc(cadence.next_update)}" if cadence.next_update else ""),
-                "info",
-                {"severity": level, "cadence": cadence.communication,
-                 "update_every_minutes": cadence.update_every.total_seconds() / 60 if cadence.update_every else None,
-                 "next_update": cadence.next_update,
-                 "status_page": level != "P4"}),
-        Finding("engage", f"{level}, {(at - started).total_seconds() / 60:.0f} min in: engage "
-                f"{', '.join(now_engaged['role'])}"
-                + (f"; next: {following['role']} at {_utc(following['from'])}" if following is not None else ""),
-                "info",
-                {"severity": level, "engage_now": list(now_engaged["role"]),
-                 "contacts": {r.role: r.contact for r in now_engaged.itertuples()},
-                 "next": ({"role": following["role"], "from": following["from"]}
-                          if following is not None else None)}),
+        Finding(
+            "targets",
+            f"{level}: respond by {_utc(due['response'])}, resolve by {_utc(due['resolution'])}"
+            + (f"; overdue: {', '.join(overdue)}" if overdue else ""),
+            "warning" if overdue else "info",
+            {
+                "severity": level,
+                "started": started,
+                "response_due": due["response"],
+                "resolution_due": due["resolution"],
+                "overdue": overdue,
+                "minutes_since_start": round((at - started).total_seconds() / 60, 1),
+            },
+        ),
+        Finding(
+            "communication",
+            f"{level}: {cadence.communication}"
+            + (f"; next update at {_utc(cadence.next_update)}" if cadence.next_update else ""),
+            "info",
+            {
+                "severity": level,
+                "cadence": cadence.communication,
+                "update_every_minutes": cadence.update_every.total_seconds() / 60 if cadence.update_every else None,
+                "next_update": cadence.next_update,
+                "status_page": level != "P4",
+            },
+        ),
+        Finding(
+            "engage",
+            f"{level}, {(at - started).total_seconds() / 60:.0f} min in: engage "
+            f"{', '.join(now_engaged['role'])}"
+            + (f"; next: {following['role']} at {_utc(following['from'])}" if following is not None else ""),
+            "info",
+            {
+                "severity": level,
+                "engage_now": list(now_engaged["role"]),
+                "contacts": {r.role: r.contact for r in now_engaged.itertuples()},
+                "next": ({"role": following["role"], "from": following["from"]} if following is not None else None),
+            },
+        ),
     ]
 
 
-def _severity_finding(result: severity.Severity, measured: Measurements, start: Start, metrics: MetricSeries) -> Finding:
+def _severity_finding(
+    result: severity.Severity, measured: Measurements, start: Start, metrics: MetricSeries
+) -> Finding:
     fired = "; ".join(f"{name} {_shown(name, value, measured)}" for name, value in result.measured.items())
     unmeasured = f" Not measured: {', '.join(result.unmeasured)}." if result.unmeasured else ""
     return Finding(
@@ -369,37 +448,67 @@ def _pods_finding(pods: PodStatus) -> Finding:
     down = pods.down
     services = pods.services[pods.services["down"]]
     if down.empty and services.empty:
-        return Finding("all-pods-running", "Every pod of the namespace is Running and Ready", "info",
-                       {"pods": [], "services_down": []})
+        return Finding(
+            "all-pods-running",
+            "Every pod of the namespace is Running and Ready",
+            "info",
+            {"pods": [], "services_down": []},
+        )
     names = sorted(set(down["pod"]))
-    reasons = {pod: sorted({str(r) for r in rows["reason"].dropna()} | {str(t) for t in rows["last_termination"].dropna()})
-               for pod, rows in down.groupby("pod")}
+    reasons = {
+        pod: sorted({str(r) for r in rows["reason"].dropna()} | {str(t) for t in rows["last_termination"].dropna()})
+        for pod, rows in down.groupby("pod")
+    }
     listed = ", ".join(f"{pod} ({', '.join(reasons[pod]) or 'not ready'})" for pod in names)
     return Finding(
         "pods-down",
         f"{len(names)} pods not Running/Ready: {listed or 'none'}"
         + (f"; deployments without a ready pod: {', '.join(services['deployment'])}" if not services.empty else ""),
         "critical" if not services.empty else "warning",
-        {"pods": names, "reasons": reasons, "deployments": sorted({d for d in down["deployment"].dropna()}),
-         "services_down": list(services["deployment"])},
+        {
+            "pods": names,
+            "reasons": reasons,
+            "deployments": sorted({d for d in down["deployment"].dropna()}),
+            "services_down": list(services["deployment"]),
+        },
     )
 
 
 def _restarts_finding(restarting: pd.DataFrame) -> Finding:
-    listed = ", ".join(f"{r.pod}/{r.container} ({r.restarts} restarts, last {r.last_termination})"
-                       for r in restarting.itertuples())
+    listed = ", ".join(
+        f"{r.pod}/{r.container} ({r.restarts} restarts, last {r.last_termination})" for r in restarting.itertuples()
+    )
     return Finding(
-        "pods-restarting", f"Containers restarted in the last hour: {listed}", "warning",
-        {"containers": [{"pod": r.pod, "container": r.container, "deployment": r.deployment, "restarts": r.restarts,
-                         "last_termination": r.last_termination, "last_termination_at": r.last_termination_at}
-                        for r in restarting.itertuples()]},
+        "pods-restarting",
+        f"Containers restarted in the last hour: {listed}",
+        "warning",
+        {
+            "containers": [
+                {
+                    "pod": r.pod,
+                    "container": r.container,
+                    "deployment": r.deployment,
+                    "restarts": r.restarts,
+                    "last_termination": r.last_termination,
+                    "last_termination_at": r.last_termination_at,
+                }
+                for r in restarting.itertuples()
+            ]
+        },
     )
 
 
 def _gateway_finding(log: GatewayErrors) -> Finding:
-    data = {"lines_read": log.lines_read, "error_lines": len(log.lines), "requests": log.requests,
-            "five_xx": log.five_xx, "error_rate": log.error_rate, "first_5xx": log.first_5xx,
-            "pods": sorted(set(log.lines["pod"])), "examples": list(log.lines["line"].head(5))}
+    data = {
+        "lines_read": log.lines_read,
+        "error_lines": len(log.lines),
+        "requests": log.requests,
+        "five_xx": log.five_xx,
+        "error_rate": log.error_rate,
+        "first_5xx": log.first_5xx,
+        "pods": sorted(set(log.lines["pod"])),
+        "examples": list(log.lines["line"].head(5)),
+    }
     rate = f" ({log.error_rate:.0%} of {log.requests} lines with a status)" if log.error_rate is not None else ""
     return Finding(
         "gateway-errors",
@@ -411,20 +520,28 @@ def _gateway_finding(log: GatewayErrors) -> Finding:
 
 # --- declaring: drafts, nothing posted
 
+
 @dataclass(frozen=True)
 class Drafts:
     slack_declared: str  # the incident-response runbook's "Slack Incident Channel Message (Initial)"
-    status_investigating: str | None  # the incident-response runbook's "Status Page - Investigating"; None for P4 (internal only)
+    status_investigating: (
+        str | None
+    )  # the incident-response runbook's "Status Page - Investigating"; None for P4 (internal only)
 
     @property
     def action(self) -> Action:
         return Action("declare", "dry-run", "#incidents / status page", "drafted (not posted)")
 
     def _repr_markdown_(self) -> str:
-        page = (f"```text\n{self.status_investigating}```" if self.status_investigating
-                else "*No status-page message: P4 is internal only.*")
-        return (f"### Slack #incidents — INCIDENT DECLARED (draft, not posted)\n\n```text\n{self.slack_declared}```\n\n"
-                f"### Status page — Investigating (draft, not posted)\n\n{page}\n")
+        page = (
+            f"```text\n{self.status_investigating}```"
+            if self.status_investigating
+            else "*No status-page message: P4 is internal only.*"
+        )
+        return (
+            f"### Slack #incidents — INCIDENT DECLARED (draft, not posted)\n\n```text\n{self.slack_declared}```\n\n"
+            f"### Status page — Investigating (draft, not posted)\n\n{page}\n"
+        )
 
 
 def drafts(findings: list[Finding], at: dt.datetime) -> Drafts:
@@ -432,8 +549,13 @@ def drafts(findings: list[Finding], at: dt.datetime) -> Drafts:
     data = {f.id: f.data for f in findings}
     sev, comms = data["severity"], data["communication"]
     started = dt.datetime.fromisoformat(sev["incident_start"])
-    next_update = (_utc(comms["next_update"]) if comms["next_update"]
-                   else "at major updates and resolution" if sev["severity"] == "P3" else None)
+    next_update = (
+        _utc(comms["next_update"])
+        if comms["next_update"]
+        else "at major updates and resolution"
+        if sev["severity"] == "P3"
+        else None
+    )
     slack = communication.render(
         "slack-declared",
         severity=sev["severity"],
@@ -463,10 +585,11 @@ def _summary(sev: dict, data: dict) -> str:
 def _symptom(sev: dict) -> str | None:
     """What users see, when the rule that fired says it: errors, or slowness; else the placeholder stays."""
     measure = next(iter(sev["measured"]), None) if sev["severity"] != "P4" else None
-    return {"error_rate": "errors", "latency_ratio": "slower responses than usual"}.get(measure)
+    return {"error_rate": "errors", "latency_ratio": "slower responses than usual"}.get(measure or "")
 
 
 # --- helpers
+
 
 def _first_at_least(values: pd.Series, threshold: float) -> dt.datetime | None:
     hits = values[values.round(9) >= threshold]
@@ -484,8 +607,7 @@ def _shown(name: str, value, measured: Measurements) -> str:
     if name == "error_rate":
         return f"{value:.1%} ({measured.error_rate_source})"
     if name == "latency_ratio":
-        return (f"{value:.2f}x ({measured.latency_seconds:.3f} s against normal "
-                f"{measured.normal_latency_seconds:.3f} s)")
+        return f"{value:.2f}x ({measured.latency_seconds:.3f} s against normal {measured.normal_latency_seconds:.3f} s)"
     if isinstance(value, list):
         return ", ".join(value) or "none"
     return str(value)

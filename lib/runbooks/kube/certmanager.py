@@ -1,4 +1,4 @@
-"""cert-manager Certificates: Ready or not, when they expire, when cert-manager meant to renew them; renewal as `cmctl renew`.
+"""cert-manager Certificates: Ready or not, when they expire, when cert-manager meant to renew them; `cmctl renew`.
 
 What `kubectl get certificate -n NS` and `cmctl status certificate NAME` show, one row per Certificate
 (cert-manager.io/v1). When the cluster does not serve that resource (cert-manager not installed) or the
@@ -27,12 +27,26 @@ from .cluster import REQUEST_TIMEOUT, Cluster
 GROUP, VERSION, PLURAL = "cert-manager.io", "v1", "certificates"
 RESOURCE = f"{PLURAL}.{GROUP}/{VERSION}"
 MERGE_PATCH = "application/merge-patch+json"  # custom resources take no strategic merge patch
-RENEWAL = {"type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
-           "message": "Certificate re-issuance manually triggered"}
+RENEWAL = {
+    "type": "Issuing",
+    "status": "True",
+    "reason": "ManuallyTriggered",
+    "message": "Certificate re-issuance manually triggered",
+}
 RELATED_KINDS = {"Certificate", "CertificateRequest", "Order", "Challenge"}  # named after their Certificate
 COLUMNS = [
-    "name", "secret_name", "dns_names", "issuer", "ready", "reason", "message", "issuing",
-    "not_after", "renewal_time", "days_left", "renewal_overdue",
+    "name",
+    "secret_name",
+    "dns_names",
+    "issuer",
+    "ready",
+    "reason",
+    "message",
+    "issuing",
+    "not_after",
+    "renewal_time",
+    "days_left",
+    "renewal_overdue",
 ]
 
 
@@ -51,12 +65,16 @@ def list_certificates(cluster: Cluster, now: dt.datetime | None = None) -> Certi
     """The namespace's Certificates. `days_left`: whole days to status.notAfter, negative once expired."""
     empty = pd.DataFrame(columns=COLUMNS)
     try:
-        listing = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, cluster.namespace, PLURAL,
-                                                               _request_timeout=REQUEST_TIMEOUT)
+        listing = cluster.custom.list_namespaced_custom_object(
+            GROUP, VERSION, cluster.namespace, PLURAL, _request_timeout=REQUEST_TIMEOUT
+        )
     except ApiException as e:
         if e.status == 404:
-            return Certificates(empty, f"this cluster does not serve {RESOURCE} (is cert-manager installed?): "
-                                       "no Certificates to check; the endpoint checks stand on their own")
+            return Certificates(
+                empty,
+                f"this cluster does not serve {RESOURCE} (is cert-manager installed?): "
+                "no Certificates to check; the endpoint checks stand on their own",
+            )
         if e.status == 403:
             return Certificates(empty, f"not allowed to list {RESOURCE} in {cluster.namespace} (HTTP 403)")
         raise
@@ -68,9 +86,14 @@ def list_certificates(cluster: Cluster, now: dt.datetime | None = None) -> Certi
 def related_events(cluster: Cluster, names: list[str]) -> pd.DataFrame:
     """Events about these Certificates and the CertificateRequests, Orders and Challenges issued for them."""
     items = cluster.core.list_namespaced_event(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
-    return events.frame([e for e in items if e.involved_object.kind in RELATED_KINDS
-                          and any(e.involved_object.name == n or e.involved_object.name.startswith(f"{n}-")
-                                  for n in names)])
+    return events.frame(
+        [
+            e
+            for e in items
+            if e.involved_object.kind in RELATED_KINDS
+            and any(e.involved_object.name == n or e.involved_object.name.startswith(f"{n}-") for n in names)
+        ]
+    )
 
 
 def renew(cluster: Cluster, names: list[str], apply: bool, now: dt.datetime | None = None) -> list[Action]:
@@ -86,8 +109,11 @@ def renewal_patch(certificate: dict, now: dt.datetime) -> dict:
     the server refuse it (409) if the status changed since `certificate` was read.
     """
     meta = certificate["metadata"]
-    issuing = {**RENEWAL, "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "observedGeneration": meta.get("generation", 1)}
+    issuing = {
+        **RENEWAL,
+        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "observedGeneration": meta.get("generation", 1),
+    }
     conditions = [c for c in (certificate.get("status") or {}).get("conditions") or [] if c.get("type") != "Issuing"]
     return {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": {"conditions": [*conditions, issuing]}}
 
@@ -100,16 +126,26 @@ def _renew(cluster: Cluster, name: str, apply: bool, now: dt.datetime) -> Action
         live = cluster.custom.get_namespaced_custom_object(*args, _request_timeout=REQUEST_TIMEOUT)
         before = _condition(live, "Issuing")
         if before.get("status") == "True":
-            return Action("renew-certificate", mode, target,
-                          f"already being issued (Issuing=True, {before.get('reason')}); nothing sent")
+            return Action(
+                "renew-certificate",
+                mode,
+                target,
+                f"already being issued (Issuing=True, {before.get('reason')}); nothing sent",
+            )
         cluster.custom.patch_namespaced_custom_object_status(
-            *args, renewal_patch(live, now), dry_run=None if apply else "All",
-            _content_type=MERGE_PATCH, _request_timeout=REQUEST_TIMEOUT)
+            *args,
+            renewal_patch(live, now),
+            dry_run=None if apply else "All",
+            _content_type=MERGE_PATCH,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
     except ApiException as e:
-        return Action("renew-certificate", mode, target,
-                      f"{'failed' if apply else 'dry run refused'}: HTTP {e.status} {e.reason}")
+        return Action(
+            "renew-certificate", mode, target, f"{'failed' if apply else 'dry run refused'}: HTTP {e.status} {e.reason}"
+        )
     change = "set condition Issuing=True (ManuallyTriggered)" + (
-        f", replacing Issuing={before.get('status')} ({before.get('reason')})" if before else "")
+        f", replacing Issuing={before.get('status')} ({before.get('reason')})" if before else ""
+    )
     if apply:
         return Action("renew-certificate", mode, target, f"{change}: cert-manager issues the certificate again")
     return Action("renew-certificate", mode, target, f"accepted by server-side dry run; would {change}")

@@ -56,7 +56,9 @@ def connect(kubeconfig: str = "", context: str = "", namespace: str = "") -> Clu
             api = client.ApiClient(configuration)
             namespace = namespace or SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
         else:
-            raise ClusterUnreachable(f"no kubeconfig at {path} and not running in a cluster: set the kubeconfig parameter")
+            raise ClusterUnreachable(
+                f"no kubeconfig at {path} and not running in a cluster: set the kubeconfig parameter"
+            )
     except (config.ConfigException, OSError, ValueError) as e:
         raise ClusterUnreachable(f"cannot load Kubernetes configuration from {path}: {e}") from None
     try:

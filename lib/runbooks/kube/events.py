@@ -12,8 +12,9 @@ COLUMNS = ["last_seen", "type", "reason", "kind", "object", "count", "message", 
 def for_object(cluster: Cluster, kind: str, name: str) -> pd.DataFrame:
     """Events about one object (e.g. kind "Pod"), newest first."""
     selector = f"involvedObject.kind={kind},involvedObject.name={name}"
-    items = cluster.core.list_namespaced_event(cluster.namespace, field_selector=selector,
-                                               _request_timeout=REQUEST_TIMEOUT).items
+    items = cluster.core.list_namespaced_event(
+        cluster.namespace, field_selector=selector, _request_timeout=REQUEST_TIMEOUT
+    ).items
     return frame(items)
 
 
@@ -25,15 +26,18 @@ def for_names(cluster: Cluster, names: set[str]) -> pd.DataFrame:
 
 def frame(items: list) -> pd.DataFrame:
     """Event objects as a table, newest first."""
-    rows = [{
-        "last_seen": e.last_timestamp or e.event_time or e.first_timestamp or e.metadata.creation_timestamp,
-        "type": e.type,
-        "reason": e.reason,
-        "kind": e.involved_object.kind,
-        "object": e.involved_object.name,
-        "count": e.count or 1,
-        "message": e.message,
-        "source": (e.source.component if e.source else None) or e.reporting_component,
-    } for e in items]
+    rows = [
+        {
+            "last_seen": e.last_timestamp or e.event_time or e.first_timestamp or e.metadata.creation_timestamp,
+            "type": e.type,
+            "reason": e.reason,
+            "kind": e.involved_object.kind,
+            "object": e.involved_object.name,
+            "count": e.count or 1,
+            "message": e.message,
+            "source": (e.source.component if e.source else None) or e.reporting_component,
+        }
+        for e in items
+    ]
     table = pd.DataFrame(rows, columns=COLUMNS)
     return table.sort_values("last_seen", ascending=False, ignore_index=True) if rows else table

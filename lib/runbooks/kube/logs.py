@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
@@ -37,7 +37,11 @@ class LogScan:
         keys = list(by or ("pattern",))
         if self.counts.empty:
             return pd.DataFrame(columns=[*keys, "count"])
-        return self.counts.groupby(keys, as_index=False)["count"].sum().sort_values("count", ascending=False, ignore_index=True)
+        return (
+            self.counts.groupby(keys, as_index=False)["count"]
+            .sum()
+            .sort_values("count", ascending=False, ignore_index=True)
+        )
 
     def first_seen(self, pattern: str) -> dt.datetime | None:
         minutes = self.counts.loc[self.counts["pattern"] == pattern, "minute"]
@@ -70,7 +74,10 @@ def scan(
 
 
 def every_line(
-    cluster: Cluster, selector: str, since_minutes: float | None = None, tail_lines: int | None = None,
+    cluster: Cluster,
+    selector: str,
+    since_minutes: float | None = None,
+    tail_lines: int | None = None,
 ) -> Iterator[tuple[str, str, str, dt.datetime | None, str]]:
     """(pod, container, instance, timestamp, text) for every container of every pod matching `selector`,
     and for the previous instance ("previous") of each container that restarted."""
@@ -78,21 +85,32 @@ def every_line(
         restarted = {s.name for s in pod.status.container_statuses or [] if s.restart_count}
         for container in pod.spec.containers:
             for instance in ("current", "previous") if container.name in restarted else ("current",):
-                for when, text in lines(cluster, pod.metadata.name, container.name, instance == "previous",
-                                        since_minutes, tail_lines):
+                for when, text in lines(
+                    cluster, pod.metadata.name, container.name, instance == "previous", since_minutes, tail_lines
+                ):
                     yield pod.metadata.name, container.name, instance, when, text
 
 
 def lines(
-    cluster: Cluster, pod: str, container: str, previous: bool = False,
-    since_minutes: float | None = None, tail_lines: int | None = None,
+    cluster: Cluster,
+    pod: str,
+    container: str,
+    previous: bool = False,
+    since_minutes: float | None = None,
+    tail_lines: int | None = None,
 ) -> Iterator[tuple[dt.datetime | None, str]]:
     """(timestamp, text) for each log line of one container, streamed from the API server."""
     try:
         response = cluster.core.read_namespaced_pod_log(
-            pod, cluster.namespace, container=container, previous=previous, timestamps=True,
-            since_seconds=int(since_minutes * 60) if since_minutes else None, tail_lines=tail_lines,
-            _preload_content=False, _request_timeout=LOG_TIMEOUT,
+            pod,
+            cluster.namespace,
+            container=container,
+            previous=previous,
+            timestamps=True,
+            since_seconds=int(since_minutes * 60) if since_minutes else None,
+            tail_lines=tail_lines,
+            _preload_content=False,
+            _request_timeout=LOG_TIMEOUT,
         )
     except ApiException as e:
         if e.status in (400, 404):  # no previous instance, container not started: nothing to read

@@ -33,7 +33,11 @@ class Change:
 
 def changes_table(changes: list[Change]) -> pd.DataFrame:
     """Every field each change would make (dry run) or made (apply), one row per field; credentials masked."""
-    rows = [{"action": c.action.id, "target": c.action.target, **f} for c in changes for f in c.diff.to_dict(orient="records")]
+    rows = [
+        {"action": c.action.id, "target": c.action.target, **f}
+        for c in changes
+        for f in c.diff.to_dict(orient="records")
+    ]
     return pd.DataFrame(rows, columns=["action", "target", "field", "before", "after"])
 
 
@@ -48,10 +52,16 @@ def scale(cluster: Cluster, deployment: str, replicas: int, apply: bool) -> Chan
     """`kubectl scale --replicas=N`, through the deployment's /scale subresource."""
     target = f"deployment/{deployment} in {cluster.namespace}"
     try:
-        before = cluster.apps.read_namespaced_deployment_scale(deployment, cluster.namespace, _request_timeout=REQUEST_TIMEOUT)
+        before = cluster.apps.read_namespaced_deployment_scale(
+            deployment, cluster.namespace, _request_timeout=REQUEST_TIMEOUT
+        )
         after = cluster.apps.patch_namespaced_deployment_scale(
-            deployment, cluster.namespace, {"spec": {"replicas": replicas}},
-            dry_run=None if apply else "All", _request_timeout=REQUEST_TIMEOUT)
+            deployment,
+            cluster.namespace,
+            {"spec": {"replicas": replicas}},
+            dry_run=None if apply else "All",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
     except ApiException as e:
         return _failed("scale", target, apply, e)
     diff = _diff(cluster, before, after, prefix="spec")
@@ -65,16 +75,25 @@ def rollback(cluster: Cluster, deployment: str, apply: bool) -> Change:
     older = revisions[revisions["revision"] < (live["revision"].iloc[0] if not live.empty else 0)]
     target = f"deployment/{deployment} in {cluster.namespace}"
     if older.empty:
-        return Change(Action("rollback", "applied" if apply else "dry-run", target, "no previous revision to roll back to"),
-                      pd.DataFrame(columns=["field", "before", "after"]))
+        return Change(
+            Action("rollback", "applied" if apply else "dry-run", target, "no previous revision to roll back to"),
+            pd.DataFrame(columns=["field", "before", "after"]),
+        )
     previous = older.iloc[0]
-    rs = cluster.apps.read_namespaced_replica_set(previous["replicaset"], cluster.namespace, _request_timeout=REQUEST_TIMEOUT)
+    rs = cluster.apps.read_namespaced_replica_set(
+        previous["replicaset"], cluster.namespace, _request_timeout=REQUEST_TIMEOUT
+    )
     template = cluster.api.sanitize_for_serialization(rs.spec.template)
     template["metadata"].get("labels", {}).pop("pod-template-hash", None)
     body = [{"op": "replace", "path": "/spec/template", "value": template}]
     if previous["change_cause"]:
-        body.append({"op": "add", "path": "/metadata/annotations/" + CHANGE_CAUSE.replace("/", "~1"),
-                     "value": previous["change_cause"]})
+        body.append(
+            {
+                "op": "add",
+                "path": "/metadata/annotations/" + CHANGE_CAUSE.replace("/", "~1"),
+                "value": previous["change_cause"],
+            }
+        )
     return _patch(cluster, "rollback", deployment, body, apply, note=f"to revision {previous['revision']}")
 
 
@@ -88,9 +107,12 @@ def set_memory(cluster: Cluster, deployment: str, container: str, request: str, 
 def _patch(cluster: Cluster, action: str, deployment: str, body, apply: bool, note: str = "") -> Change:
     target = f"deployment/{deployment} in {cluster.namespace}" + (f" ({note})" if note else "")
     try:
-        before = cluster.apps.read_namespaced_deployment(deployment, cluster.namespace, _request_timeout=REQUEST_TIMEOUT)
-        after = cluster.apps.patch_namespaced_deployment(deployment, cluster.namespace, body,
-                                                         dry_run=None if apply else "All", _request_timeout=REQUEST_TIMEOUT)
+        before = cluster.apps.read_namespaced_deployment(
+            deployment, cluster.namespace, _request_timeout=REQUEST_TIMEOUT
+        )
+        after = cluster.apps.patch_namespaced_deployment(
+            deployment, cluster.namespace, body, dry_run=None if apply else "All", _request_timeout=REQUEST_TIMEOUT
+        )
     except ApiException as e:
         return _failed(action, target, apply, e)
     diff = _diff(cluster, before, after, prefix="spec", also=("metadata.annotations",))
@@ -107,17 +129,25 @@ def _action(action: str, target: str, apply: bool, diff: pd.DataFrame) -> Action
 def _failed(action: str, target: str, apply: bool, error: ApiException) -> Change:
     verb = "failed" if apply else "dry run refused"
     reason = f"{verb}: HTTP {error.status} {error.reason}"
-    return Change(Action(action, "applied" if apply else "dry-run", target, reason), pd.DataFrame(columns=["field", "before", "after"]))
+    return Change(
+        Action(action, "applied" if apply else "dry-run", target, reason),
+        pd.DataFrame(columns=["field", "before", "after"]),
+    )
 
 
 def _diff(cluster: Cluster, before, after, prefix: str, also: tuple[str, ...] = ()) -> pd.DataFrame:
     """Leaf fields under `prefix` (and `also`) whose value differs between the two objects."""
     old, new = (_flatten(cluster.api.sanitize_for_serialization(o)) for o in (before, after))
     keep = (prefix, *also)
-    fields = sorted(k for k in old.keys() | new.keys()
-                    if k.startswith(keep) and old.get(k) != new.get(k) and not k.endswith(REVISION))
-    return pd.DataFrame([{"field": k, "before": _shown(k, old.get(k)), "after": _shown(k, new.get(k))} for k in fields],
-                        columns=["field", "before", "after"])
+    fields = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if k.startswith(keep) and old.get(k) != new.get(k) and not k.endswith(REVISION)
+    )
+    return pd.DataFrame(
+        [{"field": k, "before": _shown(k, old.get(k)), "after": _shown(k, new.get(k))} for k in fields],
+        columns=["field", "before", "after"],
+    )
 
 
 def _shown(field: str, value):

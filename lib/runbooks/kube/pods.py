@@ -14,19 +14,56 @@ from kubernetes.utils import parse_quantity
 from .cluster import REQUEST_TIMEOUT, Cluster
 
 CONTAINER_COLUMNS = [
-    "pod", "container", "deployment", "node", "phase", "ready", "restarts", "state", "reason", "started_at",
-    "last_termination_reason", "last_exit_code", "last_started_at", "last_finished_at",
-    "memory_request", "memory_limit", "cpu_request", "cpu_limit",
-    "last_termination", "last_termination_exit_code", "last_termination_at",
+    "pod",
+    "container",
+    "deployment",
+    "node",
+    "phase",
+    "ready",
+    "restarts",
+    "state",
+    "reason",
+    "started_at",
+    "last_termination_reason",
+    "last_exit_code",
+    "last_started_at",
+    "last_finished_at",
+    "memory_request",
+    "memory_limit",
+    "cpu_request",
+    "cpu_limit",
+    "last_termination",
+    "last_termination_exit_code",
+    "last_termination_at",
 ]
 OOMKILLED = "OOMKilled"
-OOM_COLUMNS = ["pod", "container", "deployment", "restarts", "exit_code", "oomkilled_at", "memory_request", "memory_limit"]
-NOT_RUNNING_COLUMNS = ["pod", "container", "deployment", "phase", "ready", "state", "reason", "restarts", "last_termination"]
+OOM_COLUMNS = [
+    "pod",
+    "container",
+    "deployment",
+    "restarts",
+    "exit_code",
+    "oomkilled_at",
+    "memory_request",
+    "memory_limit",
+]
+NOT_RUNNING_COLUMNS = [
+    "pod",
+    "container",
+    "deployment",
+    "phase",
+    "ready",
+    "state",
+    "reason",
+    "restarts",
+    "last_termination",
+]
 
 
 def list_pods(cluster: Cluster, selector: str = "") -> list:
-    return cluster.core.list_namespaced_pod(cluster.namespace, label_selector=selector or None,
-                                            _request_timeout=REQUEST_TIMEOUT).items
+    return cluster.core.list_namespaced_pod(
+        cluster.namespace, label_selector=selector or None, _request_timeout=REQUEST_TIMEOUT
+    ).items
 
 
 def containers(cluster: Cluster, selector: str = "") -> pd.DataFrame:
@@ -47,29 +84,33 @@ def containers(cluster: Cluster, selector: str = "") -> pd.DataFrame:
             state, reason, started = _state(status)
             last = status.last_state.terminated if status and status.last_state else None
             resources = spec.resources
-            rows.append({
-                "pod": pod.metadata.name,
-                "container": spec.name,
-                "deployment": owners.get(pod.metadata.name),
-                "node": pod.spec.node_name,
-                "phase": pod.status.phase,
-                "ready": bool(status and status.ready),
-                "restarts": status.restart_count if status else 0,
-                "state": state,
-                "reason": reason,
-                "started_at": started,
-                "last_termination_reason": last.reason if last else None,
-                "last_exit_code": last.exit_code if last else None,
-                "last_started_at": last.started_at if last else None,
-                "last_finished_at": last.finished_at if last else None,
-                "memory_request": _quantity(resources, "requests", "memory"),
-                "memory_limit": _quantity(resources, "limits", "memory"),
-                "cpu_request": _quantity(resources, "requests", "cpu", scale=1000),
-                "cpu_limit": _quantity(resources, "limits", "cpu", scale=1000),
-                **_last_termination(status),
-            })
+            rows.append(
+                {
+                    "pod": pod.metadata.name,
+                    "container": spec.name,
+                    "deployment": owners.get(pod.metadata.name),
+                    "node": pod.spec.node_name,
+                    "phase": pod.status.phase,
+                    "ready": bool(status and status.ready),
+                    "restarts": status.restart_count if status else 0,
+                    "state": state,
+                    "reason": reason,
+                    "started_at": started,
+                    "last_termination_reason": last.reason if last else None,
+                    "last_exit_code": last.exit_code if last else None,
+                    "last_started_at": last.started_at if last else None,
+                    "last_finished_at": last.finished_at if last else None,
+                    "memory_request": _quantity(resources, "requests", "memory"),
+                    "memory_limit": _quantity(resources, "limits", "memory"),
+                    "cpu_request": _quantity(resources, "requests", "cpu", scale=1000),
+                    "cpu_limit": _quantity(resources, "limits", "cpu", scale=1000),
+                    **_last_termination(status),
+                }
+            )
     frame = pd.DataFrame(rows, columns=CONTAINER_COLUMNS)
-    frame["deployment"] = pd.Series([row["deployment"] for row in rows], index=frame.index, dtype=object)  # None stays None
+    frame["deployment"] = pd.Series(
+        [row["deployment"] for row in rows], index=frame.index, dtype=object
+    )  # None stays None
     return frame
 
 
@@ -78,8 +119,10 @@ def owning_deployments(cluster: Cluster, pod_list: list) -> dict[str, str | None
     a Job's, or one whose ReplicaSet is gone. One list of ReplicaSets, however many pods."""
     sets = cluster.apps.list_namespaced_replica_set(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
     deployment_of = {rs.metadata.name: _controller(rs.metadata.owner_references, "Deployment") for rs in sets}
-    return {pod.metadata.name: deployment_of.get(_controller(pod.metadata.owner_references, "ReplicaSet"))
-            for pod in pod_list}
+    return {
+        pod.metadata.name: deployment_of.get(_controller(pod.metadata.owner_references, "ReplicaSet"))
+        for pod in pod_list
+    }
 
 
 def not_running(containers: pd.DataFrame) -> pd.DataFrame:

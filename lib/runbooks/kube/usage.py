@@ -20,20 +20,34 @@ def pod_usage(cluster: Cluster, selector: str = "") -> pd.DataFrame:
     """
     try:
         listing = cluster.custom.list_namespaced_custom_object(
-            "metrics.k8s.io", "v1beta1", cluster.namespace, "pods", label_selector=selector or None,
-            _request_timeout=REQUEST_TIMEOUT)
+            "metrics.k8s.io",
+            "v1beta1",
+            cluster.namespace,
+            "pods",
+            label_selector=selector or None,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
         items = listing["items"]
     except ApiException as e:
         if e.status != 404:
             raise
         items = []
-    usage = pd.DataFrame([{
-        "pod": item["metadata"]["name"],
-        "container": c["name"],
-        "cpu_usage": float(parse_quantity(c["usage"]["cpu"]) * 1000),
-        "memory_usage": float(parse_quantity(c["usage"]["memory"])),
-    } for item in items for c in item["containers"]], columns=USAGE_COLUMNS)
-    spec = containers(cluster, selector)[["pod", "container", "memory_request", "memory_limit", "cpu_request", "cpu_limit"]]
+    usage = pd.DataFrame(
+        [
+            {
+                "pod": item["metadata"]["name"],
+                "container": c["name"],
+                "cpu_usage": float(parse_quantity(c["usage"]["cpu"]) * 1000),
+                "memory_usage": float(parse_quantity(c["usage"]["memory"])),
+            }
+            for item in items
+            for c in item["containers"]
+        ],
+        columns=USAGE_COLUMNS,
+    )
+    spec = containers(cluster, selector)[
+        ["pod", "container", "memory_request", "memory_limit", "cpu_request", "cpu_limit"]
+    ]
     frame = spec.merge(usage, on=["pod", "container"], how="left")
     frame["memory_pct_of_limit"] = 100 * frame["memory_usage"] / frame["memory_limit"]
     return frame
@@ -43,9 +57,18 @@ def memory_usage(cluster: Cluster, selector: str, oom: pd.DataFrame) -> pd.DataF
     """`kubectl top pods` next to the limits: usage, limit, % of limit, whether at NEAR_LIMIT_PCT or more, and whether
     the container is one of `oom` (pods.oomkilled)."""
     usage = pod_usage(cluster, selector)
-    killed = set(zip(oom["pod"], oom["container"]))
-    usage["oomkilled"] = [(p, c) in killed for p, c in zip(usage["pod"], usage["container"])]
+    killed = set(zip(oom["pod"], oom["container"], strict=True))
+    usage["oomkilled"] = [(p, c) in killed for p, c in zip(usage["pod"], usage["container"], strict=True)]
     usage["near_limit"] = usage["memory_pct_of_limit"] >= NEAR_LIMIT_PCT
-    columns = ["pod", "container", "memory_usage", "memory_request", "memory_limit", "memory_pct_of_limit",
-               "near_limit", "oomkilled", "cpu_usage"]
+    columns = [
+        "pod",
+        "container",
+        "memory_usage",
+        "memory_request",
+        "memory_limit",
+        "memory_pct_of_limit",
+        "near_limit",
+        "oomkilled",
+        "cpu_usage",
+    ]
     return usage[columns].sort_values("memory_pct_of_limit", ascending=False, ignore_index=True)

@@ -81,13 +81,19 @@ class PoolUsage:
         return "near exhaustion" if self.utilisation >= NEAR_EXHAUSTION else "ok"
 
     def frame(self) -> pd.DataFrame:
-        row = {**asdict(self), "ordinary_limit": self.ordinary_limit,
-               "utilisation": f"{self.utilisation:.0%}", "status": self.status}
+        row = {
+            **asdict(self),
+            "ordinary_limit": self.ordinary_limit,
+            "utilisation": f"{self.utilisation:.0%}",
+            "status": self.status,
+        }
         return pd.DataFrame([row])
 
 
 def pool_usage(conn: psycopg.Connection) -> PoolUsage:
-    return PoolUsage(**fetch_one(conn, LIMITS))
+    row = fetch_one(conn, LIMITS)
+    assert row is not None, "an aggregate query returns one row"
+    return PoolUsage(**row)
 
 
 def by_application(conn: psycopg.Connection) -> pd.DataFrame:

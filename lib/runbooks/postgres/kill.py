@@ -40,8 +40,16 @@ def terminate_idle(conn: psycopg.Connection, idle: pd.DataFrame, idle_minutes: f
     """pg_terminate_backend for each session in `idle` (from connections.idle_sessions)."""
     params = {"states": list(IDLE_STATES), "seconds": idle_minutes * 60}
     return [
-        _signal(conn, TERMINATE_IDLE, "terminate-idle-session", "pg_terminate_backend", row, params, apply,
-                f"{row.state} for {row.idle_for.total_seconds():.0f} s")
+        _signal(
+            conn,
+            TERMINATE_IDLE,
+            "terminate-idle-session",
+            "pg_terminate_backend",
+            row,
+            params,
+            apply,
+            f"{row.state} for {row.idle_for.total_seconds():.0f} s",
+        )
         for row in idle.itertuples()
     ]
 
@@ -55,8 +63,16 @@ def cancel_long_running(
     targets = running[(running["state"] == "active") & (running["duration"].dt.total_seconds() > longer_than_seconds)]
     params = {"seconds": longer_than_seconds}
     return [
-        _signal(conn, CANCEL_ACTIVE, "cancel-query", "pg_cancel_backend", row, params, apply,
-                f"running for {row.duration.total_seconds():.0f} s")
+        _signal(
+            conn,
+            CANCEL_ACTIVE,
+            "cancel-query",
+            "pg_cancel_backend",
+            row,
+            params,
+            apply,
+            f"running for {row.duration.total_seconds():.0f} s",
+        )
         for row in targets.itertuples()
     ]
 

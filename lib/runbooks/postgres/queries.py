@@ -139,14 +139,16 @@ def root_blockers(chains: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     roots = chains[chains["blocking_pid"] == chains["root_blocker_pid"]].drop_duplicates("blocking_pid")
     waiting = chains.groupby("root_blocker_pid")["blocked_pid"].nunique()
-    return pd.DataFrame({
-        "pid": roots["blocking_pid"].to_numpy(),
-        "application": roots["blocking_application"].to_numpy(),
-        "state": roots["blocking_state"].to_numpy(),
-        "transaction_age": roots["blocking_transaction_age"].to_numpy(),
-        "query": roots["blocking_query"].to_numpy(),
-        "sessions_blocked": waiting.reindex(roots["blocking_pid"]).to_numpy(),
-    }).sort_values("sessions_blocked", ascending=False, ignore_index=True)
+    return pd.DataFrame(
+        {
+            "pid": roots["blocking_pid"].to_numpy(),
+            "application": roots["blocking_application"].to_numpy(),
+            "state": roots["blocking_state"].to_numpy(),
+            "transaction_age": roots["blocking_transaction_age"].to_numpy(),
+            "query": roots["blocking_query"].to_numpy(),
+            "sessions_blocked": waiting.reindex(roots["blocking_pid"]).to_numpy(),
+        }
+    ).sort_values("sessions_blocked", ascending=False, ignore_index=True)
 
 
 def top_statements(conn: psycopg.Connection, limit: int) -> TopStatements:

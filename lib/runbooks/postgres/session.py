@@ -55,7 +55,7 @@ def connect(dsn: str, runbook: str) -> psycopg.Connection:
         conninfo = make_conninfo(
             dsn,
             application_name=f"runbook:{runbook}",
-            options=" ".join(filter(None, [conninfo_to_dict(dsn).get("options"), options])),
+            options=" ".join(filter(None, [str(conninfo_to_dict(dsn).get("options") or ""), options])),
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
         )
         return psycopg.connect(conninfo, autocommit=True)
@@ -66,11 +66,12 @@ def connect(dsn: str, runbook: str) -> psycopg.Connection:
 def fetch_frame(conn: psycopg.Connection, sql: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
     with conn.cursor() as cur:
         cur.execute(sql, params or {})
-        columns = [c.name for c in cur.description]
+        columns = [c.name for c in cur.description or []]
         return pd.DataFrame(cur.fetchall(), columns=columns)
 
 
-def fetch_one(conn: psycopg.Connection, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+def fetch_one(conn: psycopg.Connection, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The first row, or None when the query found none."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(sql, params or {})
         return cur.fetchone()

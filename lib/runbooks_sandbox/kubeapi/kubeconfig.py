@@ -1,4 +1,5 @@
 """Write a kubeconfig that points the official client and kubectl at a test server."""
+
 from pathlib import Path
 
 import yaml

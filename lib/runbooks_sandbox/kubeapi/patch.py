@@ -7,14 +7,24 @@
 - json_patch: RFC 6902 (application/json-patch+json).
 Each returns a new object and leaves its arguments alone.
 """
+
 import copy
 
 # Field name -> merge key, from the patchMergeKey tags of the core/apps types.
 MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
-    "env": "name", "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
-    "ports": "containerPort", "imagePullSecrets": "name", "conditions": "type",
-    "ownerReferences": "uid", "hostAliases": "ip", "topologySpreadConstraints": "topologyKey",
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "ports": "containerPort",
+    "imagePullSecrets": "name",
+    "conditions": "type",
+    "ownerReferences": "uid",
+    "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey",
 }
 
 
@@ -62,8 +72,7 @@ def _merge_list(current, items, key):
         if not isinstance(item, dict) or key not in item:
             result.append(copy.deepcopy(item))
             continue
-        index = next((i for i, old in enumerate(result)
-                      if isinstance(old, dict) and old.get(key) == item[key]), None)
+        index = next((i for i, old in enumerate(result) if isinstance(old, dict) and old.get(key) == item[key]), None)
         if item.get("$patch") == "delete":
             if index is not None:
                 del result[index]

@@ -20,6 +20,7 @@ Anywhere in an object, a mapping {ago: D} or {in: D} stands for the timestamp D 
 load time. complete() fills the fields a real server would show (uids, timestamps, container
 statuses with imageID/containerID, conditions, node info...), so files can stay short.
 """
+
 import base64
 import copy
 import functools
@@ -41,10 +42,11 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 class Scenario:
     objects: list = field(default_factory=list)  # complete API objects
     logs: list = field(default_factory=list)  # {namespace, pod, container, current, previous}
-    namespace: str = None  # the scenario's default namespace
+    namespace: str | None = None  # the scenario's default namespace
 
 
 # --- time
+
 
 def utcnow():
     return datetime.now(timezone.utc)
@@ -87,6 +89,7 @@ def resolve_times(data, now):
 
 # --- loading
 
+
 def load_scenario(source, now=None):
     """A Scenario from a name under scenarios/, a path to a YAML file, or a dict of the same shape."""
     if isinstance(source, dict):
@@ -115,20 +118,34 @@ def _read_yaml(path, mtime):
 def _log_entry(entry, namespace, objects, now):
     unknown = set(entry) - {"pod", "container", "namespace", "current", "previous"}
     if unknown or "pod" not in entry:
-        raise ValueError(f"log entry {entry}: needs pod, may have container, namespace, "
-                         f"current, previous; unknown: {sorted(unknown)}")
+        raise ValueError(
+            f"log entry {entry}: needs pod, may have container, namespace, "
+            f"current, previous; unknown: {sorted(unknown)}"
+        )
     namespace = entry.get("namespace", namespace)
     container = entry.get("container")
     if container is None:
-        pod = next((o for o in objects if o["kind"] == "Pod" and o["metadata"]["name"] == entry["pod"]
-                    and o["metadata"]["namespace"] == namespace), None)
+        pod = next(
+            (
+                o
+                for o in objects
+                if o["kind"] == "Pod"
+                and o["metadata"]["name"] == entry["pod"]
+                and o["metadata"]["namespace"] == namespace
+            ),
+            None,
+        )
         containers = (pod or {}).get("spec", {}).get("containers", [])
         if len(containers) != 1:
             raise ValueError(f"logs of pod {entry['pod']}: say which container")
         container = containers[0]["name"]
-    return {"namespace": namespace, "pod": entry["pod"], "container": container,
-            "current": _log_lines(entry.get("current") or [], now),
-            "previous": _log_lines(entry.get("previous") or [], now)}
+    return {
+        "namespace": namespace,
+        "pod": entry["pod"],
+        "container": container,
+        "current": _log_lines(entry.get("current") or [], now),
+        "previous": _log_lines(entry.get("previous") or [], now),
+    }
 
 
 def _log_lines(lines, now):
@@ -148,6 +165,7 @@ def _log_lines(lines, now):
 
 
 # --- completing objects
+
 
 def uid_for(kind, namespace, name):
     """A stable uid, so that owner references and involvedObject can be filled in."""
@@ -181,9 +199,18 @@ def complete(obj, namespace=None, now=None):
         owner.setdefault("uid", uid_for(owner["kind"], meta.get("namespace"), owner["name"]))
         owner.setdefault("controller", True)
         owner.setdefault("blockOwnerDeletion", True)
-    fill = {"Pod": _pod, "Deployment": _deployment, "ReplicaSet": _replicaset, "Secret": _secret,
-            "Service": _service, "Node": _node, "Namespace": _namespace, "PodMetrics": _metrics,
-            "NodeMetrics": _metrics, "Certificate": _certificate}.get(obj["kind"])
+    fill = {
+        "Pod": _pod,
+        "Deployment": _deployment,
+        "ReplicaSet": _replicaset,
+        "Secret": _secret,
+        "Service": _service,
+        "Node": _node,
+        "Namespace": _namespace,
+        "PodMetrics": _metrics,
+        "NodeMetrics": _metrics,
+        "Certificate": _certificate,
+    }.get(obj["kind"])
     if fill:
         fill(obj, now)
     return obj
@@ -208,9 +235,13 @@ def _pod(pod, now):
         container.setdefault("resources", {})
         container.setdefault("terminationMessagePath", "/dev/termination-log")
         container.setdefault("terminationMessagePolicy", "File")
-    for key, value in {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
-                       "schedulerName": "default-scheduler", "serviceAccountName": "default",
-                       "terminationGracePeriodSeconds": 30}.items():
+    for key, value in {
+        "restartPolicy": "Always",
+        "dnsPolicy": "ClusterFirst",
+        "schedulerName": "default-scheduler",
+        "serviceAccountName": "default",
+        "terminationGracePeriodSeconds": 30,
+    }.items():
         spec.setdefault(key, value)
     status = pod.setdefault("status", {})
     phase = status.setdefault("phase", "Running")
@@ -218,18 +249,23 @@ def _pod(pod, now):
     if spec.get("nodeName"):
         status.setdefault("hostIP", "10.0.0." + str(int(_hex(spec["nodeName"], length=2), 16) % 250 + 2))
     if phase != "Pending":
-        status.setdefault("podIP", f"10.244.{int(_hex(meta['uid'], length=2), 16)}.{int(_hex(meta['name'], length=2), 16) % 250 + 2}")
+        status.setdefault(
+            "podIP", f"10.244.{int(_hex(meta['uid'], length=2), 16)}.{int(_hex(meta['name'], length=2), 16) % 250 + 2}"
+        )
     given = {s["name"]: s for s in status.get("containerStatuses", [])}
     statuses = []
     for container in spec.get("containers", []):
         cs = given.get(container["name"], {"name": container["name"]})
         cs.setdefault("image", container.get("image", ""))
         cs.setdefault("restartCount", 0)
-        state = cs.setdefault("state", {
-            "Running": {"running": {"startedAt": started}},
-            "Succeeded": {"terminated": {"exitCode": 0, "reason": "Completed"}},
-            "Failed": {"terminated": {"exitCode": 1, "reason": "Error"}},
-        }.get(phase, {"waiting": {"reason": "ContainerCreating"}}))
+        state = cs.setdefault(
+            "state",
+            {
+                "Running": {"running": {"startedAt": started}},
+                "Succeeded": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+                "Failed": {"terminated": {"exitCode": 1, "reason": "Error"}},
+            }.get(phase, {"waiting": {"reason": "ContainerCreating"}}),
+        )
         container_id = "containerd://" + _hex(meta["uid"], container["name"], cs["restartCount"])
         if "terminated" in state:
             _terminated(state["terminated"], started, now)
@@ -237,8 +273,9 @@ def _pod(pod, now):
         if (cs.get("lastState") or {}).get("terminated"):
             last = cs["lastState"]["terminated"]
             _terminated(last, started, now)
-            last.setdefault("containerID", "containerd://" + _hex(meta["uid"], container["name"],
-                                                                  cs["restartCount"] - 1))
+            last.setdefault(
+                "containerID", "containerd://" + _hex(meta["uid"], container["name"], cs["restartCount"] - 1)
+            )
         cs.setdefault("lastState", {})
         waiting_first = "waiting" in state and cs["restartCount"] == 0
         cs.setdefault("imageID", "" if waiting_first else _image_id(cs["image"]))
@@ -253,9 +290,13 @@ def _pod(pod, now):
     if "qosClass" not in status:
         status["qosClass"] = _qos_class(spec.get("containers", []))
     conditions = {c["type"]: c for c in status.get("conditions", [])}
-    for kind, true in (("PodReadyToStartContainers", not done), ("Initialized", True),
-                       ("Ready", all_ready), ("ContainersReady", all_ready),
-                       ("PodScheduled", bool(spec.get("nodeName")) or phase != "Pending")):
+    for kind, true in (
+        ("PodReadyToStartContainers", not done),
+        ("Initialized", True),
+        ("Ready", all_ready),
+        ("ContainersReady", all_ready),
+        ("PodScheduled", bool(spec.get("nodeName")) or phase != "Pending"),
+    ):
         condition = conditions.setdefault(kind, {"type": kind, "status": "True" if true else "False"})
         condition.setdefault("lastProbeTime", None)
         condition.setdefault("lastTransitionTime", started)
@@ -269,8 +310,10 @@ def _qos_class(containers):
     limits = [c.get("resources", {}).get("limits") or {} for c in containers]
     if not any(requests) and not any(limits):
         return "BestEffort"
-    if all(l.get("cpu") and l.get("memory") and (not r or r == {k: l[k] for k in r})
-           for r, l in zip(requests, limits)):
+    if all(
+        limit.get("cpu") and limit.get("memory") and (not request or request == {k: limit[k] for k in request})
+        for request, limit in zip(requests, limits, strict=True)
+    ):
         return "Guaranteed"
     return "Burstable"
 
@@ -282,8 +325,12 @@ def _workload_spec(obj):
     labels = template.setdefault("metadata", {}).setdefault("labels", {})
     spec.setdefault("selector", {"matchLabels": dict(labels)})
     pod_spec = template.setdefault("spec", {})
-    for key, value in {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
-                       "schedulerName": "default-scheduler", "terminationGracePeriodSeconds": 30}.items():
+    for key, value in {
+        "restartPolicy": "Always",
+        "dnsPolicy": "ClusterFirst",
+        "schedulerName": "default-scheduler",
+        "terminationGracePeriodSeconds": 30,
+    }.items():
         pod_spec.setdefault(key, value)
     for container in pod_spec.get("containers", []):
         container.setdefault("imagePullPolicy", "IfNotPresent")
@@ -311,8 +358,9 @@ def _deployment(deployment, now):
     meta.setdefault("annotations", {}).setdefault("deployment.kubernetes.io/revision", "1")
     meta.setdefault("generation", 1)
     spec = _workload_spec(deployment)
-    spec.setdefault("strategy", {"type": "RollingUpdate",
-                                 "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+    spec.setdefault(
+        "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
+    )
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
     status = _workload_status(deployment, now)
@@ -321,16 +369,29 @@ def _deployment(deployment, now):
     if unavailable > 0:
         status.setdefault("unavailableReplicas", unavailable)
     available = unavailable <= 0
-    status.setdefault("conditions", [
-        {"type": "Available", "status": "True" if available else "False",
-         "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
-         "message": "Deployment has minimum availability." if available
-         else "Deployment does not have minimum availability.",
-         "lastUpdateTime": meta["creationTimestamp"], "lastTransitionTime": meta["creationTimestamp"]},
-        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-         "message": f'ReplicaSet "{meta["name"]}" has successfully progressed.',
-         "lastUpdateTime": meta["creationTimestamp"], "lastTransitionTime": meta["creationTimestamp"]},
-    ])
+    status.setdefault(
+        "conditions",
+        [
+            {
+                "type": "Available",
+                "status": "True" if available else "False",
+                "reason": "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+                "message": "Deployment has minimum availability."
+                if available
+                else "Deployment does not have minimum availability.",
+                "lastUpdateTime": meta["creationTimestamp"],
+                "lastTransitionTime": meta["creationTimestamp"],
+            },
+            {
+                "type": "Progressing",
+                "status": "True",
+                "reason": "NewReplicaSetAvailable",
+                "message": f'ReplicaSet "{meta["name"]}" has successfully progressed.',
+                "lastUpdateTime": meta["creationTimestamp"],
+                "lastTransitionTime": meta["creationTimestamp"],
+            },
+        ],
+    )
 
 
 def _replicaset(replicaset, now):
@@ -355,15 +416,21 @@ def _event(event, now):
     if kind_resource:
         involved.setdefault("apiVersion", resources.api_version(kind_resource))
     involved.setdefault("uid", uid_for(involved.get("kind"), involved["namespace"], involved.get("name")))
-    event["metadata"].setdefault("name", f"{involved.get('name')}.{_hex(event.get('reason'), event.get('message'), length=16)}")
+    event["metadata"].setdefault(
+        "name", f"{involved.get('name')}.{_hex(event.get('reason'), event.get('message'), length=16)}"
+    )
     first = event.setdefault("firstTimestamp", event.get("lastTimestamp") or rfc3339(now))
     event.setdefault("lastTimestamp", first)
     event["metadata"].setdefault("creationTimestamp", first)
     event.setdefault("type", "Normal")
     event.setdefault("count", 1)
-    component = {"Pod": "kubelet", "Deployment": "deployment-controller",
-                 "ReplicaSet": "replicaset-controller", "Node": "kubelet",
-                 "Certificate": "cert-manager-certificates-trigger"}.get(involved.get("kind"), "")
+    component = {
+        "Pod": "kubelet",
+        "Deployment": "deployment-controller",
+        "ReplicaSet": "replicaset-controller",
+        "Node": "kubelet",
+        "Certificate": "cert-manager-certificates-trigger",
+    }.get(involved.get("kind"), "")
     event.setdefault("source", {"component": component})
     event.setdefault("reportingComponent", event["source"].get("component", ""))
     event.setdefault("reportingInstance", "")
@@ -392,33 +459,44 @@ def _service(service, now):
 def _node(node, now):
     meta, name = node["metadata"], node["metadata"]["name"]
     labels = meta.setdefault("labels", {})
-    for key, value in {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                       "kubernetes.io/arch": "amd64"}.items():
+    for key, value in {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+    }.items():
         labels.setdefault(key, value)
     node.setdefault("spec", {})
     status = node.setdefault("status", {})
-    capacity = status.setdefault("capacity", {"cpu": "4", "memory": "16393220Ki", "pods": "110",
-                                              "ephemeral-storage": "101445540Ki"})
+    capacity = status.setdefault(
+        "capacity", {"cpu": "4", "memory": "16393220Ki", "pods": "110", "ephemeral-storage": "101445540Ki"}
+    )
     status.setdefault("allocatable", dict(capacity))
     conditions = {c["type"]: c for c in status.get("conditions", [])}
-    for kind, value, reason in (("MemoryPressure", "False", "KubeletHasSufficientMemory"),
-                                ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
-                                ("PIDPressure", "False", "KubeletHasSufficientPID"),
-                                ("Ready", "True", "KubeletReady")):
+    for kind, value, reason in (
+        ("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+        ("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+        ("PIDPressure", "False", "KubeletHasSufficientPID"),
+        ("Ready", "True", "KubeletReady"),
+    ):
         condition = conditions.setdefault(kind, {"type": kind, "status": value, "reason": reason})
         condition.setdefault("lastHeartbeatTime", rfc3339(now))
         condition.setdefault("lastTransitionTime", meta["creationTimestamp"])
     status["conditions"] = list(conditions.values())
     address = "10.0.0." + str(int(_hex(name, length=2), 16) % 250 + 2)
-    status.setdefault("addresses", [{"type": "InternalIP", "address": address},
-                                    {"type": "Hostname", "address": name}])
+    status.setdefault("addresses", [{"type": "InternalIP", "address": address}, {"type": "Hostname", "address": name}])
     info = status.setdefault("nodeInfo", {})
-    for key, value in {"architecture": "amd64", "bootID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
-                       "containerRuntimeVersion": "containerd://1.7.24",
-                       "kernelVersion": "6.1.0-28-cloud-amd64", "kubeProxyVersion": "v1.32.0",
-                       "kubeletVersion": "v1.32.0", "machineID": _hex(name, length=32),
-                       "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
-                       "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_OID, name))}.items():
+    for key, value in {
+        "architecture": "amd64",
+        "bootID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+        "containerRuntimeVersion": "containerd://1.7.24",
+        "kernelVersion": "6.1.0-28-cloud-amd64",
+        "kubeProxyVersion": "v1.32.0",
+        "kubeletVersion": "v1.32.0",
+        "machineID": _hex(name, length=32),
+        "operatingSystem": "linux",
+        "osImage": "Debian GNU/Linux 12 (bookworm)",
+        "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_OID, name)),
+    }.items():
         info.setdefault(key, value)
 
 

@@ -1,4 +1,5 @@
 """Label and field selectors, as the API server reads them from ?labelSelector= and ?fieldSelector=."""
+
 import re
 
 _KEY = r"[A-Za-z0-9][-A-Za-z0-9_./]*"
@@ -70,7 +71,7 @@ def parse_field_selector(selector, supported):
             raise SelectorError(f"invalid field selector: {part!r}")
         path, op, value = match.group(1), match.group(2), match.group(3).strip()
         if path not in supported:
-            raise SelectorError(f'field label not supported: {path}')
+            raise SelectorError(f"field label not supported: {path}")
         requirements.append((path, "!=" if op == "!=" else "=", value))
     return requirements
 
@@ -88,7 +89,4 @@ def field_value(obj, path):
 
 
 def fields_match(requirements, obj):
-    for path, op, value in requirements:
-        if (field_value(obj, path) == value) != (op == "="):
-            return False
-    return True
+    return all((field_value(obj, path) == value) == (op == "=") for path, op, value in requirements)

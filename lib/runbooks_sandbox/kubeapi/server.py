@@ -4,6 +4,7 @@ Serves discovery, CRUD, LIST with label and field selectors, three kinds of PATC
 dry run, and the pods/log, */scale and */status subresources of the resources in resources.py.
 There are no controllers: writing a Deployment creates no ReplicaSet and no Pod.
 """
+
 import copy
 import json
 import secrets
@@ -18,12 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 from . import resources, tables
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .scenario import Scenario, load_scenario, parse_time, rfc3339, rfc3339nano, utcnow
-from .selectors import (SelectorError, fields_match, labels_match, parse_field_selector,
-                        parse_label_selector)
+from .selectors import SelectorError, fields_match, labels_match, parse_field_selector, parse_label_selector
 
 JSON = "application/json"
-PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
-               "application/strategic-merge-patch+json")
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json")
 
 
 @dataclass
@@ -32,8 +31,8 @@ class RecordedRequest:
     path: str
     query: dict  # parameter -> last value given
     body: object  # decoded JSON, the raw text if it was not JSON, or None
-    content_type: str = None
-    accept: str = None
+    content_type: str | None = None
+    accept: str | None = None
 
     @property
     def dry_run(self):
@@ -50,8 +49,15 @@ class ApiError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self):
-        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                  "message": self.message, "reason": self.reason, "code": self.code}
+        status = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details:
             status["details"] = self.details
         return status
@@ -70,14 +76,16 @@ def _details(resource, name):
 
 
 def not_found(resource, name):
-    return ApiError(404, "NotFound", f'{_qualified(resource)} "{name}" not found',
-                    _details(resource, name))
+    return ApiError(404, "NotFound", f'{_qualified(resource)} "{name}" not found', _details(resource, name))
 
 
 def invalid(resource, name, field, message):
     kind = f"{resource['kind']}.{resource['group']}" if resource["group"] else resource["kind"]
-    details = dict(_details(resource, name), kind=resource["kind"],
-                   causes=[{"reason": "FieldValueInvalid", "message": message, "field": field}])
+    details = dict(
+        _details(resource, name),
+        kind=resource["kind"],
+        causes=[{"reason": "FieldValueInvalid", "message": message, "field": field}],
+    )
     return ApiError(422, "Invalid", f'{kind} "{name}" is invalid: {field}: {message}', details)
 
 
@@ -86,8 +94,7 @@ def bad_request(message):
 
 
 def method_not_allowed():
-    return ApiError(405, "MethodNotAllowed",
-                    "the server does not allow this method on the requested resource")
+    return ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
 
 class KubeApiServer:
@@ -107,14 +114,16 @@ class KubeApiServer:
 
     @property
     def url(self):
+        assert self._httpd is not None, "started"
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
     def start(self):
         self._httpd = _HTTPServer(self._address, _Handler)
         self._httpd.api = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01},
-                                        name="kubeapi-test-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, name="kubeapi-test-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -122,7 +131,8 @@ class KubeApiServer:
         if self._httpd:
             self._httpd.shutdown()
             self._httpd.server_close()
-            self._thread.join()
+            if self._thread is not None:
+                self._thread.join()
             self._httpd = None
 
     def __enter__(self):
@@ -148,8 +158,9 @@ class KubeApiServer:
             for obj in scenario.objects:
                 self.add(obj)
             for log in scenario.logs:
-                self.set_logs(log["namespace"], log["pod"], log["container"],
-                              log.get("current", []), log.get("previous", []))
+                self.set_logs(
+                    log["namespace"], log["pod"], log["container"], log.get("current", []), log.get("previous", [])
+                )
         return scenario
 
     def add(self, obj):
@@ -187,18 +198,21 @@ class KubeApiServer:
         """Copies of the stored objects of a resource, in one namespace or in all."""
         resource = self._find_plural(plural, group)
         with self._lock:
-            return [copy.deepcopy(obj) for key, obj in sorted(self._objects.items())
-                    if key[:3] == self._key(resource, None, "")[:3]
-                    and namespace in (None, key[3])]
+            return [
+                copy.deepcopy(obj)
+                for key, obj in sorted(self._objects.items())
+                if key[:3] == self._key(resource, None, "")[:3] and namespace in (None, key[3])
+            ]
 
     def set_logs(self, namespace, pod, container, current=(), previous=()):
         """Log lines of a container: each a string or a (datetime, string) pair."""
+
         def stamped(lines):
             now = utcnow()
             return [line if isinstance(line, tuple) else (now, line) for line in lines]
+
         with self._lock:
-            self._logs[(namespace, pod, container)] = {"current": stamped(current),
-                                                       "previous": stamped(previous)}
+            self._logs[(namespace, pod, container)] = {"current": stamped(current), "previous": stamped(previous)}
 
     def _find_plural(self, plural, group):
         for resource in resources.RESOURCES:
@@ -212,8 +226,15 @@ class KubeApiServer:
 
     def _ensure_namespace(self, namespace):
         if ("", "v1", "namespaces", "", namespace) not in self._objects:
-            self.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace},
-                      "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+            self.add(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": namespace},
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                }
+            )
 
     # --- HTTP
 
@@ -256,16 +277,20 @@ class KubeApiServer:
         if query.get("watch") in ("true", "1"):
             raise bad_request("watch is not supported by the test server")
         dry_run = request.dry_run
-        verb = {"GET": "get" if name else "list", "POST": "create", "PUT": "update",
-                "PATCH": "patch", "DELETE": "delete"}.get(method)
+        verb = {
+            "GET": "get" if name else "list",
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete",
+        }.get(method)
         if verb not in resource["verbs"] or (sub == "log" and method != "GET"):
             raise method_not_allowed()
         if name is None:
             if verb == "list":
                 listed = self._list(resource, namespace, query)
                 if tables.wants_table(request.accept):
-                    return 200, JSON, tables.table(resource, listed["items"],
-                                                   listed["metadata"]["resourceVersion"])
+                    return 200, JSON, tables.table(resource, listed["items"], listed["metadata"]["resourceVersion"])
                 return 200, JSON, listed
             if verb == "create" and (namespace or not resource["namespaced"]):
                 return 201, JSON, self._create(resource, namespace, body, dry_run)
@@ -276,16 +301,13 @@ class KubeApiServer:
         if current is None:
             raise not_found(resource, name)
         if sub == "scale":
-            return 200, JSON, self._scale(resource, namespace, name, current, method,
-                                          content_type, body, dry_run)
+            return 200, JSON, self._scale(resource, namespace, name, current, method, content_type, body, dry_run)
         if verb == "get" and not sub and tables.wants_table(request.accept):
-            return 200, JSON, tables.table(resource, [copy.deepcopy(current)],
-                                          current["metadata"]["resourceVersion"])
+            return 200, JSON, tables.table(resource, [copy.deepcopy(current)], current["metadata"]["resourceVersion"])
         if verb == "get":
             return 200, JSON, copy.deepcopy(current)
         if verb == "update":
-            return 200, JSON, self._commit(resource, namespace, name, self._body(body), current,
-                                           dry_run, sub)
+            return 200, JSON, self._commit(resource, namespace, name, self._body(body), current, dry_run, sub)
         if verb == "patch":
             patched = self._patch(resource, current, content_type, body)
             return 200, JSON, self._commit(resource, namespace, name, patched, current, dry_run, sub)
@@ -328,17 +350,19 @@ class KubeApiServer:
         resource = resources.find(group, version, rest[0])
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
-        if (resource is None
-                or (sub and sub not in resource.get("subresources", []))
-                or (namespace and not resource["namespaced"])
-                or (name and resource["namespaced"] and not namespace)):
+        if (
+            resource is None
+            or (sub and sub not in resource.get("subresources", []))
+            or (namespace and not resource["namespaced"])
+            or (name and resource["namespaced"] and not namespace)
+        ):
             raise unknown
         return resource, namespace, name, sub
 
     # --- verbs
 
     def _list(self, resource, namespace, query):
-        supported = ["metadata.name", "metadata.namespace"] + resource.get("fields", [])
+        supported = ["metadata.name", "metadata.namespace", *resource.get("fields", [])]
         try:
             labels = parse_label_selector(query.get("labelSelector"))
             fields = parse_field_selector(query.get("fieldSelector"), supported)
@@ -351,8 +375,12 @@ class KubeApiServer:
                     obj.pop("kind", None)
                     obj.pop("apiVersion", None)
                 items.append(obj)
-        return {"kind": resource["kind"] + "List", "apiVersion": resources.api_version(resource),
-                "metadata": {"resourceVersion": str(self._resource_version)}, "items": items}
+        return {
+            "kind": resource["kind"] + "List",
+            "apiVersion": resources.api_version(resource),
+            "metadata": {"resourceVersion": str(self._resource_version)},
+            "items": items,
+        }
 
     def _create(self, resource, namespace, body, dry_run):
         obj = self._body(body)
@@ -361,18 +389,21 @@ class KubeApiServer:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + secrets.token_hex(3)[:5]
         if not meta.get("name"):
-            raise invalid(resource, "", "metadata.name",
-                          "Required value: name or generateName is required")
+            raise invalid(resource, "", "metadata.name", "Required value: name or generateName is required")
         if resource["namespaced"]:
             if meta.setdefault("namespace", namespace) != namespace:
-                raise bad_request("the namespace of the provided object does not match "
-                                  "the namespace sent on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             if ("", "v1", "namespaces", "", namespace) not in self._objects:
                 raise not_found(resources.find("", "v1", "namespaces"), namespace)
         if self._key(resource, namespace, meta["name"]) in self._objects:
-            raise ApiError(409, "AlreadyExists",
-                           f'{_qualified(resource)} "{meta["name"]}" already exists',
-                           _details(resource, meta["name"]))
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{_qualified(resource)} "{meta["name"]}" already exists',
+                _details(resource, meta["name"]),
+            )
         self._validate(resource, obj)
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=rfc3339(utcnow()))
         meta.pop("resourceVersion", None)
@@ -387,17 +418,21 @@ class KubeApiServer:
         new = copy.deepcopy(new)
         meta = new.setdefault("metadata", {})
         if meta.get("name", name) != name:
-            raise bad_request(f"the name of the object ({meta.get('name')}) does not match "
-                              f"the name on the URL ({name})")
+            raise bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
         if resource["namespaced"] and meta.get("namespace", namespace) != namespace:
-            raise bad_request("the namespace of the provided object does not match "
-                              "the namespace sent on the request")
+            raise bad_request("the namespace of the provided object does not match the namespace sent on the request")
         old_meta = current["metadata"]
         if meta.get("resourceVersion") not in (None, "", old_meta["resourceVersion"]):
-            raise ApiError(409, "Conflict",
-                           f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": '
-                           "the object has been modified; please apply your changes to the "
-                           "latest version and try again", _details(resource, name))
+            raise ApiError(
+                409,
+                "Conflict",
+                f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": '
+                "the object has been modified; please apply your changes to the "
+                "latest version and try again",
+                _details(resource, name),
+            )
         if sub == "status":  # a status write changes only the status...
             new = dict(copy.deepcopy(current), status=new.get("status"))
             meta = new["metadata"]
@@ -412,8 +447,7 @@ class KubeApiServer:
             if key in old_meta:
                 meta[key] = old_meta[key]
         self._validate(resource, new)
-        body_of = lambda obj: {k: v for k, v in obj.items() if k not in ("metadata", "status")}
-        if body_of(new) != body_of(current) and "generation" in meta:
+        if _body(new) != _body(current) and "generation" in meta:
             meta["generation"] += 1
         if dry_run:
             return new
@@ -437,9 +471,11 @@ class KubeApiServer:
         except PatchError as error:
             raise ApiError(422, "Invalid", str(error)) from None
         accepted = PATCH_TYPES[:2] if resource.get("custom") else PATCH_TYPES
-        raise ApiError(415, "UnsupportedMediaType",
-                       f"the body of the request was in an unknown format - accepted media "
-                       f"types include: {', '.join(accepted)}")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types include: {', '.join(accepted)}",
+        )
 
     def _delete(self, resource, namespace, name, current, dry_run):
         if not dry_run:
@@ -451,8 +487,7 @@ class KubeApiServer:
         if resource["plural"] == "pods":  # pods answer with the object, most others with a Status
             return copy.deepcopy(current)
         details = dict(_details(resource, name), uid=current["metadata"]["uid"])
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": details}
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
 
     def _scale(self, resource, namespace, name, current, method, content_type, body, dry_run):
         scale = _scale_of(current)
@@ -466,8 +501,9 @@ class KubeApiServer:
             raise method_not_allowed()
         replicas = (wanted.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise invalid(resource, name, "spec.replicas",
-                          f"Invalid value: {replicas}: must be greater than or equal to 0")
+            raise invalid(
+                resource, name, "spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0"
+            )
         new = copy.deepcopy(current)
         new["spec"]["replicas"] = replicas
         return _scale_of(self._commit(resource, namespace, name, new, current, dry_run))
@@ -482,26 +518,28 @@ class KubeApiServer:
         container = query.get("container")
         if not container:
             if len(names) != 1:
-                raise bad_request(f"a container name must be specified for pod {name}, "
-                                  f"choose one of: [{' '.join(names)}]")
+                raise bad_request(
+                    f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]"
+                )
             container = names[0]
         elif container not in names + init_names:
             raise bad_request(f"container {container} is not valid for pod {name}")
         status = pod.get("status") or {}
         statuses = status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
-        container_status = next((s for s in statuses if s["name"] == container), {})
+        container_status: dict = next((s for s in statuses if s["name"] == container), {})
         stored = self._logs.get((namespace, name, container), {})
         if query.get("previous") == "true":
             lines = stored.get("previous", [])
             if not lines and not (container_status.get("lastState") or {}).get("terminated"):
-                raise bad_request(f'previous terminated container "{container}" in pod "{name}" '
-                                  "not found")
+                raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
         else:
             lines = stored.get("current", [])
             waiting = (container_status.get("state") or {}).get("waiting")
             if waiting and not lines and not container_status.get("restartCount"):
-                raise bad_request(f'container "{container}" in pod "{name}" is waiting to start: '
-                                  f'{waiting.get("reason", "ContainerCreating")}')
+                raise bad_request(
+                    f'container "{container}" in pod "{name}" is waiting to start: '
+                    f"{waiting.get('reason', 'ContainerCreating')}"
+                )
         since_seconds = _int_param(query, "sinceSeconds")
         if since_seconds is not None:
             cutoff = utcnow() - timedelta(seconds=since_seconds)
@@ -511,7 +549,7 @@ class KubeApiServer:
             lines = [line for line in lines if line[0] >= cutoff]
         tail = _int_param(query, "tailLines")
         if tail is not None:
-            lines = lines[len(lines) - tail:] if 0 <= tail < len(lines) else lines
+            lines = lines[len(lines) - tail :] if 0 <= tail < len(lines) else lines
         if query.get("timestamps") == "true":
             text = "".join(f"{rfc3339nano(when)} {line}\n" for when, line in lines)
         else:
@@ -541,13 +579,18 @@ class KubeApiServer:
         if resource["kind"] in ("Deployment", "ReplicaSet"):
             replicas = spec.get("replicas", 1)
             if not isinstance(replicas, int) or replicas < 0:
-                raise invalid(resource, name, "spec.replicas",
-                              f"Invalid value: {replicas}: must be greater than or equal to 0")
+                raise invalid(
+                    resource, name, "spec.replicas", f"Invalid value: {replicas}: must be greater than or equal to 0"
+                )
             selector = (spec.get("selector") or {}).get("matchLabels") or {}
             template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
             if not selector or any(template_labels.get(k) != v for k, v in selector.items()):
-                raise invalid(resource, name, "spec.template.metadata.labels",
-                              "Invalid value: selector does not match template labels")
+                raise invalid(
+                    resource,
+                    name,
+                    "spec.template.metadata.labels",
+                    "Invalid value: selector does not match template labels",
+                )
             pod_spec, at = (spec.get("template") or {}).get("spec") or {}, "spec.template.spec"
         elif resource["kind"] != "Pod":
             return
@@ -562,13 +605,22 @@ class KubeApiServer:
 
 def _scale_of(obj):
     """The autoscaling/v1 Scale view of a Deployment or ReplicaSet."""
-    match_labels = ((obj["spec"].get("selector") or {}).get("matchLabels") or {})
-    meta = {k: v for k, v in obj["metadata"].items()
-            if k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")}
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
-            "spec": {"replicas": obj["spec"].get("replicas", 1)},
-            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                       "selector": ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))}}
+    match_labels = (obj["spec"].get("selector") or {}).get("matchLabels") or {}
+    meta = {
+        k: v
+        for k, v in obj["metadata"].items()
+        if k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+    }
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": meta,
+        "spec": {"replicas": obj["spec"].get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(match_labels.items())),
+        },
+    }
 
 
 def _int_param(query, name):
@@ -582,6 +634,7 @@ def _int_param(query, name):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    api: KubeApiServer
 
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], ConnectionError):  # clients that hang up are normal
@@ -595,6 +648,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length) if length else b""
+        assert isinstance(self.server, _HTTPServer)
         code, content_type, text = self.server.api.handle(self.command, self.path, self.headers, raw_body)
         data = text.encode()
         self.send_response(code)
@@ -607,3 +661,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):
         pass
+
+
+def _body(obj: dict) -> dict:
+    """An object without its metadata and status: what a change of `generation` is about."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}

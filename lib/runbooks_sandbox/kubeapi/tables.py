@@ -2,6 +2,7 @@
 
 Pods and Deployments get kubectl's usual columns; everything else gets NAME and AGE.
 """
+
 from .scenario import parse_time, utcnow
 
 
@@ -12,13 +13,30 @@ def wants_table(accept):
 def table(resource, items, resource_version):
     columns, cells = COLUMNS.get(resource["kind"], (["Name", "Age"], _default_cells))
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
-        "columnDefinitions": [{"name": name, "type": "string", "format": "name" if name == "Name" else "",
-                               "description": "", "priority": 0} for name in columns],
-        "rows": [{"cells": cells(obj), "object": {"kind": "PartialObjectMetadata",
-                                                  "apiVersion": "meta.k8s.io/v1",
-                                                  "metadata": obj["metadata"]}} for obj in items],
+        "columnDefinitions": [
+            {
+                "name": name,
+                "type": "string",
+                "format": "name" if name == "Name" else "",
+                "description": "",
+                "priority": 0,
+            }
+            for name in columns
+        ],
+        "rows": [
+            {
+                "cells": cells(obj),
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": obj["metadata"],
+                },
+            }
+            for obj in items
+        ],
     }
 
 
@@ -60,21 +78,30 @@ def _pod_cells(pod):
     if pod["metadata"].get("deletionTimestamp"):
         reason = "Terminating"
     restarts = sum(c.get("restartCount", 0) for c in statuses)
-    finished = [c["lastState"]["terminated"].get("finishedAt") for c in statuses
-                if (c.get("lastState") or {}).get("terminated")]
+    finished = [
+        c["lastState"]["terminated"].get("finishedAt") for c in statuses if (c.get("lastState") or {}).get("terminated")
+    ]
     restarts_text = f"{restarts} ({age(max(finished))} ago)" if restarts and finished else str(restarts)
     ready = sum(1 for c in statuses if c.get("ready"))
     total = len((pod.get("spec") or {}).get("containers") or [])
-    return [pod["metadata"]["name"], f"{ready}/{total}", reason, restarts_text,
-            age(pod["metadata"].get("creationTimestamp"))]
+    return [
+        pod["metadata"]["name"],
+        f"{ready}/{total}",
+        reason,
+        restarts_text,
+        age(pod["metadata"].get("creationTimestamp")),
+    ]
 
 
 def _deployment_cells(deployment):
     status = deployment.get("status") or {}
-    return [deployment["metadata"]["name"],
-            f"{status.get('readyReplicas', 0)}/{deployment['spec'].get('replicas', 1)}",
-            status.get("updatedReplicas", 0), status.get("availableReplicas", 0),
-            age(deployment["metadata"].get("creationTimestamp"))]
+    return [
+        deployment["metadata"]["name"],
+        f"{status.get('readyReplicas', 0)}/{deployment['spec'].get('replicas', 1)}",
+        status.get("updatedReplicas", 0),
+        status.get("availableReplicas", 0),
+        age(deployment["metadata"].get("creationTimestamp")),
+    ]
 
 
 COLUMNS = {
