@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, chain, communication, registry
+from . import catalog, chain, communication, escape, registry
 from .errors import UsageError
 from .incident import MESSAGE_KINDS, evidence_folder, load, message_fields
 
@@ -27,7 +27,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except UsageError as e:
-            click.echo(f"runbook: {e}", err=True)
+            click.echo(f"runbook: {escape.line(e)}", err=True)
             ctx.exit(e.exit_code)
 
 
@@ -94,7 +94,7 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
 
     result = execute(book, parameters, incident, output_dir, progress=sys.stdout.isatty())
     if result.error:
-        click.echo(f"runbook: {name} failed {result.error.line()}", err=True)
+        click.echo(f"runbook: {name} failed {escape.line(result.error.line())}", err=True)
     click.echo(result.evidence_path)
     sys.exit(0 if result.status == "completed" else 1)
 
@@ -106,7 +106,7 @@ def verify(incident: str, output_dir: Path) -> None:
     """Recompute every hash of INCIDENT's evidence; one line per file changed, removed or inserted."""
     result = chain.verify(evidence_folder(output_dir, incident))
     for problem in result.problems:
-        click.echo(problem.line())
+        click.echo(escape.line(problem.line()))
     if not result.intact:
         click.echo(f"runbook: {incident}: {len(result.problems)} problem(s) in its evidence", err=True)
         sys.exit(NOT_INTACT)
@@ -141,7 +141,8 @@ def report(incident: str, output_dir: Path) -> None:
 def comms(incident: str, kind: str, output_dir: Path) -> None:
     """Print the KIND message for INCIDENT, filled from its evidence; what it does not know stays [placeholder]."""
     now = dt.datetime.now(dt.timezone.utc)
-    click.echo(communication.render(kind, **message_fields(load(output_dir, incident), kind, now)), nl=False)
+    message = communication.render(kind, **message_fields(load(output_dir, incident), kind, now))
+    click.echo(escape.plain(message), nl=False)
 
 
 @main.command()

@@ -1,9 +1,9 @@
 """Evidence: findings and actions recorded from inside a notebook, and the evidence file of a run.
 
 A finding or action is a display output carrying a JSON payload under our own MIME type next to a
-readable markdown line. Run interactively, the engineer sees the line; run by `runbook run`, the
-runner reads the payloads back from the executed notebook (`collect`), so the notebook stays the log
-and no side channel can drift from it.
+readable line (HTML, Markdown and text, its words from outside escaped: runbooks.escape). Run interactively,
+the engineer sees the line; run by `runbook run`, the runner reads the payloads back from the executed
+notebook (`collect`), so the notebook stays the log and no side channel can drift from it.
 
 `Record` is the evidence file of one run, as written by runbooks.runner and read by runbooks.incident
 and runbooks.alerts; `evidence.schema.json` is its contract on disk.
@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import escape
+
 MIMETYPE = "application/vnd.runbooks.evidence+json"
 SEVERITIES = ("critical", "warning", "info")
 _BADGES = {"critical": "🔴 critical", "warning": "🟠 warning", "info": "🔵 info", None: "⚪"}
@@ -33,7 +35,14 @@ class Finding:
     data: Any = None
 
     def markdown(self) -> str:
-        return f"**{_BADGES[self.severity]}** `{self.id}`: {self.summary}"
+        return f"**{_BADGES[self.severity]}** {escape.code(self.id)}: {escape.markdown(self.summary)}"
+
+    def html(self) -> str:
+        e = escape.html
+        return _paragraph(f"<strong>{e(_BADGES[self.severity])}</strong> <code>{e(self.id)}</code>: {e(self.summary)}")
+
+    def text(self) -> str:
+        return f"{_BADGES[self.severity]} {escape.line(self.id)}: {escape.line(self.summary)}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,21 @@ class Action:
     result: str
 
     def markdown(self) -> str:
-        return f"**{self.mode}** `{self.id}` on {self.target}: {self.result}"
+        return (
+            f"**{escape.markdown(self.mode)}** {escape.code(self.id)} on {escape.markdown(self.target)}: "
+            f"{escape.markdown(self.result)}"
+        )
+
+    def html(self) -> str:
+        e = escape.html
+        return _paragraph(
+            f"<strong>{e(self.mode)}</strong> <code>{e(self.id)}</code> on {e(self.target)}: {e(self.result)}"
+        )
+
+    def text(self) -> str:
+        return (
+            f"{escape.line(self.mode)} {escape.line(self.id)} on {escape.line(self.target)}: {escape.line(self.result)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +169,8 @@ def record(*items: Finding | Action | Iterable[Finding | Action]) -> None:
     for item in _flatten(items):
         kind = "finding" if isinstance(item, Finding) else "action"
         payload = {"kind": kind, **jsonable(asdict(item))}
-        display({MIMETYPE: payload, "text/markdown": item.markdown()}, raw=True)
+        shown = {"text/html": item.html(), "text/markdown": item.markdown(), "text/plain": item.text()}
+        display({MIMETYPE: payload, **shown}, raw=True)
 
 
 def collect(notebook: dict) -> tuple[list[dict], list[dict]]:
@@ -187,6 +211,11 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / pandas scalars
         return jsonable(value.item())
     return str(value)
+
+
+def _paragraph(inner: str) -> str:
+    """A paragraph of escaped HTML that math typesetting leaves alone."""
+    return f'<p class="{escape.NO_MATH}">{inner}</p>'
 
 
 def _flatten(items: Iterable) -> Iterable[Finding | Action]:

@@ -1,8 +1,9 @@
 """The post-incident review document (the incident-response runbook's Post-Incident Document Template).
 
 Markdown from `templates/post-incident-review.md.j2`, filled from the incident's evidence; the HTML is
-that same Markdown rendered by mistune (nbconvert's Markdown renderer) with raw HTML escaped, so no
-text from a finding becomes markup. What the evidence cannot know (root cause, users affected, what
+that same Markdown rendered by mistune (nbconvert's Markdown renderer) with raw HTML escaped. Every word from
+the evidence or the incident log is escaped on its way into the Markdown (runbooks.escape), so none becomes
+markup in either. What the evidence cannot know (root cause, users affected, what
 went well, action items) keeps the incident-response runbook's placeholders for the people in the review.
 """
 
@@ -16,9 +17,11 @@ from pathlib import Path
 import jinja2
 import mistune
 
+from . import escape
 from .chain import Verification
 from .communication import EASTERN
 from .incident import Incident, human_duration, percent
+from .runfiles import RunFiles
 
 NAME = "review"  # review.md and review.html in the incident folder
 STYLE = """
@@ -66,32 +69,36 @@ def markdown(incident: Incident, verification: Verification) -> str:
 
 def timeline(incident: Incident, clock: str) -> list[Row]:
     """Each alert's firing and arrival, each run's start, end, findings and actions, and the incident's start if
-    triage gave one, by time."""
+    triage gave one, by time. Every word from the evidence or the incident log is escaped (runbooks.escape): none
+    becomes markup in review.md or review.html."""
+    code, md = escape.code, escape.markdown
     events: list[tuple[dt.datetime, str]] = []
     if incident.incident_start:
         events.append((incident.incident_start, "Incident started (the `incident_start` triage gave)"))
     for a in incident.alerts:
         if a.state == "resolved":
-            events.append((a.received_at, f"Alert `{a.alertname}` resolved (notification received)"))
+            events.append((a.received_at, f"Alert {code(a.alertname)} resolved (notification received)"))
             continue
-        events.append((a.starts_at, f"Alert `{a.alertname}` fired"))
-        outcome = f"runbook `{a.runbook}` queued" if a.state == "queued" else f"{a.state}: {a.reason or 'no route'}"
-        events.append((a.received_at, f"Alert `{a.alertname}` received by `runbook serve`: {outcome}"))
+        events.append((a.starts_at, f"Alert {code(a.alertname)} fired"))
+        outcome = (
+            f"runbook {code(a.runbook)} queued" if a.state == "queued" else md(f"{a.state}: {a.reason or 'no route'}")
+        )
+        events.append((a.received_at, f"Alert {code(a.alertname)} received by `runbook serve`: {outcome}"))
     for run in incident.runs:
         record, finished = run.record, run.record.finished_at
-        events.append((record.started_at, f"Runbook `{record.runbook}` started (evidence `{run.evidence}`)"))
+        events.append((record.started_at, f"Runbook {code(record.runbook)} started (evidence {code(run.evidence)})"))
         if record.error:
             e = record.error
             where = f" at cell {e.cell}" if e.cell is not None else ""
-            events.append((finished, f"Runbook `{record.runbook}` failed{where}: {e.ename}: {e.evalue}"))
+            events.append((finished, f"Runbook {code(record.runbook)} failed{where}: {md(f'{e.ename}: {e.evalue}')}"))
         else:
-            events.append((finished, f"Runbook `{record.runbook}` completed"))
+            events.append((finished, f"Runbook {code(record.runbook)} completed"))
         for f in record.findings:
-            badge = f" ({f['severity']})" if f["severity"] else ""
-            events.append((finished, f"Finding `{f['id']}`{badge}: {f['summary']}"))
+            badge = f" ({md(f['severity'])})" if f["severity"] else ""
+            events.append((finished, f"Finding {code(f['id'])}{badge}: {md(f['summary'])}"))
         for action in record.actions:
             done = "Applied" if action["mode"] == "applied" else "Previewed only (dry run)"
-            events.append((finished, f"{done} `{action['id']}` on {action['target']}: {action['result']}"))
+            events.append((finished, f"{done} {code(action['id'])} on {md(action['target'])}: {md(action['result'])}"))
     return [Row(f"{when.astimezone(EASTERN):{clock}}", event) for when, event in sorted(events, key=lambda e: e[0])]
 
 
@@ -110,9 +117,9 @@ def _severity(incident: Incident) -> str | None:
     return incident.severity
 
 
-def _cell(text: str) -> str:
-    """Text that stays inside one Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+def _link(name: str) -> str:
+    """A link to a file of the incident folder; a name the runner would not write is shown, not linked."""
+    return f"[{name}]({name})" if RunFiles.of(Path(name)) and Path(name).name == name else escape.code(name)
 
 
 def _template() -> jinja2.Template:
@@ -121,8 +128,8 @@ def _template() -> jinja2.Template:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,  # Markdown; the HTML rendering escapes
+        autoescape=False,  # Markdown: what comes from the evidence goes through runbooks.escape
         undefined=jinja2.StrictUndefined,
     )
-    environment.filters["cell"] = _cell
+    environment.filters.update(code=escape.code, markdown=escape.markdown, link=_link)
     return environment.get_template("post-incident-review.md.j2")

@@ -13,12 +13,12 @@ resourceVersion just read, so a status cert-manager changed in between is not ov
 from __future__ import annotations
 
 import datetime as dt
-import html
 from dataclasses import dataclass
 
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
+from .. import escape
 from ..evidence import Action
 from ..tls import days_left
 from . import events
@@ -57,7 +57,7 @@ class Certificates:
 
     def _repr_html_(self) -> str:
         if self.note:
-            return f"<p><b>Note:</b> {html.escape(self.note)}</p>"
+            return f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.note)}</p>'
         return self.frame.to_html()
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pandas as pd
 import psycopg
 
+from .. import escape
 from .session import fetch_frame
 
 SEQ_SCAN_MIN_ROWS = 1000  # smaller tables are cheap to scan; no index hint below this
@@ -117,7 +118,9 @@ class TopStatements:
     note: str | None = None
 
     def _repr_html_(self) -> str:
-        return self.frame.to_html() if self.frame is not None else f"<p><b>Note:</b> {self.note}</p>"
+        if self.frame is None:
+            return f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.note)}</p>'
+        return self.frame.to_html()
 
 
 def long_running(conn: psycopg.Connection, min_duration_seconds: float, limit: int) -> pd.DataFrame:
