@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import socket
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from . import __version__
+from . import __version__, redact
 
 USER_AGENT = f"runbooks/{__version__} (health probe)"
 
@@ -34,7 +36,10 @@ def probe(url: str, timeout: float) -> Probe:
     """One GET of `url`: status and latency, or why there was no answer."""
     if not url:
         return Probe(url, None, None)
-    request = urllib.request.Request(url, method="GET", headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
+    address, headers = _with_credentials(redact.reveal(url))  # the Probe keeps `url`, as shown
+    request = urllib.request.Request(
+        address, method="GET", headers={**headers, "User-Agent": USER_AGENT, "Accept": "*/*"}
+    )
     started = time.perf_counter()
     status, failure, error = None, None, None
     try:
@@ -47,6 +52,17 @@ def probe(url: str, timeout: float) -> Probe:
         failure, error = _failure(e, timeout)
     latency = round((time.perf_counter() - started) * 1000, 1)
     return Probe(url, status, latency, failure, error)
+
+
+def _with_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without its user-info, and the Basic authorization header the user-info stood for (urllib sends none)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    netloc = parts.netloc.rpartition("@")[2]
+    user, password = (urllib.parse.unquote(p or "") for p in (parts.username, parts.password))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
 
 
 def _failure(error: Exception, timeout: float) -> tuple[str, str]:

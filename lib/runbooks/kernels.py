@@ -19,7 +19,7 @@ from typing import Any
 from jupyter_client import BlockingKernelClient, KernelManager
 from traitlets import DottedObjectName
 
-from . import registry
+from . import redact, registry
 
 # The modules the notebooks import (registry.warm_up_modules), loaded by `__import__` so that no name is bound in
 # the namespace the notebook will run in.
@@ -109,13 +109,13 @@ def execute_silently(kernel: KernelManager, code: str, timeout: float = 60, just
 class KernelPool:
     """`size` kernels kept started and warmed up; `with KernelPool() as pool: runner.run(..., kernel=pool.take())`.
 
-    Kernels start with `environment` (default: this process's environment when the pool is made, before any
-    run has put a password in it); a run's own secrets reach only the kernel that runs it.
+    Kernels start with `environment` (default: this process's environment when the pool is made), less the tool's
+    own secrets (redact.kernel_environment); a run's own secrets reach only the kernel that runs it.
     """
 
     def __init__(self, size: int = 2, environment: Mapping[str, str] | None = None, timeout: float = 60) -> None:
         self.timeout = timeout
-        self._environment = dict(os.environ if environment is None else environment)
+        self._environment = redact.kernel_environment(os.environ if environment is None else environment)
         self._ready: queue.Queue[Kernel | Exception] = queue.Queue()
         self._lock = threading.Lock()
         self._starting: list[threading.Thread] = []

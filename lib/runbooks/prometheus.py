@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import requests
 
+from . import redact
 from .errors import PrometheusQueryError, PrometheusUnreachable
 
 TIMEOUT = (5, 30)  # seconds: connect, read
@@ -29,14 +30,15 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "
 
 @dataclass(frozen=True)
 class Prometheus:
-    url: str  # base URL, e.g. http://127.0.0.1:9090 (no /api/v1)
+    url: str  # base URL as shown, e.g. http://127.0.0.1:9090 (no /api/v1); credentials redacted in a run
+    address: str = field(default="", repr=False)  # where requests go: `url` with its credentials (redact.reveal)
 
 
 def connect(url: str) -> Prometheus:
     """A Prometheus at `url` that answers its API (`/api/v1/status/buildinfo`), or PrometheusUnreachable saying why."""
     if not re.match(r"https?://[^/\s]+", url or ""):
         raise PrometheusUnreachable(f"not a Prometheus URL: {url!r} (expected http://host:port)")
-    prometheus = Prometheus(url.rstrip("/"))
+    prometheus = Prometheus(url.rstrip("/"), redact.reveal(url).rstrip("/"))
     _get(prometheus, "status/buildinfo", {})
     return prometheus
 
@@ -79,7 +81,9 @@ def duration(text: str) -> dt.timedelta:
 def _get(prometheus: Prometheus, endpoint: str, params: dict, promql: str | None = None) -> dict:
     url = f"{prometheus.url}/api/v1/{endpoint}"
     try:
-        response = requests.get(url, params=params, timeout=TIMEOUT)
+        response = requests.get(
+            f"{prometheus.address or prometheus.url}/api/v1/{endpoint}", params=params, timeout=TIMEOUT
+        )
     except requests.RequestException as e:
         raise PrometheusUnreachable(f"Prometheus at {prometheus.url} does not answer: {_reason(e)}") from None
     try:

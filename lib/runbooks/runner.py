@@ -15,7 +15,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import nbformat
 import papermill
@@ -48,16 +47,22 @@ class Launch:
     incident: str
     files: RunFiles
     started: dt.datetime
-    parameters: dict[str, Any]  # as run: passwords taken out
-    secrets: tuple[str, ...]  # the passwords taken out, scrubbed from every file written
+    parameters: dict[str, Any]  # as run: secrets taken out (redact.take)
+    secrets: redact.Secrets  # scrubbed from every file written; their kernel alone gets them
     alert: dict | None
 
     @classmethod
     def of(
-        cls, runbook: Runbook, parameters: dict[str, Any], incident: str, files: RunFiles, alert: dict | None
+        cls,
+        runbook: Runbook,
+        parameters: dict[str, Any],
+        incident: str,
+        files: RunFiles,
+        alert: dict | None,
+        taken: tuple[dict[str, Any], redact.Secrets] | None = None,
     ) -> Launch:
-        clean, secrets = _without_passwords(parameters)
-        return cls(runbook, incident, files, files.started, clean, tuple(secrets), alert)
+        clean, secrets = taken or redact.take(parameters)
+        return cls(runbook, incident, files, files.started, clean, secrets, alert)
 
 
 def run(
@@ -76,8 +81,9 @@ def run(
     groupKey), recorded in the evidence; None when run by hand.
     """
     folder = incident_folder(output_dir, incident)
+    taken = redact.take(parameters)  # a secret that cannot be taken out safely stops the run here (UsageError)
     folder.mkdir(parents=True, exist_ok=True)
-    launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert)
+    launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
     error = None
     try:
         _execute(launch, progress, kernel)
@@ -101,11 +107,11 @@ def finish_interrupted(
 
 
 def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | None) -> RunResult:
-    """The executed notebook scrubbed, its HTML and the evidence file, chained to the incident's last one."""
-    secrets = _every_form(launch.secrets)
-    notebook = _scrub_notebook(launch, secrets)
+    """The executed notebook scrubbed, its HTML and the evidence file, chained to the incident's last one. The
+    error returned is scrubbed too: it is printed, queued and listed."""
+    notebook = _scrub_notebook(launch)
     if error:
-        error = RunError(_failing_cell(notebook, error.cell), error.ename, error.evalue)
+        error = RunError(_failing_cell(notebook, error.cell), error.ename, redact.text(error.evalue, launch.secrets))
     launch.files.html.write_text(_html(notebook))
     findings, actions = evidence.collect(notebook)
     record = Record(
@@ -122,41 +128,37 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         environment=_environment(),
         alert=launch.alert,
     )
-    # Artifact hashes are added after scrubbing: a short password must not be "redacted" out of a hash.
-    scrubbed = json.loads(redact.scrub(json.dumps(record.to_json()), secrets))
+    # Artifact hashes are added after scrubbing: a hash is no text to scrub.
+    scrubbed = redact.scrub(record.to_json(), launch.secrets)
     scrubbed["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in launch.files.artifacts]
     chain.write(launch.files.evidence, json.dumps(scrubbed))
     return RunResult(record.status, launch.files.evidence, error)
 
 
-def _scrub_notebook(launch: Launch, secrets: list[str]) -> nbformat.NotebookNode:
+def _scrub_notebook(launch: Launch) -> nbformat.NotebookNode:
     """The executed notebook (the input one if it was never written) with every secret replaced, written back."""
-    notebook = _executed_or_input(launch.files.notebook, launch.runbook)
-    text = redact.scrub(nbformat.writes(notebook), secrets)
-    launch.files.notebook.write_text(text)
-    return nbformat.reads(text, as_version=4)
-
-
-def _every_form(secrets: tuple[str, ...]) -> list[str]:
-    """The secrets as given and URL-quoted, and the PGPASSWORD of this process (a run may print libpq's view)."""
-    return [*secrets, *(quote(s, safe="") for s in secrets), os.environ.get("PGPASSWORD", "")]
+    notebook = nbformat.from_dict(
+        redact.scrub(_executed_or_input(launch.files.notebook, launch.runbook), launch.secrets)
+    )
+    launch.files.notebook.write_text(nbformat.writes(notebook))
+    return notebook
 
 
 def _execute(launch: Launch, progress: bool, kernel: kernels.Kernel | None) -> None:
-    """Papermill on the started `kernel`, given the run's working directory and password by a silent execute
-    first, or on a new kernel started in the incident folder with the password in its environment; shut down
-    after. Both leave this process's working directory and environment alone, so runs may share a process."""
-    folder, password = launch.files.folder, launch.secrets[0] if launch.secrets else None
+    """Papermill on the started `kernel`, given the run's working directory and secrets by a silent execute
+    first, or on a new kernel started in the incident folder with the secrets in its environment; shut down
+    after. Both leave this process's working directory and environment alone, so runs may share a process, and
+    no secret is ever on a command line."""
+    folder, environment = launch.files.folder, launch.secrets.environment
     try:
         if kernel is None:
             kernel = kernels.start(
-                {**os.environ, **({"PGPASSWORD": password} if password else {})}, cwd=str(folder), warm=False
+                {**redact.kernel_environment(os.environ), **environment}, cwd=str(folder), warm=False
             )
         else:
-            setup = f"__import__('os').chdir({str(folder.resolve())!r})"
-            if password is not None:
-                setup += f"\n__import__('os').environ['PGPASSWORD'] = {password!r}"
-            kernels.execute_silently(kernel, setup)
+            setup = [f"__import__('os').chdir({str(folder.resolve())!r})"]
+            setup += [f"__import__('os').environ[{name!r}] = {value!r}" for name, value in environment.items()]
+            kernels.execute_silently(kernel, "\n".join(setup))
         papermill.execute_notebook(
             str(launch.runbook.path),
             str(launch.files.notebook),
@@ -167,17 +169,6 @@ def _execute(launch: Launch, progress: bool, kernel: kernels.Kernel | None) -> N
     finally:
         if kernel is not None:  # its notebook is written; a graceful shutdown would take ~0.7 s more
             kernel.shutdown_kernel(now=True)
-
-
-def _without_passwords(parameters: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Parameters with any password taken out of connection strings, and the passwords taken."""
-    clean, secrets = {}, []
-    for name, value in parameters.items():
-        if name == "dsn" and isinstance(value, str):
-            value, password = redact.split_password(value)
-            secrets += [password] if password else []
-        clean[name] = value
-    return clean, secrets
 
 
 def _executed_or_input(path: Path, runbook: Runbook) -> nbformat.NotebookNode:

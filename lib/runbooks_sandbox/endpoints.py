@@ -12,6 +12,7 @@ Every server runs in a daemon thread and stops when its `with` block ends.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import socket
@@ -202,16 +203,26 @@ class HealthEndpoint:
     url: str
     status: int
     requests: list = field(default_factory=list)  # (method, path) of every request received
+    refused: int = 0  # requests answered 401: without the credentials `basic_auth` asks for
 
 
 @contextmanager
-def serve_health(status: int) -> Iterator[HealthEndpoint]:
-    """An HTTP server on a free loopback port answering every request with `status`, until the block ends."""
+def serve_health(status: int, basic_auth: tuple[str, str] | None = None) -> Iterator[HealthEndpoint]:
+    """An HTTP server on a free loopback port answering every request with `status`, until the block ends; with
+    `basic_auth` (user, password), 401 to a request without those credentials."""
     endpoint = HealthEndpoint("", status)
+    expected = "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode() if basic_auth else None
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self):
             endpoint.requests.append((self.command, self.path))
+            if expected and self.headers.get("Authorization") != expected:
+                endpoint.refused += 1
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", "Basic")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = b'{"status": "ok"}' if status < 400 else b'{"status": "unavailable"}'
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

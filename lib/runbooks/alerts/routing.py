@@ -150,8 +150,9 @@ class Route:
 class Routing:
     routes: dict[str, Route]
     books: dict[str, catalog.Runbook]
-    base: dict[str, dict]  # runbook -> its parameters from defaults, --env and -f files, dsn without password
-    password: str | None = field(default=None, repr=False)  # taken out of `dsn`; handed to libpq as PGPASSWORD
+    # runbook -> its parameters from defaults, --env and -f files, as given: each run takes its secrets out
+    # (runner.run, through redact.take) and hands them to its own kernel.
+    base: dict[str, dict] = field(repr=False)
 
     def parameters(self, runbook: str, from_alert: dict[str, Any]) -> dict[str, Any]:
         """The run's parameters, the alert's values over the base, type-checked as `runbook run` does
@@ -169,8 +170,7 @@ def load(path: Path = ROUTES, env: str | None = None, files: tuple[Path, ...] = 
     books = {name: catalog.find(name) for name in sorted({r.runbook for r in routes.values()})}
     check_sources(path, routes, books)
     layers = read_parameter_files(files, books)
-    base, password = base_parameters(books, env, layers)
-    return Routing(routes, books, base, password)
+    return Routing(routes, books, base_parameters(books, env, layers))
 
 
 def read_routes(path: Path) -> dict[str, Route]:
@@ -207,22 +207,18 @@ def read_parameter_files(files: tuple[Path, ...], books: dict[str, catalog.Runbo
 
 def base_parameters(
     books: dict[str, catalog.Runbook], env: str | None, layers: list[dict[str, Any]]
-) -> tuple[dict[str, dict], str | None]:
-    """Each routed runbook's parameters from its defaults, `--env` and the files, type-checked, never `apply`; the
-    `dsn` passwords taken out (one at most: it becomes the PGPASSWORD of every run)."""
-    base, passwords = {}, set()
+) -> dict[str, dict]:
+    """Each routed runbook's parameters from its defaults, `--env` and the files, type-checked, never `apply`, and
+    their secrets checked to be takeable (redact.take) now rather than at the first alert."""
+    base = {}
     for name, book in books.items():
         stack = [catalog.environment_layer(env, book)] if env else []
         stack += [{k: v for k, v in layer.items() if k in book.parameters} for layer in layers]
         base[name] = book.resolve(*stack)  # wrong types in the files fail now
         if base[name].get("apply"):
             raise UsageError(f"runbook {name!r}: apply is set by --env or -f; runs started by alerts only preview")
-        if isinstance(base[name].get("dsn"), str):
-            base[name]["dsn"], password = redact.split_password(base[name]["dsn"])
-            passwords |= {password} if password else set()
-    if len(passwords) > 1:
-        raise UsageError("the dsn values carry different passwords; give them through ~/.pgpass instead")
-    return base, next(iter(passwords), None)
+        redact.take(base[name])
+    return base
 
 
 def routes_to(runbook: str, path: Path = ROUTES) -> list[str]:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import redact
 from ..errors import UsageError
 from . import intake, webhook
 from .queue import Queue
@@ -31,7 +32,7 @@ from .telemetry import Telemetry
 from .workers import Workers
 
 log = logging.getLogger(__name__)
-TOKEN_VARIABLE = "RUNBOOK_WEBHOOK_TOKEN"
+TOKEN_VARIABLE = redact.WEBHOOK_TOKEN
 MAX_BODY = 1024 * 1024
 QUEUE = Path(".serve") / "queue.sqlite3"  # under the output folder
 
@@ -78,8 +79,8 @@ class Service:
         """Recover the runs a previous stop cut short, start the workers; on the way out, stop them."""
         if requeued := self.workers.recover():
             log.info("%d run(s) cut short by the last stop are queued again", requeued)
-        # Kernels start without the webhook token: no notebook can read it.
-        self.workers.start({k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE})
+        # Kernels start without the webhook token or the seal key: no notebook can read them.
+        self.workers.start(redact.kernel_environment(os.environ))
         yield
         self.workers.stop()
 
@@ -144,8 +145,6 @@ def create_app(routing: Routing, output_dir: Path, workers: int, token: str | No
 def serve(routing: Routing, output_dir: Path, workers: int, token: str | None, host: str, port: int) -> None:
     import uvicorn
 
-    if routing.password:  # one PGPASSWORD for every run: libpq reads it, no notebook or file sees it
-        os.environ["PGPASSWORD"] = routing.password
     if token is None:
         log.warning("--insecure-no-auth: anyone who can reach %s:%d can start runs", host, port)
     uvicorn.run(create_app(routing, output_dir, workers, token), host=host, port=port, log_level="info")

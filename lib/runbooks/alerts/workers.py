@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from .. import evidence, runner
+from .. import escape, evidence, redact, runner
 from ..evidence import Record
 from ..kernels import KernelPool
 from ..runfiles import evidence_files, without_evidence
@@ -101,8 +101,9 @@ class Workers:
                 kernel=self._pool().take(),
             )
         except Exception as e:  # the routing changed since it was queued, or no kernel could be started
-            log.exception("run %d: %s could not run", job.id, job.runbook)
-            self.queue.finish(job.id, "failed", None, f"{type(e).__name__}: {e}")
+            reason = redact.text(f"{type(e).__name__}: {e}")
+            log.error("run %d: %s could not run: %s", job.id, job.runbook, escape.line(reason))
+            self.queue.finish(job.id, "failed", None, reason)
             self.telemetry.runs.labels(job.runbook, "failed").inc()
             return
         error = result.error.line() if result.error else None

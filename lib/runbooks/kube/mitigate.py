@@ -16,13 +16,13 @@ import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Action
-from ..redact import REDACTED, redact_line
+from ..redact import REDACTED, is_credential_name, redact_line
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .rollouts import CHANGE_CAUSE, REVISION, history
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-# A literal environment value named like a credential: never shown, only whether it changes.
-SECRET_ENV = re.compile(r"\.env\[[^\]]*(secret|token|passw|key|credential)[^\]]*\]\.value$", re.IGNORECASE)
+# A literal environment value (of a variable named like a credential: never shown, only whether it changes).
+ENV_VALUE = re.compile(r"\.env\[(?P<name>[^\]]*)\]\.value$")
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,8 @@ def _shown(field: str, value):
     """A value fit for a notebook and the evidence: credentials replaced (the diff still says it changed)."""
     if not isinstance(value, str):
         return value
-    return REDACTED if SECRET_ENV.search(field) else redact_line(value)
+    named = ENV_VALUE.search(field)
+    return REDACTED if named and is_credential_name(named.group("name")) else redact_line(value)
 
 
 def _flatten(value, path: str = "") -> dict[str, object]:
