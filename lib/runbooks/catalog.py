@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ OUTPUT = ROOT / "output"
 
 _OPTIONAL = re.compile(r"^Optional\[(\w+)\]$")
 _PEP604_OPTIONAL = re.compile(r"^(\w+) \| None$")  # `float | None` reads as Optional[float]
+_ENVIRONMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name under parameters/, never a path
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
 
 
@@ -35,11 +38,17 @@ class Parameter:
     default: Any
     help: str
 
+    @property
+    def base_type(self) -> str:
+        """`str` of `Optional[str]`; the type itself otherwise."""
+        match = _OPTIONAL.match(self.type)
+        return match.group(1) if match else self.type
+
     def check(self, value: Any) -> None:
-        """Raise UsageError unless `value` is of this parameter's type."""
-        base, optional = self.type, False
-        if match := _OPTIONAL.match(self.type):
-            base, optional = match.group(1), True
+        """Raise UsageError unless `value` is plain JSON data (checked all the way down: papermill writes anything
+        else into the notebook as code) of this parameter's type."""
+        plain_json(value, self.name)
+        base, optional = self.base_type, self.base_type != self.type
         if value is None and optional:
             return
         accepted = _TYPES[base]
@@ -65,13 +74,49 @@ class Runbook:
                 if parameter is None:
                     known = ", ".join(self.parameters)
                     raise UsageError(f"runbook {self.name!r} has no parameter {name!r} (it takes: {known})")
-                if parameter.type == "str" and not isinstance(value, str) and value is not None:
-                    value = str(value)  # `-p incident 1234` stays the string the user typed
+                if parameter.base_type == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    value = str(value)  # `namespace: 8` in a file; quote it to keep `010` as written
                 if parameter.type in ("list", "dict") and isinstance(value, str):
                     value = _collection(value)  # `-p endpoints "[a:443, b:443]"`
                 parameter.check(value)
                 values[name] = value
         return values
+
+    def from_cli(self, pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        """`-p KEY VALUE` pairs: a text parameter keeps VALUE as typed (`010`, `yes`; `null` is None where None is
+        allowed); any other VALUE is read as YAML (`true`, `2.5`, `[a, b]`)."""
+        values: dict[str, Any] = {}
+        for key, text in pairs:
+            parameter = self.parameters.get(key)
+            if parameter is not None and parameter.base_type == "str":
+                values[key] = None if text in ("null", "~") and parameter.type != "str" else text
+            else:
+                values[key] = parse_cli_value(text)
+        return values
+
+
+def plain_json(value: Any, where: str) -> None:
+    """UsageError unless `value` is str, int, finite float, bool, None, or a list or str-keyed dict of those."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UsageError(f"parameter {where!r}: {value!r} is not a JSON number")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            plain_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UsageError(f"parameter {where!r}: key {key!r} is {type(key).__name__}, not text")
+            plain_json(item, f"{where}.{key}")
+        return
+    raise UsageError(
+        f"parameter {where!r}: a {type(value).__name__} is not plain JSON data "
+        "(text, number, true/false, null, list or mapping); a YAML tag such as !!binary or a date is not taken"
+    )
 
 
 def runbooks() -> list[Runbook]:
@@ -166,13 +211,40 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def environment_layer(env: str, runbook: Runbook) -> dict[str, Any]:
     """`parameters/<env>.yaml`: `defaults` apply where the runbook takes them, `runbooks.<name>` must fit."""
-    path = PARAMETERS / f"{env}.yaml"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(PARAMETERS.glob("*.yaml")))
-        raise UsageError(f"unknown environment {env!r} (known: {known})")
-    data = read_yaml(path)
+    data = environment(env)
     shared = {k: v for k, v in (data.get("defaults") or {}).items() if k in runbook.parameters}
     return {**shared, **((data.get("runbooks") or {}).get(runbook.name) or {})}
+
+
+def environment(env: str) -> dict[str, Any]:
+    """The parameters file `parameters/<env>.yaml`: a plain name, and a file of `defaults` and `runbooks` only (not
+    the alert routing, not a path elsewhere); UsageError naming the environments there are otherwise."""
+    path = PARAMETERS / f"{env}.yaml"
+    if not _ENVIRONMENT.fullmatch(env or "") or not path.is_file():
+        raise UsageError(f"unknown environment {env!r} (known: {', '.join(environments())})")
+    data = read_yaml(path)
+    if not _is_environment(data):
+        raise UsageError(
+            f"{path} is not a parameters file (only `defaults` and `runbooks` mappings): "
+            f"not an environment (known: {', '.join(environments())})"
+        )
+    return data
+
+
+def environments() -> list[str]:
+    """The names `--env` takes: the parameters files under parameters/."""
+    names = []
+    for path in sorted(PARAMETERS.glob("*.yaml")):
+        try:
+            if _ENVIRONMENT.fullmatch(path.stem) and _is_environment(read_yaml(path)):
+                names.append(path.stem)
+        except UsageError:
+            continue
+    return names
+
+
+def _is_environment(data: dict[str, Any]) -> bool:
+    return set(data) <= {"defaults", "runbooks"} and all(isinstance(data.get(k) or {}, dict) for k in data)
 
 
 def _source(cell: dict) -> str:

@@ -69,7 +69,7 @@ def show(name: str) -> None:
     nargs=2,
     multiple=True,
     metavar="KEY VALUE",
-    help="Set a parameter; VALUE is read as YAML (true, 2.5, null).",
+    help="Set a parameter; VALUE is text for a text parameter, else read as YAML (true, 2.5, null, [a, b]).",
 )
 @click.option(
     "-f",
@@ -87,7 +87,7 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
     book = catalog.find(name)
     layers = [catalog.environment_layer(env, book)] if env else []
     layers += [catalog.read_yaml(f) for f in files]
-    layers += [{key: catalog.parse_cli_value(value) for key, value in pairs}]
+    layers += [book.from_cli(pairs)]
     parameters = book.resolve(*layers)
 
     from .runner import run as execute  # papermill and nbconvert load only when something runs
