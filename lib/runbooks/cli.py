@@ -1,23 +1,48 @@
 """`runbook`: list, show and run the incident runbooks; verify, report on and communicate an incident.
 
-Exit codes: 0 every cell ran; 1 a cell failed or the target was unreachable (evidence still
-written); 2 bad input (unknown runbook, parameter, environment, wrong type, incident without
-evidence), before any kernel; 3 `verify` found evidence changed, removed or inserted.
+Exit codes: 0 every cell ran; 1 a cell failed, the target was unreachable or the run passed its time
+limit (evidence still written); 2 bad input (unknown runbook, parameter, environment, wrong type, incident
+without evidence), before any kernel; 3 `verify` found evidence changed, removed or inserted; 130 `run`
+stopped by Ctrl-C or SIGTERM (evidence still written).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from . import catalog, chain, communication, escape, registry
+from . import catalog, chain, communication, escape, limits, registry
 from .errors import UsageError
 from .incident import MESSAGE_KINDS, evidence_folder, load, message_fields
+from .limits import Limits
 
 NOT_INTACT = 3  # `runbook verify`: some evidence was changed, removed or inserted
+INTERRUPTED_EXIT = 130  # `runbook run` stopped by Ctrl-C or SIGTERM (its evidence written), as shells count SIGINT
+
+
+def _timeouts(command):
+    """`--timeout` and `--cell-timeout`, for `run` and `serve`."""
+    seconds = click.FloatRange(min=0, min_open=True)
+    command = click.option(
+        "--cell-timeout",
+        type=seconds,
+        default=limits.CELL_SECONDS,
+        show_default=True,
+        help="Seconds any one cell may run.",
+    )(command)
+    return click.option(
+        "--timeout",
+        type=seconds,
+        default=limits.RUN_SECONDS,
+        show_default=True,
+        help="Seconds a whole run may take; then it is ended and leaves failed evidence.",
+    )(command)
 
 
 class _Group(click.Group):
@@ -82,21 +107,51 @@ def show(name: str) -> None:
 @click.option("--env", help="Environment: parameters/<ENV>.yaml.")
 @click.option("--incident", default="adhoc", show_default=True, help="Incident id: the output sub-folder.")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
-def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
-    """Run runbook NAME headlessly; the last line printed is its evidence file."""
+@_timeouts
+def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: float, cell_timeout: float) -> None:
+    """Run runbook NAME headlessly; the last line printed is its evidence file.
+
+    Ctrl-C (or SIGTERM) ends the run and still leaves its evidence (exit 130)."""
     book = catalog.find(name)
     layers = [catalog.environment_layer(env, book)] if env else []
     layers += [catalog.read_yaml(f) for f in files]
     layers += [book.from_cli(pairs)]
     parameters = book.resolve(*layers)
 
+    from .runner import INTERRUPTED
     from .runner import run as execute  # papermill and nbconvert load only when something runs
 
-    result = execute(book, parameters, incident, output_dir, progress=sys.stdout.isatty())
+    with _interrupted_once():
+        result = execute(
+            book, parameters, incident, output_dir, progress=sys.stdout.isatty(), limits=Limits(timeout, cell_timeout)
+        )
     if result.error:
         click.echo(f"runbook: {name} failed {escape.line(result.error.line())}", err=True)
     click.echo(result.evidence_path)
+    if result.error and result.error.ename == INTERRUPTED:
+        sys.exit(INTERRUPTED_EXIT)
     sys.exit(0 if result.status == "completed" else 1)
+
+
+@contextlib.contextmanager
+def _interrupted_once() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does (KeyboardInterrupt, which the runner turns into failed evidence); a
+    second signal while that evidence is written is only acknowledged. The handlers before are restored after."""
+
+    def still_writing(signum, frame) -> None:
+        click.echo("runbook: stopping: writing the evidence of the run first", err=True)
+
+    def first(signum, frame) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, still_writing)
+        raise KeyboardInterrupt
+
+    before = {number: signal.signal(number, first) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 @main.command()
@@ -182,10 +237,20 @@ def sandbox() -> None:
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Runs at a time.")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept alerts without the bearer token.")
-def serve(host, port, env, files, routes, output_dir, workers, insecure_no_auth) -> None:
+@_timeouts
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=limits.STOP_GRACE_SECONDS,
+    show_default=True,
+    help="On SIGTERM: seconds the runs under way get to finish before they are ended (each leaves failed evidence).",
+)
+def serve(host, port, env, files, routes, output_dir, workers, insecure_no_auth, timeout, cell_timeout, grace) -> None:
     """Receive Alertmanager's webhook on POST /alerts and run the routed runbook of each firing alert.
 
-    The bearer token comes from RUNBOOK_WEBHOOK_TOKEN (exit 3 without it, unless --insecure-no-auth).
+    The bearer token comes from RUNBOOK_WEBHOOK_TOKEN (exit 3 without it, unless --insecure-no-auth). SIGTERM or
+    Ctrl-C: stop taking alerts, give the runs under way --grace seconds, end the others, exit 0. Exit 4: the queue
+    cannot be used (damaged at start, or failing for good while serving).
     """
     import logging
 
@@ -194,7 +259,7 @@ def serve(host, port, env, files, routes, output_dir, workers, insecure_no_auth)
     token = service.token_from_environment(insecure_no_auth)
     routed = routing.load(routes or routing.ROUTES, env, tuple(files))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service.serve(routed, output_dir, workers, token, host, port)
+    service.serve(routed, output_dir, workers, token, host, port, Limits(timeout, cell_timeout), grace)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,13 +152,15 @@ class KernelPool:
                 return kernel
             kernel.shutdown_kernel(now=True)
 
-    def close(self) -> None:
-        """Shut down every kernel not taken, including those still starting."""
+    def close(self, timeout: float | None = None) -> None:
+        """Shut down every kernel not taken, including those still starting (waited for `timeout` seconds at most:
+        one still starting after that shuts itself down when it is ready)."""
         with self._lock:
             self._closed = True
             starting, self._starting = self._starting, []
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in starting:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         while not self._ready.empty():
             kernel = self._ready.get_nowait()
             if isinstance(kernel, Kernel):

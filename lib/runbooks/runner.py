@@ -12,23 +12,28 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import papermill
+from nbclient.exceptions import CellTimeoutError
 from nbconvert import HTMLExporter
 
 from . import __version__, chain, evidence, kernels, redact
 from .catalog import ROOT, Runbook
 from .evidence import Record, RunError
+from .limits import Limits, Watch
 from .runfiles import RunFiles, incident_folder
 
 # Parameters are checked before papermill sees them (catalog.Runbook.resolve); its own, looser reading
 # of the parameters cell only adds misleading warnings (e.g. for `selector = "app=x"`).
 logging.getLogger("papermill").setLevel(logging.ERROR)
-INTERRUPTED = "Interrupted"  # the error name of a run whose process was killed (finish_interrupted)
+INTERRUPTED = "Interrupted"  # the error name of a run stopped before it finished: killed, Ctrl-C, serve stopping
+TIMEOUT = "Timeout"  # the error name of a run that passed its time limit
+CELL_TIMEOUT = "CellTimeout"  # ... of a run one of whose cells passed the cell limit
 _exporters = threading.local()
 
 
@@ -73,24 +78,41 @@ def run(
     progress: bool = False,
     alert: dict | None = None,
     kernel: kernels.Kernel | None = None,
+    limits: Limits | None = None,
+    stop: threading.Event | None = None,
 ) -> RunResult:
     """Execute `runbook` with `parameters` (already resolved) into `output_dir/incident/`, on a new kernel or on
     the started `kernel` (e.g. from kernels.KernelPool), which serves this run only and is shut down after it.
 
     `alert`: the alert that started this run (labels, annotations, startsAt, generatorURL, fingerprint,
-    groupKey), recorded in the evidence; None when run by hand.
+    groupKey), recorded in the evidence; None when run by hand. `limits`: the run's and each cell's time limit;
+    `stop`: set it to end the run early (runbooks.limits.Watch). A run past its limit, stopped, or interrupted by
+    SIGINT in this thread (Ctrl-C) still leaves its evidence, failed.
     """
+    limits = limits or Limits()
+    deadline = time.monotonic() + limits.run
     folder = incident_folder(output_dir, incident)
     taken = redact.take(parameters)  # a secret that cannot be taken out safely stops the run here (UsageError)
     folder.mkdir(parents=True, exist_ok=True)
     launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
-    error = None
+    error, watch = None, Watch(deadline, stop)
     try:
-        _execute(launch, progress, kernel)
+        _execute(launch, progress, kernel, limits, watch)
     except papermill.PapermillExecutionError as e:
         error = RunError(e.cell_index, e.ename, e.evalue)
+    except CellTimeoutError:
+        error = RunError(None, CELL_TIMEOUT, f"a cell ran longer than its limit of {limits.per_cell:g} s")
+    except KeyboardInterrupt:
+        error = RunError(None, INTERRUPTED, "stopped (Ctrl-C or SIGTERM) before the run finished")
+        # nbclient's tasks, cut off mid-cell, fail as the kernel goes: no traceback for them on the way out.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     except Exception as e:  # the kernel died or never started: still leave evidence
         error = RunError(None, type(e).__name__, str(e))
+    why = watch.done()
+    if why == "timeout":
+        error = RunError(None, TIMEOUT, f"the run passed its time limit of {limits.run:g} s and was ended")
+    elif why == "stopped":
+        error = RunError(None, INTERRUPTED, "runbook serve stopped before the run finished")
     return _leave_evidence(launch, _now(), error)
 
 
@@ -144,11 +166,17 @@ def _scrub_notebook(launch: Launch) -> nbformat.NotebookNode:
     return notebook
 
 
-def _execute(launch: Launch, progress: bool, kernel: kernels.Kernel | None) -> None:
+def _execute(
+    launch: Launch,
+    progress: bool,
+    kernel: kernels.Kernel | None,
+    limits: Limits,
+    watch: Watch,
+) -> None:
     """Papermill on the started `kernel`, given the run's working directory and secrets by a silent execute
-    first, or on a new kernel started in the incident folder with the secrets in its environment; shut down
-    after. Both leave this process's working directory and environment alone, so runs may share a process, and
-    no secret is ever on a command line."""
+    first, or on a new kernel started in the incident folder with the secrets in its environment; under `watch`
+    and shut down after. Both leave this process's working directory and environment alone, so runs may share a
+    process, and no secret is ever on a command line."""
     folder, environment = launch.files.folder, launch.secrets.environment
     try:
         if kernel is None:
@@ -159,12 +187,14 @@ def _execute(launch: Launch, progress: bool, kernel: kernels.Kernel | None) -> N
             setup = [f"__import__('os').chdir({str(folder.resolve())!r})"]
             setup += [f"__import__('os').environ[{name!r}] = {value!r}" for name, value in environment.items()]
             kernels.execute_silently(kernel, "\n".join(setup))
+        watch.attach(kernel.pid)
         papermill.execute_notebook(
             str(launch.runbook.path),
             str(launch.files.notebook),
             parameters=launch.parameters,
             progress_bar=progress,
             km=kernel,
+            execution_timeout=limits.per_cell,
         )
     finally:
         if kernel is not None:  # its notebook is written; a graceful shutdown would take ~0.7 s more
@@ -180,11 +210,13 @@ def _executed_or_input(path: Path, runbook: Runbook) -> nbformat.NotebookNode:
 
 
 def _failing_cell(notebook: nbformat.NotebookNode, fallback: int | None) -> int | None:
-    """Index, in the written notebook, of the first cell with an error output."""
+    """Index, in the written notebook, of the first cell with an error output; else of the last cell papermill
+    started (the run was ended in it: timed out, stopped, its kernel killed)."""
     for index, cell in enumerate(notebook.cells):
         if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
             return index
-    return fallback
+    started = [i for i, c in enumerate(notebook.cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    return started[-1] if started else fallback
 
 
 def _html(notebook: nbformat.NotebookNode) -> str:

@@ -4,7 +4,8 @@ POST /alerts  Alertmanager's webhook (bearer token): 202 once every alert is com
               with what became of each; 401 no or wrong token, 413 body over MAX_BODY, 400 not JSON,
               422 not a version-4 payload (the message names the field).
 GET  /runs    recent runs (bearer token): alert, runbook, incident, status, evidence path.
-GET  /healthz 200 while the service runs, with the queue depth.
+GET  /healthz 200 while the workers can take work, with the queue depth; 503 saying why when a worker is gone,
+              the queue cannot be read, or the service stops.
 GET  /metrics Prometheus text: alerts received, deduplicated, not run; runs; run durations; queue depth.
 """
 
@@ -14,6 +15,8 @@ import contextlib
 import hmac
 import logging
 import os
+import signal
+import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,8 +28,9 @@ from starlette.routing import Route
 
 from .. import redact
 from ..errors import UsageError
+from ..limits import STOP_GRACE_SECONDS, Limits
 from . import intake, webhook
-from .queue import Queue
+from .queue import Queue, Unusable
 from .routing import Routing
 from .telemetry import Telemetry
 from .workers import Workers
@@ -57,11 +61,27 @@ def token_from_environment(insecure_no_auth: bool) -> str | None:
 class Service:
     """The HTTP handlers, over one queue, one pool of workers and the service's telemetry."""
 
-    def __init__(self, routing: Routing, output_dir: Path, workers: int, token: str | None):
-        self.routing, self.output_dir, self.token = routing, output_dir, token
+    def __init__(
+        self,
+        routing: Routing,
+        output_dir: Path,
+        workers: int,
+        token: str | None,
+        limits: Limits | None = None,
+        grace: float = STOP_GRACE_SECONDS,
+    ):
+        self.routing, self.output_dir, self.token, self.grace = routing, output_dir, token, grace
         self.queue = Queue(output_dir / QUEUE)
         self.telemetry = Telemetry()
-        self.workers = Workers(workers, routing, self.queue, output_dir, self.telemetry)
+        self.failure: str | None = None  # why the service gave up, when it did
+        self.on_failure = lambda: None  # told when it gives up: `serve` then stops uvicorn
+        self.workers = Workers(workers, routing, self.queue, output_dir, self.telemetry, limits, self._fail)
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+            log.error("giving up: %s", reason)
+            self.on_failure()
 
     def app(self) -> Starlette:
         return Starlette(
@@ -82,7 +102,7 @@ class Service:
         # Kernels start without the webhook token or the seal key: no notebook can read them.
         self.workers.start(redact.kernel_environment(os.environ))
         yield
-        self.workers.stop()
+        await run_in_threadpool(self.workers.stop, self.grace)
 
     async def alerts(self, request: Request) -> Response:
         try:
@@ -97,7 +117,11 @@ class Service:
                 notification.group_key,
                 notification.truncated_alerts,
             )
-        outcomes = await run_in_threadpool(intake.receive, notification, self.routing, self.queue, self.output_dir)
+        try:
+            outcomes = await run_in_threadpool(intake.receive, notification, self.routing, self.queue, self.output_dir)
+        except sqlite3.Error as e:  # Alertmanager sends it again later
+            log.error("POST /alerts: the queue cannot take alerts now: %s", e)
+            return JSONResponse({"error": f"the queue cannot take alerts now: {e}; send again later"}, 503)
         for o in outcomes:
             self.telemetry.count(o)
             log.info(
@@ -122,7 +146,14 @@ class Service:
         return JSONResponse({"runs": await run_in_threadpool(self.queue.recent_runs, int(limit))})
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", **await run_in_threadpool(self.queue.depth)})
+        """200 while the workers can take work and the queue answers; 503 saying why otherwise."""
+        try:
+            depth = await run_in_threadpool(self.queue.depth)
+        except sqlite3.Error as e:
+            return JSONResponse({"status": "unavailable", "reason": f"the queue cannot be read: {e}"}, 503)
+        if problem := self.failure or self.workers.health():
+            return JSONResponse({"status": "unavailable", "reason": problem, **depth}, 503)
+        return JSONResponse({"status": "ok", **depth})
 
     async def metrics(self, request: Request) -> Response:
         text = self.telemetry.text(await run_in_threadpool(self.queue.depth))
@@ -137,17 +168,57 @@ class Service:
             raise webhook.Invalid(401, "missing or wrong bearer token")
 
 
-def create_app(routing: Routing, output_dir: Path, workers: int, token: str | None) -> Starlette:
+def create_app(
+    routing: Routing,
+    output_dir: Path,
+    workers: int,
+    token: str | None,
+    limits: Limits | None = None,
+    grace: float = STOP_GRACE_SECONDS,
+) -> Starlette:
     """The service; its lifespan recovers runs cut short by a previous stop and starts the workers."""
-    return Service(routing, output_dir, workers, token).app()
+    return Service(routing, output_dir, workers, token, limits, grace).app()
 
 
-def serve(routing: Routing, output_dir: Path, workers: int, token: str | None, host: str, port: int) -> None:
+class Stopped(Exception):
+    """SIGTERM or SIGINT stopped the service, which then shut down in order."""
+
+
+def serve(
+    routing: Routing,
+    output_dir: Path,
+    workers: int,
+    token: str | None,
+    host: str,
+    port: int,
+    limits: Limits | None = None,
+    grace: float = STOP_GRACE_SECONDS,
+) -> None:
+    """Serve until SIGTERM or SIGINT: then take no more requests, give the runs under way `grace` seconds, end the
+    others (each leaves failed evidence) and return. Unusable (exit 4) when the queue fails for good."""
     import uvicorn
 
     if token is None:
         log.warning("--insecure-no-auth: anyone who can reach %s:%d can start runs", host, port)
-    uvicorn.run(create_app(routing, output_dir, workers, token), host=host, port=port, log_level="info")
+    service = Service(routing, output_dir, workers, token, limits, grace)
+    server = uvicorn.Server(
+        uvicorn.Config(service.app(), host=host, port=port, log_level="info", timeout_graceful_shutdown=int(grace))
+    )
+    service.on_failure = lambda: setattr(server, "should_exit", True)
+
+    def stopped(signum, frame) -> None:  # uvicorn raises the signal it stopped for again once it has stopped
+        raise Stopped(signal.Signals(signum).name)
+
+    before = {number: signal.signal(number, stopped) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except Stopped as e:
+        log.info("runbook serve stopped (%s)", e)
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+    if service.failure:
+        raise Unusable(f"runbook serve gave up: {service.failure}")
 
 
 def _refusal(error: webhook.Invalid) -> JSONResponse:

@@ -19,6 +19,16 @@ from ..redact import redact_dsn
 STATEMENT_TIMEOUT = "10s"
 LOCK_TIMEOUT = "2s"
 CONNECT_TIMEOUT_SECONDS = 10
+# The client's side of a connection that stops answering (a server's statement_timeout cannot end a wait for a
+# server gone silent): TCP keepalives from 10 s of silence, 3 probes 5 s apart, and any data unacknowledged for
+# 30 s ends the connection (TCP_USER_TIMEOUT). Unix sockets ignore them.
+TCP = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30000,
+}
 
 # What libpq says when the server refuses for lack of slots, and what to do about it.
 _REFUSALS = {
@@ -37,7 +47,8 @@ _REFUSALS = {
 
 
 def connect(dsn: str, runbook: str) -> psycopg.Connection:
-    """A read-only autocommit session named `runbook:<runbook>` with statement and lock timeouts.
+    """A read-only autocommit session named `runbook:<runbook>` with statement and lock timeouts, and client-side
+    TCP keepalives and user timeout.
 
     The password comes from libpq's usual places (PGPASSWORD, ~/.pgpass); `runbook run` moves one
     found in `dsn` there before the notebook starts.
@@ -57,6 +68,7 @@ def connect(dsn: str, runbook: str) -> psycopg.Connection:
             application_name=f"runbook:{runbook}",
             options=" ".join(filter(None, [str(conninfo_to_dict(dsn).get("options") or ""), options])),
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            **TCP,
         )
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as e:
