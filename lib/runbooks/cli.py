@@ -127,6 +127,8 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: 
         )
     if result.error:
         click.echo(f"runbook: {name} failed {escape.line(result.error.line())}", err=True)
+    if result.head:
+        click.echo(f"runbook: {incident}: {result.head.line()}: keep it elsewhere (runbook verify --head)", err=True)
     click.echo(result.evidence_path)
     if result.error and result.error.ename == INTERRUPTED:
         sys.exit(INTERRUPTED_EXIT)
@@ -157,19 +159,23 @@ def _interrupted_once() -> Iterator[None]:
 @main.command()
 @click.argument("incident")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
-def verify(incident: str, output_dir: Path) -> None:
-    """Recompute every hash of INCIDENT's evidence; one line per file changed, removed or inserted."""
-    result = chain.verify(evidence_folder(output_dir, incident))
+@click.option("--head", metavar="SHA256", help="A chain head kept elsewhere: it must still be in the chain.")
+def verify(incident: str, output_dir: Path, head: str | None) -> None:
+    """Recompute every hash and seal of INCIDENT's evidence and incident log; one line per record changed, removed
+    or inserted; then whether the seal key was used, and the chain's head."""
+    result = chain.verify(evidence_folder(output_dir, incident), head=head)
     for problem in result.problems:
         click.echo(escape.line(problem.line()))
     if not result.intact:
         click.echo(f"runbook: {incident}: {len(result.problems)} problem(s) in its evidence", err=True)
         sys.exit(NOT_INTACT)
     name, digest = result.last or ("none", "none")
+    lines = f"{result.log_lines} incident log lines, " if result.log_lines else ""
     click.echo(
-        f"{incident}: intact: {len(result.evidence)} evidence files, {result.artifacts} artifacts; "
-        f"the chain ends at {name} (sha256 {digest})"
+        f"{incident}: intact: {len(result.evidence)} evidence files, {lines}{result.artifacts} artifacts; "
+        f"the chain ends at {escape.line(name)} (sha256 {digest})"
     )
+    click.echo(result.seals())
 
 
 @main.command()

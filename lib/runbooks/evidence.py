@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -23,6 +24,7 @@ from typing import Any
 from . import escape
 
 MIMETYPE = "application/vnd.runbooks.evidence+json"
+_ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?([Zz]|[+-]\d{2}:?\d{2})?")
 SEVERITIES = ("critical", "warning", "info")
 _BADGES = {"critical": "🔴 critical", "warning": "🟠 warning", "info": "🔵 info", None: "⚪"}
 
@@ -157,8 +159,16 @@ def utc_text(when: dt.datetime) -> str:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """An ISO 8601 time (`Z` or an offset; none: UTC), aware."""
-    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO 8601 / RFC 3339 time (`Z` or an offset; none: UTC), aware, alike on every Python the package runs on
+    (3.10's `fromisoformat` takes 3 or 6 digits of fraction only): a fraction of any length, as Alertmanager and
+    Kubernetes send them (nanoseconds, trailing zeros trimmed), is cut to microseconds. ValueError otherwise."""
+    match = _ISO_TIME.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not an ISO 8601 time: {text!r}")
+    day, clock, fraction, zone = match.groups()
+    micro = f".{fraction[:6].ljust(6, '0')}" if fraction else ""
+    offset = "" if zone is None else "+00:00" if zone in "Zz" else f"{zone[:3]}:{zone[-2:]}"
+    when = dt.datetime.fromisoformat(f"{day}T{clock}{micro}{offset}")
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 

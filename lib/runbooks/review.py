@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import mistune
 
-from . import escape
+from . import escape, runfiles
 from .chain import Verification
 from .communication import EASTERN
 from .incident import Incident, human_duration, percent
@@ -41,8 +41,8 @@ def write(incident: Incident, verification: Verification) -> tuple[Path, Path]:
     """Write review.md and review.html into the incident folder; their paths."""
     text = markdown(incident, verification)
     md_path, html_path = incident.folder / f"{NAME}.md", incident.folder / f"{NAME}.html"
-    md_path.write_text(text)
-    html_path.write_text(html(text, f"Post-Incident Review: {incident.id}"))
+    runfiles.replace(md_path, text.encode())
+    runfiles.replace(html_path, html(text, f"Post-Incident Review: {incident.id}").encode())
     return md_path, html_path
 
 

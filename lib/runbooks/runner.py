@@ -21,16 +21,18 @@ import nbformat
 import papermill
 from nbclient.exceptions import CellTimeoutError
 from nbconvert import HTMLExporter
+from papermill.iorw import papermill_io
 
-from . import __version__, chain, evidence, kernels, redact
+from . import __version__, chain, evidence, kernels, redact, runfiles
 from .catalog import ROOT, Runbook
 from .evidence import Record, RunError
 from .limits import Limits, Watch
-from .runfiles import RunFiles, incident_folder
+from .runfiles import RunFiles, incident_folder, make_incident_folder
 
 # Parameters are checked before papermill sees them (catalog.Runbook.resolve); its own, looser reading
 # of the parameters cell only adds misleading warnings (e.g. for `selector = "app=x"`).
 logging.getLogger("papermill").setLevel(logging.ERROR)
+papermill_io.register("/", runfiles.PapermillFiles())  # absolute paths: written whole, never through a link
 INTERRUPTED = "Interrupted"  # the error name of a run stopped before it finished: killed, Ctrl-C, serve stopping
 TIMEOUT = "Timeout"  # the error name of a run that passed its time limit
 CELL_TIMEOUT = "CellTimeout"  # ... of a run one of whose cells passed the cell limit
@@ -42,6 +44,7 @@ class RunResult:
     status: str  # completed | failed
     evidence_path: Path
     error: RunError | None
+    head: chain.Head | None = None  # the incident's chain head after this run's evidence: to keep elsewhere
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,9 @@ def run(
     """
     limits = limits or Limits()
     deadline = time.monotonic() + limits.run
-    folder = incident_folder(output_dir, incident)
+    incident_folder(output_dir, incident)  # a plain name, checked before anything is written
     taken = redact.take(parameters)  # a secret that cannot be taken out safely stops the run here (UsageError)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_incident_folder(output_dir, incident)
     launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
     error, watch = None, Watch(deadline, stop)
     try:
@@ -134,7 +137,7 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
     notebook = _scrub_notebook(launch)
     if error:
         error = RunError(_failing_cell(notebook, error.cell), error.ename, redact.text(error.evalue, launch.secrets))
-    launch.files.html.write_text(_html(notebook))
+    runfiles.replace(launch.files.html, _html(notebook).encode())
     findings, actions = evidence.collect(notebook)
     record = Record(
         runbook=launch.runbook.name,
@@ -153,8 +156,8 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
     # Artifact hashes are added after scrubbing: a hash is no text to scrub.
     scrubbed = redact.scrub(record.to_json(), launch.secrets)
     scrubbed["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in launch.files.artifacts]
-    chain.write(launch.files.evidence, json.dumps(scrubbed))
-    return RunResult(record.status, launch.files.evidence, error)
+    head = chain.write(launch.files.evidence, json.dumps(scrubbed))
+    return RunResult(record.status, launch.files.evidence, error, head)
 
 
 def _scrub_notebook(launch: Launch) -> nbformat.NotebookNode:
@@ -162,7 +165,7 @@ def _scrub_notebook(launch: Launch) -> nbformat.NotebookNode:
     notebook = nbformat.from_dict(
         redact.scrub(_executed_or_input(launch.files.notebook, launch.runbook), launch.secrets)
     )
-    launch.files.notebook.write_text(nbformat.writes(notebook))
+    runfiles.replace(launch.files.notebook, nbformat.writes(notebook).encode())
     return notebook
 
 
@@ -190,7 +193,7 @@ def _execute(
         watch.attach(kernel.pid)
         papermill.execute_notebook(
             str(launch.runbook.path),
-            str(launch.files.notebook),
+            os.path.abspath(launch.files.notebook),  # absolute: papermill writes it through runfiles (below)
             parameters=launch.parameters,
             progress_bar=progress,
             km=kernel,
@@ -204,7 +207,7 @@ def _execute(
 def _executed_or_input(path: Path, runbook: Runbook) -> nbformat.NotebookNode:
     """The notebook as executed; the input one when it was never written (claimed, empty) or cut off mid-write."""
     try:
-        return nbformat.read(path, as_version=4)
+        return nbformat.reads(runfiles.read(path).decode(), as_version=4)
     except (OSError, ValueError):  # nbformat's NotJSONError is a ValueError
         return nbformat.read(runbook.path, as_version=4)
 

@@ -3,22 +3,26 @@
 A firing alert with a route whose labels pass their checks is `queued`; one with no route is
 `unrouted`, one with a label that fails its check is `rejected`, a resolved one is `resolved`: none of
 those starts a run. Each alert counts once (fingerprint + startsAt + status): re-sent, it is a
-`duplicate` and changes nothing. Each new one gets one JSON line in `output/<incident>/alerts.jsonl`.
+`duplicate` and changes nothing. Each new one gets one JSON line in `output/<incident>/alerts.jsonl`, the
+incident log, whose lines are records of the incident's chain as its evidence files are.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import chain
 from ..errors import UsageError
-from ..runfiles import ALERT_LOG
+from ..runfiles import ALERT_LOG, make_incident_folder
 from .queue import Entry, Queue
 from .routing import Rejected, Routing, incident_id
 from .webhook import Alert, Notification
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,12 @@ def _entry(notification: Notification, alert: Alert, routing: Routing) -> Entry:
 
 
 def _log(output_dir: Path, entry: Entry) -> None:
-    folder = output_dir / entry.incident
-    folder.mkdir(parents=True, exist_ok=True)
+    """The entry's line in its incident's log, under the incident's chain (runbooks.chain.append)."""
     line = {
         "received_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         **asdict(entry),
     }
-    with open(folder / ALERT_LOG, "a") as log:
-        log.write(json.dumps(line) + "\n")
+    try:
+        chain.append(make_incident_folder(output_dir, entry.incident) / ALERT_LOG, line)
+    except (OSError, UsageError) as e:  # a link planted at the log or the folder: never written through
+        log.error("incident %s: the alert is queued, but its incident log was not written: %s", entry.incident, e)
