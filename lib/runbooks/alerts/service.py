@@ -1,8 +1,9 @@
 """`runbook serve`: the HTTP side (Starlette, served by uvicorn).
 
 POST /alerts  Alertmanager's webhook (bearer token): 202 once every alert is committed to the queue,
-              with what became of each; 401 no or wrong token, 413 body over MAX_BODY, 400 not JSON,
-              422 not a version-4 payload (the message names the field).
+              with what became of each; 401 no or wrong token, 413 body over MAX_BODY or more alerts than
+              limits.alerts_per_notification, 400 not JSON, 422 not a version-4 payload (the message names
+              the field), 503 the queue holds limits.queued runs or cannot be written (Alertmanager retries).
 GET  /runs    recent runs (bearer token): alert, runbook, incident, status, evidence path.
 GET  /healthz 200 while the workers can take work, with the queue depth; 503 saying why when a worker is gone,
               the queue cannot be read, or the service stops.
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import redact
+from .. import escape, redact
 from ..errors import UsageError
 from ..limits import STOP_GRACE_SECONDS, Limits
 from . import intake, webhook
@@ -111,6 +112,23 @@ class Service:
         except webhook.Invalid as e:
             log.warning("POST /alerts refused (%d): %s", e.status, e)
             return _refusal(e)
+        policy = self.routing.policy
+        if len(notification.alerts) > policy.alerts_per_notification:
+            message = (
+                f"{len(notification.alerts)} alerts in one notification, over limits.alerts_per_notification "
+                f"({policy.alerts_per_notification}): send fewer at once (Alertmanager's max_alerts)"
+            )
+            log.warning("POST /alerts refused (413): %s", message)
+            return JSONResponse({"error": message}, 413)
+        try:
+            waiting = (await run_in_threadpool(self.queue.depth))["queued"]
+        except sqlite3.Error as e:
+            log.error("POST /alerts: the queue cannot take alerts now: %s", e)
+            return JSONResponse({"error": f"the queue cannot take alerts now: {e}; send again later"}, 503)
+        if waiting >= policy.queued:
+            message = f"the queue is full: {waiting} runs wait (limits.queued {policy.queued}); send again later"
+            log.warning("POST /alerts refused (503): %s", message)
+            return JSONResponse({"error": message}, 503, headers={"Retry-After": "60"})
         if notification.truncated_alerts:
             log.warning(
                 "group %r: Alertmanager left out %d alert(s) (its max_alerts)",
@@ -130,7 +148,7 @@ class Service:
                 o.fingerprint,
                 o.status,
                 o.outcome,
-                f": {o.reason}" if o.reason else "",
+                f": {escape.line(o.reason)}" if o.reason else "",
             )
         self.workers.wake()
         return JSONResponse({"alerts": [asdict(o) for o in outcomes]}, 202)
