@@ -225,7 +225,7 @@ def test_runbook_run_prints_the_new_head_and_verify_says_the_key_was_used(run_ru
     monkeypatch.setenv("RUNBOOK_SEAL_KEY", KEY)
     outcome = run_runbook("db-connection-pool-exhausted", "-p", "dsn", server.dsn(), "--incident", "INC-2")
     name, digest = chain.verify(outcome.evidence_path.parent).last
-    assert f"runbook: INC-2: the chain ends at {name} (sha256 {digest})" in outcome.stderr
+    assert outcome.stdout.splitlines()[-2] == f"INC-2: the chain ends at {name} (sha256 {digest})"
     result = CliRunner().invoke(cli.main, ["verify", "INC-2", "--output-dir", str(tmp_path), "--head", digest])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1] == f"seals: checked with key {chain.key_id(KEY.encode())} (1 of 1 keyed)"

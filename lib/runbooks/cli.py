@@ -127,8 +127,8 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: 
         )
     if result.error:
         click.echo(f"runbook: {name} failed {escape.line(result.error.line())}", err=True)
-    if result.head:
-        click.echo(f"runbook: {incident}: {result.head.line()}: keep it elsewhere (runbook verify --head)", err=True)
+    if result.head:  # keep it elsewhere: `runbook verify --head` checks it is still in the chain
+        click.echo(f"{incident}: {result.head.line()}")
     click.echo(result.evidence_path)
     if result.error and result.error.ename == INTERRUPTED:
         sys.exit(INTERRUPTED_EXIT)

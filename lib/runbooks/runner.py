@@ -136,7 +136,9 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
     error returned is scrubbed too: it is printed, queued and listed."""
     notebook = _scrub_notebook(launch)
     if error:
-        error = RunError(_failing_cell(notebook, error.cell), error.ename, redact.text(error.evalue, launch.secrets))
+        # A time limit names the cell it ended; a kernel that died, a process stopped, is "outside any cell".
+        cell = _last_started(notebook) if error.ename in (TIMEOUT, CELL_TIMEOUT) else error.cell
+        error = RunError(_failing_cell(notebook, cell), error.ename, redact.text(error.evalue, launch.secrets))
     runfiles.replace(launch.files.html, _html(notebook).encode())
     findings, actions = evidence.collect(notebook)
     record = Record(
@@ -213,13 +215,17 @@ def _executed_or_input(path: Path, runbook: Runbook) -> nbformat.NotebookNode:
 
 
 def _failing_cell(notebook: nbformat.NotebookNode, fallback: int | None) -> int | None:
-    """Index, in the written notebook, of the first cell with an error output; else of the last cell papermill
-    started (the run was ended in it: timed out, stopped, its kernel killed)."""
+    """Index, in the written notebook, of the first cell with an error output."""
     for index, cell in enumerate(notebook.cells):
         if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
             return index
+    return fallback
+
+
+def _last_started(notebook: nbformat.NotebookNode) -> int | None:
+    """Index of the last cell papermill started: where a run ended by its time limit was."""
     started = [i for i, c in enumerate(notebook.cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
-    return started[-1] if started else fallback
+    return started[-1] if started else None
 
 
 def _html(notebook: nbformat.NotebookNode) -> str:
