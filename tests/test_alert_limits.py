@@ -11,7 +11,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from runbooks import catalog
+from runbooks import catalog, chain
 from runbooks.alerts import routing, service
 from serving import TOKEN, alert, notification
 
@@ -36,17 +36,22 @@ def states(tmp_path) -> dict[str, int]:
         return dict(conn.execute("SELECT state, count(*) FROM alerts GROUP BY state").fetchall())
 
 
-def test_a_storm_of_a_thousand_distinct_alerts_is_all_queued_by_default(tmp_path):
+@pytest.mark.parametrize("incidents", [1000, 1])
+def test_a_storm_of_a_thousand_distinct_alerts_is_all_queued_by_default(tmp_path, incidents):
     client = client_for(tmp_path)
     storm = [
-        alert("PodOOMKilled", fingerprint(i), namespace="autolytiq-prod", incident=f"POD-{i}") for i in range(1000)
+        alert("PodOOMKilled", fingerprint(i), namespace="autolytiq-prod", pod=f"p-{i}", incident=f"POD-{i % incidents}")
+        for i in range(1000)
     ]
     response = client.post("/alerts", json=notification(*storm), headers=AUTH)
 
     assert response.status_code == 202
     assert {o["outcome"] for o in response.json()["alerts"]} == {"queued"}
     assert states(tmp_path) == {"queued": 1000}
-    assert len([p for p in (tmp_path / "output").iterdir() if not p.name.startswith(".")]) == 1000
+    folders = [p for p in (tmp_path / "output").iterdir() if not p.name.startswith(".")]
+    assert len(folders) == incidents
+    assert sum(chain.verify(folder).log_lines for folder in folders) == 1000
+    assert all(chain.verify(folder).intact for folder in folders[:3])
 
 
 def test_an_overfull_queue_is_refused_with_503_and_a_log_line(tmp_path, caplog):

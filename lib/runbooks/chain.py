@@ -228,12 +228,23 @@ def _log_lines(path: Path) -> list[bytes]:
 
 
 def _next_link(folder: Path, key: bytes | None) -> dict[str, Any]:
-    """Sequence and previous record for the next record of `folder` (called under the lock); unsealed."""
-    entries = _entries(folder)[0]
+    """Sequence and previous record for the next record of `folder` (called under the lock); unsealed. Of the
+    incident log only its last record is read: lines are appended in sequence (a storm's thousand lines stay a
+    thousand appends, not a million reads)."""
+    entries = [
+        _Entry(p.name, data, record)
+        for p in folder.glob(f"*{EVIDENCE}")
+        if (record := _record(data := p.read_bytes(), evidence=True)) is not None
+    ]
+    lines = _log_lines(folder / ALERT_LOG)
+    for number in range(len(lines), 0, -1):
+        if (record := _record(lines[number - 1], evidence=False)) is not None:
+            entries.append(_Entry(f"{ALERT_LOG}:{number}", lines[number - 1], record))
+            break
     keyed = {"key": key_id(key)} if key else {}
     if not entries:
         return {"sequence": 1, "previous": None, **keyed, "seal": UNSEALED}
-    last = max(entries.values(), key=lambda e: (e.link["sequence"], e.name))
+    last = max(entries, key=lambda e: (e.link["sequence"], e.name))
     path, _, line = last.name.partition(":")
     previous = {"path": path, **({"line": int(line)} if line else {}), "sha256": hashlib.sha256(last.data).hexdigest()}
     return {"sequence": last.link["sequence"] + 1, "previous": previous, **keyed, "seal": UNSEALED}
