@@ -166,8 +166,10 @@ def _check_hash(folder: Path, name: str, expected: str, where: str) -> list[Prob
 
 
 def _names_its_own_artifacts(name: str, record: Record) -> bool:
+    """A run's evidence lists its own notebook and HTML; a command's (runbooks.command_evidence) lists none."""
     stem = _stem(name)
-    return {a["path"] for a in record["artifacts"]} == {f"{stem}{NOTEBOOK}", f"{stem}{HTML}"}
+    listed = {a["path"] for a in record["artifacts"]}
+    return listed == {f"{stem}{NOTEBOOK}", f"{stem}{HTML}"} or not listed
 
 
 def _next_link(folder: Path) -> dict[str, Any]:

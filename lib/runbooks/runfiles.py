@@ -4,6 +4,7 @@ output/<incident>/                      an incident's folder (`incident_folder`)
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.ipynb          the executed notebook
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.html           its HTML rendering
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.evidence.json  the evidence file (runbooks.evidence.Record)
+  <UTC time YYYYMMDDTHHMMSSZ>-<command>.evidence.json   what a command did (close, comms, escalate): no notebook
   alerts.jsonl                          the incident log `runbook serve` keeps (ALERT_LOG)
 """
 
@@ -76,6 +77,18 @@ class RunFiles:
     @property
     def started(self) -> dt.datetime:
         return dt.datetime.strptime(self.stem.split("-", 1)[0], STAMP).replace(tzinfo=dt.timezone.utc)
+
+
+def claim_record(folder: Path, command: str) -> Path:
+    """The evidence file of a command acting now, created empty here, exclusively (as RunFiles.claim does for a
+    run's notebook): two commands in one second never share it; the later waits for the next second."""
+    while True:
+        path = folder / f"{_now():{STAMP}}-{command}{EVIDENCE}"
+        try:
+            path.open("x").close()
+            return path
+        except FileExistsError:
+            time.sleep(0.2)
 
 
 def evidence_files(folder: Path) -> list[Path]:
