@@ -31,6 +31,7 @@ The finding records the error rate and latency per minute over the incident wind
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,7 +189,7 @@ def read(
 ) -> Metrics:
     """Both queries from the incident's start (at most MAX_WINDOW back; without a start, from the window's) to the
     window's end, every minute (coarser when that is more than MAX_POINTS minutes, finer when the window is short),
-    and the same span `baseline_offset` earlier."""
+    ending on the window's end, and the same span `baseline_offset` earlier."""
     offset = prometheus.duration(baseline_offset)
     start = min(window.start, max(ctx.start or window.start, window.end - MAX_WINDOW))
     span = window.end - start
@@ -196,6 +197,7 @@ def read(
         dt.timedelta(seconds=15), min(dt.timedelta(minutes=1), (window.end - window.start) / 4), span / MAX_POINTS
     )
     step = dt.timedelta(seconds=round(step.total_seconds()))
+    start = window.end - math.ceil(span / step) * step  # a reading falls on the window's end, however short
     triage_normal = ctx.incident.normal_latency if ctx.incident and ctx.incident.triage else None
     if not prometheus_url:
         return Metrics(_empty(), window, triage_normal, "", "no prometheus_url given")
@@ -290,7 +292,7 @@ def decide(metrics: Metrics, ctx: Context, baseline_offset: str) -> Recovery:
         "reason": metrics.unavailable,
         "series": [{"time": t, **row} for t, row in metrics.series.iterrows()],
     }
-    span = f"the last {window.minutes:.0f} min ({_utc(window.start)} to {_utc(window.end)})"
+    span = f"the last {window.minutes:g} min ({_utc(window.start)} to {_utc(window.end)})"
     if errors.empty:
         why = metrics.unavailable or f"Prometheus has no error-rate reading in {span}"
         return Recovery(
