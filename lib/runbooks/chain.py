@@ -59,13 +59,21 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write(path: Path, text: str) -> None:
-    """Write evidence `text` (a JSON object) to `path` with its `chain` link to the incident's last evidence file."""
+def write(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write evidence `text` (a JSON object) to `path` with its `chain` link to the incident's last evidence file.
+
+    The file appears whole or not at all (written aside, then renamed into place): a reader never sees part of
+    it. `exclusive`: FileExistsError when `path` exists already (for a name chosen without claiming it first).
+    """
     record = json.loads(text)
     with _locked(path.parent, exclusive=True):
+        if exclusive and path.exists():
+            raise FileExistsError(path)
         record["chain"] = {**_next_link(path.parent), "seal": UNSEALED}
         unsealed = json.dumps(record, indent=2) + "\n"
-        path.write_bytes(_with_seal(unsealed, UNSEALED, hashlib.sha256(unsealed.encode()).hexdigest()).encode())
+        aside = path.with_name(f".{path.name}.tmp")
+        aside.write_bytes(_with_seal(unsealed, UNSEALED, hashlib.sha256(unsealed.encode()).hexdigest()).encode())
+        os.replace(aside, path)
 
 
 def verify(folder: Path) -> Verification:

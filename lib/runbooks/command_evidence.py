@@ -3,7 +3,7 @@
 
 Such a record is an evidence file like a run's (evidence.Record, evidence.schema.json) whose `runbook` is the
 command's name (COMMANDS) and which lists no artifacts: there is no notebook, its findings and actions are the
-whole of it. It is named `<UTC time>-<command>.evidence.json` (runfiles.claim_record) and joins the incident's
+whole of it. It is named `<UTC time>-<command>.evidence.json` (runfiles.record_path) and joins the incident's
 chain like a run's evidence (runbooks.chain), so `runbook verify` covers it and `runbook report` shows it.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 
 from . import chain, provenance, redact
 from .evidence import Action, Finding, Record, RunError, jsonable
-from .runfiles import claim_record, incident_folder
+from .runfiles import incident_folder, record_path
 
 COMMANDS = ("close", "comms", "escalate")  # never a runbook's name (registry)
 
@@ -39,7 +40,6 @@ def write(
         raise ValueError(f"not a command that leaves evidence: {command!r}")
     folder = incident_folder(output_dir, incident)
     folder.mkdir(parents=True, exist_ok=True)
-    path = claim_record(folder, command)
     record = Record(
         runbook=command,
         incident=incident,
@@ -54,8 +54,14 @@ def write(
         environment=provenance.environment(),
         alert=None,
     )
-    chain.write(path, redact.scrub(json.dumps(record.to_json()), secrets))
-    return path
+    text = redact.scrub(json.dumps(record.to_json()), secrets)
+    while True:  # two commands in one second: the later takes the next second's name
+        path = record_path(folder, command)
+        try:
+            chain.write(path, text, exclusive=True)
+            return path
+        except FileExistsError:
+            time.sleep(0.2)
 
 
 def is_command(record: Record) -> bool:

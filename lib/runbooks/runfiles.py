@@ -79,16 +79,9 @@ class RunFiles:
         return dt.datetime.strptime(self.stem.split("-", 1)[0], STAMP).replace(tzinfo=dt.timezone.utc)
 
 
-def claim_record(folder: Path, command: str) -> Path:
-    """The evidence file of a command acting now, created empty here, exclusively (as RunFiles.claim does for a
-    run's notebook): two commands in one second never share it; the later waits for the next second."""
-    while True:
-        path = folder / f"{_now():{STAMP}}-{command}{EVIDENCE}"
-        try:
-            path.open("x").close()
-            return path
-        except FileExistsError:
-            time.sleep(0.2)
+def record_path(folder: Path, command: str) -> Path:
+    """The evidence file of a command acting now (runbooks.command_evidence writes it exclusively)."""
+    return folder / f"{_now():{STAMP}}-{command}{EVIDENCE}"
 
 
 def evidence_files(folder: Path) -> list[Path]:

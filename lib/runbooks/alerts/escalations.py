@@ -72,9 +72,13 @@ class Escalator:
 
 def escalate(output_dir: Path, folder: Path, integrations: Integrations, now: dt.datetime) -> Path | None:
     """Escalate the incident in `folder` if it crossed a column it was not escalated for; its record's path."""
-    alerts = alert_log(folder / ALERT_LOG)
+    try:
+        alerts = alert_log(folder / ALERT_LOG)
+        incident = load(output_dir, folder.name) if evidence_files(folder) else None
+    except UsageError as e:  # unreadable evidence: escalating blind could page everyone again each time
+        log.warning("incident %s: not escalated: %s", folder.name, e)
+        return None
     firing = still_firing(alerts)
-    incident = _incident(output_dir, folder)
     if not firing or (incident is not None and incident.resolved_at is not None):
         return None
     triage_start = incident.incident_start if incident else None
@@ -148,15 +152,6 @@ def escalate(output_dir: Path, folder: Path, integrations: Integrations, now: dt
         error,
         integrations.secrets(),
     )
-
-
-def _incident(output_dir: Path, folder: Path) -> Incident | None:
-    if not evidence_files(folder):
-        return None
-    try:
-        return load(output_dir, folder.name)
-    except UsageError:
-        return None
 
 
 def _escalated(incident: Incident | None) -> int:

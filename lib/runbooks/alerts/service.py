@@ -91,13 +91,16 @@ class Service:
         """Recover the runs a previous stop cut short, start the workers; on the way out, stop them."""
         if requeued := self.workers.recover():
             log.info("%d run(s) cut short by the last stop are queued again", requeued)
-        # Kernels start without the webhook token and the integrations' secrets: no notebook can read them.
-        hidden = {TOKEN_VARIABLE, *self.integrations.secret_variables}
-        self.workers.start({k: v for k, v in os.environ.items() if k not in hidden})
+        self.workers.start(self.kernel_environment())
         self.escalator.start()
         yield
         self.escalator.stop()
         self.workers.stop()
+
+    def kernel_environment(self) -> dict[str, str]:
+        """This process's environment less the webhook token and the integrations' secrets: no notebook reads them."""
+        hidden = {TOKEN_VARIABLE, *self.integrations.secret_variables}
+        return {k: v for k, v in os.environ.items() if k not in hidden}
 
     async def alerts(self, request: Request) -> Response:
         try:

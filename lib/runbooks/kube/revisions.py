@@ -90,7 +90,7 @@ def compare(before: dict, after: dict) -> pd.DataFrame:
         rows += _container_changes(name, old[name], new[name])
     rows += _mounts(before, after)
     rows += _annotations(before, after)
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=COLUMNS, dtype=object)  # None stays None
 
 
 def _template(cluster: Cluster, replicaset: str) -> dict:

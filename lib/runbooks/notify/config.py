@@ -4,6 +4,7 @@
       webhook_url_env: SLACK_WEBHOOK_URL    # the variable holding the incoming webhook's URL (the secret)
       private: false                        # true: record only the SHA-256 of what was sent, not its text
       mentions: {Engineering Manager: "<!subteam^S0123>"}   # escalation roles as Slack mentions (optional)
+      incident_url: https://runbooks.internal/incidents/{incident}   # the link escalations give (optional)
     statuspage:
       page_id: kctbh9vrtdwd
       api_key_env: STATUSPAGE_API_KEY       # sent as `Authorization: OAuth <key>`
@@ -35,7 +36,7 @@ STATUSPAGE_URL = "https://api.statuspage.io/v1"
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEYS = {
-    "slack": {"webhook_url_env", "private", "mentions"},
+    "slack": {"webhook_url_env", "private", "mentions", "incident_url"},
     "statuspage": {"page_id", "api_key_env", "url", "component_ids", "private"},
     "pagerduty": {"routing_key_env", "url", "source", "private"},
     "delivery": {"attempts", "backoff_seconds", "timeout_seconds"},
@@ -117,9 +118,10 @@ def _channel(path: Path, name: str, spec: Any) -> Channel:
             f"{path}: {name}: {_REQUIRED[name][-1]} must name an environment variable (e.g. SLACK_WEBHOOK_URL), "
             "never hold the secret itself"
         )
-    url = spec.get("url")
-    if url is not None and not re.match(r"https?://[^/\s]+", str(url)):
-        raise UsageError(f"{path}: {name}: url must be http(s)://host..., got {url!r}")
+    for key in ("url", "incident_url"):
+        url = spec.get(key)
+        if url is not None and not re.match(r"https?://[^/\s]+", str(url)):
+            raise UsageError(f"{path}: {name}: {key} must be http(s)://host..., got {url!r}")
     mentions = spec.get("mentions") or {}
     if not isinstance(mentions, dict) or not all(isinstance(v, str) for v in mentions.values()):
         raise UsageError(f"{path}: {name}: mentions must map role names to Slack mention text")
@@ -140,5 +142,5 @@ def _policy(path: Path, spec: Any) -> Policy:
     except (TypeError, ValueError):
         raise UsageError(f"{path}: delivery: attempts, backoff_seconds and timeout_seconds are numbers") from None
     if not 1 <= policy.attempts <= 10 or not 0 <= policy.backoff_seconds <= 60 or not 0 < policy.timeout_seconds <= 60:
-        raise UsageError(f"{path}: delivery: attempts 1-10, backoff_seconds 0-60, timeout_seconds 1-60")
+        raise UsageError(f"{path}: delivery: attempts 1-10, backoff_seconds 0-60, timeout_seconds over 0, at most 60")
     return policy
