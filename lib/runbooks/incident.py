@@ -160,14 +160,14 @@ class Incident:
     def series(self) -> pd.DataFrame:
         """Error rate and latency (with their baselines) per minute, from every finding that recorded a `series`
         (triage's severity, verify-recovery's recovery), in run order; the first value read for a minute stands.
-        Index: time (UTC); columns SERIES_COLUMNS; empty when no run read metrics."""
+        Index: the minute (UTC); columns SERIES_COLUMNS; empty when no run read metrics."""
         frames = []
         for run in self.runbook_runs:
             for f in run.record.findings:
                 rows = f["data"].get("series") if isinstance(f["data"], dict) else None
                 if rows:
                     frame = pd.DataFrame(rows).reindex(columns=["time", *SERIES_COLUMNS])
-                    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601")
+                    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601").dt.floor("min")
                     frames.append(frame.set_index("time").astype(float))
         if not frames:
             return pd.DataFrame(columns=SERIES_COLUMNS, index=pd.DatetimeIndex([], tz="UTC", name="time"), dtype=float)

@@ -431,6 +431,7 @@ def _severity_finding(
             "incident_start_source": start.source,
             "metrics": "unavailable" if metrics.unavailable else "prometheus",
             "baseline_offset": metrics.baseline_offset,
+            "series": [{"time": at, **row} for at, row in metrics.series.iterrows()],  # for the review's Impact
         },
     )
 
