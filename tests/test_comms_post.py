@@ -7,6 +7,7 @@ quiet traffic. Each test copies them before posting.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import shutil
@@ -18,7 +19,8 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from runbooks import chain, cli
+from evidence_files import add_run
+from runbooks import cli
 from runbooks.evidence import schema
 from runbooks.incident import load
 from runbooks.notify.slack import escape
@@ -64,14 +66,6 @@ def incidents(tmp_path_factory):
 @pytest.fixture
 def output(incidents, tmp_path):
     return Path(shutil.copytree(incidents, tmp_path / "output"))
-
-
-@pytest.fixture
-def receivers(monkeypatch):
-    with Receivers() as running:
-        for name, value in running.environment().items():
-            monkeypatch.setenv(name, value)
-        yield running
 
 
 @pytest.fixture
@@ -135,7 +129,8 @@ def test_slack_gets_the_message_as_json_and_the_evidence_keeps_what_was_sent(out
 
 
 def test_text_from_the_evidence_cannot_become_slack_markup(output, receivers, integrations):
-    add_finding(output / "INC-P2", HOSTILE)
+    hostile = {"id": "dependency-down", "summary": HOSTILE, "severity": "critical", "data": {}}
+    add_run(output / "INC-P2", "third-party-api-down", dt.datetime.now(dt.timezone.utc), [hostile])
     assert post(output, "INC-P2", "slack-update", integrations).exit_code == 0
     text = receivers.accepted("slack")[0].body["text"]
     assert "&lt;!channel&gt; please &lt;https://evil.example|click&gt; &amp; see" in text
@@ -318,27 +313,3 @@ def test_the_receivers_refuse_what_the_real_apis_refuse(receivers):
     refused = requests.post(f"{receivers.url}/v2/enqueue", json=event, timeout=5)
     assert refused.status_code == 400 and "'payload' is required for trigger" in refused.json()["errors"]
     assert receivers.accepted("slack") == receivers.accepted("statuspage") == receivers.accepted("pagerduty") == []
-
-
-def add_finding(folder: Path, summary: str) -> None:
-    """A finding whose summary is hostile, as a log line quoted in evidence can be (an evidence file of a run)."""
-    stem = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(time.time() + 1))}-third-party-api-down"
-    artifacts = []
-    for suffix in (".ipynb", ".html"):
-        (folder / f"{stem}{suffix}").write_text("x\n")
-        artifacts.append({"path": f"{stem}{suffix}", "sha256": chain.sha256(folder / f"{stem}{suffix}")})
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    record = {
-        "runbook": "third-party-api-down",
-        "incident": folder.name,
-        "started_at": now,
-        "finished_at": now,
-        "status": "completed",
-        "error": None,
-        "parameters": {},
-        "findings": [{"id": "dependency-down", "summary": summary, "severity": "critical", "data": {}}],
-        "actions": [],
-        "artifacts": artifacts,
-        "environment": {"package_version": "0", "git_commit": None, "host": "test"},
-    }
-    chain.write(folder / f"{stem}.evidence.json", json.dumps(record))

@@ -16,25 +16,17 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
+from evidence_files import add_run
 from runbooks import chain, cli, command_evidence, notify
 from runbooks.alerts import routing
 from runbooks.alerts.escalations import escalate
 from runbooks.alerts.service import Service as Service_
 from runbooks.evidence import Finding, schema
 from runbooks.runfiles import ALERT_LOG
-from runbooks_sandbox.receivers import Receivers
 from serving import Service, alert, notification, wait_for
 
 START = dt.datetime(2026, 11, 30, 14, 0, tzinfo=dt.timezone.utc)
 HOSTILE = "Disk<!channel>Full"
-
-
-@pytest.fixture
-def receivers(monkeypatch):
-    with Receivers() as running:
-        for name, value in running.environment().items():
-            monkeypatch.setenv(name, value)
-        yield running
 
 
 @pytest.fixture
@@ -142,9 +134,8 @@ def test_resolved_closed_or_stale_incidents_are_not_escalated(tmp_path, receiver
 def test_a_column_that_adds_nobody_is_drafted_not_posted(tmp_path, receivers, integrations):
     folder = tmp_path / "INC-903"
     log_alert(folder, "queued")
-    triage = Finding("severity", "P3", "warning", {"severity": "P3", "rule": "error rate >= 1 %"})
-    command_evidence.write(tmp_path, "INC-903", "comms", {}, [], [], START)  # any evidence, then triage's finding:
-    add_triage(folder, triage)
+    triage = {"id": "severity", "summary": "P3", "severity": "warning", "data": {"severity": "P3", "rule": "x"}}
+    add_run(folder, "triage", START, [triage])
     escalate(tmp_path, folder, integrations, START + dt.timedelta(minutes=31))
     [record] = escalations(folder)
     data = record["findings"][0]["data"]
@@ -210,28 +201,3 @@ def routes(tmp_path: Path) -> Path:
     path = tmp_path / "routes.yaml"
     path.write_text("routes: {}\n")
     return path
-
-
-def add_triage(folder: Path, finding: Finding) -> None:
-    """A triage evidence file holding `finding` (its severity), chained as the runner does."""
-    stem = f"{START:%Y%m%dT%H%M%SZ}-triage"
-    artifacts = []
-    for suffix in (".ipynb", ".html"):
-        (folder / f"{stem}{suffix}").write_text("{}\n")
-        artifacts.append({"path": f"{stem}{suffix}", "sha256": chain.sha256(folder / f"{stem}{suffix}")})
-    record = {
-        "runbook": "triage",
-        "incident": folder.name,
-        "started_at": START.isoformat(),
-        "finished_at": START.isoformat(),
-        "status": "completed",
-        "error": None,
-        "parameters": {},
-        "findings": [
-            {"id": finding.id, "summary": finding.summary, "severity": finding.severity, "data": finding.data}
-        ],
-        "actions": [],
-        "artifacts": artifacts,
-        "environment": {"package_version": "0", "git_commit": None, "host": "test"},
-    }
-    chain.write(folder / f"{stem}.evidence.json", json.dumps(record))

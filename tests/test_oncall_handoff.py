@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from runbooks import chain, cli, command_evidence
+from evidence_files import add_run
+from runbooks import cli, command_evidence
 from runbooks.evidence import Finding
 from runbooks_sandbox.alertmanager import AlertmanagerServer
 from runbooks_sandbox.endpoints import closed_port, serve_pki
@@ -76,29 +77,8 @@ def week(prod, tmp_path):
 
 def old_incident(output: Path) -> None:
     started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=10)
-    folder = output / "INC-OLD"
-    folder.mkdir(parents=True)
-    stem = f"{started:%Y%m%dT%H%M%SZ}-triage"
-    artifacts = []
-    for suffix in (".ipynb", ".html"):
-        (folder / f"{stem}{suffix}").write_text("{}\n")
-        artifacts.append({"path": f"{stem}{suffix}", "sha256": chain.sha256(folder / f"{stem}{suffix}")})
-    record = {
-        "runbook": "triage",
-        "incident": "INC-OLD",
-        "started_at": started.isoformat(),
-        "finished_at": started.isoformat(),
-        "status": "completed",
-        "error": None,
-        "parameters": {},
-        "findings": [
-            {"id": "severity", "summary": "P3", "severity": "warning", "data": {"severity": "P3", "rule": "x"}}
-        ],
-        "actions": [],
-        "artifacts": artifacts,
-        "environment": {"package_version": "0", "git_commit": None, "host": "test"},
-    }
-    chain.write(folder / f"{stem}.evidence.json", json.dumps(record))
+    severity = {"id": "severity", "summary": "P3", "severity": "warning", "data": {"severity": "P3", "rule": "x"}}
+    add_run(output / "INC-OLD", "triage", started, [severity])
     resolved = Finding("resolution", "resolved", "info", {"resolved_at": started + dt.timedelta(hours=2)})
     command_evidence.write(output, "INC-OLD", "close", {}, [resolved], [], started)
 

@@ -14,7 +14,7 @@ import requests
 from .. import __version__
 from ..evidence import Action, Finding
 from ..redact import scrub
-from .config import Policy
+from .config import Channel, Policy
 
 RETRIED = frozenset({408, 420, 429})  # and every 5xx: the receiver may take it later (420: Statuspage's rate limit)
 MAX_RETRY_AFTER = 30.0  # seconds: the longest a Retry-After header makes us wait
@@ -53,6 +53,23 @@ class Delivery:
         why = f"HTTP {last.status}" if last and last.status else (last.error if last else "not sent")
         answer = f": {' '.join(self.answer.split())[:200]}" if self.answer and last and last.status else ""
         return f"failed after {len(self.attempts)} attempt(s): {why}{answer}"
+
+    @classmethod
+    def of(
+        cls,
+        channel: Channel,
+        kind: str,
+        target: str,
+        text: str,
+        request: dict[str, Any],
+        reply: Reply,
+        reference: str | None = None,
+    ) -> Delivery:
+        """The message as `send` delivered it (or did not)."""
+        return cls(
+            channel.name, kind, target, text, channel.private, request, reply.ok, reply.status, reply.body,
+            reply.attempts, reference,
+        )  # fmt: skip
 
     def line(self) -> str:
         return f"{self.channel}: {self.kind} {self.result}" + (f" ({self.note})" if self.note else "")

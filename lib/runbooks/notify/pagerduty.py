@@ -57,16 +57,5 @@ def post(channel: Channel, kind: str, body: dict[str, Any], policy: Policy) -> D
     reply = send("POST", url, {**body, "routing_key": key}, {}, policy, [key])
     reference = reply.json.get("dedup_key") if reply.ok and isinstance(reply.json, dict) else None
     text = body.get("payload", {}).get("summary") or f"{body['event_action']} {body['dedup_key']}"
-    return Delivery(
-        "pagerduty",
-        kind,
-        f"PagerDuty Events API v2 (routing key ${channel.secret_env}, dedup_key {body['dedup_key']})",
-        text,
-        channel.private,
-        body,
-        reply.ok,
-        reply.status,
-        reply.body,
-        reply.attempts,
-        reference,
-    )
+    target = f"PagerDuty Events API v2 (routing key ${channel.secret_env}, dedup_key {body['dedup_key']})"
+    return Delivery.of(channel, kind, target, text, body, reply, reference)

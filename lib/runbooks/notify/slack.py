@@ -28,15 +28,4 @@ def post(channel: Channel, kind: str, text: str, policy: Policy, markup: dict[st
         sent = sent.replace(token, value)
     body = {"text": sent}
     reply = send("POST", webhook, body, {}, policy, [webhook])
-    return Delivery(
-        "slack",
-        kind,
-        TARGET.format(channel.secret_env),
-        sent,
-        channel.private,
-        body,
-        reply.ok,
-        reply.status,
-        reply.body,
-        reply.attempts,
-    )
+    return Delivery.of(channel, kind, TARGET.format(channel.secret_env), sent, body, reply)

@@ -48,19 +48,7 @@ def post(
     reference = existing
     if reply.ok and isinstance(reply.json, dict) and isinstance(reply.json.get("id"), str):
         reference = reply.json["id"]
-    return Delivery(
-        "statuspage",
-        kind,
-        target,
-        text,
-        channel.private,
-        {"incident": incident},
-        reply.ok,
-        reply.status,
-        reply.body,
-        reply.attempts,
-        reference,
-    )
+    return Delivery.of(channel, kind, target, text, {"incident": incident}, reply, reference)
 
 
 def split_title(text: str) -> tuple[str, str]:
