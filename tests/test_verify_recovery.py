@@ -196,7 +196,7 @@ def test_in_an_incident_it_reads_triages_start_waits_decides_and_drafts_the_reso
     recovery = outcome.findings()["recovery"]
     data = recovery["data"]
     assert (data["status"], data["incident"]) == ("recovered", "INC-88")
-    assert data["watched_since"].startswith("the start of watching")  # no action applied: from when it began
+    assert data["watched_since"].startswith("from the start of watching")  # no action applied: from when it began
     assert data["waited_seconds"] >= 6
     # The series cover the incident from triage's start, for the report's chart.
     times = [dt.datetime.fromisoformat(row["time"]) for row in data["series"]]

@@ -117,11 +117,15 @@ class Watch:
     start: dt.datetime  # the window the decision reads
     end: dt.datetime
     waited_seconds: float
-    since: str  # what the window counts from
+    since: str  # what the window counts from: "the last watch_minutes, up to now", "from the mitigation at ..."
 
     @property
     def minutes(self) -> float:
         return (self.end - self.start).total_seconds() / 60
+
+    def _repr_markdown_(self) -> str:
+        waited = f"; waited {self.waited_seconds:.0f} s" if self.waited_seconds else ""
+        return f"*Watched {self.minutes:g} min ({self.since}): {_utc(self.start)} to {_utc(self.end)}{waited}.*"
 
 
 def watch(
@@ -138,7 +142,7 @@ def watch(
     length = dt.timedelta(minutes=watch_minutes)
     began = clock()
     if not wait:
-        return Watch(began - length, began, 0.0, "the last watch_minutes")
+        return Watch(began - length, began, 0.0, "the last watch_minutes, up to now")
     since, basis = (ctx.mitigated_at, "the mitigation") if ctx.mitigated_at else (began, "the start of watching")
     until = since + length
     while (left := (until - clock()).total_seconds()) > 0:
@@ -148,7 +152,7 @@ def watch(
         time.sleep(min(POLL_SECONDS, left))
     end = clock()
     show(f"watched {watch_minutes:g} min since {_utc(since)} ({basis}): deciding")
-    return Watch(end - length, end, (end - began).total_seconds(), f"{basis} at {_utc(since)}")
+    return Watch(end - length, end, (end - began).total_seconds(), f"from {basis} at {_utc(since)}")
 
 
 def _latest(prometheus_url: str, error_rate_query: str) -> str:
