@@ -138,14 +138,15 @@ def key_id(key: bytes) -> str:
 
 
 def write(path: Path, text: str) -> Head:
-    """Write evidence `text` (a JSON object) to `path`, created (never overwritten, never through a link), with its
-    `chain` link to the incident's last record; the new head."""
+    """Write evidence `text` (a JSON object) to `path` with its `chain` link to the incident's last record; the new
+    head. The file is created, never overwritten (FileExistsError when anything, a link too, is at `path`), and
+    appears whole or not at all: a reader never sees part of it."""
     record, folder = json.loads(text), path.parent
     key = seal_key(folder)
     with _locked(folder, exclusive=True):
         record["chain"] = _next_link(folder, key)
         data = _seal(json.dumps(record, indent=2) + "\n", key).encode()
-        runfiles.write_new(path, data)
+        runfiles.write_new_whole(path, data)
     return _written(folder, Head(path.name, hashlib.sha256(data).hexdigest()))
 
 
@@ -353,10 +354,13 @@ def _name(link: dict[str, Any]) -> str:
 
 
 def _names_its_own_artifacts(name: str, record: Record) -> bool:
+    """A run's evidence lists its own notebook and HTML; a command's (runbooks.command_evidence) lists none; a log
+    line lists nothing to check."""
     if not name.endswith(EVIDENCE):
         return True
     stem = _stem(name)
-    return {a["path"] for a in record["artifacts"]} == {f"{stem}{NOTEBOOK}", f"{stem}{HTML}"}
+    listed = {a["path"] for a in record["artifacts"]}
+    return listed == {f"{stem}{NOTEBOOK}", f"{stem}{HTML}"} or not listed
 
 
 def _with_seal(text: str, old: str, new: str) -> str:

@@ -4,6 +4,7 @@ output/<incident>/                      an incident's folder (`incident_folder`)
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.ipynb          the executed notebook
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.html           its HTML rendering
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.evidence.json  the evidence file (runbooks.evidence.Record)
+  <UTC time YYYYMMDDTHHMMSSZ>-<command>.evidence.json   what a command did (close, comms, escalate): no notebook
   alerts.jsonl                          the incident log `runbook serve` keeps (ALERT_LOG)
 
 Files are written into an incident folder only by `write_new`, `replace` and `append`: never through a symbolic
@@ -17,6 +18,7 @@ import datetime as dt
 import os
 import re
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,11 @@ class RunFiles:
         return dt.datetime.strptime(self.stem.split("-", 1)[0], STAMP).replace(tzinfo=dt.timezone.utc)
 
 
+def record_path(folder: Path, command: str) -> Path:
+    """The evidence file of a command acting now (runbooks.command_evidence writes it exclusively)."""
+    return folder / f"{_now():{STAMP}}-{command}{EVIDENCE}"
+
+
 def evidence_files(folder: Path) -> list[Path]:
     """The incident's evidence files, by name."""
     return sorted(folder.glob(f"*{EVIDENCE}"))
@@ -135,10 +142,21 @@ def write_new(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def write_new_whole(path: Path, data: bytes) -> None:
+    """`write_new`, and the file appears whole or not at all: written beside it, then linked into place (which,
+    like creating it, fails on anything at `path`)."""
+    aside = _aside(path)
+    write_new(aside, data)
+    try:
+        os.link(aside, path, follow_symlinks=False)
+    finally:
+        aside.unlink()
+
+
 def replace(path: Path, data: bytes) -> None:
     """Put `data` at `path` whole: written to a new file beside it, then renamed over it (a link there is replaced,
     never followed; a reader sees the old bytes or the new, never half)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    temporary = _aside(path)
     write_new(temporary, data)
     try:
         os.replace(temporary, path)
@@ -182,3 +200,8 @@ def append(path: Path, data: bytes) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def _aside(path: Path) -> Path:
+    """A new name beside `path`, hidden and unique, for writing before moving into place."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{time.monotonic_ns()}.tmp")

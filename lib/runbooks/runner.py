@@ -9,8 +9,6 @@ import datetime as dt
 import json
 import logging
 import os
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -23,8 +21,8 @@ from nbclient.exceptions import CellTimeoutError
 from nbconvert import HTMLExporter
 from papermill.iorw import papermill_io
 
-from . import __version__, chain, evidence, kernels, redact, runfiles
-from .catalog import ROOT, Runbook
+from . import chain, evidence, kernels, provenance, redact, runfiles
+from .catalog import Runbook
 from .evidence import Record, RunError
 from .limits import Limits, Watch
 from .runfiles import RunFiles, incident_folder, make_incident_folder
@@ -237,19 +235,7 @@ def _html(notebook: nbformat.NotebookNode) -> str:
 
 
 def _environment() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        git_commit = commit.stdout.strip() if commit.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        git_commit = None
-    return {
-        "package_version": __version__,
-        "git_commit": git_commit,
-        "host": socket.gethostname(),
-        "papermill_version": papermill.__version__,
-    }
+    return {**provenance.environment(), "papermill_version": papermill.__version__}
 
 
 def _now() -> dt.datetime:

@@ -8,6 +8,7 @@ GET  /runs    recent runs (bearer token): alert, runbook, incident, status, evid
 GET  /healthz 200 while the workers can take work, with the queue depth; 503 saying why when a worker is gone,
               the queue cannot be read, or the service stops.
 GET  /metrics Prometheus text: alerts received, deduplicated, not run; runs; run durations; queue depth.
+Beside them, a thread escalates unresolved incidents on time (escalations.py).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import escape, redact
+from .. import escape, notify, redact
 from ..errors import UsageError
 from ..limits import STOP_GRACE_SECONDS, Limits
-from . import intake, webhook
+from ..notify import Integrations
+from . import escalations, intake, webhook
 from .queue import Queue, Unusable
 from .routing import Routing
 from .telemetry import Telemetry
@@ -60,7 +62,7 @@ def token_from_environment(insecure_no_auth: bool) -> str | None:
 
 
 class Service:
-    """The HTTP handlers, over one queue, one pool of workers and the service's telemetry."""
+    """The HTTP handlers, over one queue, one pool of workers, the escalations and the service's telemetry."""
 
     def __init__(
         self,
@@ -68,6 +70,8 @@ class Service:
         output_dir: Path,
         workers: int,
         token: str | None,
+        integrations: Integrations | None = None,
+        escalate_every: float = escalations.INTERVAL_SECONDS,
         limits: Limits | None = None,
         grace: float = STOP_GRACE_SECONDS,
     ):
@@ -77,6 +81,8 @@ class Service:
         self.failure: str | None = None  # why the service gave up, when it did
         self.on_failure = lambda: None  # told when it gives up: `serve` then stops uvicorn
         self.workers = Workers(workers, routing, self.queue, output_dir, self.telemetry, limits, self._fail)
+        self.integrations = integrations or notify.load()
+        self.escalator = escalations.Escalator(output_dir, self.integrations, escalate_every)
 
     def _fail(self, reason: str) -> None:
         if self.failure is None:
@@ -100,10 +106,17 @@ class Service:
         """Recover the runs a previous stop cut short, start the workers; on the way out, stop them."""
         if requeued := self.workers.recover():
             log.info("%d run(s) cut short by the last stop are queued again", requeued)
-        # Kernels start without the webhook token or the seal key: no notebook can read them.
-        self.workers.start(redact.kernel_environment(os.environ))
+        self.workers.start(self.kernel_environment())
+        self.escalator.start()
         yield
+        self.escalator.stop()
         await run_in_threadpool(self.workers.stop, self.grace)
+
+    def kernel_environment(self) -> dict[str, str]:
+        """This process's environment less the tool's own secrets (webhook token, seal key) and the integrations':
+        no notebook reads them."""
+        hidden = set(self.integrations.secret_variables)
+        return {k: v for k, v in redact.kernel_environment(os.environ).items() if k not in hidden}
 
     async def alerts(self, request: Request) -> Response:
         try:
@@ -191,11 +204,13 @@ def create_app(
     output_dir: Path,
     workers: int,
     token: str | None,
+    integrations: Integrations | None = None,
+    escalate_every: float = escalations.INTERVAL_SECONDS,
     limits: Limits | None = None,
     grace: float = STOP_GRACE_SECONDS,
 ) -> Starlette:
-    """The service; its lifespan recovers runs cut short by a previous stop and starts the workers."""
-    return Service(routing, output_dir, workers, token, limits, grace).app()
+    """The service; its lifespan recovers runs cut short by a previous stop, starts the workers and escalations."""
+    return Service(routing, output_dir, workers, token, integrations, escalate_every, limits, grace).app()
 
 
 class Stopped(Exception):
@@ -209,6 +224,8 @@ def serve(
     token: str | None,
     host: str,
     port: int,
+    integrations: Integrations | None = None,
+    escalate_every: float = escalations.INTERVAL_SECONDS,
     limits: Limits | None = None,
     grace: float = STOP_GRACE_SECONDS,
 ) -> None:
@@ -218,7 +235,7 @@ def serve(
 
     if token is None:
         log.warning("--insecure-no-auth: anyone who can reach %s:%d can start runs", host, port)
-    service = Service(routing, output_dir, workers, token, limits, grace)
+    service = Service(routing, output_dir, workers, token, integrations, escalate_every, limits, grace)
     server = uvicorn.Server(
         uvicorn.Config(service.app(), host=host, port=port, log_level="info", timeout_graceful_shutdown=int(grace))
     )
