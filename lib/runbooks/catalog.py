@@ -244,7 +244,10 @@ def environments() -> list[str]:
 
 
 def _is_environment(data: dict[str, Any]) -> bool:
-    return set(data) <= {"defaults", "runbooks"} and all(isinstance(data.get(k) or {}, dict) for k in data)
+    """`defaults` and/or `runbooks` mappings, and nothing else (an empty or all-comment file is none)."""
+    return (
+        bool(data) and set(data) <= {"defaults", "runbooks"} and all(isinstance(v or {}, dict) for v in data.values())
+    )
 
 
 def _source(cell: dict) -> str:
