@@ -93,7 +93,7 @@ def test_mitigations_dry_run_change_nothing(kube_api, cluster):
     changes = [
         kube.mitigate.restart(cluster, "auth-service", apply=False),
         kube.mitigate.scale(cluster, "auth-service", 5, apply=False),
-        kube.mitigate.set_memory(cluster, "auth-service", "auth-service", "512Mi", "1024Mi", apply=False),
+        kube.mitigate.set_memory(cluster, "auth-service", {"auth-service": ("512Mi", "1024Mi")}, apply=False),
         kube.mitigate.rollback(cluster, "api-gateway", apply=False),
     ]
     assert [c.action.mode for c in changes] == ["dry-run"] * 4
@@ -111,7 +111,7 @@ def test_mitigations_dry_run_change_nothing(kube_api, cluster):
 
 
 def test_mitigations_applied_change_the_target(kube_api, cluster):
-    kube.mitigate.set_memory(cluster, "auth-service", "auth-service", "512Mi", "1024Mi", apply=True)
+    kube.mitigate.set_memory(cluster, "auth-service", {"auth-service": ("512Mi", "1024Mi")}, apply=True)
     kube.mitigate.scale(cluster, "auth-service", 3, apply=True)
     change = kube.mitigate.rollback(cluster, "api-gateway", apply=True)
     auth = kube_api.get("deployments", "auth-service", NS, group="apps")
