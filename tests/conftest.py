@@ -141,6 +141,9 @@ class KubeApi:
     def list(self, plural, namespace=None, group=""):
         return self.server.list(plural, namespace, group)
 
+    def remove(self, plural, name, namespace=None, group=""):
+        self.server.remove(plural, name, namespace, group)
+
     def set_logs(self, namespace, pod, container, current=(), previous=()):
         self.server.set_logs(namespace, pod, container, current, previous)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -100,8 +100,9 @@ def lines(
     previous: bool = False,
     since_minutes: float | None = None,
     tail_lines: int | None = None,
-) -> Iterator[tuple[dt.datetime | None, str]]:
-    """(timestamp, text) for each log line of one container, streamed from the API server."""
+) -> Generator[tuple[dt.datetime | None, str], None, None]:
+    """(timestamp, text) for each log line of one container, streamed from the API server; closing the generator
+    early releases the connection."""
     try:
         response = cluster.core.read_namespaced_pod_log(
             pod,

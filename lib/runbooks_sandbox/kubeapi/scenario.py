@@ -170,7 +170,8 @@ def _log_entry(entry, namespace, objects, now):
 
 
 def _log_lines(lines, now):
-    """[(datetime, text)] from the scenario's lines; a line without ago takes the time of the last."""
+    """[(datetime, text)] from the scenario's lines, in time order as the kubelet keeps them; a line without ago
+    takes the time of the last."""
     stamped, when = [], now
     for line in lines:
         if isinstance(line, str):
@@ -182,7 +183,7 @@ def _log_lines(lines, now):
         for index in range(int(line.get("repeat", 1))):
             at = when + timedelta(seconds=index * seconds(line.get("every", 1)))
             stamped.append((at, str(line["line"])))
-    return stamped
+    return sorted(stamped, key=lambda pair: pair[0])
 
 
 # --- completing objects

@@ -214,6 +214,12 @@ class KubeApiServer:
             obj = self._objects.get(self._key(resource, namespace, name))
             return copy.deepcopy(obj)
 
+    def remove(self, plural, name, namespace=None, group=""):
+        """Forget a stored object (as the API server does with an event past its TTL); not recorded as a request."""
+        resource = self._find_plural(plural, group)
+        with self._lock:
+            self._objects.pop(self._key(resource, namespace, name), None)
+
     def list(self, plural, namespace=None, group=""):
         """Copies of the stored objects of a resource, in one namespace or in all."""
         resource = self._find_plural(plural, group)
