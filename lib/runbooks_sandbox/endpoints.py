@@ -205,16 +205,22 @@ class HealthEndpoint:
 
 
 @contextmanager
-def serve_health(status: int) -> Iterator[HealthEndpoint]:
-    """An HTTP server on a free loopback port answering every request with `status`, until the block ends."""
+def serve_health(
+    status: int, body: str | None = None, content_type: str = "application/json"
+) -> Iterator[HealthEndpoint]:
+    """An HTTP server on a free loopback port answering every request with `status` (and `body`, else a small
+    JSON status), until the block ends."""
     endpoint = HealthEndpoint("", status)
+    answer = body.encode() if body is not None else None
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self):
             endpoint.requests.append((self.command, self.path))
-            body = b'{"status": "ok"}' if status < 400 else b'{"status": "unavailable"}'
+            body = (
+                answer if answer is not None else b'{"status": "ok"}' if status < 400 else b'{"status": "unavailable"}'
+            )
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
