@@ -95,13 +95,21 @@ class Dependency:
     match: str  # regex for the third-party-api-down scenario's log lines about it (its host)
     feature: str
     health_status: int  # what its health endpoint on loopback answers
+    body: str | None = None  # and with what (None: a small JSON status)
 
 
 # Named and matched as the third-party-api-down notebook's defaults name them.
 DEPENDENCIES = {
     "tax-rates": Dependency(r"taxrates\.example", "Deal tax calculation", 503),  # the one that is down
     "credit-bureau": Dependency(r"creditbureau\.example", "Credit applications", 200),
-    "email": Dependency(r"mailrelay\.example", "Email notifications", 200),  # recovered 45 min ago
+    # recovered 45 min ago; its health URL is an Atlassian Statuspage status.json, as the notebook's default is
+    "email": Dependency(
+        r"mailrelay\.example",
+        "Email notifications",
+        200,
+        '{"page": {"id": "y2j98763l56z", "name": "Mail Relay", "url": "https://status.mailrelay.example"}, '
+        '"status": {"indicator": "none", "description": "All Systems Operational"}}',
+    ),
 }
 
 
@@ -115,7 +123,7 @@ def main() -> int:
         stack.callback(shutil.rmtree, folder / "pki", ignore_errors=True)  # after the TLS servers stop
         pki = stack.enter_context(endpoints.serve_pki(folder / "pki", ca_name=CA_NAME))
         health = {
-            name: stack.enter_context(endpoints.serve_health(dependency.health_status))
+            name: stack.enter_context(endpoints.serve_health(dependency.health_status, dependency.body))
             for name, dependency in DEPENDENCIES.items()
         }
         prom = start_prometheus(stack)
