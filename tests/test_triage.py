@@ -609,3 +609,8 @@ def test_prometheus_behind_a_bearer_token_proxy(prom, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_credentials_in_the_prometheus_url_are_refused():
+    with pytest.raises(PrometheusUnreachable, match="prometheus_credentials_file"):
+        prometheus.connect("https://oncall:hunter2@prometheus.monitoring.svc:9090")

@@ -57,6 +57,10 @@ def connect(url: str, auth: Auth | None = None) -> Prometheus:
     """A Prometheus at `url` that answers its API (`/api/v1/status/buildinfo`), or PrometheusUnreachable saying why."""
     if not re.match(r"https?://[^/\s]+", url or ""):
         raise PrometheusUnreachable(f"not a Prometheus URL: {url!r} (expected http://host:port)")
+    if re.match(r"https?://[^/\s]*@", url):
+        raise PrometheusUnreachable(
+            "the Prometheus URL carries credentials: give them in prometheus_credentials_file (and prometheus_username)"
+        )
     auth = auth or Auth()
     if auth.ca_file and not Path(auth.ca_file).is_file():
         raise PrometheusUnreachable(f"prometheus CA file {auth.ca_file!r} does not exist")
