@@ -41,8 +41,8 @@ from kubernetes.client.exceptions import ApiException
 from .. import gateway_log
 from ..evidence import Finding
 from ..gateway_log import parse_line, upstream_service
-from ..kube import logs, mitigate, pods, services, usage
-from ..kube.cluster import REQUEST_TIMEOUT, Cluster
+from ..kube import logs, mitigate, pods, services, usage, workloads
+from ..kube.cluster import Cluster
 from ..kube.mitigate import Change
 from ..redact import redact_line
 
@@ -656,19 +656,12 @@ def _cause_finding(diagnosis: Diagnosis) -> Finding:
 
 def _replicas(cluster: Cluster, kind: str, name: str) -> tuple[int | None, int | None]:
     """Desired and ready pods of a Deployment, StatefulSet or DaemonSet; (None, None) for other kinds or gone."""
-    read = {
-        "Deployment": cluster.apps.read_namespaced_deployment,
-        "StatefulSet": cluster.apps.read_namespaced_stateful_set,
-        "DaemonSet": cluster.apps.read_namespaced_daemon_set,
-    }.get(kind)
-    if read is None:
+    if kind not in workloads.SERVING:
         return None, None
     try:
-        workload = read(name, cluster.namespace, _request_timeout=REQUEST_TIMEOUT)
+        workload = workloads.read(cluster, kind, name)
     except ApiException as e:
         if e.status == 404:
             return None, None
         raise
-    if kind == "DaemonSet":
-        return workload.status.desired_number_scheduled, workload.status.number_ready or 0
-    return workload.spec.replicas, (workload.status.ready_replicas or 0) if workload.status else 0
+    return workloads.desired(kind, workload), workloads.ready(kind, workload)

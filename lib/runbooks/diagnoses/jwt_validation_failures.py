@@ -26,7 +26,6 @@ import datetime as dt
 import email.utils
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import pandas as pd
 from kubernetes import client
@@ -34,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .. import jwks
 from ..evidence import Finding
-from ..kube import logs, mitigate, pods
+from ..kube import logs, mitigate, pods, workloads
 from ..kube.cluster import REQUEST_TIMEOUT, Cluster
 from ..redact import fingerprint
 
@@ -170,27 +169,13 @@ def consumers(cluster: Cluster, secret_name: str, secret_key: str) -> pd.DataFra
     """Workloads (Deployments, StatefulSets, DaemonSets, CronJobs) whose containers get the key: env secretKeyRef,
     envFrom secretRef, or a secret volume."""
     rows = []
-    for kind, name, spec in _pod_templates(cluster):
+    for kind, workload in workloads.list_all(cluster, workloads.WITH_TEMPLATES):
+        spec, name = workloads.pod_spec(kind, workload), workload.metadata.name
         volumes = _secret_volumes(spec.volumes or [], secret_name, secret_key)
         for container in [*(spec.init_containers or []), *spec.containers]:
             for via in _ways_in(container, volumes, secret_name, secret_key):
                 rows.append({"workload": name, "kind": kind, "container": container.name, "via": via})
     return pd.DataFrame(rows, columns=CONSUMER_COLUMNS)
-
-
-def _pod_templates(cluster: Cluster) -> list[tuple[str, str, Any]]:
-    """(kind, name, pod spec) of every workload with a pod template in the namespace."""
-    found = []
-    for kind, listing in (
-        ("Deployment", cluster.apps.list_namespaced_deployment),
-        ("StatefulSet", cluster.apps.list_namespaced_stateful_set),
-        ("DaemonSet", cluster.apps.list_namespaced_daemon_set),
-        ("CronJob", cluster.batch.list_namespaced_cron_job),
-    ):
-        for item in listing(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items:
-            template = item.spec.job_template.spec.template if kind == "CronJob" else item.spec.template
-            found.append((kind, item.metadata.name, template.spec))
-    return found
 
 
 def _secret_volumes(volumes: list, secret_name: str, secret_key: str) -> set[str]:

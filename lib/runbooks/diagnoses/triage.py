@@ -47,8 +47,8 @@ from .. import communication, escalation, gateway_log, prometheus, severity
 from ..errors import PrometheusUnreachable
 from ..evidence import Action, Finding
 from ..gateway_log import parse_line
-from ..kube import logs, pods
-from ..kube.cluster import REQUEST_TIMEOUT, Cluster
+from ..kube import logs, pods, workloads
+from ..kube.cluster import Cluster
 from ..redact import redact_line
 
 WINDOW = dt.timedelta(hours=1)
@@ -103,7 +103,8 @@ def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) 
     )
     pod_ready = pod_ready[~pod_ready["phase"].isin(["Succeeded", "Failed"])]  # ended pods are replaced, not down
     rows = []
-    for kind, name, desired in _services(cluster):
+    for kind, workload in workloads.list_all(cluster):
+        name, desired = workload.metadata.name, workloads.desired(kind, workload)
         mine = pod_ready[(pod_ready["workload_kind"] == kind) & (pod_ready["workload"] == name)]
         ready = int(mine["ok"].sum())
         rows.append(
@@ -119,23 +120,6 @@ def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) 
         )
     services = pd.DataFrame(rows, columns=SERVICE_COLUMNS)
     return PodStatus(pods.not_running(containers), restarting[RESTART_COLUMNS].reset_index(drop=True), services)
-
-
-def _services(cluster: Cluster) -> list[tuple[str, str, int]]:
-    """(kind, name, pods wanted) of every Deployment, StatefulSet and DaemonSet of the namespace, by kind and name."""
-    found = []
-    for kind, listing in (
-        ("Deployment", cluster.apps.list_namespaced_deployment),
-        ("StatefulSet", cluster.apps.list_namespaced_stateful_set),
-        ("DaemonSet", cluster.apps.list_namespaced_daemon_set),
-    ):
-        for item in listing(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items:
-            if kind == "DaemonSet":
-                wanted = item.status.desired_number_scheduled if item.status else 0
-            else:
-                wanted = 1 if item.spec.replicas is None else item.spec.replicas
-            found.append((kind, item.metadata.name, int(wanted or 0)))
-    return sorted(found, key=lambda f: (f[1], f[0]))
 
 
 # --- step 2: the gateway's error lines

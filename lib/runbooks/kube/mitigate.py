@@ -24,14 +24,14 @@ from kubernetes.utils import parse_quantity
 
 from ..evidence import Action
 from ..redact import REDACTED, redact_line
-from . import admission
+from . import admission, workloads
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .rollouts import CHANGE_CAUSE, REVISION, history
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 # A literal environment value named like a credential: never shown, only whether it changes.
 SECRET_ENV = re.compile(r"\.env\[[^\]]*(secret|token|passw|key|credential)[^\]]*\]\.value$", re.IGNORECASE)
-KINDS = ("Deployment", "StatefulSet", "DaemonSet")  # what restart and memory changes know how to patch
+KINDS = workloads.SERVING  # what restart and memory changes know how to patch
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def set_memory(
     """
     target = f"{kind.lower()}/{name} in {cluster.namespace}"
     try:
-        live = _read(cluster, kind, name)
+        live = workloads.read(cluster, kind, name)
     except ApiException as e:
         return _failed("set-memory", target, apply, e)
     pod_spec = live.spec.template.spec
@@ -144,7 +144,7 @@ def set_memory(
         cluster,
         before=_template_memory(pod_spec),
         after={**_template_memory(pod_spec), **{c: _bytes(r, lim) for c, (r, lim) in memory.items()}},
-        replicas=_replicas(live, kind),
+        replicas=workloads.desired(kind, live),
         surge=kind == "Deployment" and _surges(live),
     )
     resources = {c: {"requests": {"memory": r}, "limits": {"memory": lim}} for c, (r, lim) in memory.items()}
@@ -175,7 +175,7 @@ def set_memory(
 
 def template_containers(cluster: Cluster, kind: str, name: str) -> set[str]:
     """The names of the containers and init containers in a workload's pod template (injected ones are not)."""
-    spec = _read(cluster, kind, name).spec.template.spec
+    spec = workloads.read(cluster, kind, name).spec.template.spec
     return {c.name for c in [*(spec.init_containers or []), *spec.containers]}
 
 
@@ -186,7 +186,7 @@ def _patch(
     if kind not in KINDS:
         return not_handled(cluster, action, kind, name, apply, f"{kind} is not one this runbook changes")
     try:
-        before = _read(cluster, kind, name)
+        before = workloads.read(cluster, kind, name)
         after = _patcher(cluster, kind)(
             name, cluster.namespace, body, dry_run=None if apply else "All", _request_timeout=REQUEST_TIMEOUT
         )
@@ -194,15 +194,6 @@ def _patch(
         return _failed(action, target, apply, e)
     diff = _diff(cluster, before, after, prefix="spec", also=("metadata.annotations",))
     return Change(_action(action, target, apply, diff), diff)
-
-
-def _read(cluster: Cluster, kind: str, name: str):
-    read = {
-        "Deployment": cluster.apps.read_namespaced_deployment,
-        "StatefulSet": cluster.apps.read_namespaced_stateful_set,
-        "DaemonSet": cluster.apps.read_namespaced_daemon_set,
-    }[kind]
-    return read(name, cluster.namespace, _request_timeout=REQUEST_TIMEOUT)
 
 
 def _patcher(cluster: Cluster, kind: str):
@@ -230,12 +221,6 @@ def _bytes(request: str | None, limit: str | None) -> tuple[float | None, float 
         float(parse_quantity(request)) if request else None,
         float(parse_quantity(limit)) if limit else None,
     )
-
-
-def _replicas(live, kind: str) -> int:
-    if kind == "DaemonSet":
-        return int(live.status.desired_number_scheduled or 0) if live.status else 0
-    return 1 if live.spec.replicas is None else int(live.spec.replicas)
 
 
 def _surges(live) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
+from . import workloads
 from .cluster import REQUEST_TIMEOUT, Cluster
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -71,15 +72,9 @@ def workload_behind(cluster: Cluster, name: str | None) -> tuple[str, str] | Non
     selector = service.spec.selector or {}
     if not selector:
         return None
-    for kind, listing in (
-        ("Deployment", cluster.apps.list_namespaced_deployment),
-        ("StatefulSet", cluster.apps.list_namespaced_stateful_set),
-        ("DaemonSet", cluster.apps.list_namespaced_daemon_set),
-    ):
-        for workload in sorted(
-            listing(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items, key=lambda w: w.metadata.name
-        ):
-            labels = workload.spec.template.metadata.labels or {}
+    for kind in workloads.SERVING:  # a Deployment first, as before StatefulSets and DaemonSets existed here
+        for _, workload in workloads.list_all(cluster, (kind,)):
+            labels = workloads.template_labels(kind, workload)
             if all(labels.get(k) == v for k, v in selector.items()):
                 return (kind, workload.metadata.name)
     return None
