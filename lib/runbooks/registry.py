@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-ACCESS_LAYERS = ("postgres", "kube", "prometheus", "tls", "health", "gateway_log", "jwks")
+ACCESS_LAYERS = ("postgres", "kube", "prometheus", "tls", "health", "gateway_log", "jwks", "alertmanager")
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,17 @@ RUNBOOKS = (
         ("kube", "jwks"),
         "restarts the workloads whose pods started before the secret changed",
     ),
+    Entry("oncall-handoff", ("kube", "postgres", "tls", "alertmanager")),
     Entry(
         "pod-oomkilled",
         ("kube",),
         "raises the memory of the workloads owning recently OOMKilled containers, restarting them in one patch",
     ),
     Entry("ssl-certificate-expired", ("kube", "tls"), "asks cert-manager to renew (as `cmctl renew`); never deletes"),
+    Entry("service-investigation", ("kube", "prometheus", "health")),
     Entry("third-party-api-down", ("kube", "health")),
     Entry("triage", ("kube", "prometheus", "gateway_log")),
+    Entry("verify-recovery", ("prometheus",)),
 )
 
 

@@ -216,24 +216,19 @@ def read_metrics(
     start = read_at - WINDOW
     if not prometheus_url:
         return MetricSeries(_empty_series(), read_at, baseline_offset, "no prometheus_url given")
+    queries = {"error_rate": error_rate_query, "latency_seconds": latency_query}
     try:
         prom = prometheus.connect(prometheus_url, auth)
-        frames = {
-            "error_rate": prometheus.query_range(prom, error_rate_query, start, read_at, STEP),
-            "baseline_error_rate": prometheus.shifted_range(prom, error_rate_query, start, read_at, STEP, offset),
-            "latency_seconds": prometheus.query_range(prom, latency_query, start, read_at, STEP),
-            "baseline_latency_seconds": prometheus.shifted_range(prom, latency_query, start, read_at, STEP, offset),
-        }
-        series = _worst_per_time(frames, SERIES_COLUMNS)
+        series = prometheus.against_baseline(prom, queries, start, read_at, STEP, offset)[SERIES_COLUMNS]
         measured = MetricSeries(series, read_at, baseline_offset)
         earlier = None
         if _began_in_breach(measured):
             earlier = _worst_per_time(
                 {
                     name: prometheus.query_range(prom, query, start - LOOK_BACK, start, LOOK_BACK_STEP)
-                    for name, query in (("error_rate", error_rate_query), ("latency_seconds", latency_query))
+                    for name, query in queries.items()
                 },
-                ["error_rate", "latency_seconds"],
+                list(queries),
             )
     except PrometheusUnreachable as e:
         return MetricSeries(_empty_series(), read_at, baseline_offset, str(e))
@@ -528,6 +523,7 @@ def _severity_finding(
             "incident_start_at_least": start.at_least,
             "metrics": "unavailable" if metrics.unavailable else "prometheus",
             "baseline_offset": metrics.baseline_offset,
+            "series": [{"time": at, **row} for at, row in metrics.series.iterrows()],  # for the review's Impact
         },
     )
 
