@@ -35,10 +35,12 @@ check-lock:
 	$(VENV)-lock-check/bin/python -c "import runbooks.cli, runbooks.runner, runbooks.alerts.service"
 	rm -rf $(VENV)-lock-check
 
-# PostgreSQL server binaries (demo sandbox and tests). Present on this machine kind; installed if missing.
+# PostgreSQL server binaries (demo sandbox and tests) and PgBouncer (tests: a pooler in front); installed if missing.
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib; }
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends pgbouncer; }
 
 # Prometheus (triage tests) and Alertmanager (alert-triggered runs), Debian's packages; installed if missing.
 monitoring:
