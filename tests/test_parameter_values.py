@@ -47,9 +47,9 @@ def test_only_plain_json_data_passes_the_check(value):
 
 def test_a_text_parameter_keeps_the_text_typed_on_the_command_line(run_runbook, tmp_path):
     book = catalog.find("pod-oomkilled")
-    values = book.resolve(book.from_cli([("namespace", "010"), ("selector", "yes"), ("rollout_window_minutes", "010")]))
+    values = book.resolve(book.from_cli([("namespace", "010"), ("selector", "yes"), ("window_minutes", "010")]))
     assert values["namespace"] == "010" and values["selector"] == "yes"  # YAML would make 8 and True
-    assert values["rollout_window_minutes"] == 8  # a number parameter still reads YAML (010 octal)
+    assert values["window_minutes"] == 8  # a number parameter still reads YAML (010 octal)
 
     kubeconfig = tmp_path / "none.yaml"
     outcome = run_runbook("pod-oomkilled", "-p", "namespace", "010", "-p", "kubeconfig", str(kubeconfig))
