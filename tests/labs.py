@@ -1,5 +1,6 @@
-"""`runbook open` as an engineer starts it: a real process serving JupyterLab until it is stopped, its working copy
-and address read from its output; and the lab's REST and kernel websocket API, as JupyterLab itself calls it."""
+"""An engineer's session: `runbook open` as a real process serving JupyterLab until it is stopped (its working copy
+and address read from its output), the lab's REST and kernel websocket API as JupyterLab itself calls it; and,
+without a lab, a working copy's cells run on a real kernel in any order (`step_through`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import nbformat
 import websocket
+from nbclient import NotebookClient
 
 RUNBOOK = str(Path(sys.executable).parent / "runbook")  # the console script of the environment under test
 
@@ -144,3 +147,18 @@ def _lines(process: subprocess.Popen) -> queue.Queue[str]:
 
     threading.Thread(target=read, daemon=True).start()
     return lines
+
+
+def code_cells(copy: Path) -> list[int]:
+    return [i for i, cell in enumerate(nbformat.read(copy, as_version=4).cells) if cell.cell_type == "code"]
+
+
+def step_through(copy: Path, order: list[int], env: dict | None = None) -> None:
+    """Run the working copy's cells `order` on one fresh kernel in the incident folder, as an engineer would in
+    JupyterLab (errors kept as outputs), and save it."""
+    notebook = nbformat.read(copy, as_version=4)
+    client = NotebookClient(notebook, timeout=60, allow_errors=True, resources={"metadata": {"path": str(copy.parent)}})
+    with client.setup_kernel(**({"env": env} if env else {})):
+        for index in order:
+            client.execute_cell(notebook.cells[index], index)
+    nbformat.write(notebook, copy)

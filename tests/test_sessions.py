@@ -15,8 +15,8 @@ import jsonschema
 import nbformat
 import pytest
 from click.testing import CliRunner
-from nbclient import NotebookClient
 
+from labs import code_cells, step_through
 from runbooks import catalog, cli, runfiles
 from runbooks.evidence import schema
 from runbooks.lab import Sealer
@@ -50,21 +50,6 @@ def open_copy(output, server):
         return Path(result.stdout.splitlines()[-1])
 
     return open_
-
-
-def code_cells(copy: Path) -> list[int]:
-    return [i for i, cell in enumerate(nbformat.read(copy, as_version=4).cells) if cell.cell_type == "code"]
-
-
-def step_through(copy: Path, order: list[int], env: dict | None = None) -> None:
-    """Run the working copy's cells `order` on one fresh kernel in the incident folder, as an engineer would in
-    JupyterLab (errors kept as outputs), and save it."""
-    notebook = nbformat.read(copy, as_version=4)
-    client = NotebookClient(notebook, timeout=60, allow_errors=True, resources={"metadata": {"path": str(copy.parent)}})
-    with client.setup_kernel(**({"env": env} if env else {})):
-        for index in order:
-            client.execute_cell(notebook.cells[index], index)
-    nbformat.write(notebook, copy)
 
 
 def edit(copy: Path, index: int, source: str) -> None:
