@@ -102,6 +102,14 @@ def test_saves_are_sealed_once_per_pause_and_what_is_pending_when_the_lab_stops(
         time.sleep(2)  # a second seal, if the storm made one, would come within the pause
         assert len(runfiles.evidence_files(folder)) == 1
 
+        [evidence] = runfiles.evidence_files(folder)
+        sealed = folder / evidence.name.replace(".evidence.json", ".ipynb")
+        before = sealed.read_bytes()
+        assert (
+            lab.api("PUT", f"contents/{INCIDENT}/{sealed.name}", {"type": "notebook", "content": {}}).status_code == 403
+        )
+        assert sealed.read_bytes() == before  # sealed evidence is not saved over from the lab
+
         lab.save(lab.copy, output)
     finally:
         assert lab.stop() == 0  # at once, well within the pause

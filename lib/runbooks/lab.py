@@ -8,6 +8,7 @@ Ctrl-C (or SIGTERM).
   at the latest `Sealer.most` seconds after its first unsealed save: `Sealer`, a post-save hook of the contents
   manager and one thread, so a save storm adds one link to the chain, not hundreds. What is still pending when
   the lab stops is sealed then.
+- Sealed files (a run's notebook, HTML and evidence file) cannot be saved over from the lab: `refuse_evidence`.
 - A second `runbook open` on the same output folder finds this lab (`running`: jupyter_server's server info
   files, and this lab's endpoint answering to the token) and hands it the new working copy's password over
   loopback (`POST /runbooks/sessions`): several notebooks of one incident side by side in one lab.
@@ -19,6 +20,7 @@ import json
 import logging
 import secrets
 import signal
+import tempfile
 import threading
 import time
 import urllib.request
@@ -36,7 +38,7 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 
 from . import sessions
-from .runfiles import is_working_copy
+from .runfiles import RunFiles, is_working_copy
 from .sessions import WorkingCopy
 
 API = "runbooks/sessions"  # this lab's endpoint, under its base URL
@@ -87,11 +89,15 @@ def open_in_lab(
     """Show (and with `browser`, open) the address of `copy` in the lab running on `output_dir`; without one,
     start it here and serve until Ctrl-C."""
     lab = running(output_dir)
-    if lab is None:
-        serve(copy, output_dir, port, browser, seal_after, show)
-        return
-    lab.register(copy)
-    _announce(lab.link(copy.path), browser, show)
+    if lab is not None:
+        try:
+            lab.register(copy)
+        except OSError as e:  # it stopped, or no longer answers: this process serves the copy instead
+            logging.getLogger(__name__).warning("runbook: the lab at %s did not take the working copy: %s", lab.url, e)
+        else:
+            _announce(lab.link(copy.path), browser, show)
+            return
+    serve(copy, output_dir, port, browser, seal_after, show)
 
 
 def running(output_dir: Path) -> Lab | None:
@@ -111,6 +117,8 @@ def serve(
     """Run the lab in this process until Ctrl-C or SIGTERM, then seal what is pending."""
     root = output_dir.resolve()
     token = secrets.token_hex(24)
+    # Its own JupyterLab workspace (the open tabs), gone when it stops: not the tabs of the user's other labs.
+    workspaces = tempfile.TemporaryDirectory(prefix="runbook-lab-")
     app = ServerApp.instance()
     app.initialize(
         argv=[
@@ -122,12 +130,14 @@ def serve(
             "--ServerApp.allow_root=True",  # the lab runs as whoever runs `runbook open`, as `runbook run` does
             f"--ServerApp.session_manager_class={Sessions.__module__}.{Sessions.__name__}",
             f"--IdentityProvider.token={token}",  # an argument of this call, not of the process: `ps` never shows it
+            f"--LabApp.workspaces_dir={workspaces.name}",
         ]
     )
     passwords: dict[str, str] = app.session_manager.passwords
     if copy.secrets:
         passwords[str(copy.path.resolve())] = copy.secrets[0]
     sealer = Sealer(seal_after, lambda path: tuple(filter(None, [passwords.get(str(path.resolve()))])), app.log)
+    app.contents_manager.register_pre_save_hook(refuse_evidence)
     app.contents_manager.register_post_save_hook(sealer.saved)
     app.web_app.add_handlers(".*$", [(url_path_join(app.base_url, API), _SessionsHandler)])
     # Ctrl-C stops at once (Jupyter would ask to confirm, and only on a terminal): the pending seals follow.
@@ -139,6 +149,15 @@ def serve(
         app.start()
     finally:
         sealer.close()
+        workspaces.cleanup()
+
+
+def refuse_evidence(model: dict, path: str, contents_manager: Any, **_: Any) -> None:
+    """The pre-save hook: a file of a run whose evidence is written is never saved over (`runbook verify` would
+    report it changed); the working copies, and everything else, save as usual."""
+    run = RunFiles.of(Path(contents_manager.root_dir, path))
+    if run is not None and run.evidence.exists():
+        raise web.HTTPError(403, f"{run.stem} is sealed evidence: save your changes in the working copy")
 
 
 class Sessions(SessionManager):

@@ -33,10 +33,11 @@ kubeconfig, context, namespace) and, under `runbooks:`, what the notebooks' defa
 TLS endpoints and CA file, the dependencies' health URLs, the namespaces holding copies of the JWT
 secret. `runbook open NAME --env sandbox` injects the same values into a working copy for JupyterLab. In
 plain Jupyter (`. output/sandbox/env.sh`) the empty defaults read PG* and $KUBECONFIG; those few values are
-printed at start-up and written to `output/sandbox/README.txt`, to paste into the parameters cell. The scenarios' times count from start-up, and Prometheus's series
-end there: after about 20 minutes the gateway's and the auth service's errors leave the runbooks'
-default 30-minute windows; restart the sandbox for a fresh incident. Ctrl-C stops everything and
-removes `parameters/sandbox.yaml`, the README, the certificates and Prometheus's data.
+printed at start-up and written to `output/sandbox/README.txt`, to paste into the parameters cell. The
+scenarios' times count from start-up, and Prometheus's series end there: after about 20 minutes the gateway's
+and the auth service's errors leave the runbooks' default 30-minute windows; restart the sandbox for a fresh
+incident. Ctrl-C stops everything and removes `parameters/sandbox.yaml`, the README, the certificates and
+Prometheus's data.
 """
 
 from __future__ import annotations
