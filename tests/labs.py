@@ -114,10 +114,10 @@ class OpenLab:
         finally:
             ws.close()
 
-    def stop(self) -> int:
-        """SIGTERM (what a process started in the background gets; Ctrl-C does the same), then its exit code."""
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> int:
+        """SIGTERM (what a process in the background gets), or SIGINT (Ctrl-C); then its exit code."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(how)
         return self.process.wait(timeout=120)
 
 

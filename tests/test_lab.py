@@ -7,6 +7,7 @@ the password in the working copy's kernel only, a second `runbook open` reusing 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -112,7 +113,7 @@ def test_saves_are_sealed_once_per_pause_and_what_is_pending_when_the_lab_stops(
 
         lab.save(lab.copy, output)
     finally:
-        assert lab.stop() == 0  # at once, well within the pause
+        assert lab.stop(signal.SIGINT) == 0  # Ctrl-C at once, well within the pause
     records = [json.loads(path.read_text()) for path in runfiles.evidence_files(folder)]
     assert sorted(r["session"]["seal"] for r in records) == [1, 2]
     assert all(PASSWORD not in path.read_text() for path in folder.iterdir() if path.is_file())
