@@ -336,7 +336,10 @@ def test_report_lists_interactive_sessions_next_to_headless_and_alert_runs(pg, s
     assert "Interactive session `db-connection-pool-exhausted` by `alice` sealed, completed" in review
     assert "Edited by hand in `db-connection-pool-exhausted` (`alice`)" in review
     assert "Applied by hand (`alice`) `terminate-idle-session`" in review
-    assert review.count("Runbook `db-connection-pool-exhausted` started") == 2  # the alert run and the headless one
+    assert review.count("Runbook `db-connection-pool-exhausted` started (evidence") == 1  # headless
+    assert (
+        review.count("Runbook `db-connection-pool-exhausted` started by alert `DatabaseConnectionPoolExhausted`") == 1
+    )
     interactive = next(r for r in records if r["mode"] == "interactive")
     for artifact in interactive["artifacts"]:
         assert f"| db-connection-pool-exhausted (interactive by alice, completed) | [{artifact['path']}]" in review

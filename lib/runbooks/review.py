@@ -93,7 +93,8 @@ def timeline(incident: Incident, clock: str) -> list[Row]:
 def _run(run: Run) -> list[tuple[dt.datetime, str]]:
     """A headless or alert run: its start, and how it ended."""
     record = run.record
-    events = [(record.started_at, f"Runbook `{record.runbook}` started (evidence `{run.evidence}`)")]
+    by = f" by alert `{record.alert['labels'].get('alertname', '?')}`" if record.alert else ""
+    events = [(record.started_at, f"Runbook `{record.runbook}` started{by} (evidence `{run.evidence}`)")]
     if record.error:
         e = record.error
         where = f" at cell {e.cell}" if e.cell is not None else ""
