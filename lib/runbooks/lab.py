@@ -133,10 +133,9 @@ def serve(
             f"--LabApp.workspaces_dir={workspaces.name}",
         ]
     )
-    passwords: dict[str, str] = app.session_manager.passwords
     if copy.secrets:
-        passwords[str(copy.path.resolve())] = copy.secrets[0]
-    sealer = Sealer(seal_after, lambda path: tuple(filter(None, [passwords.get(str(path.resolve()))])), app.log)
+        app.session_manager.passwords[str(copy.path.resolve())] = copy.secrets[0]
+    sealer = Sealer(seal_after, app.session_manager.secrets_of, app.log)
     app.contents_manager.register_pre_save_hook(refuse_evidence)
     app.contents_manager.register_post_save_hook(sealer.saved)
     app.web_app.add_handlers(".*$", [(url_path_join(app.base_url, API), _SessionsHandler)])
@@ -172,6 +171,11 @@ class Sessions(SessionManager):
         notebook = Path(self.kernel_manager.root_dir, environment["JPY_SESSION_NAME"])  # its path, or under root
         password = self.passwords.get(str(notebook.resolve()))
         return {**environment, "PGPASSWORD": password} if password else environment
+
+    def secrets_of(self, notebook: Path) -> tuple[str, ...]:
+        """What to scrub from the seals of `notebook`: the password its kernel was given, if any."""
+        password = self.passwords.get(str(notebook.resolve()))
+        return (password,) if password else ()
 
 
 class Sealer:
