@@ -162,3 +162,14 @@ def kube_api(tmp_path):
     with KubeApiServer() as server:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.url, context="test")
         yield KubeApi(server, kubeconfig, "test")
+
+
+@pytest.fixture
+def receivers(monkeypatch):
+    """Local Slack, Statuspage and PagerDuty (runbooks_sandbox.receivers), their secrets in the environment."""
+    from runbooks_sandbox.receivers import Receivers
+
+    with Receivers() as running:
+        for name, value in running.environment().items():
+            monkeypatch.setenv(name, value)
+        yield running

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -12,9 +11,9 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 
 import runbooks
+from runbooks_sandbox.alertmanager import AlertmanagerServer as Alertmanager  # noqa: F401 (for the tests)
 
 TOKEN = "test-webhook-token-7f3a"
 LIB = str(Path(runbooks.__file__).resolve().parents[1])  # the package under test, for child processes
@@ -134,82 +133,3 @@ class Service:
 
     def runs(self) -> list[dict]:
         return httpx.get(f"{self.url}/runs", headers=self.headers, timeout=10).json()["runs"]
-
-
-class Alertmanager:
-    """prometheus-alertmanager on loopback, one webhook receiver: `webhook_url` with `token`."""
-
-    BINARY = "prometheus-alertmanager"
-
-    def __init__(self, folder: Path, webhook_url: str, token: str):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {
-            "route": {
-                "receiver": "runbooks",
-                "group_by": ["alertname"],
-                "group_wait": "1s",
-                "group_interval": "1s",
-                "repeat_interval": "4h",
-            },
-            "receivers": [
-                {
-                    "name": "runbooks",
-                    "webhook_configs": [
-                        {
-                            "url": webhook_url,
-                            "send_resolved": True,
-                            "http_config": {"authorization": {"credentials": token}},
-                        }
-                    ],
-                }
-            ],
-        }
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "alertmanager.yml").write_text(yaml.safe_dump(config))
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> Alertmanager:
-        with open(self.folder / "alertmanager.log", "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    self.BINARY,
-                    f"--config.file={self.folder / 'alertmanager.yml'}",
-                    f"--storage.path={self.folder / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--cluster.listen-address=",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(self._ready, timeout=30, what="Alertmanager ready")
-        return self
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(
-                f"alertmanager exited {self.process.returncode}: {(self.folder / 'alertmanager.log').read_text()}"
-            )
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def __exit__(self, *exc) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def post_alerts(self, *alerts: dict) -> None:
-        """Alerts as Prometheus sends them: labels, annotations, startsAt, generatorURL."""
-        response = httpx.post(
-            f"{self.url}/api/v2/alerts",
-            content=json.dumps(list(alerts)),
-            headers={"Content-Type": "application/json"},
-            timeout=10,
-        )
-        response.raise_for_status()

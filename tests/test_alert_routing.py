@@ -48,7 +48,8 @@ def parse(payload):
 
 def test_every_alert_of_the_runbook_document_routes_to_its_runbook(routes):
     assert {name: routes.routes[name].runbook for name in SOURCE_RUNBOOK} == SOURCE_RUNBOOK
-    assert set(routes.books) == {b.name for b in catalog.runbooks()}
+    by_hand = {"service-investigation", "verify-recovery", "oncall-handoff"}  # after triage, after a fix, weekly
+    assert set(routes.books) == {b.name for b in catalog.runbooks()} - by_hand
 
 
 def test_namespace_and_selector_come_from_labels_after_their_checks(routes):

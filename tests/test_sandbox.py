@@ -26,6 +26,7 @@ from test_cli import RUNBOOK
 
 SANDBOX_YAML = catalog.PARAMETERS / "sandbox.yaml"
 README = catalog.OUTPUT / "sandbox" / "README.txt"
+INTEGRATIONS = catalog.OUTPUT / "sandbox" / "integrations.yaml"
 NOTEBOOKS = sorted(path.stem for path in catalog.NOTEBOOKS.glob("*.ipynb"))
 
 
@@ -34,6 +35,7 @@ class Sandbox:
     process: subprocess.Popen
     banner: str  # what it printed up to "Ctrl-C stops everything."
     parameters: dict  # parameters/sandbox.yaml as written
+    integrations: dict  # output/sandbox/integrations.yaml as written
 
     @property
     def runbooks(self) -> dict:
@@ -48,9 +50,15 @@ class Sandbox:
         return self.runbooks["triage"]["prometheus_url"]
 
     def ports(self) -> list[int]:
-        """Every loopback port it serves: the Kubernetes API, the TLS endpoints, the health endpoints, Prometheus."""
+        """Every loopback port it serves: the Kubernetes API, the TLS endpoints, the health endpoints, both
+        Prometheus, Alertmanager, the Slack/Statuspage/PagerDuty receivers."""
         kubeconfig = yaml.safe_load(Path(self.parameters["defaults"]["kubeconfig"]).read_text())
         urls = [kubeconfig["clusters"][0]["cluster"]["server"], self.prometheus_url]
+        urls += [
+            self.runbooks["verify-recovery"]["prometheus_url"],
+            self.runbooks["oncall-handoff"]["alertmanager_url"],
+        ]
+        urls.append(self.integrations["pagerduty"]["url"])
         urls += [d["health_url"] for d in self.runbooks["third-party-api-down"]["dependencies"].values()]
         served = self.runbooks["ssl-certificate-expired"]["endpoints"][:2]  # the third is the closed port
         return [urlsplit(url).port for url in urls] + [int(e.split("@")[0].rsplit(":", 1)[1]) for e in served]
@@ -66,7 +74,8 @@ def sandbox():
             if line.startswith("Ctrl-C"):
                 break
         assert SANDBOX_YAML.is_file(), "".join(lines) + process.stderr.read()
-        yield Sandbox(process, "".join(lines), yaml.safe_load(SANDBOX_YAML.read_text()))
+        integrations = yaml.safe_load(INTEGRATIONS.read_text())
+        yield Sandbox(process, "".join(lines), yaml.safe_load(SANDBOX_YAML.read_text()), integrations)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -183,6 +192,29 @@ def declared_p2_by_error_rate_from_prometheus(record, sandbox):
     assert ("auth-service-6b7c9d8f5-k4j2w", "OOMKilled") in [(c["pod"], c["last_termination"]) for c in restarted]
 
 
+def gateway_failing_upstream_after_its_rollout(record, sandbox):
+    cause = one(record, "suspected-cause")["data"]
+    assert (cause["service"], cause["cause"], cause["also"]) == ("api-gateway", "dependency-failing", ["recent-change"])
+    assert one(record, "dependency-failing")["data"]["in_logs"][0]["host"] == "auth-service"
+    assert "error rate 12.00% now" in one(record, "service-metrics")["summary"]  # the sandbox's Prometheus
+
+
+def recovered_on_the_recovered_prometheus(record, sandbox):
+    recovery = one(record, "recovery")["data"]  # the "recovered" variant: the errors ended 20 minutes ago
+    assert recovery["status"] == "recovered" and recovery["readings"] >= 15
+    assert recovery["max_error_rate"] == pytest.approx(0.002, abs=1e-6)
+    assert [a["id"] for a in record["actions"]] == ["resolve-messages"]
+
+
+def handoff_sees_the_alerts_and_certificates(record, sandbox):
+    health = one(record, "environment-health")["data"]
+    checks = {c["check"]: c for c in health["checks"]}
+    assert checks["alerts firing (Alertmanager)"]["detail"] == "CriticalMemoryUsage (warning), HighErrorRate (critical)"
+    assert "certificate/api-gateway-tls (expired" in checks["certificates (cert-manager)"]["detail"]
+    assert checks["certificates (endpoints)"]["status"] == "attention"
+    assert checks["database connection pool"]["status"] == "attention"  # near exhaustion
+
+
 INCIDENTS = {
     "api-gateway-high-error-rate": gateway_errors_traced_to_auth_service,
     "db-connection-pool-exhausted": pool_near_exhaustion,
@@ -192,6 +224,9 @@ INCIDENTS = {
     "ssl-certificate-expired": expired_endpoint_and_certificate,
     "third-party-api-down": tax_rates_down,
     "triage": declared_p2_by_error_rate_from_prometheus,
+    "service-investigation": gateway_failing_upstream_after_its_rollout,
+    "verify-recovery": recovered_on_the_recovered_prometheus,
+    "oncall-handoff": handoff_sees_the_alerts_and_certificates,
 }
 
 
@@ -246,6 +281,7 @@ def test_ctrl_c_stops_everything_and_removes_what_it_wrote(sandbox):
     assert sandbox.process.wait(timeout=60) == 0, sandbox.process.stderr.read()
 
     assert not SANDBOX_YAML.exists() and not README.exists()
+    assert not INTEGRATIONS.exists()
     assert not Path(sandbox.runbooks["ssl-certificate-expired"]["ca_file"]).parent.exists()  # certificates, keys
     assert not processes_mentioning(sandbox.pg_folder) and not Path(sandbox.pg_folder).exists()
     assert not processes_mentioning(prometheus_listens) and not prometheus_folder.exists()

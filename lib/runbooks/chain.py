@@ -59,13 +59,21 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write(path: Path, text: str) -> None:
-    """Write evidence `text` (a JSON object) to `path` with its `chain` link to the incident's last evidence file."""
+def write(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write evidence `text` (a JSON object) to `path` with its `chain` link to the incident's last evidence file.
+
+    The file appears whole or not at all (written aside, then renamed into place): a reader never sees part of
+    it. `exclusive`: FileExistsError when `path` exists already (for a name chosen without claiming it first).
+    """
     record = json.loads(text)
     with _locked(path.parent, exclusive=True):
+        if exclusive and path.exists():
+            raise FileExistsError(path)
         record["chain"] = {**_next_link(path.parent), "seal": UNSEALED}
         unsealed = json.dumps(record, indent=2) + "\n"
-        path.write_bytes(_with_seal(unsealed, UNSEALED, hashlib.sha256(unsealed.encode()).hexdigest()).encode())
+        aside = path.with_name(f".{path.name}.tmp")
+        aside.write_bytes(_with_seal(unsealed, UNSEALED, hashlib.sha256(unsealed.encode()).hexdigest()).encode())
+        os.replace(aside, path)
 
 
 def verify(folder: Path) -> Verification:
@@ -169,8 +177,10 @@ def _check_hash(folder: Path, name: str, expected: str, where: str) -> list[Prob
 
 
 def _names_its_own_artifacts(name: str, record: Record) -> bool:
+    """A run's evidence lists its own notebook and HTML; a command's (runbooks.command_evidence) lists none."""
     stem = _stem(name)
-    return {a["path"] for a in record["artifacts"]} == {f"{stem}{NOTEBOOK}", f"{stem}{HTML}"}
+    listed = {a["path"] for a in record["artifacts"]}
+    return listed == {f"{stem}{NOTEBOOK}", f"{stem}{HTML}"} or not listed
 
 
 def _next_link(folder: Path) -> dict[str, Any]:

@@ -119,14 +119,22 @@ def auth_failures_by_reason(reasons: pd.DataFrame) -> Figure:
 
 def dependency_errors_per_minute(per_minute: pd.DataFrame) -> Figure:
     """Lines: error lines per minute about each third-party dependency (columns), over the window (index, UTC)."""
-    title = "Errors per minute by third-party dependency (UTC)"
+    return lines_per_minute(
+        per_minute, "Errors per minute by third-party dependency (UTC)", "no errors about any dependency in the window"
+    )
+
+
+def lines_per_minute(
+    per_minute: pd.DataFrame, title: str, nothing: str, ylabel: str = "error lines per minute"
+) -> Figure:
+    """Lines: a count per minute for each column of `per_minute` (index: minutes, UTC); `nothing` when all are 0."""
     if per_minute.empty or not per_minute.to_numpy().any():
-        return _empty(title, "no errors about any dependency in the window")
+        return _empty(title, nothing)
     fig, ax = plt.subplots(figsize=(9, 3.5))
     times = per_minute.index.tz_convert("UTC").tz_localize(None)  # matplotlib's date axis, labelled UTC
-    for dependency in per_minute.columns:
-        ax.plot(times, per_minute[dependency], drawstyle="steps-mid", marker=".", label=dependency)
-    ax.set_ylabel("error lines per minute")
+    for column in per_minute.columns:
+        ax.plot(times, per_minute[column], drawstyle="steps-mid", marker=".", label=column)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M"))
@@ -205,16 +213,20 @@ def errors_over_time(per_minute: pd.DataFrame) -> Figure:
 
 
 def error_rate_and_latency(
-    series: pd.DataFrame, normal_latency: float | None, incident_start=None, baseline_label: str = "baseline"
+    series: pd.DataFrame,
+    normal_latency: float | None,
+    incident_start=None,
+    baseline_label: str = "baseline",
+    title: str = "Error rate and latency, last hour, against the baseline (UTC)",
+    shaded: tuple | None = None,
 ) -> Figure:
     """Two panels over the window (UTC): error rate (%) and latency (s), each against its baseline, with the
     incident-response runbook's severity thresholds (error rate 1 % and 10 %; latency 1.5x and 3x normal) and the
-    incident start.
+    incident start; `shaded`, a (from, to) pair of times, is drawn as a grey band (e.g. the span watched).
 
-    Takes diagnoses.triage.read_metrics(...).series: error_rate, baseline_error_rate, latency_seconds,
-    baseline_latency_seconds.
+    Takes a frame with the columns error_rate, baseline_error_rate, latency_seconds, baseline_latency_seconds
+    (diagnoses.triage.read_metrics(...).series, prometheus.against_baseline, incident.Incident.series).
     """
-    title = "Error rate and latency, last hour, against the baseline (UTC)"
     if series.empty or series.isna().all().all():
         return _empty(title, "no metrics (see the metrics-unavailable finding)")
     times = series.index.tz_convert("UTC").tz_localize(None)
@@ -267,8 +279,38 @@ def error_rate_and_latency(
                 ha="right",
                 rotation=90,
             )
+    if shaded is not None:
+        left, right = (pd.Timestamp(t).tz_convert("UTC").tz_localize(None) for t in shaded)
+        for ax in (errors, latency):
+            ax.axvspan(left, right, color="#d9d9d9", alpha=0.5, linewidth=0)
     latency.xaxis.set_major_formatter(DateFormatter("%H:%M"))
     errors.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+SEVERITY_COLOURS = {"P1": "#a50f15", "P2": "#de2d26", "P3": "#fd8d3c", "P4": "#fdd0a2", "unclassified": "#bdbdbd"}
+
+
+def incidents_per_day(per_day: pd.DataFrame) -> Figure:
+    """Stacked bars: incidents started per day (index: dates), a column per severity.
+
+    Takes diagnoses.oncall_handoff.Incidents.per_day().
+    """
+    title = "Incidents per day by severity (US Eastern)"
+    if per_day.empty or not per_day.to_numpy().any():
+        return _empty(title, "no incidents in the period")
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    labels = [f"{day:%a %m-%d}" for day in per_day.index]
+    bottom = pd.Series(0, index=per_day.index)
+    for severity in per_day.columns:
+        ax.bar(labels, per_day[severity], bottom=bottom, label=severity, color=SEVERITY_COLOURS.get(severity))
+        bottom += per_day[severity]
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("incidents started")
+    ax.set_title(title)
+    ax.legend(title="severity", loc="upper left", fontsize="small")
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -1,8 +1,10 @@
-"""`runbook`: list, show, run and open the incident runbooks; seal, verify, report on and communicate an incident.
+"""`runbook`: list, show, run and open the incident runbooks; seal, verify, report on, communicate and close an
+incident.
 
 Exit codes: 0 every cell ran; 1 a cell failed or the target was unreachable (evidence still
-written); 2 bad input (unknown runbook, parameter, environment, wrong type, incident without
-evidence), before any kernel; 3 `verify` found evidence changed, removed or inserted.
+written), or a message posted by `comms --post` was not delivered (recorded); 2 bad input (unknown
+runbook, parameter, environment, wrong type, incident without evidence), before any kernel; 3 `verify`
+found evidence changed, removed or inserted; 4 `close` found no confirmed recovery (and no --force).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import click
 
-from . import catalog, chain, communication, registry
+from . import catalog, chain, registry
 from .errors import UsageError
-from .incident import MESSAGE_KINDS, evidence_folder, load, message_fields
+from .incident import MESSAGE_KINDS, evidence_folder, load
+from .notify.pagerduty import KINDS as PAGERDUTY_KINDS
 
 NOT_INTACT = 3  # `runbook verify`: some evidence was changed, removed or inserted
 
@@ -210,14 +213,55 @@ def report(incident: str, output_dir: Path) -> None:
 @click.option(
     "--kind",
     required=True,
-    type=click.Choice(MESSAGE_KINDS),
-    help="Which of the incident-response runbook's templates.",
+    type=click.Choice(MESSAGE_KINDS + PAGERDUTY_KINDS),
+    help="Which of the incident-response runbook's templates, or which PagerDuty event.",
+)
+@click.option("--post", is_flag=True, help="Send it to its channel (parameters/integrations.yaml) and record it.")
+@click.option(
+    "--integrations",
+    type=click.Path(path_type=Path),
+    help="Channels and the variables holding their secrets.  [default: parameters/integrations.yaml]",
 )
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
-def comms(incident: str, kind: str, output_dir: Path) -> None:
-    """Print the KIND message for INCIDENT, filled from its evidence; what it does not know stays [placeholder]."""
-    now = dt.datetime.now(dt.timezone.utc)
-    click.echo(communication.render(kind, **message_fields(load(output_dir, incident), kind, now)), nl=False)
+def comms(incident: str, kind: str, post: bool, integrations: Path | None, output_dir: Path) -> None:
+    """Print the KIND message for INCIDENT, filled from its evidence; what it does not know stays [placeholder].
+
+    With --post: send it (Slack, Statuspage or PagerDuty), one line per channel, and record what was sent in the
+    incident's evidence (the last line printed is that file). Exit 1 when a post failed after its retries.
+    """
+    from . import notify
+    from .notify import outbox
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    loaded, channels = load(output_dir, incident), notify.load(integrations)
+    if not post:
+        click.echo(outbox.text(loaded, kind, channels, now), nl=False)
+        return
+    outcome = outbox.post(loaded, kind, channels, now)
+    for line in [*outcome.skipped, *(d.line() for d in outcome.deliveries)]:
+        click.echo(line)
+    path = outbox.record(output_dir, loaded, kind, outcome, now, channels)
+    if path:
+        click.echo(path)
+    if outcome.failed:
+        click.echo(f"runbook: {incident}: {len(outcome.failed)} message(s) not delivered (recorded)", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("incident")
+@click.option("--force", "reason", metavar="REASON", help="Close without a recovered verify-recovery, saying why.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+def close(incident: str, reason: str | None, output_dir: Path) -> None:
+    """Close INCIDENT: needs verify-recovery's `recovery` finding saying recovered (or --force REASON); records the
+    resolution in its evidence and prints when the post-incident review is due. Exit 4: not confirmed recovered."""
+    from .closing import close as close_incident
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    closed = close_incident(output_dir, load(output_dir, incident), reason, now)
+    for line in closed.lines:
+        click.echo(line)
+    click.echo(closed.evidence)
 
 
 @main.command()
@@ -257,19 +301,34 @@ def sandbox() -> None:
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Runs at a time.")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept alerts without the bearer token.")
-def serve(host, port, env, files, routes, output_dir, workers, insecure_no_auth) -> None:
-    """Receive Alertmanager's webhook on POST /alerts and run the routed runbook of each firing alert.
+@click.option(
+    "--integrations",
+    type=click.Path(path_type=Path),
+    help="Where escalations are posted (Slack).  [default: parameters/integrations.yaml]",
+)
+@click.option(
+    "--escalate-every",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between looks for incidents to escalate.",
+)
+def serve(host, port, env, files, routes, output_dir, workers, insecure_no_auth, integrations, escalate_every) -> None:
+    """Receive Alertmanager's webhook on POST /alerts and run the routed runbook of each firing alert; escalate
+    incidents left unresolved at 30 min, 1 h and 2 h (posted to Slack when configured).
 
     The bearer token comes from RUNBOOK_WEBHOOK_TOKEN (exit 3 without it, unless --insecure-no-auth).
     """
     import logging
 
+    from . import notify
     from .alerts import routing, service
 
     token = service.token_from_environment(insecure_no_auth)
     routed = routing.load(routes or routing.ROUTES, env, tuple(files))
+    channels = notify.load(integrations)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service.serve(routed, output_dir, workers, token, host, port)
+    service.serve(routed, output_dir, workers, token, host, port, channels, escalate_every)
 
 
 if __name__ == "__main__":

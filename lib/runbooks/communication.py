@@ -24,6 +24,7 @@ KINDS = (
     "status-monitoring",  # External → Status Page - Monitoring
     "status-resolved",  # External → Status Page - Resolved
     "customer-email",  # External → Customer Email Template (P1/P2)
+    "slack-escalation",  # Escalation Procedures → How to Escalate → Via Slack
 )
 
 

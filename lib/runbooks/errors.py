@@ -21,3 +21,7 @@ class PrometheusUnreachable(Exception):
 
 class PrometheusQueryError(Exception):
     """Prometheus refused a PromQL query (bad syntax, unknown function); the message quotes its reason."""
+
+
+class AlertmanagerUnreachable(Exception):
+    """Alertmanager does not answer, or what answers is not its API v2; the message says which."""

@@ -1,9 +1,10 @@
 """What a severity asks for, and when: the incident-response runbook's targets, cadence and escalation matrix.
 
 From "Incident Severity Levels" (response time, resolution target, communication), "Escalation
-Procedures" (the escalation matrix and contacts) and "On-Call Responsibilities". Times count from the
-incident's start. Boundaries are read escalating, as the runbook asks: at exactly 30 minutes the 30-60 min
-column of the matrix applies; a target is due at start + target, and overdue from then on.
+Procedures" (the escalation matrix and contacts), "On-Call Responsibilities" and Phase 4's "Schedule
+Post-Incident Review" (review_due). Times count from the incident's start. Boundaries are read escalating, as
+the runbook asks: at exactly 30 minutes the 30-60 min column of the matrix applies; a target is due at
+start + target, and overdue from then on.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 
 from .severity import LEVELS
+
+EASTERN = ZoneInfo("America/New_York")  # the runbook's on-call times (handoff Monday 9:00 AM ET) are Eastern
 
 MINUTE, HOUR = dt.timedelta(minutes=1), dt.timedelta(hours=1)
 
@@ -139,6 +143,51 @@ def engagement(severity: str, started: dt.datetime, now: dt.datetime) -> pd.Data
                 }
             )
     return pd.DataFrame(rows, columns=["column", "role", "note", "engage_now", "from", "contact", "backup"])
+
+
+@dataclass(frozen=True)
+class ReviewRule:
+    days: int
+    business_days: bool  # count Monday to Friday only
+    words: str  # the incident-response runbook's
+
+
+# Phase 4, "Schedule Post-Incident Review"; P4 has none.
+REVIEW_WITHIN: dict[str, ReviewRule | None] = {
+    "P1": ReviewRule(3, True, "within 3 business days"),
+    "P2": ReviewRule(3, True, "within 3 business days"),
+    "P3": ReviewRule(7, False, "within 1 week"),
+    "P4": None,
+}
+
+
+@dataclass(frozen=True)
+class ReviewDue:
+    severity: str
+    rule: str  # the runbook's words for this severity
+    due: dt.date | None  # the last day (US Eastern) the review may be held on; None: no review asked for
+
+    def line(self) -> str:
+        if self.due is None:
+            return f"no post-incident review asked for ({self.severity})"
+        return f"post-incident review due by {self.due:%a %Y-%m-%d} ET ({self.severity}: {self.rule})"
+
+
+def review_due(severity: str, resolved_at: dt.datetime) -> ReviewDue:
+    """When the post-incident review must be held: P1/P2 within 3 business days of the resolution, P3 within
+    one week, P4 none. Days are US Eastern calendar days; a business day is Monday to Friday (public
+    holidays are not known here: move the meeting by hand). Resolved on Friday, a P2's review is due by
+    Wednesday; resolved on Saturday, also by Wednesday."""
+    rule = REVIEW_WITHIN[_level(severity)]
+    if resolved_at.tzinfo is None:
+        raise ValueError("times must carry a time zone (UTC)")
+    if rule is None:
+        return ReviewDue(severity, "none", None)
+    day, left = resolved_at.astimezone(EASTERN).date(), rule.days
+    while left:
+        day += dt.timedelta(days=1)
+        left -= not rule.business_days or day.weekday() < 5
+    return ReviewDue(severity, rule.words, day)
 
 
 def _level(severity: str) -> str:

@@ -1,9 +1,11 @@
 """An incident as its evidence tells it: the runs, severity, start and end, findings and actions.
 
-Loaded from every `*.evidence.json` in `output/<incident>/`; `runbook report` and `runbook comms` both
-read it. Severity and impact figures come from the `severity` finding the triage runbook records (data:
-`severity` P1..P4, `rule`, `measured`, `error_rate` as a fraction, `latency_ratio`, `incident_start`);
-without one they are None, and the documents keep the incident-response runbook's placeholders.
+Loaded from every `*.evidence.json` in `output/<incident>/`; `runbook report`, `runbook comms`, `runbook close`
+and the oncall-handoff runbook read it. Severity and impact figures come from the `severity` finding the triage
+runbook records (data: `severity` P1..P4, `rule`, `measured`, `error_rate` as a fraction, `latency_ratio`,
+`incident_start`, `series`); without one they are None, and the documents keep the incident-response runbook's
+placeholders. Whether it recovered is the verify-recovery runbook's `recovery` finding; whether it is closed,
+and when it was resolved, the `resolution` finding `runbook close` records (runbooks.command_evidence).
 """
 
 from __future__ import annotations
@@ -13,15 +15,23 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import communication, escalation, evidence
+import pandas as pd
+
+from . import communication, escalation, evidence, severity
+from .command_evidence import is_command
 from .errors import UsageError
 from .evidence import Record, parse_time
 from .runfiles import ALERT_LOG, evidence_files, incident_folder
 
 LEVELS = ("P1", "P2", "P3", "P4")  # most severe first
 SEVERITY_FINDING = "severity"  # the triage runbook's finding id
+RECOVERY_FINDING = "recovery"  # the verify-recovery runbook's: data.status recovered | not-recovered | unknown
+RESOLUTION_FINDING = "resolution"  # what `runbook close` records: data.resolved_at, review_due, forced, reason
+SERIES_COLUMNS = ["error_rate", "latency_seconds", "baseline_error_rate", "baseline_latency_seconds"]
 # The communication templates `message_fields` fills; triage drafts slack-declared and status-investigating itself.
 MESSAGE_KINDS = (
+    "slack-declared",
+    "status-investigating",
     "slack-update",
     "slack-resolved",
     "status-identified",
@@ -49,6 +59,7 @@ class AlertEvent:
     received_at: dt.datetime
     runbook: str | None
     reason: str | None
+    fingerprint: str | None = None  # Alertmanager's: one alert firing, then resolved
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,114 @@ class Incident:
         return min(known) if known else self.runs[0].record.started_at
 
     @property
+    def runbook_runs(self) -> tuple[Run, ...]:
+        """The runs of runbooks, without the records of commands (close, comms, escalate)."""
+        return tuple(run for run in self.runs if not is_command(run.record))
+
+    @property
+    def resolution(self) -> dict | None:
+        """What `runbook close` recorded (resolved_at, review_due, forced, reason, ...); None while open."""
+        found = self.latest(RESOLUTION_FINDING, commands=True)
+        return found[1]["data"] if found else None
+
+    @property
+    def resolved_at(self) -> dt.datetime | None:
+        return parse_time(self.resolution["resolved_at"]) if self.resolution else None
+
+    @property
+    def recovery(self) -> tuple[Run, dict] | None:
+        """The latest `recovery` finding of verify-recovery and its run; None when recovery was never checked."""
+        return self.latest(RECOVERY_FINDING)
+
+    @property
+    def mitigated_at(self) -> dt.datetime | None:
+        """When the last runbook run that applied an action finished; None when nothing was applied."""
+        done = [
+            run.record.finished_at
+            for run in self.runbook_runs
+            if any(a["mode"] == "applied" for a in run.record.actions)
+        ]
+        return max(done, default=None)
+
+    @property
+    def detected_at(self) -> dt.datetime:
+        """When someone or something first looked: the first alert reaching `runbook serve`, or the first run."""
+        return min([*(a.received_at for a in self.firing), self.runs[0].record.started_at])
+
+    @property
+    def acknowledged_at(self) -> dt.datetime | None:
+        """When a person first took it on: the first acknowledge sent to PagerDuty (`runbook comms`), or the first
+        runbook run started by hand (not by an alert); None when neither happened."""
+        by_hand = [r.record.started_at for r in self.runbook_runs if r.record.alert is None]
+        acknowledged = [
+            run.record.finished_at
+            for run in self.runs
+            if is_command(run.record)
+            for a in run.record.actions
+            if a["id"] == "pagerduty-acknowledge" and a["result"].startswith("sent")
+        ]
+        return min([*by_hand, *acknowledged], default=None)
+
+    def latest(self, finding_id: str, commands: bool = False) -> tuple[Run, dict] | None:
+        """The last finding with this id in run order (of runbook runs; with `commands`, of command records only)."""
+        found = [
+            (run, f)
+            for run in self.runs
+            if is_command(run.record) == commands
+            for f in run.record.findings
+            if f["id"] == finding_id
+        ]
+        return found[-1] if found else None
+
+    @property
+    def series(self) -> pd.DataFrame:
+        """Error rate and latency (with their baselines) per minute, from every finding that recorded a `series`
+        (triage's severity, verify-recovery's recovery), in run order; the first value read for a minute stands.
+        Index: the minute (UTC); columns SERIES_COLUMNS; empty when no run read metrics."""
+        frames = []
+        for run in self.runbook_runs:
+            for f in run.record.findings:
+                rows = f["data"].get("series") if isinstance(f["data"], dict) else None
+                if rows:
+                    frame = pd.DataFrame(rows).reindex(columns=["time", *SERIES_COLUMNS])
+                    frame["time"] = pd.to_datetime(frame["time"], utc=True, format="ISO8601").dt.floor("min")
+                    frames.append(frame.set_index("time").astype(float))
+        if not frames:
+            return pd.DataFrame(columns=SERIES_COLUMNS, index=pd.DatetimeIndex([], tz="UTC", name="time"), dtype=float)
+        merged = pd.concat(frames)
+        merged = merged[~merged.index.duplicated(keep="first")].sort_index()
+        merged.index.name = "time"
+        return merged
+
+    @property
+    def normal_latency(self) -> float | None:
+        """Normal latency in seconds: triage's (its baseline's median), else the median of the recorded baselines."""
+        given = [t["normal_latency_seconds"] for t in self.triage if t.get("normal_latency_seconds")]
+        if given:
+            return float(given[-1])
+        baseline = self.series["baseline_latency_seconds"].dropna()
+        return float(baseline.median()) or None if not baseline.empty else None
+
+    def impact(self) -> Impact:
+        """The figures the evidence knows for the review's Impact: peaks, and how long each severity threshold of
+        error rate and latency was reached, from the recorded series."""
+        series, normal = self.series, self.normal_latency
+        peak_error = _peak([self.error_rate, *series["error_rate"].dropna()])
+        peak_latency = _peak(series["latency_seconds"].dropna())
+        ratio = series["latency_seconds"] / normal if normal else pd.Series(dtype=float)
+        peak_ratio = _peak([self.latency_ratio, *ratio.dropna()])
+        step = _step(series.index)
+        over = []
+        for rule in severity.RULES:
+            values = {"error_rate": series["error_rate"], "latency_ratio": ratio}.get(rule.measure)
+            if values is None or values.dropna().empty:
+                continue
+            hits = values.dropna().round(9) >= rule.threshold
+            over.append(Threshold(rule.level, rule.measure, rule.threshold, int(hits.sum()) * step))
+        covered = (series.index.min(), series.index.max()) if not series.empty else None
+        return Impact(peak_error, peak_ratio, peak_latency, normal, tuple(over), covered)
+
+    @property
     def start_basis(self) -> str:
         if self.incident_start and self.start == self.incident_start:
             return "the incident start triage gave"
@@ -93,22 +212,31 @@ class Incident:
 
     @property
     def end(self) -> dt.datetime:
-        """When the last runbook run finished or the last resolved notification came, whichever is later."""
+        """When `runbook close` resolved it; while open, when the last runbook run finished or the last resolved
+        notification came, whichever is later."""
+        if self.resolved_at:
+            return self.resolved_at
         return max(
             [
-                *(run.record.finished_at for run in self.runs),
+                *(run.record.finished_at for run in self.runbook_runs or self.runs),
                 *(a.received_at for a in self.alerts if a.state == "resolved"),
             ]
         )
 
     @property
     def end_basis(self) -> str:
-        last_run = max(run.record.finished_at for run in self.runs)
+        if self.resolved_at:
+            return "its resolution (`runbook close`)"
+        last_run = max(run.record.finished_at for run in self.runbook_runs or self.runs)
         return "the last runbook run finishing" if self.end == last_run else "the last alert resolved"
 
     @property
     def firing(self) -> tuple[AlertEvent, ...]:
         return tuple(a for a in self.alerts if a.state != "resolved")
+
+    @property
+    def still_firing(self) -> tuple[AlertEvent, ...]:
+        return still_firing(self.alerts)
 
     @property
     def duration(self) -> dt.timedelta:
@@ -139,7 +267,9 @@ class Incident:
     def actions_taken(self) -> list[str]:
         """The applied actions, a line per runbook, action and result: `restart on 3 targets: done (runbook)`."""
         targets: dict[tuple[str, str, str], list[str]] = {}
-        for run in self.current:
+        for run in self.runbook_runs:
+            if run.evidence in self.superseded:
+                continue  # its actions are in the later seal too
             for a in run.record.actions:
                 if a["mode"] == "applied":
                     targets.setdefault((run.record.runbook, a["id"], a["result"]), []).append(a["target"])
@@ -147,6 +277,34 @@ class Incident:
             f"{action} on {on[0] if len(on) == 1 else f'{len(on)} targets'}: {result} ({runbook})"
             for (runbook, action, result), on in targets.items()
         ]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    level: str  # the severity whose rule this threshold is
+    measure: str  # error_rate | latency_ratio
+    threshold: float
+    duration: dt.timedelta  # how long the recorded series was at or above it
+
+
+@dataclass(frozen=True)
+class Impact:
+    peak_error_rate: float | None  # fraction
+    peak_latency_ratio: float | None
+    peak_latency_seconds: float | None
+    normal_latency_seconds: float | None
+    over: tuple[Threshold, ...]  # per severity rule on error rate or latency, in the rules' order
+    covered: tuple[dt.datetime, dt.datetime] | None  # the span the recorded series cover
+
+    def lines(self) -> list[str]:
+        """`error rate >= 10 % (P2): 18 min`, ... for the thresholds reached."""
+        lines = []
+        for t in self.over:
+            if t.duration:
+                shown = f"{t.threshold:.0%}" if t.measure == "error_rate" else f"{t.threshold:g}x normal"
+                what = "error rate" if t.measure == "error_rate" else "latency"
+                lines.append(f"{what} >= {shown} ({t.level}): {human_duration(t.duration)}")
+        return lines
 
 
 def evidence_folder(output_dir: Path, incident: str) -> Path:
@@ -172,7 +330,7 @@ def load(output_dir: Path, incident: str) -> Incident:
         raise UsageError(
             f"a triage finding of incident {incident!r} has an incident_start that is no ISO time"
         ) from None
-    return Incident(incident, path, tuple(runs), triage, min(starts, default=None), _alerts(path / ALERT_LOG))
+    return Incident(incident, path, tuple(runs), triage, min(starts, default=None), alert_log(path / ALERT_LOG))
 
 
 def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
@@ -182,6 +340,14 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
     technical, and their plain-language version is for a person to write.
     """
     duration = human_duration(incident.duration)
+    if kind == "slack-declared":
+        return {
+            "severity": incident.severity,
+            "started": f"{communication.utc(incident.start)} ({incident.start_basis})",
+            "next_update": next_update(incident, now),
+        }
+    if kind == "status-investigating":
+        return {"posted": communication.eastern(now)}
     if kind == "slack-update":
         return {
             "incident": incident.id,
@@ -199,12 +365,13 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
             "severity": incident.severity,
             "duration": duration,
             "resolution": "; ".join(incident.actions_taken()),
-            "error_rate": percent(incident.error_rate),
+            "error_rate": percent(incident.impact().peak_error_rate),
+            "review_scheduled": review_line(incident),
         }
     if kind in ("status-identified", "status-monitoring"):
         return {"updated": communication.eastern(now)}
     if kind == "status-resolved":
-        return {"duration": duration, "resolved": communication.eastern(now)}
+        return {"duration": duration, "resolved": communication.eastern(incident.resolved_at or now)}
     if kind == "customer-email":
         return {
             "date": f"{incident.start.astimezone(communication.EASTERN):%Y-%m-%d}",
@@ -213,6 +380,21 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
             "duration": duration,
         }
     raise ValueError(f"no fields for template {kind!r}")
+
+
+def review_due(incident: Incident) -> escalation.ReviewDue | None:
+    """When the post-incident review is due, from the severity and the resolution; None while either is unknown."""
+    if incident.severity is None or incident.resolved_at is None:
+        return None
+    return escalation.review_due(incident.severity, incident.resolved_at)
+
+
+def review_line(incident: Incident) -> str | None:
+    """`due by Wed 2026-12-02 ET (within 3 business days)`; None (a placeholder) while open or unclassified."""
+    due = review_due(incident)
+    if due is None:
+        return None
+    return f"due by {due.due:%a %Y-%m-%d} ET ({due.rule})" if due.due else f"none ({due.severity})"
 
 
 def next_update(incident: Incident, now: dt.datetime) -> str | None:
@@ -247,7 +429,7 @@ def _run(path: Path) -> Run:
         raise UsageError(f"{path} is not a readable evidence file; `runbook verify` says what changed") from None
 
 
-def _alerts(log: Path) -> tuple[AlertEvent, ...]:
+def alert_log(log: Path) -> tuple[AlertEvent, ...]:
     """The incident log's lines as events; none without a log (runs started by hand)."""
     if not log.exists():
         return ()
@@ -263,6 +445,7 @@ def _alerts(log: Path) -> tuple[AlertEvent, ...]:
                     parse_time(entry["received_at"]),
                     entry.get("runbook"),
                     entry.get("reason"),
+                    entry.get("fingerprint"),
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -270,6 +453,18 @@ def _alerts(log: Path) -> tuple[AlertEvent, ...]:
     return tuple(events)
 
 
+def still_firing(events: tuple[AlertEvent, ...]) -> tuple[AlertEvent, ...]:
+    """The alerts that fired and whose resolved notification has not come (same fingerprint and start)."""
+    resolved = {(a.fingerprint, a.starts_at) for a in events if a.state == "resolved"}
+    return tuple(a for a in events if a.state != "resolved" and (a.fingerprint, a.starts_at) not in resolved)
+
+
 def _peak(values) -> float | None:
-    known = [v for v in values if isinstance(v, (int, float))]
+    known = [float(v) for v in values if isinstance(v, (int, float)) and v == v]  # NaN != NaN
     return max(known) if known else None
+
+
+def _step(index: pd.DatetimeIndex) -> dt.timedelta:
+    """The series' sampling interval (the most common gap), one minute when it cannot tell."""
+    gaps = index.to_series().diff().dropna()
+    return gaps.mode().iloc[0].to_pytimedelta() if not gaps.empty else dt.timedelta(minutes=1)

@@ -68,6 +68,28 @@ def shifted_range(
     return frame
 
 
+def against_baseline(
+    prometheus: Prometheus,
+    queries: dict[str, str],
+    start: dt.datetime,
+    end: dt.datetime,
+    step: dt.timedelta,
+    offset: dt.timedelta,
+) -> pd.DataFrame:
+    """Each query (name -> PromQL) over [start, end] every `step`, and the same window `offset` earlier laid over
+    it: one row per time (index, UTC), a column per name and one per `baseline_<name>`. A query giving several
+    series counts by its worst (highest) series at each time; a time no query answered for is left out."""
+    frames = {}
+    for name, promql in queries.items():
+        frames[name] = query_range(prometheus, promql, start, end, step)
+        frames[f"baseline_{name}"] = shifted_range(prometheus, promql, start, end, step, offset)
+    columns = [*queries, *(f"baseline_{name}" for name in queries)]
+    series = pd.DataFrame({name: frame.groupby("time")["value"].max() for name, frame in frames.items()})
+    series = series.reindex(columns=columns).astype(float)
+    series.index.name = "time"
+    return series
+
+
 def duration(text: str) -> dt.timedelta:
     """A Prometheus duration (`1w`, `1d`, `90m`, `1h30m`) as a timedelta, or ValueError."""
     parts = _DURATION.findall(text or "")

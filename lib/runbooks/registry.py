@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-ACCESS_LAYERS = ("postgres", "kube", "prometheus", "tls", "health", "gateway_log")
+ACCESS_LAYERS = ("postgres", "kube", "prometheus", "tls", "health", "gateway_log", "alertmanager")
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,15 @@ RUNBOOKS = (
     Entry(
         "jwt-validation-failures", ("kube",), "restarts the deployments whose pods started before the secret changed"
     ),
+    Entry("oncall-handoff", ("kube", "postgres", "tls", "alertmanager")),
     Entry(
         "pod-oomkilled", ("kube",), "raises the memory of the deployments owning OOMKilled containers, restarts them"
     ),
     Entry("ssl-certificate-expired", ("kube", "tls"), "asks cert-manager to renew (as `cmctl renew`); never deletes"),
+    Entry("service-investigation", ("kube", "prometheus", "health")),
     Entry("third-party-api-down", ("kube", "health")),
     Entry("triage", ("kube", "prometheus", "gateway_log")),
+    Entry("verify-recovery", ("prometheus",)),
 )
 
 

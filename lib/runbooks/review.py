@@ -4,23 +4,31 @@ Markdown from `templates/post-incident-review.md.j2`, filled from the incident's
 that same Markdown rendered by mistune (nbconvert's Markdown renderer) with raw HTML escaped, so no
 text from a finding becomes markup. What the evidence cannot know (root cause, users affected, what
 went well, action items) keeps the incident-response runbook's placeholders for the people in the review.
+The review meeting (when it is due, attendees, agenda) comes from runbooks.review_meeting; the Impact
+figures and the chart of error rate and latency over the incident from the metrics the runs recorded
+(`review-impact.png` beside review.md; embedded in review.html).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import html as html_text
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import mistune
 
+from . import review_meeting
 from .chain import Verification
+from .command_evidence import is_command
 from .communication import EASTERN
 from .incident import Incident, Run, human_duration, percent
 
 NAME = "review"  # review.md and review.html in the incident folder
+CHART = "review-impact.png"  # beside them: error rate and latency over the incident
 STYLE = """
 body { font-family: sans-serif; max-width: 60rem; margin: 2rem auto; line-height: 1.4; }
 table { border-collapse: collapse; } th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; }
@@ -34,26 +42,61 @@ class Row:
     event: str
 
 
-def write(incident: Incident, verification: Verification) -> tuple[Path, Path]:
-    """Write review.md and review.html into the incident folder; their paths."""
-    text = markdown(incident, verification)
+def write(incident: Incident, verification: Verification, now: dt.datetime | None = None) -> tuple[Path, Path]:
+    """Write review.md and review.html (and the chart, when the runs recorded metrics) into the incident folder;
+    the paths of the two documents."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    png = impact_chart(incident)
     md_path, html_path = incident.folder / f"{NAME}.md", incident.folder / f"{NAME}.html"
-    md_path.write_text(text)
-    html_path.write_text(html(text, f"Post-Incident Review: {incident.id}"))
+    (incident.folder / CHART).unlink(missing_ok=True)
+    if png:
+        (incident.folder / CHART).write_bytes(png)
+    md_path.write_text(markdown(incident, verification, now, CHART if png else None))
+    embedded = f"data:image/png;base64,{base64.b64encode(png).decode()}" if png else None
+    html_path.write_text(html(markdown(incident, verification, now, embedded), f"Post-Incident Review: {incident.id}"))
     return md_path, html_path
 
 
-def markdown(incident: Incident, verification: Verification) -> str:
+def impact_chart(incident: Incident) -> bytes | None:
+    """Error rate and latency over the incident window as PNG; None when no run recorded metrics."""
+    from . import charts  # matplotlib loads only for a chart
+
+    series = incident.series
+    if series.empty or series[["error_rate", "latency_seconds"]].isna().all().all():
+        return None
+    figure = charts.error_rate_and_latency(
+        series,
+        incident.normal_latency,
+        incident.start,
+        "baseline",
+        f"Error rate and latency over {incident.id}, against the baseline (UTC)",
+        (incident.start, incident.end),
+    )
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+def markdown(
+    incident: Incident, verification: Verification, now: dt.datetime | None = None, chart: str | None = None
+) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
     start, end = (when.astimezone(EASTERN) for when in (incident.start, incident.end))
     one_day = start.date() == end.date()
+    impact = incident.impact()
     return _template().render(
         incident=incident.id,
         date=f"{start:%Y-%m-%d}" if one_day else f"{start:%Y-%m-%d} to {end:%Y-%m-%d}",
         duration=human_duration(incident.duration),
         duration_basis=f"from {incident.start_basis} at {start:%H:%M} ET to {incident.end_basis} at {end:%H:%M} ET",
         severity=_severity(incident),
-        error_rate=percent(incident.error_rate),
-        latency_ratio=None if incident.latency_ratio is None else f"{incident.latency_ratio:.1f}",
+        error_rate=percent(impact.peak_error_rate),
+        latency_ratio=None if impact.peak_latency_ratio is None else f"{impact.peak_latency_ratio:.1f}",
+        over=impact.lines(),
+        covered=_span(impact.covered),
+        chart=chart,
+        closed=_closed(incident),
+        meeting=review_meeting.meeting(incident, now),
         timeline=timeline(incident, "%H:%M:%S" if one_day else "%Y-%m-%d %H:%M:%S"),
         artifacts=[
             {"run": _run_label(run, incident), "path": a.path, "sha256": a.sha256}
@@ -79,6 +122,9 @@ def timeline(incident: Incident, clock: str) -> list[Row]:
         events.append((a.received_at, f"Alert `{a.alertname}` received by `runbook serve`: {outcome}"))
     for run in incident.current:
         record, finished = run.record, run.record.finished_at
+        if is_command(record):
+            events += _command_events(run.evidence, record)
+            continue
         events += _session(run) if record.session else _run(run)
         for f in record.findings:
             badge = f" ({f['severity']})" if f["severity"] else ""
@@ -138,6 +184,34 @@ def _run_label(run: Run, incident: Incident) -> str:
         return f"{record.runbook} ({record.status})"
     superseded = ", superseded" if run.evidence in incident.superseded else ""
     return f"{record.runbook} (interactive by {record.operator}, {record.status}{superseded})"
+
+
+COMMAND_WORDS = {"close": "Closed", "comms": "Message sent", "escalate": "Escalation"}
+
+
+def _command_events(evidence: str, record) -> list[tuple[dt.datetime, str]]:
+    """A command's record as timeline rows: what was closed, sent, escalated, and the receivers' answers."""
+    events = [(record.finished_at, f"`runbook {record.runbook}` (evidence `{evidence}`)")]
+    for f in record.findings:
+        events.append((record.finished_at, f"{COMMAND_WORDS.get(record.runbook, 'Command')}: {f['summary']}"))
+    for action in record.actions:
+        events.append((record.finished_at, f"Applied `{action['id']}` on {action['target']}: {action['result']}"))
+    return events
+
+
+def _closed(incident: Incident) -> str:
+    resolution = incident.resolution
+    if resolution is None or incident.resolved_at is None:
+        return "open (not closed with `runbook close`)"
+    how = f"forced: {resolution.get('reason')}" if resolution.get("forced") else "recovery confirmed by verify-recovery"
+    return f"closed, resolved {incident.resolved_at.astimezone(EASTERN):%Y-%m-%d %H:%M} ET ({how})"
+
+
+def _span(covered) -> str | None:
+    if not covered:
+        return None
+    start, end = (t.astimezone(EASTERN) for t in covered)
+    return f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} ET"
 
 
 def html(text: str, title: str) -> str:

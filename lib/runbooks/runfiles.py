@@ -4,6 +4,7 @@ output/<incident>/                      an incident's folder (`incident_folder`)
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.ipynb          the executed notebook
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.html           its HTML rendering
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.evidence.json  the evidence file (runbooks.evidence.Record)
+  <UTC time YYYYMMDDTHHMMSSZ>-<command>.evidence.json   what a command did (close, comms, escalate): no notebook
   alerts.jsonl                          the incident log `runbook serve` keeps (ALERT_LOG)
   <UTC open YYYYMMDDTHHMMSSZ>-<runbook>.ipynb           a working copy `runbook open` wrote (`is_working_copy`):
                                         named like a run's notebook, never listed in evidence; `runbook seal`
@@ -81,6 +82,11 @@ class RunFiles:
     @property
     def started(self) -> dt.datetime:
         return dt.datetime.strptime(self.stem.split("-", 1)[0], STAMP).replace(tzinfo=dt.timezone.utc)
+
+
+def record_path(folder: Path, command: str) -> Path:
+    """The evidence file of a command acting now (runbooks.command_evidence writes it exclusively)."""
+    return folder / f"{_now():{STAMP}}-{command}{EVIDENCE}"
 
 
 def evidence_files(folder: Path) -> list[Path]:

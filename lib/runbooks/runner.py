@@ -9,8 +9,6 @@ import datetime as dt
 import json
 import logging
 import os
-import socket
-import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +19,8 @@ import nbformat
 import papermill
 from nbconvert import HTMLExporter
 
-from . import __version__, chain, evidence, kernels, redact
-from .catalog import ROOT, Runbook
+from . import chain, evidence, kernels, provenance, redact
+from .catalog import Runbook
 from .evidence import Record, RunError
 from .runfiles import RunFiles, incident_folder
 
@@ -211,19 +209,7 @@ def html(notebook: nbformat.NotebookNode) -> str:
 
 
 def environment() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        git_commit = commit.stdout.strip() if commit.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        git_commit = None
-    return {
-        "package_version": __version__,
-        "git_commit": git_commit,
-        "host": socket.gethostname(),
-        "papermill_version": papermill.__version__,
-    }
+    return {**provenance.environment(), "papermill_version": papermill.__version__}
 
 
 def _now() -> dt.datetime:

@@ -11,8 +11,16 @@ It starts, until Ctrl-C:
   days, and a closed port that stands for an unreachable endpoint: ssl-certificate-expired;
 - a health endpoint per third-party dependency of the third-party-api-down scenario, the tax-rate
   API's answering 503, the credit bureau's and the mail relay's 200;
-- a Prometheus holding the gateway's traffic (gateway_traffic, backfilled): triage. Without
-  `prometheus` and `promtool` installed it is left out and triage reads the gateway logs instead.
+- a Prometheus holding the gateway's traffic (gateway_traffic, backfilled, the incident going on for an
+  hour more): triage, service-investigation. Without `prometheus` and `promtool` installed it is left out
+  and triage reads the gateway logs instead;
+- a second Prometheus, the "recovered" variant (recovered_traffic): the same gateway after the fix, its errors
+  over 20 minutes ago and normal since: verify-recovery;
+- an Alertmanager (Debian's `prometheus-alertmanager`, when installed) holding the incident's alerts firing
+  (HighErrorRate, CriticalMemoryUsage): the live health check of oncall-handoff;
+- local receivers for Slack, Statuspage and PagerDuty (runbooks_sandbox.receivers), and an integrations file
+  pointing at them (`output/sandbox/integrations.yaml`, secrets in `output/sandbox/env.sh`): `runbook comms
+  --post` and the escalations of `runbook serve`.
 
 One world from four scenarios. `load` replaces an object of the same kind and name, so the order
 and the omissions decide which story an object tells:
@@ -36,12 +44,13 @@ plain Jupyter (`. output/sandbox/env.sh`) the empty defaults read PG* and $KUBEC
 printed at start-up and written to `output/sandbox/README.txt`, to paste into the parameters cell. The
 scenarios' times count from start-up, and Prometheus's series end there: after about 20 minutes the gateway's
 and the auth service's errors leave the runbooks' default 30-minute windows; restart the sandbox for a fresh
-incident. Ctrl-C stops everything and removes `parameters/sandbox.yaml`, the README, the certificates and
-Prometheus's data.
+incident. Ctrl-C stops everything and removes `parameters/sandbox.yaml`, the README, the integrations file, the
+certificates, Prometheus's and Alertmanager's data.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import signal
 import threading
@@ -55,12 +64,13 @@ import yaml
 
 from runbooks import catalog
 
-from . import endpoints, prometheus
+from . import alertmanager, endpoints, prometheus
 from .incidents import Pool, blocking_chain, hold_pools, long_query, run_slow_statements
 from .kubeapi.kubeconfig import write_kubeconfig
 from .kubeapi.scenario import Scenario, load_scenario
 from .kubeapi.server import KubeApiServer
 from .postgres import ADMIN, DATABASE, LocalPostgres
+from .receivers import Receivers
 
 NAMESPACE = "autolytiq-prod"
 # In load order, each with the objects (kind, name) it must not replace: see the module docstring.
@@ -120,10 +130,19 @@ def main() -> int:
             for name, dependency in DEPENDENCIES.items()
         }
         prom = start_prometheus(stack)
+        recovered = start_prometheus(stack, recovered_traffic)
+        alerts = start_alertmanager(stack, folder / "alertmanager")
+        receivers = stack.enter_context(Receivers())
+        integrations = receivers.write_integrations(folder / "integrations.yaml")
+        stack.callback(integrations.unlink, missing_ok=True)
 
         kubeconfig = write_kubeconfig(folder / "kubeconfig", kube.url, context="sandbox", namespace=NAMESPACE)
         runbooks = runbook_parameters(
-            pki, {name: endpoint.url for name, endpoint in health.items()}, prom.url if prom else None
+            pki,
+            {name: endpoint.url for name, endpoint in health.items()},
+            prom.url if prom else None,
+            recovered.url if recovered else None,
+            alerts.url if alerts else None,
         )
         stack.callback((catalog.PARAMETERS / "sandbox.yaml").unlink, missing_ok=True)
         parameters = write_parameters(pg.dsn(), kubeconfig, runbooks)
@@ -131,6 +150,7 @@ def main() -> int:
         env.write_text(
             f"export PGHOST={pg.socket_dir} PGPORT={pg.port} PGUSER={ADMIN} PGDATABASE={DATABASE}\n"
             f"export KUBECONFIG={kubeconfig}\n"
+            + "".join(f"export {name}={value}\n" for name, value in receivers.environment().items())
         )
         readme = folder / "README.txt"
         stack.callback(readme.unlink, missing_ok=True)
@@ -150,6 +170,17 @@ def main() -> int:
             if prom
             else "  Prometheus        not installed (prometheus, promtool): triage will read the gateway logs"
         )
+        print(
+            f"  Prometheus        {recovered.url} (recovered: the gateway's errors ended 20 minutes ago)"
+            if recovered
+            else "  Prometheus        no recovered variant (prometheus, promtool not installed)"
+        )
+        print(
+            f"  Alertmanager      {alerts.url} (HighErrorRate, CriticalMemoryUsage firing)"
+            if alerts
+            else "  Alertmanager      not installed (prometheus-alertmanager): oncall-handoff skips its alerts"
+        )
+        print(f"  Slack, Statuspage, PagerDuty receivers {receivers.url} (integrations: {integrations})")
         print(f"Headless: runbook run NAME --env sandbox (parameters: {parameters})")
         print(f"Notes for Jupyter, also in {readme}:")
         print(notes, end="")
@@ -170,24 +201,73 @@ def start_postgres(stack: ExitStack) -> LocalPostgres:
     return pg
 
 
-def start_prometheus(stack: ExitStack) -> prometheus.PrometheusServer | None:
-    """Prometheus holding the gateway's traffic up to now; None when prometheus or promtool is not installed."""
+def start_prometheus(stack: ExitStack, traffic=None) -> prometheus.PrometheusServer | None:
+    """Prometheus holding the gateway's traffic (`traffic(now)`, default gateway_traffic); None when prometheus or
+    promtool is not installed."""
     if not prometheus.installed():
         return None
-    return stack.enter_context(prometheus.PrometheusServer(prometheus.http_traffic(gateway_traffic(time.time()))))
+    stretches = (traffic or gateway_traffic)(time.time())
+    return stack.enter_context(prometheus.PrometheusServer(prometheus.http_traffic(stretches)))
+
+
+MINUTE, WEEK = 60, 7 * 24 * 60 * 60
+AHEAD = 60 * MINUTE  # the series go on this long after the start: Prometheus answers for "now" as the sandbox runs
 
 
 def gateway_traffic(now: float) -> list[prometheus.Traffic]:
-    """The gateway's requests up to `now` as autolytiq-prod tells it, 100 a second: normal until api-gateway's
-    rollout 20 minutes ago, then 12 % answered 5xx (auth-service OOMKilled) and every request twice as slow.
-    From 70 minutes ago: the hour triage reads and its queries' 5-minute rates. Normal over the same hours one
-    week earlier (triage's default baseline), and for an hour more, as the sandbox runs on."""
-    minute, week = 60, 7 * 24 * 60 * 60
+    """The gateway's requests as autolytiq-prod tells it, 100 a second: normal until api-gateway's rollout 20
+    minutes ago, then 12 % answered 5xx (auth-service OOMKilled) and every request twice as slow, going on for an
+    hour more (samples after `now` show as time passes). From 70 minutes ago: the hour triage reads and its
+    queries' 5-minute rates. Normal over the same hours one week earlier (the default baseline)."""
     return [
-        prometheus.Traffic(now - week - 70 * minute, now - week + 60 * minute, 100, 0.002, prometheus.NORMAL_LATENCY),
-        prometheus.Traffic(now - 70 * minute, now - 20 * minute, 100, 0.002, prometheus.NORMAL_LATENCY),
-        prometheus.Traffic(now - 20 * minute + prometheus.STEP, now, 100, 0.12, prometheus.SLOW_LATENCY),
+        _normal_week_earlier(now),
+        prometheus.Traffic(now - 70 * MINUTE, now - 20 * MINUTE, 100, 0.002, prometheus.NORMAL_LATENCY),
+        prometheus.Traffic(now - 20 * MINUTE + prometheus.STEP, now + AHEAD, 100, 0.12, prometheus.SLOW_LATENCY),
     ]
+
+
+def recovered_traffic(now: float) -> list[prometheus.Traffic]:
+    """The "recovered" variant: the same gateway once the fix took, its 5xx and slowness from 45 to 20 minutes
+    ago and normal since (and for an hour more): the last 15 minutes verify-recovery watches by default are
+    normal even through the queries' 5-minute rate window."""
+    return [
+        _normal_week_earlier(now),
+        prometheus.Traffic(now - 70 * MINUTE, now - 45 * MINUTE, 100, 0.002, prometheus.NORMAL_LATENCY),
+        prometheus.Traffic(now - 45 * MINUTE + prometheus.STEP, now - 20 * MINUTE, 100, 0.12, prometheus.SLOW_LATENCY),
+        prometheus.Traffic(now - 20 * MINUTE + prometheus.STEP, now + AHEAD, 100, 0.002, prometheus.NORMAL_LATENCY),
+    ]
+
+
+def _normal_week_earlier(now: float) -> prometheus.Traffic:
+    return prometheus.Traffic(now - WEEK - 70 * MINUTE, now - WEEK + AHEAD, 100, 0.002, prometheus.NORMAL_LATENCY)
+
+
+# The incident's alerts, as Prometheus would send them: firing since the rollout, for two hours more.
+ALERTS = (
+    ("HighErrorRate", "critical", "api-gateway", "api-gateway: 12 % of requests answered 5xx"),
+    ("CriticalMemoryUsage", "warning", "auth-service", "auth-service: OOMKilled 5 times"),
+)
+
+
+def start_alertmanager(stack: ExitStack, folder: Path) -> alertmanager.AlertmanagerServer | None:
+    """Alertmanager holding ALERTS firing; None when it is not installed."""
+    if not alertmanager.installed():
+        return None
+    stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    server = stack.enter_context(alertmanager.AlertmanagerServer(folder))
+    now = dt.datetime.now(dt.timezone.utc)
+    server.post_alerts(
+        *(
+            {
+                "labels": {"alertname": name, "severity": severity, "namespace": NAMESPACE, "service": service},
+                "annotations": {"summary": summary},
+                "startsAt": (now - dt.timedelta(minutes=20)).isoformat(),
+                "endsAt": (now + dt.timedelta(hours=2)).isoformat(),
+            }
+            for name, severity, service, summary in ALERTS
+        )
+    )
+    return server
 
 
 def load_scenarios(kube: KubeApiServer) -> None:
@@ -206,7 +286,11 @@ def without(scenario: Scenario, omitted) -> Scenario:
 
 
 def runbook_parameters(
-    pki: endpoints.Pki, health_urls: dict[str, str], prometheus_url: str | None
+    pki: endpoints.Pki,
+    health_urls: dict[str, str],
+    prometheus_url: str | None,
+    recovered_url: str | None = None,
+    alertmanager_url: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What `runbooks:` in sandbox.yaml sets: the values the notebooks' defaults cannot know."""
     dependencies = {
@@ -220,6 +304,12 @@ def runbook_parameters(
     }
     if prometheus_url:
         runbooks["triage"] = {"prometheus_url": prometheus_url}
+        runbooks["service-investigation"] = {"prometheus_url": prometheus_url}
+    if recovered_url:
+        runbooks["verify-recovery"] = {"prometheus_url": recovered_url}
+    runbooks["oncall-handoff"] = {"endpoints": pki.endpoints, "ca_file": str(pki.ca_file)}
+    if alertmanager_url:
+        runbooks["oncall-handoff"]["alertmanager_url"] = alertmanager_url
     return runbooks
 
 

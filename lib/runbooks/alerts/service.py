@@ -6,6 +6,7 @@ POST /alerts  Alertmanager's webhook (bearer token): 202 once every alert is com
 GET  /runs    recent runs (bearer token): alert, runbook, incident, status, evidence path.
 GET  /healthz 200 while the service runs, with the queue depth.
 GET  /metrics Prometheus text: alerts received, deduplicated, not run; runs; run durations; queue depth.
+Beside them, a thread escalates unresolved incidents on time (escalations.py).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import notify
 from ..errors import UsageError
-from . import intake, webhook
+from ..notify import Integrations
+from . import escalations, intake, webhook
 from .queue import Queue
 from .routing import Routing
 from .telemetry import Telemetry
@@ -54,13 +57,23 @@ def token_from_environment(insecure_no_auth: bool) -> str | None:
 
 
 class Service:
-    """The HTTP handlers, over one queue, one pool of workers and the service's telemetry."""
+    """The HTTP handlers, over one queue, one pool of workers, the escalations and the service's telemetry."""
 
-    def __init__(self, routing: Routing, output_dir: Path, workers: int, token: str | None):
+    def __init__(
+        self,
+        routing: Routing,
+        output_dir: Path,
+        workers: int,
+        token: str | None,
+        integrations: Integrations | None = None,
+        escalate_every: float = escalations.INTERVAL_SECONDS,
+    ):
         self.routing, self.output_dir, self.token = routing, output_dir, token
         self.queue = Queue(output_dir / QUEUE)
         self.telemetry = Telemetry()
         self.workers = Workers(workers, routing, self.queue, output_dir, self.telemetry)
+        self.integrations = integrations or notify.load()
+        self.escalator = escalations.Escalator(output_dir, self.integrations, escalate_every)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -78,10 +91,16 @@ class Service:
         """Recover the runs a previous stop cut short, start the workers; on the way out, stop them."""
         if requeued := self.workers.recover():
             log.info("%d run(s) cut short by the last stop are queued again", requeued)
-        # Kernels start without the webhook token: no notebook can read it.
-        self.workers.start({k: v for k, v in os.environ.items() if k != TOKEN_VARIABLE})
+        self.workers.start(self.kernel_environment())
+        self.escalator.start()
         yield
+        self.escalator.stop()
         self.workers.stop()
+
+    def kernel_environment(self) -> dict[str, str]:
+        """This process's environment less the webhook token and the integrations' secrets: no notebook reads them."""
+        hidden = {TOKEN_VARIABLE, *self.integrations.secret_variables}
+        return {k: v for k, v in os.environ.items() if k not in hidden}
 
     async def alerts(self, request: Request) -> Response:
         try:
@@ -136,19 +155,36 @@ class Service:
             raise webhook.Invalid(401, "missing or wrong bearer token")
 
 
-def create_app(routing: Routing, output_dir: Path, workers: int, token: str | None) -> Starlette:
-    """The service; its lifespan recovers runs cut short by a previous stop and starts the workers."""
-    return Service(routing, output_dir, workers, token).app()
+def create_app(
+    routing: Routing,
+    output_dir: Path,
+    workers: int,
+    token: str | None,
+    integrations: Integrations | None = None,
+    escalate_every: float = escalations.INTERVAL_SECONDS,
+) -> Starlette:
+    """The service; its lifespan recovers runs cut short by a previous stop, starts the workers and escalations."""
+    return Service(routing, output_dir, workers, token, integrations, escalate_every).app()
 
 
-def serve(routing: Routing, output_dir: Path, workers: int, token: str | None, host: str, port: int) -> None:
+def serve(
+    routing: Routing,
+    output_dir: Path,
+    workers: int,
+    token: str | None,
+    host: str,
+    port: int,
+    integrations: Integrations | None = None,
+    escalate_every: float = escalations.INTERVAL_SECONDS,
+) -> None:
     import uvicorn
 
     if routing.password:  # one PGPASSWORD for every run: libpq reads it, no notebook or file sees it
         os.environ["PGPASSWORD"] = routing.password
     if token is None:
         log.warning("--insecure-no-auth: anyone who can reach %s:%d can start runs", host, port)
-    uvicorn.run(create_app(routing, output_dir, workers, token), host=host, port=port, log_level="info")
+    app = create_app(routing, output_dir, workers, token, integrations, escalate_every)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def _refusal(error: webhook.Invalid) -> JSONResponse:

@@ -185,21 +185,12 @@ def read_metrics(
     start = read_at - WINDOW
     if not prometheus_url:
         return MetricSeries(_empty_series(), read_at, baseline_offset, "no prometheus_url given")
+    queries = {"error_rate": error_rate_query, "latency_seconds": latency_query}
     try:
-        prom = prometheus.connect(prometheus_url)
-        frames = {
-            "error_rate": prometheus.query_range(prom, error_rate_query, start, read_at, STEP),
-            "baseline_error_rate": prometheus.shifted_range(prom, error_rate_query, start, read_at, STEP, offset),
-            "latency_seconds": prometheus.query_range(prom, latency_query, start, read_at, STEP),
-            "baseline_latency_seconds": prometheus.shifted_range(prom, latency_query, start, read_at, STEP, offset),
-        }
+        series = prometheus.against_baseline(prometheus.connect(prometheus_url), queries, start, read_at, STEP, offset)
     except PrometheusUnreachable as e:
         return MetricSeries(_empty_series(), read_at, baseline_offset, str(e))
-    series = pd.DataFrame(
-        {name: frame.groupby("time")["value"].max() for name, frame in frames.items()}, columns=SERIES_COLUMNS
-    )
-    series.index.name = "time"
-    return MetricSeries(series.astype(float), read_at, baseline_offset)
+    return MetricSeries(series[SERIES_COLUMNS], read_at, baseline_offset)
 
 
 def _empty_series() -> pd.DataFrame:
@@ -440,6 +431,7 @@ def _severity_finding(
             "incident_start_source": start.source,
             "metrics": "unavailable" if metrics.unavailable else "prometheus",
             "baseline_offset": metrics.baseline_offset,
+            "series": [{"time": at, **row} for at, row in metrics.series.iterrows()],  # for the review's Impact
         },
     )
 
