@@ -111,6 +111,14 @@ def test_the_working_copy_has_the_parameters_injected_as_papermill_does(open_cop
     assert runfiles.without_evidence(copy.parent, RUNBOOK) == []  # `runbook serve` never takes it for a cut-short run
 
 
+@pytest.mark.parametrize("name", sorted(path.stem for path in catalog.NOTEBOOKS.glob("*.ipynb")))
+def test_a_working_copy_sealed_untouched_shows_no_edit(name, open_copy, output):
+    copy = open_copy(name=name)
+    record = seal(output, copy)
+    assert record["session"]["edited"] == [], record["session"]["edited"][0]["diff"]
+    assert record["status"] == "partial" and record["session"]["executed"] == []
+
+
 def test_environment_layers_reach_the_injected_cell(open_copy):
     copy = open_copy("--env", "prod", name="triage")
     injected = next(c for c in nbformat.read(copy, as_version=4).cells if "injected-parameters" in c.metadata.tags)

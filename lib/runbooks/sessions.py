@@ -19,6 +19,7 @@ import datetime as dt
 import fcntl
 import getpass
 import hashlib
+import json
 import os
 import re
 import tempfile
@@ -85,8 +86,12 @@ def open_copy(runbook: Runbook, parameters: dict[str, Any], incident: str, outpu
 
 def opened(runbook: Runbook, parameters: dict[str, Any]) -> nbformat.NotebookNode:
     """The runbook with `parameters` injected as papermill injects them: the notebook as `runbook open` writes it.
-    Parameters go in the order of the runbook's parameters cell (a notebook's metadata keeps them sorted)."""
-    ordered = {name: parameters[name] for name in runbook.parameters if name in parameters} | parameters
+
+    The working copy's metadata keeps the parameters as JSON with sorted keys, and a seal rebuilds this notebook
+    from them: so the parameters go in the order of the runbook's parameters cell, their values as that JSON has
+    them (mappings sorted), and the injected cell reads the same at opening and at every seal."""
+    values = json.loads(json.dumps(parameters, sort_keys=True))
+    ordered = {name: values[name] for name in runbook.parameters if name in values} | values
     return parameterize_notebook(load_notebook_node(str(runbook.path)), ordered)
 
 
