@@ -124,7 +124,7 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
     default=8888,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="The lab's port (0: any free one; a taken one: the next free).",
+    help="The lab's port (0: any free one; if taken, another free one).",
 )
 @click.option("--browser", is_flag=True, help="Open the working copy in the default browser.")
 @click.option(
