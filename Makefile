@@ -11,10 +11,12 @@ $(BIN)/runbook: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# PostgreSQL server binaries (demo sandbox and tests). Present on this machine kind; installed if missing.
+# PostgreSQL server binaries (demo sandbox and tests) and PgBouncer (tests: a pooler in front); installed if missing.
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql postgresql-contrib; }
+	@command -v pgbouncer >/dev/null || test -x /usr/sbin/pgbouncer || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends pgbouncer; }
 
 # Prometheus (triage tests) and Alertmanager (alert-triggered runs), Debian's packages; installed if missing.
 monitoring:

@@ -31,10 +31,12 @@ def pg():
 
 @pytest.fixture
 def server(pg):
-    """The session's server, with no client sessions left over from a previous test."""
+    """The session's server, with no client sessions (nor prepared transactions) left over from a previous test."""
     yield pg
     with pg.connect("postgres") as conn:
         conn.execute(END_CLIENTS)
+        for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts").fetchall():
+            conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
         conn.execute("SELECT pg_stat_statements_reset()")
 
 
@@ -138,6 +140,9 @@ class KubeApi:
 
     def list(self, plural, namespace=None, group=""):
         return self.server.list(plural, namespace, group)
+
+    def remove(self, plural, name, namespace=None, group=""):
+        self.server.remove(plural, name, namespace, group)
 
     def set_logs(self, namespace, pod, container, current=(), previous=()):
         self.server.set_logs(namespace, pod, container, current, previous)

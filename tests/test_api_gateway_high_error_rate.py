@@ -6,6 +6,7 @@ out just before the 5xx began (logging JSON), billing-service unable to reach it
 """
 
 import json
+from datetime import datetime, timezone
 
 import jsonschema
 import pytest
@@ -415,3 +416,212 @@ def test_without_gateway_pods_nothing_is_blamed_and_nothing_is_changed(kube_api)
     assert gateway.by_upstream(log).empty and gateway.errors_per_minute(log).empty and health.empty
     assert "not done" in change.action.result
     assert all(r.method == "GET" for r in kube_api.requests)
+
+
+# --- gateways that are not ours: ingress-nginx in its own namespace, a busy log, a rollback, an old OOMKill
+
+INGRESS = ["-p", "gateway_namespace", "ingress-nginx", "-p", "gateway_selector", "app.kubernetes.io/name=ingress-nginx"]
+
+
+@pytest.fixture
+def ingress(kube_api):
+    kube_api.load("ingress-nginx-5xx")
+    return kube_api
+
+
+def minutes_ago(text):
+    when = gateway_log_time(text)
+    return (datetime.now(timezone.utc) - when).total_seconds() / 60
+
+
+def gateway_log_time(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_ingress_nginx_logs_traced_to_the_database_not_to_an_old_oomkill_or_a_later_rollback(ingress, run_runbook):
+    outcome = run(run_runbook, ingress, *INGRESS)
+    findings = outcome.findings()
+    counts = findings["error-counts"]["data"]
+    assert counts["by_upstream"] == {"payments": counts["five_xx"]} and counts["five_xx"] > 200  # default format
+    assert counts["unparsed"] == 0 and counts["truncated"] == ["ingress-nginx-controller-6b9d7c5f4-x8k2p/controller"]
+    # The tail of 500 lines reaches back ~12 minutes; the 5xx began 25 minutes ago.
+    assert 24 < minutes_ago(counts["first_5xx"]) < 26 and "read again from the start" in counts["onset"]
+
+    cause = findings["likely-cause"]["data"]
+    assert (cause["cause"], cause["deployment"], cause["kind"], cause["upstream"]) == (
+        "database-connection-issues",
+        "payments",
+        "Deployment",
+        "payments",
+    )
+    rules = {r["rule"]: r for r in cause["rules"]}
+    memory = rules["memory-exhaustion"]
+    assert not memory["holds"] and "supports, does not decide" in memory["note"]
+    assert "ingress-nginx-controller-6b9d7c5f4-x8k2p/controller" in memory["note"]  # OOMKilled 3 days ago, 92 %
+    rollback = rules["configuration-error-after-rollout"]
+    assert not rollback["holds"] and rollback["note"].startswith("rolled out after the 5xx began")
+    assert "payments" in rollback["note"] and "ScalingReplicaSet" in rollback["note"]
+    assert [a["target"] for a in outcome.evidence["actions"]] == [f"deployment/payments in {NS}"]
+    assert all(r.method == "GET" or r.dry_run for r in ingress.requests)
+
+
+def test_reading_the_whole_window_finds_the_onset_and_addresses_of_gone_pods(ingress, kube_api):
+    cluster = kube_api.connect(NS)
+    try:
+        whole = gateway.scan_gateway_logs(
+            cluster, "app.kubernetes.io/name=ingress-nginx", 30, 0, gateway_namespace="ingress-nginx"
+        )
+        tail = gateway.scan_gateway_logs(
+            cluster, "app.kubernetes.io/name=ingress-nginx", 30, 100, "ingress-nginx", "ingress-nginx"
+        )
+    finally:
+        cluster.api.close()
+    assert whole.truncated == () and whole.onset_known and whole.lines_read == 599 + 500  # the window: 30 min
+    assert whole.unmapped == ("10.244.2.99:8080",)  # a pod of revision 4: in no EndpointSlice any more
+    # The gone pod's lines still count for payments: ingress-nginx logged the upstream's name too.
+    assert gateway.by_upstream(whole)[["upstream", "5xx"]].to_dict(orient="records") == [
+        {"upstream": "payments", "5xx": 500},
+        {"upstream": "catalog", "5xx": 0},
+    ]
+    assert tail.first_5xx == whole.first_5xx  # read again from the window's start up to the first 5xx
+
+
+def test_a_rollback_re_using_an_old_replicaset_is_a_recent_rollout(ingress, kube_api):
+    cluster = kube_api.connect(NS)
+    try:
+        recent = kube.rollouts.recent(cluster, 30).set_index("deployment")
+        for event in kube_api.list("events", NS):  # kept about an hour: without them the Progressing condition tells
+            if event["reason"] == "ScalingReplicaSet":
+                kube_api.remove("events", event["metadata"]["name"], NS)
+        without_events = kube.rollouts.latest(cluster, ["payments"]).set_index("deployment")
+    finally:
+        cluster.api.close()
+    payments = recent.loc["payments"]
+    assert payments["reused"] and payments["revision"] == 5 and payments["replicaset"] == "payments-6d8f7c9b5"
+    assert (datetime.now(timezone.utc) - payments["created"]).days == 6  # the ReplicaSet's creation says nothing
+    assert 14 < (datetime.now(timezone.utc) - payments["rolled_out_at"]).total_seconds() / 60 < 16
+    assert payments["known_from"].startswith("ScalingReplicaSet event")
+    assert "catalog" not in recent.index
+    fallback = without_events.loc["payments"]
+    assert fallback["known_from"].startswith("Progressing condition (NewReplicaSetAvailable)")
+    assert 12 < (datetime.now(timezone.utc) - fallback["rolled_out_at"]).total_seconds() / 60 < 14
+
+
+HAPROXY = (
+    "haproxy[27]: 10.0.0.1:51234 [26/Nov/2026:03:14:07.123] fe_https be_payments/srv1 0/0/1/2/3 502 150 - - ---- "
+    '1/1/0/0/0 0/0 "POST /api/v1/payments HTTP/1.1"'
+)
+
+
+def test_lines_in_no_known_format_are_said_so_and_a_pattern_reads_them(prod, kube_api):
+    prod.load({"namespace": NS, "logs": gateway_logs({"ago": "3m", "line": HAPROXY, "repeat": 4, "every": 10})})
+    cluster = kube_api.connect(NS)
+    try:
+        unknown = gateway.scan_gateway_logs(cluster, "app=api-gateway", 30, 500)
+        pattern = r"\] \S+ (?P<upstream>be_\w+)/\S+ \S+ (?P<status>\d{3}) "
+        read = gateway.scan_gateway_logs(cluster, "app=api-gateway", 30, 500, pattern)
+    finally:
+        cluster.api.close()
+    finding = gateway.assess(unknown, gateway.Diagnosis(None, None, None, None, {}, []))[0]
+    assert finding.severity == "warning" and "none with an HTTP status" in finding.summary
+    assert unknown.unparsed == unknown.lines_read
+    assert gateway.by_status(read).to_dict(orient="records") == [{"status": 502, "upstream": "be_payments", "count": 4}]
+    with pytest.raises(ValueError, match="named group"):
+        gateway.check_parameters("restart", r"\d{3}")
+    with pytest.raises(ValueError, match="regex"):
+        gateway.check_parameters("restart", "(unclosed")
+
+
+@pytest.mark.parametrize(
+    "line, status, upstream, address",
+    [
+        (  # ingress-nginx, its default upstreaminfo format
+            '192.168.1.10 - - [26/Nov/2026:03:14:07 +0000] "POST /api/v1/payments HTTP/1.1" 502 150 "-" '
+            '"Mozilla/5.0" 512 0.003 [autolytiq-prod-payments-8080] [] 10.244.2.17:8080 0 0.002 502 2c3f8a1b',
+            502,
+            "autolytiq-prod-payments-8080",
+            "10.244.2.17:8080",
+        ),
+        (  # ingress-nginx retried on another pod: the last address answered
+            '192.168.1.10 - jane [26/Nov/2026:03:14:07 +0000] "GET /v HTTP/2.0" 200 15 "-" "curl/8.5.0" 80 0.009 '
+            "[autolytiq-prod-payments-8080] [] 10.244.2.17:8080, 10.244.1.21:8080 0, 15 0.004, 0.005 502, 200 9f8e7d",
+            200,
+            "autolytiq-prod-payments-8080",
+            "10.244.1.21:8080",
+        ),
+        (  # Envoy's default format
+            '[2026-11-26T03:14:07.123Z] "GET /api HTTP/1.1" 503 UF 0 91 3 - "-" "curl/8" "4c1d-9e2f" '
+            '"payments:8080" "10.244.2.17:8080"',
+            503,
+            None,
+            "10.244.2.17:8080",
+        ),
+        (  # Istio's text format (istio-proxy)
+            '[2026-11-26T03:14:07.409Z] "GET /status/418 HTTP/1.1" 503 UF upstream_reset_before_response_started'
+            '{connection_failure} - "-" 0 91 4 - "-" "curl/7.73.0" "84961386-6d84" "payments:8080" '
+            '"10.244.2.17:8080" outbound|8080||payments.autolytiq-prod.svc.cluster.local 10.244.1.23:37652 '
+            "10.96.45.184:8080 10.244.1.23:46520 - default",
+            503,
+            "payments.autolytiq-prod.svc.cluster.local",
+            "10.244.2.17:8080",
+        ),
+        (  # Istio's JSON encoding
+            '{"response_code": 504, "response_flags": "UT", "upstream_cluster": '
+            '"outbound|8080||payments.autolytiq-prod.svc.cluster.local", "upstream_host": "10.244.2.17:8080"}',
+            504,
+            "outbound|8080||payments.autolytiq-prod.svc.cluster.local",
+            "10.244.2.17:8080",
+        ),
+        (  # Envoy: response code 0, no response was sent
+            '[2026-11-26T03:14:07.123Z] "GET /api HTTP/1.1" 0 DC 0 0 3 - "-" "curl/8" "4c1d" "payments:8080" "-"',
+            None,
+            None,
+            None,
+        ),
+        (  # Traefik's Common Log Format: a router's name, then the server URL
+            '10.0.0.1 - - [26/Nov/2026:03:14:07 +0000] "GET /api HTTP/1.1" 502 21 "-" "curl/8.5.0" 1542 '
+            '"autolytiq-prod-api-payments@kubernetes" "http://10.244.2.17:8080" 3ms',
+            502,
+            None,
+            "10.244.2.17:8080",
+        ),
+        (  # Traefik's JSON
+            '{"DownstreamStatus": 502, "OriginStatus": 0, "ServiceName": "autolytiq-prod-payments-8080@kubernetes", '
+            '"ServiceAddr": "10.244.2.17:8080", "ServiceURL": "http://10.244.2.17:8080", '
+            '"RouterName": "api@kubernetes"}',
+            502,
+            "autolytiq-prod-payments-8080@kubernetes",
+            "10.244.2.17:8080",
+        ),
+    ],
+)
+def test_gateway_log_formats(line, status, upstream, address):
+    parsed = gateway_log.parse_line(line)
+    assert (parsed.status, parsed.upstream, parsed.address) == (status, upstream, address)
+    name = parsed.upstream or ""
+    if name:
+        assert gateway_log.upstream_service(name, NS) == "payments"
+
+
+def test_a_statefulset_upstream_down_is_restarted_not_rolled_back(kube_api):
+    """A database StatefulSet behind a Service is an upstream like a Deployment."""
+    kube_api.load("memory-on-real-clusters")
+    data = kube_api.connect("autolytiq-data")
+    try:
+        containers = kube.pods.containers(data)
+        health = gateway.deployment_health(data, containers, "ledger-db", "app=none", since_minutes=30)
+        empty = gateway.scan_gateway_logs(data, "app=none", 30, 500)
+        diagnosis = gateway.diagnose(
+            empty, health, kube.rollouts.recent(data, 30), gateway.database_errors(data, containers, 30, 500)
+        )
+        [restart] = gateway.resolve(data, diagnosis, "restart", "", apply=False)
+        [rollback] = gateway.resolve(data, diagnosis, "rollback", "", apply=False)
+    finally:
+        data.api.close()
+    [row] = health.to_dict(orient="records")
+    assert (row["deployment"], row["kind"], row["desired"], row["ready"]) == ("ledger-db", "StatefulSet", 1, 0)
+    assert row["oomkilled"] == ["ledger-db-0/postgres"]
+    assert (diagnosis.cause, diagnosis.deployment, diagnosis.kind) == ("memory-exhaustion", "ledger-db", "StatefulSet")
+    assert restart.action.target == "statefulset/ledger-db in autolytiq-data"
+    assert restart.action.result.startswith("accepted by server-side dry run")
+    assert rollback.action.result.startswith("not done: rollback is done here for Deployments only")

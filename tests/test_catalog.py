@@ -9,7 +9,14 @@ from runbooks.errors import UsageError
 def test_parameters_cell_gives_types_defaults_and_help():
     book = catalog.find("db-slow-queries")
     params = book.parameters
-    assert list(params) == ["dsn", "min_duration_seconds", "limit", "cancel_longer_than_seconds", "apply"]
+    assert list(params) == [
+        "dsn",
+        "min_duration_seconds",
+        "limit",
+        "sample_seconds",
+        "cancel_longer_than_seconds",
+        "apply",
+    ]
     assert (params["min_duration_seconds"].type, params["min_duration_seconds"].default) == ("float", 5)
     assert (params["limit"].type, params["limit"].default) == ("int", 10)
     assert (params["cancel_longer_than_seconds"].type, params["cancel_longer_than_seconds"].default) == (

@@ -98,3 +98,44 @@ def test_password_in_dsn_is_used_but_written_nowhere(server, run_runbook, admin_
     for path in written:
         assert admin_password not in path.read_text(), path.name
     assert admin_password not in outcome.stdout + outcome.stderr
+
+
+def test_run_as_a_role_without_pg_read_all_stats_counts_the_sessions_it_cannot_see(server, run_runbook):
+    """Other roles' sessions read backend_type and state NULL to this role: the pool is still seen full."""
+    with server.connect() as admin:
+        admin.execute("REVOKE pg_read_all_stats FROM reporting")
+    pools = [Pool("deal-service", "deal_service", 10), Pool("customer-service", "customer_service", 6)]
+    with hold_pools(server, pools):  # 16 of 17 ordinary slots, the runbook's session takes the 17th
+        outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn("reporting"))
+    assert outcome.exit_code == 0, outcome.stderr
+    usage = outcome.findings()["pool-usage"]
+    assert usage["data"]["client_connections"] == 16 and usage["data"]["hidden_sessions"] == 16
+    assert usage["severity"] == "warning"  # 16 of 17: near exhaustion, not "ok" with 0 visible
+    assert "GRANT pg_read_all_stats TO reporting" in usage["summary"]
+    assert outcome.findings()["top-application"]["data"]["application"] == "deal-service"
+
+
+def test_refusals_get_advice_that_fits_the_server(server):
+    """The words of PostgreSQL 15 and 16 and of a managed service (RDS names its own reserved role)."""
+    from runbooks.postgres.session import _explain
+
+    class Refused(Exception):
+        pass
+
+    def advice(dsn, message):
+        return _explain(dsn, Refused(f"connection failed: FATAL:  {message}"))  # type: ignore[arg-type]
+
+    pg16 = "remaining connection slots are reserved for roles with the SUPERUSER attribute"
+    assert "superuser role in dsn" in advice("host=db.internal", pg16)
+    reserved = (
+        'remaining connection slots are reserved for roles with privileges of the "pg_use_reserved_connections" role'
+    )
+    assert "GRANT pg_use_reserved_connections" in advice("host=db.internal", reserved)
+    rds = 'remaining connection slots are reserved for roles with privileges of the "rds_reserved" role'
+    assert "provider's own administrative role" in advice("host=prod.abc.eu-west-1.rds.amazonaws.com", rds)
+    managed = advice("host=prod.abc.eu-west-1.rds.amazonaws.com", pg16)
+    assert (
+        "Amazon RDS gives no customer role the SUPERUSER attribute" in managed
+        and "superuser role in dsn" not in managed
+    )
+    assert "scale down" in advice("host=/cloudsql/proj:region:db", "sorry, too many clients already")

@@ -78,3 +78,33 @@ def test_without_pg_stat_statements_the_rest_still_runs(server, run_runbook):
     assert "CREATE EXTENSION pg_stat_statements" in findings["top-statements"]["summary"]
     assert findings["long-running-queries"]["severity"] == "warning"
     assert outcome.evidence["actions"] == []
+
+
+def test_a_role_without_pg_read_all_stats_is_told_what_it_cannot_see(server, run_runbook):
+    with server.connect() as admin:
+        admin.execute("REVOKE pg_read_all_stats FROM tax_service")
+    with long_query(server, 30, application="monthly-report"):
+        time.sleep(1.2)
+        outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn("tax_service"), "-p", "min_duration_seconds", "1")
+    assert outcome.exit_code == 0, outcome.stderr
+    findings = outcome.findings()
+    hidden = findings["sessions-not-visible"]
+    assert hidden["severity"] == "warning" and hidden["data"]["missing"] == "pg_read_all_stats"
+    assert hidden["data"]["hidden_sessions"] >= 1
+    assert "among the sessions this role can see" in findings["long-running-queries"]["summary"]
+
+
+def test_prepared_transaction_is_named_as_root_blocker_and_sampling_shows_what_runs_now(server, run_runbook):
+    from runbooks_sandbox.incidents import prepared_transaction_blocking
+
+    run_slow_statements(server, times=3)  # before the sample: counted since the reset, not "right now"
+    with prepared_transaction_blocking(server, "xa-invoice-42"):
+        outcome = run_runbook(RUNBOOK, "-p", "dsn", server.dsn(), "-p", "sample_seconds", "0.5")
+    assert outcome.exit_code == 0, outcome.stderr
+    findings = outcome.findings()
+    root = findings["root-blocker"]
+    assert root["data"]["pid"] == 0 and root["data"]["gid"] == "xa-invoice-42"
+    assert root["summary"].startswith("prepared transaction xa-invoice-42")
+    assert "since pg_stat_statements was last reset" in findings["top-statements"]["summary"]
+    assert findings["slow-right-now"]["data"]["sampled_seconds"] == 0.5
+    assert "customer_id" not in str(findings["slow-right-now"]["data"]["statements"])

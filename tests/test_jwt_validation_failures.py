@@ -61,7 +61,14 @@ def test_dry_run_names_reasons_stale_deployments_mismatch_and_skew_and_changes_n
     findings = outcome.findings()
 
     reasons = findings["failure-reasons"]["data"]
-    assert reasons["counts"] == {"expired": 6, "bad-signature": 15, "not-yet-valid": 4, "malformed": 3, "other": 3}
+    assert reasons["counts"] == {
+        "unknown-kid": 0,
+        "expired": 6,
+        "bad-signature": 15,
+        "not-yet-valid": 4,
+        "malformed": 3,
+        "other": 3,
+    }
     assert reasons["top_reason"] == "bad-signature"
 
     stale = findings["stale-pods"]["data"]
@@ -278,8 +285,8 @@ def test_consumers_by_env_envfrom_and_volumes_holding_the_key(kube_api):
     cluster = kube_api.connect(NS)
     frame = jwt_validation.consumers(cluster, "autolytiq-secrets", "JWT_SECRET")
     assert frame.to_dict("records") == [
-        {"deployment": "projected", "container": "projected", "via": "volume keys (subPath)"},
-        {"deployment": "renamed", "container": "renamed", "via": "env SIGNING_KEY"},
+        {"workload": "projected", "kind": "Deployment", "container": "projected", "via": "volume keys (subPath)"},
+        {"workload": "renamed", "kind": "Deployment", "container": "renamed", "via": "env SIGNING_KEY"},
     ]
 
 
@@ -313,7 +320,7 @@ def test_secret_sync_uses_the_consuming_containers_start(rotated, cluster):
     by_pod = sync.set_index("pod")
     restarted_pod = by_pod.loc["auth-service-6b7c9d8f5-q5n7x"]
     assert not restarted_pod["stale"] and restarted_pod["started"] > secret.changed_at
-    assert "inventory-service" not in set(sync["deployment"])
+    assert "inventory-service" not in set(sync["workload"])
     assert by_pod.loc["notification-service-5f6d7c8b9-r4t6v", "via"] == "volume jwt"
 
 
@@ -327,3 +334,177 @@ def test_a_selector_matching_no_pod_is_not_reported_as_no_failures(rotated, clus
     assert findings["failure-reasons"].severity == "warning"
     assert "selector" in findings["failure-reasons"].summary
     assert findings["secret-mismatch"].data["namespaces"] == [] and findings["secret-mismatch"].severity == "info"
+
+
+# --- not only Deployments, not only shared secrets
+
+
+CONSUMERS_OF_OTHER_KINDS = {
+    "namespace": NS,
+    "objects": [
+        {
+            "kind": "StatefulSet",
+            "metadata": {"name": "session-store", "creationTimestamp": {"ago": "30d"}},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "session-store"}},
+                "template": {
+                    "metadata": {"labels": {"app": "session-store"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "store",
+                                "image": "registry.autolytiq.io/session-store:1.0",
+                                "envFrom": [{"secretRef": {"name": "autolytiq-secrets"}}],
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": "session-store-0",
+                "labels": {"app": "session-store"},
+                "ownerReferences": [{"kind": "StatefulSet", "name": "session-store"}],
+                "creationTimestamp": {"ago": "2h"},
+            },
+            "spec": {
+                "nodeName": "worker-1",
+                "containers": [
+                    {
+                        "name": "store",
+                        "image": "registry.autolytiq.io/session-store:1.0",
+                        "envFrom": [{"secretRef": {"name": "autolytiq-secrets"}}],
+                    }
+                ],
+            },
+        },
+        {
+            "kind": "CronJob",
+            "metadata": {"name": "token-audit"},
+            "spec": {
+                "schedule": "*/15 * * * *",
+                "jobTemplate": {
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {
+                                        "name": "audit",
+                                        "image": "registry.autolytiq.io/token-audit:2.1",
+                                        "env": [
+                                            {
+                                                "name": "JWT_SECRET",
+                                                "valueFrom": {
+                                                    "secretKeyRef": {"name": "autolytiq-secrets", "key": "JWT_SECRET"}
+                                                },
+                                            }
+                                        ],
+                                    }
+                                ]
+                            }
+                        }
+                    }
+                },
+            },
+        },
+        {
+            "kind": "Job",
+            "metadata": {
+                "name": "token-audit-29412345",
+                "ownerReferences": [{"kind": "CronJob", "name": "token-audit"}],
+                "creationTimestamp": {"ago": "40m"},
+            },
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [{"name": "audit", "image": "registry.autolytiq.io/token-audit:2.1"}],
+                    }
+                }
+            },
+        },
+        {
+            "kind": "Pod",
+            "metadata": {
+                "name": "token-audit-29412345-x9v2b",
+                "ownerReferences": [{"kind": "Job", "name": "token-audit-29412345"}],
+                "creationTimestamp": {"ago": "40m"},
+            },
+            "spec": {
+                "nodeName": "worker-2",
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "audit",
+                        "image": "registry.autolytiq.io/token-audit:2.1",
+                        "env": [
+                            {
+                                "name": "JWT_SECRET",
+                                "valueFrom": {"secretKeyRef": {"name": "autolytiq-secrets", "key": "JWT_SECRET"}},
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+    ],
+}
+
+
+def test_statefulsets_and_cronjobs_consuming_the_secret_are_found_and_handled(rotated, cluster):
+    rotated.load(CONSUMERS_OF_OTHER_KINDS)
+    secret = jwt_validation.secret_state(cluster, "autolytiq-secrets", "JWT_SECRET")
+    consuming = jwt_validation.consumers(cluster, "autolytiq-secrets", "JWT_SECRET")
+    assert {("session-store", "StatefulSet"), ("token-audit", "CronJob")} <= set(
+        zip(consuming["workload"], consuming["kind"], strict=True)
+    )
+    sync = jwt_validation.secret_sync(cluster, secret, consuming).set_index("pod")
+    assert sync.loc["session-store-0", "stale"] and sync.loc["token-audit-29412345-x9v2b", "kind"] == "CronJob"
+    changes = {c.action.target: c.action for c in jwt_validation.restart_stale(cluster, sync.reset_index(), False)}
+    assert changes[f"statefulset/session-store in {NS}"].result.startswith("accepted by server-side dry run")
+    assert changes[f"cronjob/token-audit in {NS}"].result.startswith("not done: a CronJob's next Job reads")
+    assert f"deployment/auth-service in {NS}" in changes
+    assert all(r.method == "GET" or r.dry_run for r in rotated.requests)
+
+
+JWKS_LINES = [
+    {"ago": "6m", "line": "Error: Unable to find a signing key that matches 'kid-2026-11'", "repeat": 7, "every": 20},
+    {
+        "ago": "3m",
+        "line": 'level=warn msg="token rejected" err="PyJWKClientError: Unable to find a signing key that '
+        'matches: \\"kid-2026-11\\""',
+    },
+]
+
+
+@pytest.mark.parametrize(
+    "published, severity, says",
+    [
+        (["kid-2026-10"], "critical", "not published"),
+        (["kid-2026-10", "kid-2026-11"], "warning", "cached key set is stale"),
+    ],
+)
+def test_unknown_key_ids_point_at_the_key_set_not_the_secret(rotated, cluster, published, severity, says):
+    """RS256 with a JWKS: a key id the validator cannot find is a key set question, not a shared secret's."""
+    import json as _json
+
+    from runbooks_sandbox.endpoints import serve_health
+
+    logs = [{"pod": "auth-service-6b7c9d8f5-q5n7x", "container": "auth-service", "current": JWKS_LINES}]
+    rotated.load({"namespace": NS, "logs": logs})
+    scan = jwt_validation.scan_failures(cluster, "app=auth-service", 30, 200)
+    counts = jwt_validation.reason_counts(scan).set_index("reason")
+    assert counts.loc["unknown-kid", "count"] == 8 and "JWKS cache is stale" in counts.loc["unknown-kid", "points_to"]
+    keys = {
+        "keys": [
+            {"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig", "n": "0vx7", "e": "AQAB"} for kid in published
+        ]
+    }
+    with serve_health(200, body=_json.dumps(keys), content_type="application/json") as server:
+        check = jwt_validation.key_check(scan, server.url)
+    assert check.failing_kids == ("kid-2026-11",) and check.keys.kids == tuple(published)
+    finding = jwt_validation._key_set(check)
+    assert finding.severity == severity and says in finding.summary
+    assert list(check.frame()["kid"]) == list(dict.fromkeys(["kid-2026-11", *published]))

@@ -93,7 +93,7 @@ def test_mitigations_dry_run_change_nothing(kube_api, cluster):
     changes = [
         kube.mitigate.restart(cluster, "auth-service", apply=False),
         kube.mitigate.scale(cluster, "auth-service", 5, apply=False),
-        kube.mitigate.set_memory(cluster, "auth-service", "auth-service", "512Mi", "1024Mi", apply=False),
+        kube.mitigate.set_memory(cluster, "auth-service", {"auth-service": ("512Mi", "1024Mi")}, apply=False),
         kube.mitigate.rollback(cluster, "api-gateway", apply=False),
     ]
     assert [c.action.mode for c in changes] == ["dry-run"] * 4
@@ -111,7 +111,7 @@ def test_mitigations_dry_run_change_nothing(kube_api, cluster):
 
 
 def test_mitigations_applied_change_the_target(kube_api, cluster):
-    kube.mitigate.set_memory(cluster, "auth-service", "auth-service", "512Mi", "1024Mi", apply=True)
+    kube.mitigate.set_memory(cluster, "auth-service", {"auth-service": ("512Mi", "1024Mi")}, apply=True)
     kube.mitigate.scale(cluster, "auth-service", 3, apply=True)
     change = kube.mitigate.rollback(cluster, "api-gateway", apply=True)
     auth = kube_api.get("deployments", "auth-service", NS, group="apps")
@@ -183,3 +183,40 @@ def test_owning_deployments_follow_the_replica_set(cluster):
     owners = kube.pods.owning_deployments(cluster, kube.pods.list_pods(cluster))
     assert owners[OOM_POD] == "auth-service"
     assert owners["api-gateway-5c8d7f9b4-h8t2n"] == "api-gateway"  # an old revision's pod: still the gateway's
+
+
+def test_upstream_addresses_map_to_services_through_endpointslices_else_endpoints(kube_api):
+    """EndpointSlices first; where they may not be read, the core/v1 Endpoints (deprecated, still served)."""
+    kube_api.load("ingress-nginx-5xx")
+    kube_api.load(
+        {
+            "namespace": NS,
+            "objects": [
+                {
+                    "kind": "Endpoints",
+                    "metadata": {"name": "payments"},
+                    "subsets": [
+                        {
+                            "addresses": [{"ip": "10.244.2.17", "targetRef": {"kind": "Pod", "name": "payments-a"}}],
+                            "notReadyAddresses": [{"ip": "10.244.1.21"}],
+                            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    cluster = kube_api.connect(NS)
+    try:
+        slices = kube.services.addresses(cluster)
+        kube_api.server.forbid("endpointslices", group="discovery.k8s.io", verb="list")
+        endpoints = kube.services.addresses(cluster)
+        behind = kube.services.workload_behind(cluster, "payments")
+    finally:
+        cluster.api.close()
+    assert kube.services.service_of(slices, "10.244.2.17:8080") == "payments"
+    assert kube.services.service_of(slices, "10.244.1.9") == "catalog"
+    assert kube.services.service_of(slices, "10.244.2.99:8080") is None  # a pod gone: in no slice
+    assert kube.services.service_of(endpoints, "10.244.1.21:8080") == "payments"
+    assert endpoints.set_index("address").loc["10.244.1.21", "ready"] == False  # noqa: E712
+    assert behind == ("Deployment", "payments")

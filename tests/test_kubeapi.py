@@ -74,6 +74,8 @@ def test_discovery_lists_core_and_named_groups(api):
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(api).get_api_versions().groups}
     assert groups == {
         "apps": "apps/v1",
+        "batch": "batch/v1",
+        "discovery.k8s.io": "discovery.k8s.io/v1",
         "metrics.k8s.io": "metrics.k8s.io/v1beta1",
         "cert-manager.io": "cert-manager.io/v1",
     }
@@ -511,7 +513,7 @@ CRASHING = {
         {
             "kind": "Pod",
             "metadata": {"name": "ledger-1", "labels": {"app": "ledger"}},
-            "spec": {"containers": [{"name": "ledger", "image": "ledger:4.2"}]},
+            "spec": {"nodeName": "worker-9", "containers": [{"name": "ledger", "image": "ledger:4.2"}]},
             "status": {"phase": "Pending"},
         },
     ],

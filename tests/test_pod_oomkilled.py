@@ -41,19 +41,33 @@ def test_dry_run_names_the_oomkilled_container_and_changes_nothing(prod, run_run
     findings = outcome.findings()
     killed = findings["oomkilled-containers"]
     assert killed["severity"] == "critical"
-    assert [{k: d[k] for k in ("pod", "container", "deployment", "restarts", "limit")} for d in killed["data"]] == [
-        {"pod": OOM_POD, "container": "auth-service", "deployment": "auth-service", "restarts": 5, "limit": "256Mi"}
+    assert [
+        {k: d[k] for k in ("pod", "container", "deployment", "workload", "restarts", "limit", "recent")}
+        for d in killed["data"]
+    ] == [
+        {
+            "pod": OOM_POD,
+            "container": "auth-service",
+            "deployment": "auth-service",
+            "workload": "deployment/auth-service",
+            "restarts": 5,
+            "limit": "256Mi",
+            "recent": True,
+        }
     ]
     assert COMPLETED_POD not in str(findings)  # Completed after a rolling deploy is no OOMKill
     assert [(d["pod"], d["pct_of_limit"]) for d in findings["memory-pressure"]["data"]] == [(OOM_POD, 96.5)]
     rollout = findings["coinciding-rollout"]
     assert rollout["data"]["deployments"] == ["auth-service"] and rollout["data"]["rollouts"] == []
+    assert "does not rule out a change" in rollout["summary"]  # no record is not proof of no release
+    assert findings["node-memory-pressure"]["severity"] == "info"
 
+    # Memory and restart in one patch: the pods roll once.
     assert [(a["id"], a["mode"], a["target"]) for a in record["actions"]] == [
-        ("set-memory", "dry-run", f"deployment/auth-service in {NS}"),
-        ("rollout-restart", "dry-run", f"deployment/auth-service in {NS}"),
+        ("set-memory", "dry-run", f"deployment/auth-service in {NS}")
     ]
-    assert "256Mi -> 1024Mi" in record["actions"][0]["result"] and "128Mi -> 512Mi" in record["actions"][0]["result"]
+    result = record["actions"][0]["result"]
+    assert "256Mi -> 1024Mi" in result and "128Mi -> 512Mi" in result and RESTARTED_AT in result
     assert all(r.method == "GET" or r.query.get("dryRun") == "All" for r in prod.requests)
     assert any(r.method == "PATCH" for r in prod.requests)  # the dry runs were sent
     assert deployments(prod) == before
@@ -69,10 +83,7 @@ def test_apply_sets_memory_and_restarts_exactly_the_owning_deployment(prod, run_
     )
 
     assert outcome.exit_code == 0, outcome.stderr
-    assert {(a["id"], a["mode"]) for a in outcome.evidence["actions"]} == {
-        ("set-memory", "applied"),
-        ("rollout-restart", "applied"),
-    }
+    assert [(a["id"], a["mode"]) for a in outcome.evidence["actions"]] == [("set-memory", "applied")]
     after = deployments(prod)
     template = after["auth-service"]["spec"]["template"]
     assert template["spec"]["containers"][0]["resources"] == {
@@ -84,8 +95,8 @@ def test_apply_sets_memory_and_restarts_exactly_the_owning_deployment(prod, run_
     assert {name: d for name, d in after.items() if name != "auth-service"} == {
         name: d for name, d in before.items() if name != "auth-service"
     }
-    changed = {r.path for r in prod.requests if r.method != "GET"}
-    assert changed == {f"/apis/apps/v1/namespaces/{NS}/deployments/auth-service"}
+    changed = [r.path for r in prod.requests if r.method != "GET"]
+    assert changed == [f"/apis/apps/v1/namespaces/{NS}/deployments/auth-service"]  # one patch, one rollout
 
 
 # --- the lib, through the official client
@@ -221,23 +232,26 @@ def test_only_a_last_termination_by_the_oom_killer_counts(workers):
         ("debug-shell", None),
         ("worker-7f6d-oom02", "worker"),
     ]
+    assert list(oom["workload_kind"]) == [None, "Deployment"]
     assert dict(zip(frame["pod"], frame["last_termination"], strict=True))["worker-7f6d-err01"] == "Error"
     assert dict(zip(frame["pod"], frame["last_termination"], strict=True))["worker-7f6d-done03"] == "Completed"
 
 
 def test_without_metrics_memory_pressure_says_so_and_a_higher_limit_is_kept(workers):
-    oom = kube.pods.oomkilled(kube.pods.containers(workers))
-    usage = kube.usage.memory_usage(workers, "", oom)
+    kills = oomkilled.memory_kills(kube.pods.containers(workers), 60)
+    usage = kube.usage.memory_usage(workers, "", kills)
     assert usage["memory_usage"].isna().all()
-    pressure = oomkilled.assess(oom, usage, oomkilled.coinciding_rollouts(workers, oom, 60), 60)[1]
+    pressure = oomkilled.assess(kills, usage, oomkilled.coinciding_rollouts(workers, kills, 60), 60)[2]
     assert pressure.id == "memory-pressure" and pressure.severity == "info" and "metrics" in pressure.summary
+    assert "gave no usage" in pressure.summary  # served, but no PodMetrics for these pods
 
-    changes = oomkilled.resolve(workers, oom, "512Mi", "1024Mi", apply=False)  # worker's limit is 2Gi
+    changes = oomkilled.resolve(workers, kills, "512Mi", "1024Mi", apply=False)  # worker's limit is 2Gi
     assert [(c.action.id, c.action.target) for c in changes] == [
-        ("set-memory", f"deployment/worker in {NS}"),
         ("rollout-restart", f"deployment/worker in {NS}"),
+        ("set-memory", f"pod/debug-shell in {NS}"),  # a bare pod: nothing owns it
     ]
-    assert "not changed" in changes[0].action.result and changes[0].diff.empty
+    assert "worker kept: its memory limit 2Gi is already at least 1024Mi" in changes[0].action.result
+    assert "not done: a bare pod" in changes[1].action.result
     assert list(kube.mitigate.changes_table(changes)["field"]) == [f"spec.template.metadata.annotations.{RESTARTED_AT}"]
 
 
@@ -257,15 +271,15 @@ def test_a_rollout_of_the_owner_within_the_window_coincides(prod, cluster):
     deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "2"
     prod.load({"namespace": NS, "objects": [new, deployment]})
 
-    oom = kube.pods.oomkilled(kube.pods.containers(cluster))
-    recent = oomkilled.coinciding_rollouts(cluster, oom, 60)
+    kills = oomkilled.memory_kills(kube.pods.containers(cluster), 60)
+    recent = oomkilled.coinciding_rollouts(cluster, kills, 60)
     assert list(zip(recent["deployment"], recent["revision"], recent["coincides"], strict=True)) == [
         ("auth-service", 2, True)
     ]
-    finding = oomkilled.assess(oom, kube.usage.memory_usage(cluster, "", oom), recent, 60)[2]
+    finding = oomkilled.assess(kills, kube.usage.memory_usage(cluster, "", kills), recent, 60)[3]
     assert finding.id == "coinciding-rollout" and finding.severity == "warning"
     assert [(r["deployment"], r["revision"]) for r in finding.data["rollouts"]] == [("auth-service", 2)]
-    assert not oomkilled.coinciding_rollouts(cluster, oom, 10)["coincides"].any()
+    assert not oomkilled.coinciding_rollouts(cluster, kills, 10)["coincides"].any()
 
 
 def test_memory_parameters_are_checked(cluster):
@@ -288,16 +302,190 @@ def test_an_empty_namespace_is_data_not_an_error(kube_api):
     )
     quiet = kube_api.connect("quiet")
     try:
-        oom = kube.pods.oomkilled(kube.pods.containers(quiet))
-        usage = kube.usage.memory_usage(quiet, "", oom)
-        findings = oomkilled.assess(oom, usage, oomkilled.coinciding_rollouts(quiet, oom, 60), 60)
-        assert oomkilled.affected_events(quiet, oom).empty
-        assert oomkilled.resolve(quiet, oom, "512Mi", "1024Mi", apply=True) == []
+        kills = oomkilled.memory_kills(kube.pods.containers(quiet), 60)
+        usage = kube.usage.memory_usage(quiet, "", kills)
+        node_events = kube.events.for_nodes(quiet, oomkilled.nodes(kills))
+        findings = oomkilled.assess(kills, usage, oomkilled.coinciding_rollouts(quiet, kills, 60), 60, node_events)
+        assert oomkilled.affected_events(quiet, kills).empty
+        assert oomkilled.resolve(quiet, kills, "512Mi", "1024Mi", apply=True) == []
     finally:
         quiet.api.close()
-    assert [(f.id, f.severity, f.data or None) for f in findings] == [
-        ("oomkilled-containers", "info", None),
-        ("memory-pressure", "info", None),
-        ("coinciding-rollout", "info", {"window_minutes": 60, "deployments": [], "rollouts": []}),
+    assert [(f.id, f.severity) for f in findings] == [
+        ("oomkilled-containers", "info"),
+        ("node-memory-pressure", "info"),
+        ("memory-pressure", "info"),
+        ("coinciding-rollout", "info"),
     ]
+    assert findings[0].data == [] and findings[3].data["rollouts"] == []
     assert all(r.method == "GET" for r in kube_api.requests)
+
+
+# --- memory on a production cluster: StatefulSets, CronJobs, Argo Rollouts, sidecars, evictions, old OOMKills
+
+DATA = "autolytiq-data"
+
+
+@pytest.fixture
+def data(kube_api):
+    kube_api.load("memory-on-real-clusters")
+    return kube_api
+
+
+def workload(kube_api, plural, name):
+    return kube_api.get(plural, name, DATA, group="apps")
+
+
+def test_kills_get_their_scope_and_only_recent_ones_count(data, run_runbook):
+    before = {name: workload(data, "deployments", name) for name in ("checkout", "search-api", "billing-api")}
+    outcome = run_runbook(RUNBOOK, *data.runbook_args(DATA))
+    assert outcome.exit_code == 0, outcome.stderr
+    findings = outcome.findings()
+
+    killed = findings["oomkilled-containers"]
+    recent = {(d["pod"], d["container"], d["container_type"], d["workload"]) for d in killed["data"] if d["recent"]}
+    assert recent == {
+        ("ledger-db-0", "postgres", "container", "statefulset/ledger-db"),
+        ("checkout-5b8d6c7f9-j7q4p", "istio-proxy", "sidecar", "deployment/checkout"),
+        ("search-api-6f7c8d9b5-m2n8k", "log-shipper", "sidecar", "deployment/search-api"),
+        ("nightly-export-29412000-q8w2e", "export", "container", "cronjob/nightly-export"),
+        ("pricing-6c7d8e9f4-r2t5y", "pricing", "container", "rollout/pricing"),
+    }
+    [stale] = [d for d in killed["data"] if not d["recent"]]  # three days old: not this incident
+    assert stale["pod"] == "billing-api-7c5d9f8b6-w8x2c" and "3 days ago" in killed["summary"]
+
+    node = findings["node-memory-pressure"]
+    assert node["severity"] == "critical"
+    assert [e["pod"] for e in node["data"]["evicted"]] == ["report-worker-8d9c7b6f5-t5v9r"]
+    assert {(e["node"], e["reason"]) for e in node["data"]["node_events"]} == {
+        ("worker-3", "SystemOOM"),
+        ("worker-3", "EvictionThresholdMet"),
+    }
+    assert node["data"]["sigkilled"] == ["search-indexer-5c6d7e8f9-b4h7s/indexer"]
+    pressure = findings["memory-pressure"]  # the JVM at 95 %: supports, decides nothing
+    assert [d["pod"] for d in pressure["data"]] == ["billing-api-7c5d9f8b6-w8x2c"] and "supports" in pressure["summary"]
+
+    actions = {a["target"]: a for a in outcome.evidence["actions"]}
+    assert set(actions) == {
+        f"statefulset/ledger-db in {DATA}",
+        f"deployment/checkout in {DATA}",
+        f"deployment/search-api in {DATA}",
+        f"cronjob/nightly-export in {DATA}",
+        f"rollout/pricing in {DATA}",
+    }  # billing-api, killed three days ago, is left alone
+    ledger = actions[f"statefulset/ledger-db in {DATA}"]["result"]
+    assert ledger.startswith("accepted by server-side dry run") and "containers[postgres]" in ledger
+    assert (
+        "initContainers[log-shipper].resources.limits.memory: 64Mi -> 1024Mi"
+        in (actions[f"deployment/search-api in {DATA}"]["result"])
+    )
+    istio = actions[f"deployment/checkout in {DATA}"]["result"]
+    assert istio.startswith("not done") and "sidecar.istio.io/proxyMemoryLimit" in istio
+    assert "jobTemplate" in actions[f"cronjob/nightly-export in {DATA}"]["result"]
+    assert "Argo Rollout" in actions[f"rollout/pricing in {DATA}"]["result"]
+    assert all(r.method == "GET" or r.dry_run for r in data.requests)
+    assert {name: workload(data, "deployments", name) for name in before} == before
+
+
+def test_apply_changes_the_statefulset_and_the_sidecar_in_its_template_only(data, run_runbook):
+    checkout = workload(data, "deployments", "checkout")
+    outcome = run_runbook(RUNBOOK, *data.runbook_args(DATA), "-p", "apply", "true")
+    assert outcome.exit_code == 0, outcome.stderr
+    ledger = workload(data, "statefulsets", "ledger-db")["spec"]["template"]
+    assert ledger["spec"]["containers"][0]["resources"]["limits"]["memory"] == "1024Mi"
+    assert RESTARTED_AT in ledger["metadata"]["annotations"]
+    search = workload(data, "deployments", "search-api")["spec"]["template"]["spec"]
+    assert search["initContainers"][0]["resources"]["limits"]["memory"] == "1024Mi"
+    assert search["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
+    assert workload(data, "deployments", "checkout") == checkout  # the injected sidecar: annotations, by hand
+    patched = sorted(
+        r.path.rsplit("/", 2)[-2] + "/" + r.path.rsplit("/", 1)[-1] for r in data.requests if r.method == "PATCH"
+    )
+    assert patched == ["deployments/search-api", "statefulsets/ledger-db"]
+
+
+QUOTA = {
+    "namespace": NS,
+    "objects": [
+        {
+            "kind": "ResourceQuota",
+            "metadata": {"name": "compute"},
+            "spec": {"hard": {"limits.memory": "2Gi", "requests.memory": "1Gi"}},
+            "status": {"used": {"limits.memory": "1536Mi", "requests.memory": "640Mi"}},
+        },
+        {
+            "kind": "LimitRange",
+            "metadata": {"name": "container-limits"},
+            "spec": {"limits": [{"type": "Container", "max": {"memory": "768Mi"}}]},
+        },
+    ],
+}
+
+
+def test_a_change_quota_or_limitrange_would_refuse_is_said_and_not_applied(prod, run_runbook):
+    """The API server accepts the Deployment patch; admission refuses the pods it would create."""
+    prod.load(QUOTA)
+    before = deployments(prod)
+    dry = run(run_runbook, prod)
+    [action] = dry.evidence["actions"]
+    assert action["result"].startswith("accepted by server-side dry run")
+    assert "LimitRange container-limits: container auth-service limit 1Gi above max 768Mi" in action["result"]
+    assert "ResourceQuota compute: limits.memory used 1536Mi of 2Gi; the first new pod" in action["result"]
+
+    applied = run(run_runbook, prod, "-p", "apply", "true")
+    [action] = applied.evidence["actions"]
+    assert action["mode"] == "applied" and action["result"].startswith("not done: new pods would be refused")
+    assert deployments(prod) == before
+    assert not [r for r in prod.requests if r.method != "GET" and not r.dry_run]
+
+    fits = run(run_runbook, prod, "-p", "memory_request", "160Mi", "-p", "memory_limit", "320Mi")
+    [action] = fits.evidence["actions"]
+    assert "refused" not in action["result"] and "256Mi -> 320Mi" in action["result"]
+
+
+def test_series_events_read_their_count_and_last_time_from_the_series(data, kube_api):
+    """events.k8s.io events (the scheduler's) leave count and lastTimestamp null in core/v1."""
+    cluster = kube_api.connect(DATA)
+    try:
+        raw = cluster.core.list_namespaced_event(DATA, field_selector="reason=FailedScheduling").items[0]
+        table = kube.events.for_object(cluster, "Pod", "report-worker-8d9c7b6f5-z3c6d")
+    finally:
+        cluster.api.close()
+    assert (raw.count, raw.last_timestamp, raw.first_timestamp) == (None, None, None)
+    assert raw.series.count == 14 and raw.event_time is not None
+    [row] = table.itertuples()
+    assert row.count == 14 and row.source == "default-scheduler"
+    assert (raw.series.last_observed_time - row.last_seen).total_seconds() == 0
+    assert row.first_seen == raw.event_time
+
+
+@pytest.mark.parametrize(
+    "fault, why",
+    [
+        ("unavailable", "503 service unavailable (metrics-server down or not ready)"),
+        ("forbidden", "not allowed to read the metrics API (RBAC"),
+    ],
+)
+def test_metrics_api_down_or_forbidden_degrades(prod, run_runbook, fault, why):
+    if fault == "unavailable":
+        prod.server.make_unavailable("metrics.k8s.io")
+    else:
+        prod.server.forbid("pods", group="metrics.k8s.io", verb="list", namespace=NS)
+    outcome = run(run_runbook, prod)
+    pressure = outcome.findings()["memory-pressure"]
+    assert pressure["severity"] == "info" and why in pressure["summary"]
+    assert outcome.findings()["oomkilled-containers"]["severity"] == "critical"  # the rest still runs
+
+
+def test_node_events_not_readable_are_said_so(data, kube_api):
+    data.server.forbid("events", verb="list", namespace="default")
+    cluster = kube_api.connect(DATA)
+    try:
+        node_events = kube.events.for_nodes(cluster, {"worker-3"})
+        kills = oomkilled.memory_kills(kube.pods.containers(cluster), 60)
+        usage = kube.usage.memory_usage(cluster, "", kills)
+        finding = oomkilled.assess(kills, usage, oomkilled.coinciding_rollouts(cluster, kills, 60), 60, node_events)[1]
+    finally:
+        cluster.api.close()
+    assert node_events.frame.empty and "not allowed" in node_events.note
+    assert finding.data["node_events"] == [] and "not visible here" in finding.summary
+    assert finding.data["evicted"]  # what the namespace shows is still reported

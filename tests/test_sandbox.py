@@ -82,10 +82,10 @@ def sandbox():
             process.wait(timeout=60)
 
 
-def run(name: str, tmp_path: Path) -> dict:
-    """`runbook run NAME --env sandbox`: its evidence record."""
+def run(name: str, tmp_path: Path, *args: str) -> dict:
+    """`runbook run NAME --env sandbox ARGS...`: its evidence record."""
     result = subprocess.run(
-        [RUNBOOK, "run", name, "--env", "sandbox", "--output-dir", str(tmp_path)],
+        [RUNBOOK, "run", name, "--env", "sandbox", "--output-dir", str(tmp_path), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -252,6 +252,27 @@ def test_a_runbook_opened_on_the_sandbox_and_stepped_through_is_sealed_showing_i
     record = json.loads(Path(sealed.stdout.splitlines()[-1]).read_text())
     assert (record["mode"], record["status"]) == ("interactive", "completed"), record["session"]["reason"]
     oomkilled_auth_service(record, sandbox)
+
+
+def test_the_real_cluster_shapes_are_there_too(sandbox, tmp_path):
+    """ingress-nginx in its own namespace, and memory trouble beyond Deployments in autolytiq-data."""
+    ingress = (
+        "-p",
+        "gateway_namespace",
+        "ingress-nginx",
+        "-p",
+        "gateway_selector",
+        "app.kubernetes.io/name=ingress-nginx",
+    )
+    cause = one(run("api-gateway-high-error-rate", tmp_path, *ingress), "likely-cause")["data"]
+    assert (cause["cause"], cause["deployment"], cause["upstream"]) == (
+        "database-connection-issues",
+        "payments",
+        "payments",
+    )
+    record = run("pod-oomkilled", tmp_path, "-p", "namespace", "autolytiq-data")
+    assert one(record, "node-memory-pressure")["severity"] == "critical"
+    assert "statefulset/ledger-db in autolytiq-data" in [a["target"] for a in record["actions"]]
 
 
 def test_the_values_to_paste_in_jupyter_are_the_headless_ones(sandbox):

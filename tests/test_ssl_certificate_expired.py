@@ -276,3 +276,108 @@ def test_runbook_with_apply_renews_exactly_the_expired_certificate(run_runbook, 
     assert incident.get(*_certificate("dashboard-tls")) == dashboard
     writes = [r for r in incident.requests if r.method != "GET"]
     assert [(r.method, r.path.rsplit("/", 2)[-2]) for r in writes] == [("PATCH", "api-gateway-tls")]
+
+
+# --- chains, strictness and certificates kept in another namespace
+
+
+@pytest.fixture(scope="module")
+def real_world_pki(tmp_path_factory):
+    """A private root CA with an intermediate that expired yesterday, signing a valid leaf (sent with the
+    intermediate, as servers send chains); and a leaf of the root without an Authority Key Identifier."""
+    folder = tmp_path_factory.mktemp("chains")
+    root = endpoints.new_ca("Autolytiq Root CA", NOW)
+    stale = endpoints.intermediate(
+        root, NOW - dt.timedelta(days=400), NOW - dt.timedelta(days=1), "Autolytiq Issuing CA 1"
+    )
+    leaf = endpoints.leaf(stale, NOW - dt.timedelta(days=10), NOW + dt.timedelta(days=80))
+    bare = endpoints.leaf(root, NOW - dt.timedelta(days=10), NOW + dt.timedelta(days=80), authority_key_id=False)
+    chained = endpoints.write(folder, "chained", *leaf, chain=[stale[0]])
+    no_aki = endpoints.write(folder, "no-aki", *bare)
+    ca_file = endpoints.write_certificate(folder / "root.crt", root[0])
+    with endpoints.tls_server(*chained[:2]) as chained_port, endpoints.tls_server(*no_aki[:2]) as bare_port:
+        yield {"ca_file": str(ca_file), "chained": f"localhost:{chained_port}", "no_aki": f"localhost:{bare_port}"}
+
+
+def test_an_expired_intermediate_makes_the_endpoint_expired(real_world_pki):
+    table = by_endpoint(tls.inspect([real_world_pki["chained"]], 14, 2, real_world_pki["ca_file"], now=NOW))
+    row = table[real_world_pki["chained"]]
+    assert row["not_after"] > NOW  # the leaf itself is valid for 80 days ...
+    assert row["status"] == "expired" and row["days_left"] < 0  # ... its intermediate is not
+    assert "Autolytiq Issuing CA 1 is expired" in row["error"] and row["chain"].startswith("Autolytiq Issuing CA 1")
+    assert row["trusted"] is False  # OpenSSL agrees: certificate has expired
+    findings = {f.id: f for f in diagnosis.assess_endpoints(pd.DataFrame([row]), 14)}
+    assert findings["expired-endpoints"].data["endpoints"] == [real_world_pki["chained"]]
+    assert "Autolytiq Issuing CA 1" in findings["expired-endpoints"].summary
+
+
+def test_strict_x509_is_reported_apart_from_trust(real_world_pki):
+    """Python 3.13 verifies with VERIFY_X509_STRICT by default: a leaf without Authority Key Identifier fails
+    there and passes everywhere else; `trusted` keeps the lenient verdict, `strict` the strict one."""
+    table = by_endpoint(tls.inspect([real_world_pki["no_aki"]], 14, 2, real_world_pki["ca_file"], now=NOW))
+    row = table[real_world_pki["no_aki"]]
+    assert (row["status"], row["trusted"], row["strict"]) == ("ok", True, False)
+    assert "Authority Key Identifier" in row["error"]
+    findings = {f.id: f for f in diagnosis.assess_endpoints(pd.DataFrame([row]), 14)}
+    assert findings["untrusted-endpoints"].data["endpoints"] == []
+    assert findings["strict-x509"].severity == "warning" and "Python 3.13" in findings["strict-x509"].summary
+    lenient = tls.verifying_context(real_world_pki["ca_file"])
+    assert not lenient.verify_flags & tls.STRICT  # whatever this Python's default
+
+
+ELSEWHERE = {
+    "namespace": "istio-system",
+    "objects": [
+        {
+            "kind": "Certificate",
+            "metadata": {"name": "public-gateway", "creationTimestamp": {"ago": "200d"}},
+            "spec": {
+                "secretName": "public-gateway-credential",
+                "dnsNames": ["*.autolytiq.io", "autolytiq.io"],
+                "issuerRef": {"kind": "ClusterIssuer", "name": "letsencrypt-prod", "group": "cert-manager.io"},
+            },
+            "status": {
+                "notBefore": {"ago": "92d"},
+                "notAfter": {"ago": "1d"},
+                "renewalTime": {"ago": "31d"},
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "Expired",
+                        "message": "Certificate expired 1 day ago",
+                    }
+                ],
+            },
+        },
+        {
+            "kind": "Certificate",
+            "metadata": {"name": "internal-grafana"},
+            "spec": {"secretName": "grafana-tls", "dnsNames": ["grafana.internal"], "issuerRef": {"name": "internal"}},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Pending"}]},
+        },
+    ],
+}
+
+
+def test_a_certificate_in_another_namespace_covering_the_endpoint_is_found_and_renewed_there(incident, cluster):
+    incident.load(ELSEWHERE)
+    found = certificates.list_certificates(cluster, hosts=tls.hosts(["api.autolytiq.io:443", "127.0.0.1:443"]))
+    refs = list(found.frame["ref"])
+    assert "istio-system/public-gateway" in refs and "istio-system/internal-grafana" not in refs
+    assert found.partial is None
+    assert "istio-system/public-gateway" in diagnosis.to_renew(found, [])
+    [action] = certificates.renew(cluster, ["istio-system/public-gateway"], apply=False)
+    assert action.target == "certificate/public-gateway in istio-system" and action.mode == "dry-run"
+    [patch] = [r for r in incident.requests if r.method == "PATCH"]
+    assert patch.path.startswith("/apis/cert-manager.io/v1/namespaces/istio-system/") and patch.dry_run
+
+
+def test_not_allowed_to_search_other_namespaces_is_said_so(incident, cluster):
+    incident.load(ELSEWHERE)
+    incident.server.forbid("certificates", group="cert-manager.io", verb="list", namespace="")
+    found = certificates.list_certificates(cluster, hosts=("api.autolytiq.io",))
+    assert set(found.frame["ref"]) == {"api-gateway-tls", "dashboard-tls"}  # the namespace's own
+    assert "not searched" in found.partial and "HTTP 403" in found.partial
+    not_ready = diagnosis.assess_certificates(found, 14)[0]
+    assert "not searched" in not_ready.summary and not_ready.data["note"] == found.partial

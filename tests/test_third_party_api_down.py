@@ -86,7 +86,16 @@ def test_the_down_dependency_is_named_since_its_first_error_and_nothing_is_chang
     data = down[0]["data"]
     assert down[0]["severity"] == "critical" and data["basis"] == "logs and probe"
     assert dt.datetime.fromisoformat(data["since"]) == minute(incident - FIRST_ERROR_AGO)
-    assert data["error_counts"] == {"timeout": 4, "connection refused": 7, "http 5xx": 16, "dns": 0, "tls": 0}
+    assert data["error_counts"] == {
+        "timeout": 4,
+        "connection refused": 7,
+        "connection reset": 0,
+        "http 5xx": 16,
+        "rate limited": 0,
+        "circuit open": 0,
+        "dns": 0,
+        "tls": 0,
+    }
     assert data["probe_status"] == 503 and data["probe_latency_ms"] > 0 and data["probe_error"] is None
     assert data["affected_pods"] == DEAL_PODS and data["affected_services"] == ["deal-service"]
 
@@ -261,6 +270,12 @@ def test_a_tls_failure_is_named(endpoints):
         ("SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED]'))", {"tls"}),
         ("status=200 latency_ms=503", set()),
         ("status=200 latency_ms=84 tokens=502", set()),
+        ('got status 500 from https://api.taxrates.example: "Internal Server Error"', {"http 5xx"}),
+        ("response status=429 Too Many Requests retry-after=30", {"rate limited"}),
+        ("read tcp 10.0.0.4:51234->203.0.113.41:443: read: connection reset by peer", {"connection reset"}),
+        ("Error: socket hang up (ECONNRESET)", {"connection reset"}),
+        ("CircuitBreaker 'taxrates' is OPEN and does not permit further calls", {"circuit open"}),
+        ("io.github.resilience4j.circuitbreaker.CallNotPermittedException: taxrates", {"circuit open"}),
     ],
 )
 def test_error_signatures(line, expected):
@@ -298,7 +313,10 @@ def test_drafts_fill_the_runbook_document_templates_from_the_findings():
                 "errors": 30,
                 "timeout": 10,
                 "connection refused": 5,
+                "connection reset": 0,
                 "http 5xx": 15,
+                "rate limited": 0,
+                "circuit open": 0,
                 "dns": 0,
                 "tls": 0,
                 "first_error": pd.Timestamp(since),
@@ -343,3 +361,112 @@ def test_drafts_fill_the_runbook_document_templates_from_the_findings():
         "[REDACTED]", ""
     )  # every placeholder of the incident-response runbook filled
     assert drafts.action.mode == "dry-run" and drafts.action.result == "drafted (not posted)"
+
+
+# --- what real providers and services say
+
+
+STATUSPAGE = {
+    "page": {"id": "kctbh9vrtdwd", "name": "Tax Rates API", "url": "https://status.taxrates.example"},
+    "status": {"indicator": "major", "description": "Partial System Outage"},
+}
+
+
+@pytest.mark.parametrize(
+    "status, body, result",
+    [
+        (200, {**STATUSPAGE, "status": {"indicator": "major", "description": "Partial System Outage"}}, "failing"),
+        (200, {**STATUSPAGE, "status": {"indicator": "critical", "description": "Major Service Outage"}}, "failing"),
+        (200, {**STATUSPAGE, "status": {"indicator": "minor", "description": "Minor Service Outage"}}, "degraded"),
+        (200, {**STATUSPAGE, "status": {"indicator": "none", "description": "All Systems Operational"}}, "up"),
+        (429, None, "degraded"),
+        (401, None, "unknown"),
+        (403, None, "unknown"),
+        (200, {"status": "ok"}, "up"),
+    ],
+)
+def test_a_status_page_answers_200_and_says_how_it_is_in_its_body(status, body, result):
+    import json
+
+    from runbooks import health
+
+    with serve_health(status, json.dumps(body) if body else None) as endpoint:
+        probe = health.probe(endpoint.url.replace("/health", "/api/v2/status.json"), 5)
+    assert probe.status == status and probe.result == result
+    if body and isinstance(body.get("status"), dict):
+        assert probe.indicator == body["status"]["indicator"]
+
+
+def summary_row(**values):
+    row = {
+        "lines": 0,
+        "errors": 0,
+        "recent_lines": 0,
+        "recent_errors": 0,
+        "recent_circuit_open": 0,
+        "probe": "not probed",
+        "probe_status": None,
+        "probe_page": None,
+    }
+    return {**row, **values}
+
+
+@pytest.mark.parametrize(
+    "row, verdict",
+    [
+        # Every line about it is an error: the service logs failures only, the share failing is unknown.
+        (summary_row(lines=12, errors=12, recent_lines=8, recent_errors=8), ("degraded", "logs: errors only")),
+        # The same with a failing probe: down.
+        (
+            summary_row(lines=12, errors=12, recent_lines=8, recent_errors=8, probe="failing"),
+            ("down", "logs and probe"),
+        ),
+        # Successes logged earlier in the window: the share means something.
+        (summary_row(lines=40, errors=12, recent_lines=8, recent_errors=8), ("down", "logs")),
+        # The breaker opened: calls stopped, its lines are the errors.
+        (
+            summary_row(lines=9, errors=9, recent_lines=5, recent_errors=5, recent_circuit_open=4),
+            ("down", "circuit breaker open"),
+        ),
+        # The status page says major, the logs say nothing recent.
+        (summary_row(lines=30, errors=0, recent_lines=0, probe="failing", probe_status=200), ("down", "probe")),
+        (summary_row(lines=30, errors=0, recent_lines=6, probe="degraded", probe_status=429), ("degraded", "probe")),
+        (
+            summary_row(lines=30, errors=0, recent_lines=6, probe="unknown", probe_status=403),
+            ("ok", "probe not let in"),
+        ),
+    ],
+)
+def test_verdicts_do_not_overstate_what_logs_and_probes_cannot_see(row, verdict):
+    status, basis = third_party._judge(row)
+    assert status == verdict[0] and basis.startswith(verdict[1])
+
+
+def test_an_open_circuit_breaker_is_not_recovery(kube_api, incident):
+    """After the timeouts the breaker opens: calls stop, timeouts stop, only 'circuit open' lines remain."""
+    now = dt.datetime.now(dt.timezone.utc)
+    url = "url=https://api.taxrates.example/v2/rates"
+    lines = [(now - dt.timedelta(minutes=20 - i), f"tax rate lookup status=200 {url}") for i in range(5)]
+    lines += [
+        (now - dt.timedelta(minutes=14) + dt.timedelta(seconds=10 * i), f"context deadline exceeded {url}")
+        for i in range(4)
+    ]
+    lines += [
+        (
+            now - dt.timedelta(minutes=8) + dt.timedelta(minutes=i),
+            f"CircuitBreaker 'taxrates' is OPEN: not calling {url}",
+        )
+        for i in range(7)
+    ]
+    kube_api.set_logs(NS, DEAL_PODS[0], "deal-service", current=lines)
+    kube_api.set_logs(NS, DEAL_PODS[1], "deal-service", current=[])
+    cluster = kube_api.connect(NS)
+    try:
+        deps = third_party.parse({"tax-rates": {"match": r"taxrates\.example"}})
+        errors = third_party.log_errors(cluster, deps, "app=deal-service", 60)
+    finally:
+        cluster.api.close()
+    summary = third_party.error_summary(errors, deps)
+    assert summary.loc[0, "circuit open"] == 7 and summary.loc[0, "recent_circuit_open"] >= 5
+    [row] = third_party.verdicts(summary, third_party.probe_all(deps, 5)).to_dict("records")
+    assert (row["status"], row["basis"]) == ("down", "logs")  # not "recovered": the calls stopped, not the failures

@@ -8,6 +8,8 @@ same hour one week earlier (the default baseline, normal everywhere: 100 request
 - p1-all-failing: every request fails for the last 10 minutes.
 - recovered: 15 % errors from 50 to 40 minutes ago, normal since.
 - quiet: normal throughout.
+- three-hours: 12 % errors for the last three hours (before the hour triage reads).
+- two-days: 12 % errors for the last 30 hours (beyond the 24 hours read back).
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def scenarios(now: float) -> dict[str, list[Traffic]]:
             Traffic(now - 2385, now, 100, 0.002, NORMAL_LATENCY),
         ],
         "quiet": [*baseline, Traffic(now - 4200, now, 100, 0.002, NORMAL_LATENCY)],
+        "three-hours": [
+            *baseline,
+            Traffic(now - 5 * 3600, now - 3 * 3600, 100, 0.002, NORMAL_LATENCY),
+            Traffic(now - 3 * 3600 + 15, now, 100, 0.12, NORMAL_LATENCY),
+        ],
+        "two-days": [*baseline, Traffic(now - 30 * 3600, now, 100, 0.12, NORMAL_LATENCY)],
     }
 
 
@@ -89,7 +97,17 @@ def quiet_logs() -> triage.GatewayErrors:
 
 def no_pods_down() -> triage.PodStatus:
     services = pd.DataFrame(
-        [{"deployment": "api-gateway", "desired": 2, "pods": 2, "ready_pods": 2, "down": False, "critical": True}]
+        [
+            {
+                "workload": "api-gateway",
+                "kind": "Deployment",
+                "desired": 2,
+                "pods": 2,
+                "ready_pods": 2,
+                "down": False,
+                "critical": True,
+            }
+        ]
     )
     return triage.PodStatus(pd.DataFrame(), pd.DataFrame(), services)
 
@@ -159,6 +177,27 @@ def test_the_incidents_worst_since_its_start_counts_not_its_latest(prom, generat
     assert (start.at, start.source) == (given, "incident_start parameter")
     measured = triage.measure(metrics, quiet_logs(), no_pods_down(), start)
     assert measured.error_rate == pytest.approx(0.002, abs=1e-6) and measured.classify().level == "P4"
+
+
+def test_an_incident_older_than_the_hour_is_dated_by_reading_further_back(prom, generated_at):
+    metrics, start, measured, result = triaged(prom["three-hours"])
+    began = dt.datetime.fromtimestamp(generated_at - 3 * 3600, dt.timezone.utc)
+    assert metrics.earlier is not None  # the hour began in breach: read back
+    assert began <= start.at <= began + dt.timedelta(minutes=10) and not start.at_least
+    assert start.source.startswith("metrics: over a threshold since then")
+    assert result.level == "P2"
+    finding = triage.assess(result, measured, start, metrics, quiet_logs(), no_pods_down(), "")[0]
+    assert f"Incident start {start.at:%Y-%m-%d %H:%M} UTC" in finding.summary
+
+
+def test_an_incident_older_than_the_look_back_is_at_least_that_old(prom, generated_at):
+    metrics, start, measured, result = triaged(prom["two-days"])
+    assert start.at_least and "at least" in start.source
+    assert (metrics.read_at - start.at) >= triage.LOOK_BACK + triage.WINDOW - dt.timedelta(minutes=5)
+    finding = triage.assess(result, measured, start, metrics, quiet_logs(), no_pods_down(), "")[0]
+    assert "Incident start at or before" in finding.summary and finding.data["incident_start_at_least"]
+    # The hour as it was read alone would have said "one hour ago": the targets count from the real start.
+    assert (metrics.read_at - start.at) > dt.timedelta(hours=24)
 
 
 @pytest.mark.parametrize(
@@ -422,7 +461,7 @@ def test_a_deployment_without_a_ready_pod_is_a_service_down(prod, critical, leve
     now = triage.now()
     pods = triage.pod_status(cluster, critical, now)
     assert list(pods.down["pod"]) == ["tax-service-5d4c3b2a1-zz9x8"]
-    services = pods.services.set_index("deployment")
+    services = pods.services.set_index("workload")
     assert services.loc["tax-service", "down"] and not services.loc["auth-service", "down"]
     metrics = triage.read_metrics("", ERROR_RATE_QUERY, LATENCY_QUERY, "1w", now)
     start = triage.incident_start("", metrics, quiet_logs())
@@ -437,3 +476,141 @@ def test_a_deployment_without_a_ready_pod_is_a_service_down(prod, critical, leve
     }["pods-down"]
     assert finding.severity == "critical" and finding.data["services_down"] == ["tax-service"]
     assert finding.data["reasons"]["tax-service-5d4c3b2a1-zz9x8"] == ["CrashLoopBackOff", "Error"]
+
+
+# --- services that are not Deployments, gateways that are not ours, Prometheus behind auth
+
+
+def test_a_database_statefulset_without_a_ready_pod_is_a_service_down(kube_api):
+    kube_api.load("memory-on-real-clusters")
+    cluster = kube_api.connect("autolytiq-data")
+    try:
+        pods = triage.pod_status(cluster, ["ledger-db"], triage.now())
+    finally:
+        cluster.api.close()
+    services = pods.services.set_index("workload")
+    assert services.loc["ledger-db", "kind"] == "StatefulSet" and services.loc["ledger-db", "down"]
+    # report-worker's evicted pod is not counted (Failed: replaced), but its replacement cannot be scheduled.
+    assert services.loc["report-worker", "down"] and services.loc["report-worker", "pods"] == 1
+    assert not services.loc["billing-api", "down"]
+    metrics = triage.read_metrics("", ERROR_RATE_QUERY, LATENCY_QUERY, "1w", triage.now())
+    start = triage.incident_start("", metrics, quiet_logs())
+    result = triage.measure(metrics, quiet_logs(), pods, start).classify()
+    assert (result.level, result.measured) == ("P1", {"critical_services_down": ["ledger-db"]})
+    assert set(pods.restarting["workload"]) >= {"ledger-db", "checkout", "search-api"}  # sidecars restart too
+
+
+def test_ingress_nginx_logs_give_the_error_rate_and_a_start_that_may_be_earlier(kube_api):
+    kube_api.load("ingress-nginx-5xx")
+    cluster = kube_api.connect(NS)
+    try:
+        log = triage.gateway_errors(cluster, "app.kubernetes.io/name=ingress-nginx", 100, "auto", "ingress-nginx")
+        foreign = triage.gateway_errors(cluster, "app.kubernetes.io/name=ingress-nginx", 100, "ours", "ingress-nginx")
+    finally:
+        cluster.api.close()
+    assert log.requests == 100 and 0.3 < log.error_rate < 0.7
+    start = triage.incident_start("", triage.read_metrics("", ERROR_RATE_QUERY, LATENCY_QUERY, "1w", triage.now()), log)
+    assert start.at == log.first_5xx and start.at_least  # the last 100 lines: the 5xx began then or earlier
+    assert foreign.requests == 0  # read as our own format: no line carries a status
+    finding = triage.assess(
+        triage.Measurements(None, None, None, None, None, None, None, (), ()).classify(),
+        triage.Measurements(None, None, None, None, None, None, None, (), ()),
+        start,
+        triage.read_metrics("", ERROR_RATE_QUERY, LATENCY_QUERY, "1w", triage.now()),
+        foreign,
+        no_pods_down(),
+        "",
+    )
+    gateway = next(f for f in finding if f.id == "gateway-errors")
+    assert gateway.severity == "warning" and "none of the 100 lines carries an HTTP status" in gateway.summary
+
+
+@pytest.fixture(scope="module")
+def guarded_prometheus(generated_at, tmp_path_factory):
+    """A Prometheus serving HTTPS with a private CA and asking for basic auth (its own web configuration)."""
+    from runbooks_sandbox import endpoints
+    from runbooks_sandbox.prometheus import PrometheusServer
+
+    folder = tmp_path_factory.mktemp("guarded")
+    ca = endpoints.new_ca("Autolytiq Monitoring CA")
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate, key = endpoints.leaf(ca, now - dt.timedelta(days=1), now + dt.timedelta(days=30))
+    cert_path, key_path, _ = endpoints.write(folder, "prometheus", certificate, key)
+    ca_path = endpoints.write_certificate(folder / "ca.pem", ca[0])
+    password = "s3cret-pr0metheus"
+    (folder / "password").write_text(password + "\n")
+    traffic = http_traffic(scenarios(generated_at)["p2-errors"])
+    with PrometheusServer(traffic, tls=(cert_path, key_path), users={"oncall": password}, ca_file=ca_path) as server:
+        yield server.url, ca_path, folder / "password", password
+
+
+def test_prometheus_behind_tls_and_basic_auth_is_read_with_ca_and_credentials_file(
+    guarded_prometheus, run_runbook, prod
+):
+    url, ca_file, password_file, password = guarded_prometheus
+    auth = prometheus.Auth(str(ca_file), "oncall", str(password_file))
+    metrics = triage.read_metrics(url, ERROR_RATE_QUERY, LATENCY_QUERY, "1w", triage.now(), auth)
+    assert metrics.unavailable is None and metrics.series["error_rate"].max() == pytest.approx(0.12, abs=1e-6)
+    untrusted = triage.read_metrics(url, ERROR_RATE_QUERY, LATENCY_QUERY, "1w", triage.now())
+    assert "TLS verification failed (a private CA? set prometheus_ca_file)" in untrusted.unavailable
+    anonymous = triage.read_metrics(
+        url, ERROR_RATE_QUERY, LATENCY_QUERY, "1w", triage.now(), prometheus.Auth(str(ca_file))
+    )
+    assert "HTTP 401: not allowed in" in anonymous.unavailable
+
+    outcome = run_runbook(
+        RUNBOOK,
+        *prod.runbook_args(NS),
+        *("-p", "prometheus_url", url, "-p", "prometheus_ca_file", str(ca_file)),
+        *("-p", "prometheus_username", "oncall", "-p", "prometheus_credentials_file", str(password_file)),
+    )
+    assert outcome.exit_code == 0, outcome.stderr
+    assert outcome.findings()["severity"]["data"]["metrics"] == "prometheus"
+    for path in outcome.evidence_path.parent.iterdir():
+        assert password not in path.read_text(), path.name
+
+
+def test_prometheus_behind_a_bearer_token_proxy(prom, tmp_path):
+    """kube-rbac-proxy or oauth2-proxy in front: a bearer token, read from a file (e.g. the service account's)."""
+    import http.server
+    import threading
+
+    import requests
+
+    token = "sa-token-9b8c7d6e5f"
+    (tmp_path / "token").write_text(token)
+    upstream = prom["p2-errors"]
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers.get("Authorization") != f"Bearer {token}":
+                self.send_response(401)
+                self.end_headers()
+                return
+            answer = requests.get(upstream + self.path, timeout=10)
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(PrometheusUnreachable, match="HTTP 401"):
+            prometheus.connect(url)
+        connected = prometheus.connect(url, prometheus.Auth(credentials_file=str(tmp_path / "token")))
+        assert prometheus.query(connected, "vector(1)")["value"].tolist() == [1.0]
+        assert token not in repr(connected)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_credentials_in_the_prometheus_url_are_refused():
+    with pytest.raises(PrometheusUnreachable, match="prometheus_credentials_file"):
+        prometheus.connect("https://oncall:hunter2@prometheus.monitoring.svc:9090")

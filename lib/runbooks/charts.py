@@ -71,7 +71,7 @@ def certificate_days_left(endpoints: pd.DataFrame, certificates: pd.DataFrame, w
     ]
     rows += [
         (f"certificate/{name}", int(days))
-        for name, days in zip(certificates["name"], certificates["days_left"], strict=True)
+        for name, days in zip(certificates["ref"], certificates["days_left"], strict=True)
         if pd.notna(days)
     ]
     title = "Days until the certificates expire"

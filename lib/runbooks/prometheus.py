@@ -8,13 +8,21 @@ for an aggregate), `value` a float (NaN where Prometheus answers NaN, e.g. 0/0 w
 
 Errors: Prometheus not answering, or something else answering, is PrometheusUnreachable; a query it
 refuses (HTTP 400/422 with its reason) is PrometheusQueryError. An empty result is an empty frame.
+
+Behind authentication or a private CA (a reverse proxy, kube-rbac-proxy, Prometheus's own web config), `Auth`
+says how to get in: `ca_file` (PEM) to verify its certificate, and credentials read from `credentials_file` (a
+path, as Prometheus's and Alertmanager's own `credentials_file`/`password_file`, e.g. a mounted Secret or the
+pod's service-account token), sent as a bearer token, or as the basic-auth password of `username`. The
+credentials are read from the file when connecting and kept in the HTTP session only: never in a parameter, a
+notebook or the evidence.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import requests
@@ -28,15 +36,35 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "
 
 
 @dataclass(frozen=True)
+class Auth:
+    """How to reach a Prometheus behind authentication or a private CA; empty fields: not used."""
+
+    ca_file: str = ""  # PEM file of the CA that signed its certificate
+    username: str = ""  # with credentials_file: basic auth; without a username the credentials are a bearer token
+    credentials_file: str = ""  # file holding the bearer token, or the password of `username`
+
+
+@dataclass(frozen=True)
 class Prometheus:
     url: str  # base URL, e.g. http://127.0.0.1:9090 (no /api/v1)
+    session: requests.Session = field(default_factory=requests.Session, repr=False, compare=False)
+    verify: bool | str = (
+        True  # a CA file, else the system's (per request: REQUESTS_CA_BUNDLE would override a session's)
+    )
 
 
-def connect(url: str) -> Prometheus:
+def connect(url: str, auth: Auth | None = None) -> Prometheus:
     """A Prometheus at `url` that answers its API (`/api/v1/status/buildinfo`), or PrometheusUnreachable saying why."""
     if not re.match(r"https?://[^/\s]+", url or ""):
         raise PrometheusUnreachable(f"not a Prometheus URL: {url!r} (expected http://host:port)")
-    prometheus = Prometheus(url.rstrip("/"))
+    if re.match(r"https?://[^/\s]*@", url):
+        raise PrometheusUnreachable(
+            "the Prometheus URL carries credentials: give them in prometheus_credentials_file (and prometheus_username)"
+        )
+    auth = auth or Auth()
+    if auth.ca_file and not Path(auth.ca_file).is_file():
+        raise PrometheusUnreachable(f"prometheus CA file {auth.ca_file!r} does not exist")
+    prometheus = Prometheus(url.rstrip("/"), _session(auth), auth.ca_file or True)
     _get(prometheus, "status/buildinfo", {})
     return prometheus
 
@@ -98,12 +126,35 @@ def duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in parts))
 
 
+def _session(auth: Auth) -> requests.Session:
+    session = requests.Session()
+    if auth.credentials_file:
+        try:
+            secret = Path(auth.credentials_file).read_text().strip()
+        except OSError as e:
+            raise PrometheusUnreachable(
+                f"cannot read prometheus credentials file {auth.credentials_file!r}: {e.strerror}"
+            ) from None
+        if auth.username:
+            session.auth = (auth.username, secret)
+        else:
+            session.headers["Authorization"] = f"Bearer {secret}"
+    elif auth.username:
+        raise PrometheusUnreachable("a prometheus username needs a credentials file holding its password")
+    return session
+
+
 def _get(prometheus: Prometheus, endpoint: str, params: dict, promql: str | None = None) -> dict:
     url = f"{prometheus.url}/api/v1/{endpoint}"
     try:
-        response = requests.get(url, params=params, timeout=TIMEOUT)
+        response = prometheus.session.get(url, params=params, timeout=TIMEOUT, verify=prometheus.verify)
     except requests.RequestException as e:
         raise PrometheusUnreachable(f"Prometheus at {prometheus.url} does not answer: {_reason(e)}") from None
+    if response.status_code in (401, 403):
+        raise PrometheusUnreachable(
+            f"Prometheus at {prometheus.url} answered HTTP {response.status_code}: not allowed in "
+            "(set prometheus_credentials_file, and prometheus_username for basic auth)"
+        )
     try:
         body = response.json()
     except ValueError:
@@ -144,6 +195,8 @@ def _labels(metric: dict) -> str:
 
 
 def _reason(error: Exception) -> str:
+    if isinstance(error, requests.exceptions.SSLError):
+        return "TLS verification failed (a private CA? set prometheus_ca_file): " + " ".join(str(error).split())[:200]
     if isinstance(error, requests.Timeout):
         return f"no answer within {TIMEOUT[1]} s"
     if isinstance(error, requests.ConnectionError):

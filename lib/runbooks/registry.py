@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-ACCESS_LAYERS = ("postgres", "kube", "prometheus", "tls", "health", "gateway_log", "alertmanager")
+ACCESS_LAYERS = ("postgres", "kube", "prometheus", "tls", "health", "gateway_log", "jwks", "alertmanager")
 
 
 @dataclass(frozen=True)
@@ -40,11 +40,15 @@ RUNBOOKS = (
     Entry("db-connection-pool-exhausted", ("postgres",), "terminates sessions idle longer than `idle_minutes`"),
     Entry("db-slow-queries", ("postgres",), "cancels active queries running longer than `cancel_longer_than_seconds`"),
     Entry(
-        "jwt-validation-failures", ("kube",), "restarts the deployments whose pods started before the secret changed"
+        "jwt-validation-failures",
+        ("kube", "jwks"),
+        "restarts the workloads whose pods started before the secret changed",
     ),
     Entry("oncall-handoff", ("kube", "postgres", "tls", "alertmanager")),
     Entry(
-        "pod-oomkilled", ("kube",), "raises the memory of the deployments owning OOMKilled containers, restarts them"
+        "pod-oomkilled",
+        ("kube",),
+        "raises the memory of the workloads owning recently OOMKilled containers, restarting them in one patch",
     ),
     Entry("ssl-certificate-expired", ("kube", "tls"), "asks cert-manager to renew (as `cmctl renew`); never deletes"),
     Entry("service-investigation", ("kube", "prometheus", "health")),

@@ -7,10 +7,16 @@ An endpoint is `host:port`, or `host:port@servername` when the name to ask for (
 the certificate differs from the address connected to, e.g. `10.0.3.7:443@api.autolytiq.com` to look
 at one ingress replica. Port 443 when left out; IPv6 addresses in brackets: `[2001:db8::1]:443`.
 
-Each endpoint gets two handshakes and nothing else is sent:
-1. without verification, so that an expired, self-signed or otherwise untrusted certificate is still read;
+Each endpoint gets three handshakes and nothing else is sent:
+1. without verification, so that an expired, self-signed or otherwise untrusted certificate is still read,
+   with every certificate the server presents (the chain: an expired intermediate fails clients as surely as
+   an expired leaf, so `status` is the worst of the chain and `error` names the certificate);
 2. with verification against the system trust store (plus the CAs in `ca_file`, for private CAs), the
-   hostname check left off: does the chain verify, and if not, OpenSSL's reason.
+   hostname check left off and without OpenSSL's strict X.509 checks: does the chain verify, and if not,
+   OpenSSL's reason (`trusted`);
+3. the same with strict X.509 checks (VERIFY_X509_STRICT, which Python 3.13 turns on by default): certificates
+   of private CAs often lack what they require (an Authority Key Identifier, a critical basicConstraints), and
+   strict clients refuse them while others accept them (`strict`, reported apart from `trusted`).
 The hostname is matched here against the certificate's subjectAltNames, as browsers and Python's ssl do
 (RFC 6125: `*` only as the whole left-most label, IP addresses only against IP SANs, no subject-CN fallback).
 """
@@ -41,10 +47,14 @@ COLUMNS = [
     "days_left",
     "status",
     "trusted",
+    "strict",
     "hostname_match",
     "error",
+    "chain",
+    "chain_not_after",
     "sha256",
 ]
+STRICT = getattr(ssl, "VERIFY_X509_STRICT", 0x20)
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,9 @@ class Probe:
     error: str | None = None  # why no certificate could be read
     trusted: bool | None = None  # the chain verifies; None when the verifying handshake failed otherwise
     verify_error: str | None = None  # why it does not
+    chain: tuple[bytes, ...] = ()  # every certificate presented after the leaf (DER), in the order sent
+    strict: bool | None = None  # the chain verifies with strict X.509 checks too; None when not tried
+    strict_error: str | None = None
 
 
 def parse_endpoint(text: str) -> Endpoint:
@@ -86,12 +99,20 @@ def parse_endpoint(text: str) -> Endpoint:
     return Endpoint(host, int(port or DEFAULT_PORT), servername or host)
 
 
-def verifying_context(ca_file: str = "") -> ssl.SSLContext:
-    """The system trust store, plus the CAs in `ca_file` (PEM) if given; hostname checked separately."""
+def hosts(endpoints: list[str]) -> tuple[str, ...]:
+    """The host names the endpoints are checked for (their servernames), IP addresses left out."""
+    names = (parse_endpoint(e).servername for e in endpoints)
+    return tuple(dict.fromkeys(n for n in names if not _is_ip(n)))
+
+
+def verifying_context(ca_file: str = "", strict: bool = False) -> ssl.SSLContext:
+    """The system trust store, plus the CAs in `ca_file` (PEM) if given; hostname checked separately; OpenSSL's
+    strict X.509 checks on or off whatever this Python's default (3.13 turns them on)."""
     context = ssl.create_default_context()
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
     context.check_hostname = False
+    context.verify_flags = (context.verify_flags | STRICT) if strict else (context.verify_flags & ~STRICT)
     return context
 
 
@@ -103,26 +124,36 @@ def reading_context() -> ssl.SSLContext:
     return context
 
 
-def probe(endpoint: Endpoint, timeout: float, verifying: ssl.SSLContext) -> Probe:
-    """Read the certificate without verification, then verify the chain in a second handshake."""
+def probe(endpoint: Endpoint, timeout: float, verifying: ssl.SSLContext, strict: ssl.SSLContext | None = None) -> Probe:
+    """Read the certificate and its chain without verification, then verify the chain in a second handshake, and
+    with strict X.509 checks in a third (when `strict` is given and the second verified)."""
     try:
-        der = _handshake(endpoint, timeout, reading_context())
+        der, chain = _handshake(endpoint, timeout, reading_context())
     except (OSError, ValueError) as e:
         return Probe(endpoint, None, error=_describe(e, endpoint, timeout))
     try:
         _handshake(endpoint, timeout, verifying)
     except ssl.SSLCertVerificationError as e:
-        return Probe(endpoint, der, trusted=False, verify_error=e.verify_message or str(e))
+        return Probe(endpoint, der, trusted=False, verify_error=e.verify_message or str(e), chain=chain)
     except (OSError, ValueError) as e:
-        return Probe(endpoint, der, verify_error=f"verifying handshake failed: {_describe(e, endpoint, timeout)}")
-    return Probe(endpoint, der, trusted=True)
+        why = f"verifying handshake failed: {_describe(e, endpoint, timeout)}"
+        return Probe(endpoint, der, verify_error=why, chain=chain)
+    if strict is None:
+        return Probe(endpoint, der, trusted=True, chain=chain)
+    try:
+        _handshake(endpoint, timeout, strict)
+    except ssl.SSLCertVerificationError as e:
+        return Probe(endpoint, der, trusted=True, chain=chain, strict=False, strict_error=e.verify_message or str(e))
+    except (OSError, ValueError):
+        return Probe(endpoint, der, trusted=True, chain=chain)
+    return Probe(endpoint, der, trusted=True, chain=chain, strict=True)
 
 
 def probe_all(endpoints: list[Endpoint], timeout: float, ca_file: str = "") -> list[Probe]:
     """Every endpoint probed, a few at a time, in the order given."""
-    verifying = verifying_context(ca_file)
+    verifying, strict = verifying_context(ca_file), verifying_context(ca_file, strict=True)
     with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_PROBES, len(endpoints)))) as pool:
-        return list(pool.map(lambda e: probe(e, timeout, verifying), endpoints))
+        return list(pool.map(lambda e: probe(e, timeout, verifying, strict), endpoints))
 
 
 def inspect(
@@ -153,6 +184,18 @@ def row(result: Probe, warn_days: float, now: dt.datetime) -> dict:
     problems = [result.verify_error] if result.verify_error else []
     if not matches:
         problems.append(f"{result.endpoint.servername} is not among the certificate's names")
+    chain = [x509.load_der_x509_certificate(der) for der in result.chain]
+    status = _status(now, not_before, not_after, warn_days)
+    for other in chain:  # the worst certificate of the chain decides, the leaf first
+        other_status = _status(now, other.not_valid_before_utc, other.not_valid_after_utc, warn_days)
+        if _RANK[other_status] > _RANK[status]:
+            status = other_status
+            problems.append(
+                f"the chain's certificate {_common_name(other.subject) or other.subject.rfc4514_string()} is "
+                f"{other_status} (notAfter {other.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)"
+            )
+    if result.strict is False:
+        problems.append(f"refused with strict X.509 checks (as Python 3.13+ clients do): {result.strict_error}")
     return {
         "endpoint": str(result.endpoint),
         "subject_cn": _common_name(certificate.subject),
@@ -160,11 +203,18 @@ def row(result: Probe, warn_days: float, now: dt.datetime) -> dict:
         "issuer": certificate.issuer.rfc4514_string(),
         "not_before": not_before,
         "not_after": not_after,
-        "days_left": days_left(not_after, now),
-        "status": _status(now, not_before, not_after, warn_days),
+        "days_left": days_left(min([not_after, *(c.not_valid_after_utc for c in chain)]), now),
+        "status": status,
         "trusted": result.trusted,
+        "strict": result.strict,
         "hostname_match": matches,
         "error": "; ".join(problems) or None,
+        "chain": "; ".join(
+            f"{_common_name(c.subject) or c.subject.rfc4514_string()} until {c.not_valid_after_utc:%Y-%m-%d}"
+            for c in chain
+        )
+        or None,
+        "chain_not_after": min((c.not_valid_after_utc for c in chain), default=None),
         "sha256": certificate.fingerprint(hashes.SHA256()).hex(":"),
     }
 
@@ -189,6 +239,14 @@ def names_host(certificate: x509.Certificate, name: str) -> bool:
     return address in sans.get_values_for_type(x509.IPAddress)
 
 
+_RANK = {"ok": 0, "expiring": 1, "not yet valid": 2, "expired": 3}
+
+
+def dns_name_matches(pattern: str, host: str) -> bool:
+    """Whether a certificate's DNS name (`api.example.com`, `*.example.com`) covers `host` (RFC 6125)."""
+    return _dns_matches(pattern, host.rstrip(".").lower())
+
+
 def _status(now: dt.datetime, not_before: dt.datetime, not_after: dt.datetime, warn_days: float) -> str:
     if now < not_before:
         return "not yet valid"
@@ -197,15 +255,29 @@ def _status(now: dt.datetime, not_before: dt.datetime, not_after: dt.datetime, w
     return "expiring" if not_after - now < dt.timedelta(days=warn_days) else "ok"
 
 
-def _handshake(endpoint: Endpoint, timeout: float, context: ssl.SSLContext) -> bytes:
+def _handshake(endpoint: Endpoint, timeout: float, context: ssl.SSLContext) -> tuple[bytes, tuple[bytes, ...]]:
+    """The leaf certificate and the rest of the chain the server presented (DER)."""
     with (
         socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as raw,
         context.wrap_socket(raw, server_hostname=endpoint.servername) as tls,
     ):
         certificate = tls.getpeercert(binary_form=True)
+        presented = _presented_chain(tls)
     if certificate is None:  # only before the handshake, which wrap_socket has done
         raise ssl.SSLError("the server presented no certificate")
-    return certificate
+    return certificate, tuple(der for der in presented if der != certificate)
+
+
+def _presented_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    """Every certificate the server sent, as DER: SSLSocket.get_unverified_chain() (Python 3.13), else the same
+    method of the underlying _ssl object (3.10-3.12), else the leaf only."""
+    public = getattr(tls, "get_unverified_chain", None)
+    if public is not None:
+        return [bytes(der) for der in public() or []]
+    private = getattr(getattr(tls, "_sslobj", None), "get_unverified_chain", None)
+    if private is None:
+        return []
+    return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in private() or []]  # type: ignore[attr-defined]
 
 
 def _describe(error: Exception, endpoint: Endpoint, timeout: float) -> str:

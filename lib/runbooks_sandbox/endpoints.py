@@ -29,6 +29,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_NAME = "Runbook Test CA"
+CA_USAGE = x509.KeyUsage(  # what a CA's certificate may sign
+    digital_signature=True,
+    key_cert_sign=True,
+    crl_sign=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 
 # --- certificates
@@ -50,17 +61,6 @@ def new_ca(common_name: str = CA_NAME, now: dt.datetime | None = None):
     """A self-signed CA valid from a year before `now` to a year after: (certificate, private key)."""
     now = now or _now()
     key = _key()
-    usage = x509.KeyUsage(
-        digital_signature=True,
-        key_cert_sign=True,
-        crl_sign=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
     certificate = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
@@ -70,19 +70,52 @@ def new_ca(common_name: str = CA_NAME, now: dt.datetime | None = None):
         .not_valid_before(now - dt.timedelta(days=365))
         .not_valid_after(now + dt.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
+        .add_extension(CA_USAGE, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return certificate, key
 
 
-def leaf(ca, not_before: dt.datetime, not_after: dt.datetime, names=("localhost",), addresses=("127.0.0.1",)):
-    """A server certificate signed by `ca` for DNS `names` and IP `addresses`: (certificate, private key)."""
+def intermediate(
+    ca, not_before: dt.datetime, not_after: dt.datetime, common_name: str = "Runbook Test Intermediate CA"
+):
+    """An intermediate CA signed by `ca`, valid from `not_before` to `not_after`: (certificate, private key)."""
+    ca_certificate, ca_key = ca
+    key = _key()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(CA_USAGE, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def leaf(
+    ca,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    names=("localhost",),
+    addresses=("127.0.0.1",),
+    authority_key_id: bool = True,
+):
+    """A server certificate signed by `ca` for DNS `names` and IP `addresses`: (certificate, private key).
+
+    `authority_key_id=False` leaves out the Authority Key Identifier, as many private CAs' tooling does: clients
+    with strict X.509 checks (Python 3.13's default) refuse such a certificate, others accept it."""
     ca_certificate, ca_key = ca
     key = _key()
     sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(_name(names[0]))
         .issuer_name(ca_certificate.subject)
@@ -93,10 +126,12 @@ def leaf(ca, not_before: dt.datetime, not_after: dt.datetime, names=("localhost"
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
-    return certificate, key
+    if authority_key_id:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def write_certificate(path: Path, certificate) -> Path:
@@ -104,9 +139,13 @@ def write_certificate(path: Path, certificate) -> Path:
     return path
 
 
-def write(folder: Path, stem: str, certificate, key) -> tuple[Path, Path, str]:
-    """`<stem>.crt` and `<stem>.key` (unencrypted PKCS#8, mode 0600) in folder: (cert path, key path, key PEM)."""
+def write(folder: Path, stem: str, certificate, key, chain=()) -> tuple[Path, Path, str]:
+    """`<stem>.crt` (the certificate, then the `chain` the server sends after it) and `<stem>.key` (unencrypted
+    PKCS#8, mode 0600) in folder: (cert path, key path, key PEM)."""
     cert_path, key_path = write_certificate(folder / f"{stem}.crt", certificate), folder / f"{stem}.key"
+    with cert_path.open("ab") as out:
+        for other in chain:
+            out.write(other.public_bytes(serialization.Encoding.PEM))
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -205,16 +244,22 @@ class HealthEndpoint:
 
 
 @contextmanager
-def serve_health(status: int) -> Iterator[HealthEndpoint]:
-    """An HTTP server on a free loopback port answering every request with `status`, until the block ends."""
+def serve_health(
+    status: int, body: str | None = None, content_type: str = "application/json"
+) -> Iterator[HealthEndpoint]:
+    """An HTTP server on a free loopback port answering every request with `status` (and `body`, else a small
+    JSON status), until the block ends."""
     endpoint = HealthEndpoint("", status)
+    answer = body.encode() if body is not None else None
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self):
             endpoint.requests.append((self.command, self.path))
-            body = b'{"status": "ok"}' if status < 400 else b'{"status": "unavailable"}'
+            body = (
+                answer if answer is not None else b'{"status": "ok"}' if status < 400 else b'{"status": "unavailable"}'
+            )
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -22,13 +22,21 @@ It starts, until Ctrl-C:
   pointing at them (`output/sandbox/integrations.yaml`, secrets in `output/sandbox/env.sh`): `runbook comms
   --post` and the escalations of `runbook serve`.
 
-One world from four scenarios. `load` replaces an object of the same kind and name, so the order
+One world from six scenarios. `load` replaces an object of the same kind and name, so the order
 and the omissions decide which story an object tells:
 1. autolytiq-prod: the gateway answering 5xx after its rollout, auth-service OOMKilled.
 2. third-party-api-down: new pods only (deal-, credit-, notification-service), nothing replaced.
 3. certificate-expired: replaces the Certificate api-gateway-tls (expiring in 5 days -> expired 2 days
    ago, renewal failing): the ssl runbook's incident; no other runbook reads Certificates.
-4. jwt-secret-rotated, last, so that its Secret (rotated 10 minutes ago) and its Nodes (worker-2's clock
+4. ingress-nginx-5xx: an ingress-nginx controller in namespace ingress-nginx (its default log format, a cut
+   tail, an old OOMKill) in front of payments in autolytiq-prod (rolled back by re-using an old ReplicaSet,
+   unable to reach its database). Nothing of autolytiq-prod's replaced but the Nodes (the same ones). The
+   default runs do not read it; `-p gateway_namespace ingress-nginx -p gateway_selector
+   app.kubernetes.io/name=ingress-nginx` points the gateway runbook and triage at it.
+5. memory-on-real-clusters: namespace autolytiq-data, memory as production shows it (a StatefulSet, a
+   CronJob, an Argo Rollout, native and injected sidecars, an eviction and node OOM events, a three-day-old
+   OOMKill): `-p namespace autolytiq-data` for pod-oomkilled and triage.
+6. jwt-secret-rotated, last, so that its Secret (rotated 10 minutes ago) and its Nodes (worker-2's clock
    ahead, worker-3 silent) replace autolytiq-prod's, which only jwt-validation-failures reads. Left out:
    its api-gateway Deployment, ReplicaSet and pod and its auth-service Deployment and ReplicaSet. They
    would replace autolytiq-prod's: the gateway's revision history (the rollout the gateway runbook
@@ -78,6 +86,8 @@ SCENARIOS = (
     ("autolytiq-prod", ()),
     ("third-party-api-down", ()),
     ("certificate-expired", ()),
+    ("ingress-nginx-5xx", ()),
+    ("memory-on-real-clusters", ()),
     (
         "jwt-secret-rotated",
         (
@@ -106,13 +116,21 @@ class Dependency:
     match: str  # regex for the third-party-api-down scenario's log lines about it (its host)
     feature: str
     health_status: int  # what its health endpoint on loopback answers
+    body: str | None = None  # and with what (None: a small JSON status)
 
 
 # Named and matched as the third-party-api-down notebook's defaults name them.
 DEPENDENCIES = {
     "tax-rates": Dependency(r"taxrates\.example", "Deal tax calculation", 503),  # the one that is down
     "credit-bureau": Dependency(r"creditbureau\.example", "Credit applications", 200),
-    "email": Dependency(r"mailrelay\.example", "Email notifications", 200),  # recovered 45 min ago
+    # recovered 45 min ago; its health URL is an Atlassian Statuspage status.json, as the notebook's default is
+    "email": Dependency(
+        r"mailrelay\.example",
+        "Email notifications",
+        200,
+        '{"page": {"id": "y2j98763l56z", "name": "Mail Relay", "url": "https://status.mailrelay.example"}, '
+        '"status": {"indicator": "none", "description": "All Systems Operational"}}',
+    ),
 }
 
 
@@ -126,7 +144,7 @@ def main() -> int:
         stack.callback(shutil.rmtree, folder / "pki", ignore_errors=True)  # after the TLS servers stop
         pki = stack.enter_context(endpoints.serve_pki(folder / "pki", ca_name=CA_NAME))
         health = {
-            name: stack.enter_context(endpoints.serve_health(dependency.health_status))
+            name: stack.enter_context(endpoints.serve_health(dependency.health_status, dependency.body))
             for name, dependency in DEPENDENCIES.items()
         }
         prom = start_prometheus(stack)
@@ -282,7 +300,7 @@ def without(scenario: Scenario, omitted) -> Scenario:
     if missing := omitted - {(o["kind"], o["metadata"]["name"]) for o in scenario.objects}:
         raise ValueError(f"not in the scenario, cannot be left out: {sorted(missing)}")
     kept = [o for o in scenario.objects if (o["kind"], o["metadata"]["name"]) not in omitted]
-    return Scenario(objects=kept, logs=scenario.logs, namespace=scenario.namespace)
+    return Scenario(kept, scenario.logs, scenario.namespace, scenario.unavailable, scenario.forbidden)
 
 
 def runbook_parameters(
@@ -333,6 +351,9 @@ def interactive_notes(env: Path, parameters: Path, runbooks: dict[str, dict[str,
         f"Plain Jupyter, off the record: . {env}, then the notebooks' empty defaults reach PostgreSQL (PG*) and",
         "the Kubernetes API ($KUBECONFIG).",
         "The incidents' times count from the sandbox's start: after about 20 minutes, restart it.",
+        "Real-cluster shapes: gateway_namespace = 'ingress-nginx', gateway_selector = "
+        "'app.kubernetes.io/name=ingress-nginx' (api-gateway-high-error-rate, triage); namespace = "
+        "'autolytiq-data' (pod-oomkilled, triage).",
         f"These runbooks need values their defaults cannot know; headless runs take them from {parameters}.",
         "By hand, paste them into the notebook's parameters cell:",
     ]

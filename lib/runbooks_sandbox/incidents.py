@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import sql
 
 from .postgres import LocalPostgres
 
@@ -41,6 +43,7 @@ class Held:
     sessions: dict[str, list[psycopg.Connection]] = field(default_factory=dict)
     threads: list[threading.Thread] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
+    undo: list[Callable[[], None]] = field(default_factory=list)  # run first on close, last added first
     _pids: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, application: str, conn: psycopg.Connection) -> None:
@@ -52,6 +55,8 @@ class Held:
         return [pid for app, pids in self._pids.items() if application in (None, app) for pid in pids]
 
     def close(self) -> None:
+        for step in reversed(self.undo):
+            step()
         for conns in self.sessions.values():
             for conn in conns:
                 conn.close()
@@ -91,6 +96,80 @@ def blocking_chain(pg: LocalPostgres) -> Held:
     return held
 
 
+def shared_lock_holders(pg: LocalPostgres) -> Held:
+    """`deal-service` and `tax-service` both hold SHARE locks on dealers (idle in transaction); `migration` waits
+    for an EXCLUSIVE lock, and `reporting` queues behind it (FOR UPDATE): one lock, two holders, two roots."""
+    held = Held()
+    for user, application in (("deal_service", "deal-service"), ("tax_service", "tax-service")):
+        holder = psycopg.connect(pg.dsn(user, application_name=application))
+        holder.execute("LOCK TABLE dealers IN SHARE MODE")
+        held.add(application, holder)
+    _in_thread(held, pg, "customer_service", "migration", "BEGIN; LOCK TABLE dealers IN EXCLUSIVE MODE; COMMIT")
+    _wait_until_blocked(pg, 1)
+    _in_thread(held, pg, "reporting", "reporting", "SELECT id FROM dealers WHERE id = 1 FOR UPDATE")
+    _wait_until_blocked(pg, 2)
+    return held
+
+
+def prepared_transaction_blocking(pg: LocalPostgres, gid: str = "xa-deal-7") -> Held:
+    """A two-phase transaction of deal_service updated deal 7 and was prepared (PREPARE TRANSACTION `gid`), so no
+    session holds its lock any more; `customer-service` waits to update the same row. Closing rolls it back."""
+    held = Held()
+    with psycopg.connect(pg.dsn("deal_service")) as prepared:
+        prepared.execute("UPDATE deals SET status = 'won' WHERE id = 7")
+        prepared.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
+
+    def rollback() -> None:
+        with pg.connect() as admin:
+            if admin.execute("SELECT 1 FROM pg_prepared_xacts WHERE gid = %s", (gid,)).fetchone():
+                admin.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+
+    held.undo.append(rollback)
+    _in_thread(held, pg, "customer_service", "customer-service", "UPDATE deals SET status = 'lost' WHERE id = 7")
+    _wait_until_blocked(pg, 1)
+    return held
+
+
+PARALLEL_SAFE_SLOW = """
+    CREATE OR REPLACE FUNCTION slow_true(int) RETURNS boolean
+    LANGUAGE plpgsql PARALLEL SAFE AS $$ BEGIN PERFORM pg_sleep(0.002); RETURN true; END $$
+"""
+PARALLEL_SETTINGS = (
+    "SET parallel_setup_cost = 0",
+    "SET parallel_tuple_cost = 0",
+    "SET min_parallel_table_scan_size = 0",
+    "SET max_parallel_workers_per_gather = 2",
+    "SET parallel_leader_participation = off",
+)
+
+
+def parallel_query_blocking(pg: LocalPostgres) -> Held:
+    """`parallel-report` scans deals with two parallel workers, each holding its own lock on the table; `migration`
+    waits for ACCESS EXCLUSIVE on deals. PostgreSQL names the leader for every worker's lock."""
+    held = Held()
+    with pg.connect() as admin:
+        admin.execute(PARALLEL_SAFE_SLOW)
+    leader = psycopg.connect(pg.dsn(application_name="parallel-report"), autocommit=True)
+    for setting in PARALLEL_SETTINGS:
+        leader.execute(setting)
+    held.add("parallel-report", leader)
+
+    def stop() -> None:
+        with pg.connect() as admin:
+            admin.execute("SELECT pg_cancel_backend(%s)", (leader.info.backend_pid,))
+        for thread in held.threads:
+            thread.join(timeout=10)
+        with pg.connect() as admin:
+            admin.execute("DROP FUNCTION IF EXISTS slow_true(int)")
+
+    held.undo.append(stop)
+    _run_in_thread(held, "parallel-report", leader, "SELECT count(*) FROM deals WHERE slow_true(id)")
+    _wait_until(pg, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'parallel worker'", (), 2)
+    _in_thread(held, pg, "customer_service", "migration", "BEGIN; LOCK TABLE deals IN ACCESS EXCLUSIVE MODE; COMMIT")
+    _wait_until_blocked(pg, 1)
+    return held
+
+
 def long_query(pg: LocalPostgres, seconds: float, application: str = "reporting") -> Held:
     """One `reporting` session running pg_sleep for `seconds` (a cancel shows up in `errors`)."""
     held = Held()
@@ -111,13 +190,16 @@ def run_slow_statements(pg: LocalPostgres, times: int = 5, sleep_seconds: float 
             conn.execute(SLOW_STATEMENT, (sleep_seconds, customer))
 
 
-def _in_thread(held: Held, pg: LocalPostgres, user: str, application: str, sql: str, params: tuple = ()) -> None:
+def _in_thread(held: Held, pg: LocalPostgres, user: str, application: str, query: str, params: tuple = ()) -> None:
     conn = psycopg.connect(pg.dsn(user, application_name=application), autocommit=True)
     held.add(application, conn)
+    _run_in_thread(held, application, conn, query, params)
 
+
+def _run_in_thread(held: Held, application: str, conn: psycopg.Connection, query: str, params: tuple = ()) -> None:
     def run() -> None:
         try:
-            conn.execute(sql, params)
+            conn.execute(query, params)
         except psycopg.Error as e:  # cancelled or terminated: the test looks at it
             held.errors.append(e)
 

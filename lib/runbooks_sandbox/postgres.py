@@ -3,7 +3,8 @@
 PostgreSQL refuses to run as root, so when we are root its programs run as the `postgres`
 user, in a temporary folder that user owns (a root-owned 0700 temp dir would be unreachable).
 It listens on 127.0.0.1 at a free port and on a Unix socket in that folder, trusts
-connections over the socket, asks for a password (SCRAM) over TCP, and preloads pg_stat_statements.
+connections over the socket, asks for a password (SCRAM) over TCP, preloads pg_stat_statements and allows
+prepared transactions (PREPARE TRANSACTION).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class LocalPostgres:
                 f"-c max_connections={self.max_connections}",
                 f"-c superuser_reserved_connections={self.superuser_reserved}",
                 "-c shared_preload_libraries=pg_stat_statements",
+                "-c max_prepared_transactions=10",  # two-phase commit, as XA-using applications need
                 "-c fsync=off",
             ]
         )

@@ -82,10 +82,21 @@ def installed() -> bool:
 
 
 class PrometheusServer:
-    """`with PrometheusServer(openmetrics_text) as prom:` ... `prom.url` ... stopped and removed on exit."""
+    """`with PrometheusServer(openmetrics_text) as prom:` ... `prom.url` ... stopped and removed on exit.
 
-    def __init__(self, openmetrics: str):
+    With `tls` (certificate and key files) it serves HTTPS, and with `users` (name -> password) it asks for basic
+    auth, through Prometheus's own web configuration (`--web.config.file`, passwords stored as bcrypt hashes):
+    a Prometheus as it is often exposed. `ca_file` is then the CA to verify it with."""
+
+    def __init__(
+        self,
+        openmetrics: str,
+        tls: tuple[Path, Path] | None = None,
+        users: dict[str, str] | None = None,
+        ca_file: Path | None = None,
+    ):
         self.openmetrics = openmetrics
+        self.tls, self.users, self.ca_file = tls, users or {}, ca_file
         self.folder: Path | None = None
         self.process: subprocess.Popen | None = None
         self.url = ""
@@ -126,6 +137,7 @@ class PrometheusServer:
         )
         config.write_text("global:\n  scrape_interval: 1h\n")  # nothing to scrape
         port = free_port()
+        web = self._web_config(folder)
         self.process = subprocess.Popen(
             [
                 "prometheus",
@@ -133,23 +145,45 @@ class PrometheusServer:
                 f"--storage.tsdb.path={tsdb}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--storage.tsdb.retention.time=30d",
+                *([f"--web.config.file={web}"] if web else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=(folder / "prometheus.log").open("w"),
             cwd=self.folder,
         )
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
+        user = next(iter(self.users.items()), None)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"prometheus exited: {(folder / 'prometheus.log').read_text()[-2000:]}")
             try:
-                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
+                ready = requests.get(
+                    f"{self.url}/-/ready", timeout=2, auth=user, verify=str(self.ca_file) if self.ca_file else True
+                )
+                if ready.status_code == 200:
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"prometheus not ready within {READY_TIMEOUT} s")
+
+    def _web_config(self, folder: Path) -> Path | None:
+        if not self.tls and not self.users:
+            return None
+        import bcrypt  # a test dependency: only a Prometheus with users needs it
+
+        lines = []
+        if self.tls:
+            lines += ["tls_server_config:", f"  cert_file: {self.tls[0]}", f"  key_file: {self.tls[1]}"]
+        if self.users:
+            lines.append("basic_auth_users:")
+            for name, password in self.users.items():
+                hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+                lines.append(f'  {name}: "{hashed}"')
+        web = folder / "web.yml"
+        web.write_text("\n".join(lines) + "\n")
+        return web
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from dataclasses import asdict
 import pandas as pd
 
 from ..evidence import Finding
-from ..postgres.connections import IDLE_STATES, PoolUsage
+from ..postgres.connections import IDLE_STATES, READ_ALL_STATS, PoolUsage
 
 
 def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle_minutes: float) -> list[Finding]:
@@ -28,12 +28,14 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
         "near exhaustion": f"{usage.ordinary_limit - usage.client_connections} ordinary slots left",
         "ok": "the pool has room",
     }[usage.status]
+    hidden = usage.visibility.note
     findings = [
         Finding(
             "pool-usage",
             f"{usage.client_connections} of {usage.ordinary_limit} ordinary connection slots in use "
             f"({usage.utilisation:.0%}; max_connections {usage.max_connections}, "
-            f"{usage.superuser_reserved} reserved for superusers): {consequence}",
+            f"{usage.superuser_reserved} reserved for superusers): {consequence}"
+            + (f". Counted but not classified: {hidden}" if hidden else ""),
             severity,
             {**asdict(usage), "ordinary_limit": usage.ordinary_limit, "status": usage.status},
         )
@@ -60,13 +62,23 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
             )
         )
     in_transaction = int((idle["state"] != "idle").sum()) if not idle.empty else 0
+    unseen = (
+        f"; the {usage.hidden_sessions} sessions of other roles whose state role {usage.role} cannot see are not "
+        f"among them (grant {READ_ALL_STATS} to see them; ending another role's session needs pg_signal_backend)"
+        if usage.hidden_sessions
+        else ""
+    )
     findings.append(
         Finding(
             "stale-idle-sessions",
             f"{len(idle)} sessions idle for more than {idle_minutes:g} min "
-            f"({in_transaction} of them idle in transaction)",
-            "warning" if len(idle) else "info",
-            {"pids": [int(p) for p in idle["pid"]], "idle_minutes": idle_minutes},
+            f"({in_transaction} of them idle in transaction){unseen}",
+            "warning" if len(idle) or usage.hidden_sessions else "info",
+            {
+                "pids": [int(p) for p in idle["pid"]],
+                "idle_minutes": idle_minutes,
+                "not_visible": usage.hidden_sessions,
+            },
         )
     )
     return findings

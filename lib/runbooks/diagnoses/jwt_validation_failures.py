@@ -10,6 +10,13 @@ A secret's "last changed" time is the latest `metadata.managedFields[].time` (th
 any field by any field manager, e.g. kubectl, Helm, external-secrets), else its
 creationTimestamp. It is an upper bound for the data change: a later label edit moves it too, so
 it can call a pod stale that is not, never the reverse while managedFields are kept.
+
+Tokens signed with a shared secret (HS256) fail with a bad signature when the secret was rotated but not
+everywhere. Tokens signed with a private key (RS256, ES256) are checked against the issuer's published key set
+(JWKS): a rotation there shows as a key id (`kid`) the validator cannot find, or, with some libraries, as a bad
+signature; the cause is a stale JWKS cache or a key not published yet, not a secret. With `jwks_url` the key
+ids named in the failures are compared with what the key set publishes now. Consumers are any workload whose
+pod template reads the secret: Deployments, StatefulSets, DaemonSets and CronJobs.
 """
 
 from __future__ import annotations
@@ -17,21 +24,26 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import email.utils
+import re
 from dataclasses import dataclass
 
 import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from .. import jwks
 from ..evidence import Finding
-from ..kube import logs, mitigate, pods
+from ..kube import logs, mitigate, pods, workloads
 from ..kube.cluster import REQUEST_TIMEOUT, Cluster
 from ..redact import fingerprint
 
 # --- Step 1: failure reasons in the auth service's logs
 
-# The wordings of jsonwebtoken (Node), PyJWT and golang-jwt (v4 and v5), per reason.
+# The wordings of jsonwebtoken and jwks-rsa (Node), jose, PyJWT, golang-jwt (v4, v5) and keyfunc, Spring/Nimbus, per
+# reason.
 REASONS = {
+    "unknown-kid": r"unable to find a signing key that matches|SigningKeyNotFoundError|no applicable key found"
+    r"|JWKSNoMatchingKey|no matching key\(s\) found|key ID .{0,20}not found|kid .{0,40}not found|unknown kid",
     "expired": r"jwt expired|signature has expired|token (?:is|has) expired|TokenExpiredError|ExpiredSignatureError",
     "bad-signature": r"invalid signature|signature verification failed|signature is invalid|InvalidSignatureError",
     "not-yet-valid": r"jwt not active|token is not yet valid|token is not valid yet|token used before issued"
@@ -49,12 +61,18 @@ OTHER = "other"
 PATTERNS = {**REASONS, OTHER: rf"^(?!.*(?:{'|'.join(REASONS.values())})).*?(?:{_AUTH_FAILURE})"}
 
 POINTS_TO = {
+    "unknown-kid": "RS256/JWKS: the token's key id is not in the validator's key set: the issuer rotated its signing "
+    "key and the validator's JWKS cache is stale, or the new key is not published yet",
     "expired": "clients send expired tokens: token refresh, or a validator whose clock runs ahead",
-    "bad-signature": "the token was signed with another key: the secret was rotated but not everywhere",
+    "bad-signature": "the token was signed with another key: with a shared secret (HS256) it was rotated but not "
+    "everywhere; with RS256/JWKS the validator's cached key set is stale",
     "not-yet-valid": "nbf/iat in the future: the issuer's clock runs ahead of the validator's (clock skew)",
     "malformed": "the client or a proxy sends something that is not a JWT: not the secret",
     OTHER: "missing token, wrong audience or issuer, or an unclassified auth error",
 }
+
+
+KID = re.compile(r"""(?:kid\W{0,3}|matches\W{1,3})([A-Za-z0-9_.:-]{4,128})""", re.IGNORECASE)
 
 
 def scan_failures(cluster: Cluster, selector: str, since_minutes: float, tail_lines: int) -> logs.LogScan:
@@ -144,19 +162,19 @@ def _fingerprint_of(secret, key: str) -> str | None:
     return None if encoded is None else fingerprint(base64.b64decode(encoded))
 
 
-CONSUMER_COLUMNS = ["deployment", "container", "via"]
+CONSUMER_COLUMNS = ["workload", "kind", "container", "via"]
 
 
 def consumers(cluster: Cluster, secret_name: str, secret_key: str) -> pd.DataFrame:
-    """Deployments whose containers get the key: env secretKeyRef, envFrom secretRef, or a secret volume."""
-    deployments = cluster.apps.list_namespaced_deployment(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
+    """Workloads (Deployments, StatefulSets, DaemonSets, CronJobs) whose containers get the key: env secretKeyRef,
+    envFrom secretRef, or a secret volume."""
     rows = []
-    for deployment in deployments:
-        spec = deployment.spec.template.spec
+    for kind, workload in workloads.list_all(cluster, workloads.WITH_TEMPLATES):
+        spec, name = workloads.pod_spec(kind, workload), workload.metadata.name
         volumes = _secret_volumes(spec.volumes or [], secret_name, secret_key)
         for container in [*(spec.init_containers or []), *spec.containers]:
             for via in _ways_in(container, volumes, secret_name, secret_key):
-                rows.append({"deployment": deployment.metadata.name, "container": container.name, "via": via})
+                rows.append({"workload": name, "kind": kind, "container": container.name, "via": via})
     return pd.DataFrame(rows, columns=CONSUMER_COLUMNS)
 
 
@@ -190,7 +208,7 @@ def _ways_in(container, volumes: set[str], secret_name: str, secret_key: str) ->
     return ways
 
 
-SYNC_COLUMNS = ["deployment", "pod", "node", "started", "secret_changed", "stale", "via"]
+SYNC_COLUMNS = ["workload", "kind", "pod", "node", "started", "secret_changed", "stale", "via"]
 
 
 def secret_sync(cluster: Cluster, secret: SecretState, consuming: pd.DataFrame) -> pd.DataFrame:
@@ -204,19 +222,20 @@ def secret_sync(cluster: Cluster, secret: SecretState, consuming: pd.DataFrame) 
     if consuming.empty:
         return pd.DataFrame(columns=SYNC_COLUMNS)
     pod_list = pods.list_pods(cluster)
-    owners = pods.owning_deployments(cluster, pod_list)
+    owners = pods.owning_workloads(cluster, pod_list)
     rows = []
     for pod in pod_list:
         if pod.status.phase in ("Succeeded", "Failed"):
             continue
-        deployment = owners[pod.metadata.name]
-        mine = consuming[consuming["deployment"] == deployment]
+        kind, name = owners[pod.metadata.name] or (None, None)
+        mine = consuming[(consuming["kind"] == kind) & (consuming["workload"] == name)]
         if mine.empty:
             continue
         started = _started(pod, set(mine["container"]))
         rows.append(
             {
-                "deployment": deployment,
+                "workload": name,
+                "kind": kind,
                 "pod": pod.metadata.name,
                 "node": pod.spec.node_name,
                 "started": started,
@@ -226,7 +245,7 @@ def secret_sync(cluster: Cluster, secret: SecretState, consuming: pd.DataFrame) 
             }
         )
     frame = pd.DataFrame(rows, columns=SYNC_COLUMNS)
-    return frame.sort_values(["deployment", "pod"], ignore_index=True)
+    return frame.sort_values(["workload", "pod"], ignore_index=True)
 
 
 def _started(pod, containers: set[str]) -> dt.datetime | None:
@@ -356,8 +375,15 @@ def _skew(stamped: dt.datetime | None, api_time: dt.datetime | None, max_age: fl
 # --- Findings
 
 
-def assess(scan: logs.LogScan, sync: pd.DataFrame, prints: pd.DataFrame, clocks: pd.DataFrame) -> list[Finding]:
-    return [_failure_reasons(scan), _stale_pods(sync), _secret_mismatch(prints), _clock_skew(clocks)]
+def assess(
+    scan: logs.LogScan,
+    sync: pd.DataFrame,
+    prints: pd.DataFrame,
+    clocks: pd.DataFrame,
+    keys: KeyCheck | None = None,
+) -> list[Finding]:
+    findings = [_failure_reasons(scan), _stale_pods(sync), _secret_mismatch(prints), _clock_skew(clocks)]
+    return findings + ([_key_set(keys)] if keys is not None else [])
 
 
 def _failure_reasons(scan: logs.LogScan) -> Finding:
@@ -382,15 +408,16 @@ def _failure_reasons(scan: logs.LogScan) -> Finding:
 
 def _stale_pods(sync: pd.DataFrame) -> Finding:
     stale = sync[sync["stale"]] if not sync.empty else sync
-    deployments = sorted(set(stale["deployment"]))
+    deployments = sorted(set(stale["workload"]))
+    workloads = sorted({f"{k.lower()}/{w}" for k, w in zip(stale["kind"], stale["workload"], strict=True)})
     changed = sync["secret_changed"].iloc[0] if not sync.empty else None
-    data = {"deployments": deployments, "pods": sorted(stale["pod"]), "secret_changed": changed}
+    data = {"deployments": deployments, "workloads": workloads, "pods": sorted(stale["pod"]), "secret_changed": changed}
     if stale.empty:
         checked = f"{len(sync)} pods consuming the secret" if len(sync) else "no running pod consumes the secret"
         return Finding("stale-pods", f"{checked}; none started before it last changed", "info", data)
     return Finding(
         "stale-pods",
-        f"{len(stale)} pods of {', '.join(deployments)} started before the secret last "
+        f"{len(stale)} pods of {', '.join(workloads)} started before the secret last "
         f"changed ({changed:%Y-%m-%d %H:%M:%S} UTC): they run with the old value",
         "warning",
         data,
@@ -466,10 +493,89 @@ def _clock_skew(clocks: pd.DataFrame) -> Finding:
     )
 
 
+# --- Step 6: the issuer's key set (RS256/JWKS)
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """The key ids failures name, against the key set the issuer publishes now."""
+
+    keys: jwks.KeySet
+    failing_kids: tuple[str, ...]  # key ids named in failure lines
+    unknown_kid_lines: int  # failures saying the key id was not found
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"kid": kid, "in_key_set": kid in self.keys.kids, "algorithm": self.keys.algorithms.get(kid)}
+                for kid in dict.fromkeys([*self.failing_kids, *self.keys.kids])
+            ],
+            columns=["kid", "in_key_set", "algorithm"],
+        )
+
+
+def key_check(scan: logs.LogScan, jwks_url: str, timeout: float = 5) -> KeyCheck | None:
+    """The key set at `jwks_url` (None when not given) and the key ids the failure examples name."""
+    if not jwks_url:
+        return None
+    kids = [m.group(1) for lines in scan.examples.values() for line in lines for m in KID.finditer(line)]
+    unknown = int(scan.totals("pattern").set_index("pattern")["count"].get("unknown-kid", 0))
+    return KeyCheck(jwks.fetch(jwks_url, timeout), tuple(dict.fromkeys(kids)), unknown)
+
+
+def _key_set(check: KeyCheck) -> Finding:
+    keys = check.keys
+    data = {
+        "jwks_url": keys.url,
+        "published_kids": list(keys.kids),
+        "failing_kids": list(check.failing_kids),
+        "missing": [k for k in check.failing_kids if k not in keys.kids],
+        "error": keys.error,
+    }
+    if keys.error:
+        return Finding("jwks", f"key set at {keys.url} not read: {keys.error}", "warning", data)
+    if data["missing"]:
+        return Finding(
+            "jwks",
+            f"failures name key ids not published at {keys.url}: {', '.join(data['missing'])} (published: "
+            f"{', '.join(keys.kids) or 'none'}): the issuer signs with a key it does not publish yet; publish it, "
+            "or sign with a published key",
+            "critical",
+            data,
+        )
+    if check.failing_kids or check.unknown_kid_lines:
+        named = ", ".join(check.failing_kids) or "the failing key ids"
+        return Finding(
+            "jwks",
+            f"{named} published at {keys.url}, yet validators fail to find them ({check.unknown_kid_lines} lines): "
+            "their cached key set is stale; restart them (or wait for the cache to expire) to fetch it anew",
+            "warning",
+            data,
+        )
+    return Finding("jwks", f"{len(keys.kids)} keys published at {keys.url}; no failure names a key id", "info", data)
+
+
 # --- Resolution
 
 
 def restart_stale(cluster: Cluster, sync: pd.DataFrame, apply: bool) -> list[mitigate.Change]:
-    """`kubectl rollout restart` of each deployment with a pod started before the secret changed."""
-    stale = sorted(set(sync.loc[sync["stale"], "deployment"])) if not sync.empty else []
-    return [mitigate.restart(cluster, deployment, apply) for deployment in stale]
+    """`kubectl rollout restart` of each Deployment, StatefulSet or DaemonSet with a pod started before the secret
+    changed; a CronJob's next Job reads the new value by itself (a running one keeps the old)."""
+    if sync.empty:
+        return []
+    stale = sorted(
+        {(k, w) for k, w in zip(sync.loc[sync["stale"], "kind"], sync.loc[sync["stale"], "workload"], strict=True)},
+        key=lambda kw: (kw[1], kw[0]),
+    )
+    changes = []
+    for kind, name in stale:
+        if kind in mitigate.KINDS:
+            changes.append(mitigate.restart(cluster, name, apply, kind=kind))
+        else:
+            why = (
+                "a CronJob's next Job reads the new secret; a Job running now keeps the old one (delete it to rerun)"
+                if kind == "CronJob"
+                else f"{kind} is not a kind this runbook restarts"
+            )
+            changes.append(mitigate.not_handled(cluster, "rollout-restart", kind, name, apply, why))
+    return changes

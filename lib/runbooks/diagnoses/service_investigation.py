@@ -390,13 +390,18 @@ def recent_change(change: Rollout, signatures: Signatures, since_minutes: float,
     live = change.change
     if change.deployment is None or live is None or live.live_created is None:
         return Check("recent-change", None, f"no deployment named {change.deployment or 'so'}: rollouts not read", {})
-    created = live.live_created
+    if live.rolled_out_at is None:  # a re-used ReplicaSet whose rollout left no record: its creation says nothing
+        return Check(
+            "recent-change", None, f"when revision {live.live_revision} went live is not known: {live.known_from}", {}
+        )
+    created = live.rolled_out_at
     age = (at - created).total_seconds() / 60
     evidence: dict[str, Any] = {
         "deployment": live.deployment,
         "revision": live.live_revision,
         "previous_revision": live.previous_revision,
         "rolled_out_at": created,
+        "known_from": live.known_from,
         "minutes_ago": round(age, 1),
         "change_cause": live.change_cause,
         "changes": live.changes.to_dict(orient="records"),

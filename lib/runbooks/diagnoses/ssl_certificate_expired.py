@@ -14,11 +14,13 @@ from ..kube.certmanager import Certificates
 
 
 def to_renew(certificates: Certificates, names: list[str]) -> list[str]:
-    """`names` if given, else the Certificates that are not Ready or have expired."""
+    """`names` if given, else the Certificates that are not Ready or have expired (`namespace/name` for one in
+    another namespace than the runbook's)."""
     if names:
         return list(names)
     frame = certificates.frame
-    return list(frame.loc[(frame["ready"] != "True") | _below(frame, 0), "name"])
+    due = frame[(frame["ready"] != "True") | _below(frame, 0)]
+    return list(due["ref"])
 
 
 def assess_endpoints(table: pd.DataFrame, warn_days: float) -> list[Finding]:
@@ -27,14 +29,16 @@ def assess_endpoints(table: pd.DataFrame, warn_days: float) -> list[Finding]:
     reachable = table[table["status"] != "unreachable"]
     untrusted = reachable[~(reachable["trusted"].eq(True) & reachable["hostname_match"].eq(True))]
     unreachable = table[table["status"] == "unreachable"]
+    lenient = reachable[reachable["trusted"].eq(True) & reachable["strict"].eq(False)]
     return [
         _finding(
             "expired-endpoints",
             expired,
             "critical",
-            lambda r: f"{r.endpoint} expired {r.not_after:%Y-%m-%d %H:%M} UTC ({-r.days_left} days ago)",
-            "no endpoint presents an expired certificate",
+            _expired_line,
+            "no endpoint presents an expired certificate (the chains included)",
             not_after={r.endpoint: r.not_after for r in expired.itertuples()},
+            chain_not_after={r.endpoint: r.chain_not_after for r in expired.itertuples()},
         ),
         _finding(
             "expiring-endpoints",
@@ -62,14 +66,31 @@ def assess_endpoints(table: pd.DataFrame, warn_days: float) -> list[Finding]:
             "every endpoint answered a TLS handshake",
             errors={r.endpoint: r.error for r in unreachable.itertuples()},
         ),
+        _finding(
+            "strict-x509",
+            lenient,
+            "warning",
+            lambda r: f"{r.endpoint}: {r.error}",
+            "every trusted endpoint also verifies with strict X.509 checks",
+            errors={r.endpoint: r.error for r in lenient.itertuples()},
+            consequence="clients verifying strictly (Python 3.13+ by default) refuse these; others accept them: "
+            "reissue with an Authority Key Identifier and critical basicConstraints",
+        ),
     ]
 
 
-def _finding(id: str, rows: pd.DataFrame, severity: str, line, none: str, **data) -> Finding:
+def _expired_line(row) -> str:
+    if row.not_after is not None and row.days_left < 0 and row.not_after <= (row.chain_not_after or row.not_after):
+        return f"{row.endpoint} expired {row.not_after:%Y-%m-%d %H:%M} UTC ({-row.days_left} days ago)"
+    return f"{row.endpoint}: {row.error}"
+
+
+def _finding(id: str, rows: pd.DataFrame, severity: str, line, none: str, consequence: str = "", **data) -> Finding:
     endpoints = list(rows["endpoint"])
     if not endpoints:
         return Finding(id, none, "info", {"endpoints": [], **data})
-    return Finding(id, "; ".join(line(r) for r in rows.itertuples()), severity, {"endpoints": endpoints, **data})
+    text = "; ".join(line(r) for r in rows.itertuples()) + (f". {consequence}" if consequence else "")
+    return Finding(id, text, severity, {"endpoints": endpoints, **data})
 
 
 def assess_certificates(certificates: Certificates, warn_days: float) -> list[Finding]:
@@ -86,19 +107,24 @@ def assess_certificates(certificates: Certificates, warn_days: float) -> list[Fi
         ]
     not_ready = frame[frame["ready"] != "True"]
     expiring = frame[_below(frame, warn_days)]
+    partial = f" ({certificates.partial})" if certificates.partial else ""
     findings = [
         Finding(
             "certificates-not-ready",
-            "; ".join(_not_ready(r) for r in not_ready.itertuples())
-            or (
-                f"every Certificate is Ready ({len(frame)} listed)"
-                if len(frame)
-                else "no Certificates in the namespace"
-            ),
+            (
+                "; ".join(_not_ready(r) for r in not_ready.itertuples())
+                or (
+                    f"every Certificate is Ready ({len(frame)} listed)"
+                    if len(frame)
+                    else "no Certificates in the namespace, nor elsewhere for the endpoints' names"
+                )
+            )
+            + partial,
             "critical" if len(not_ready) else "info",
             {
-                "certificates": list(not_ready["name"]),
-                "reasons": dict(zip(not_ready["name"], not_ready["reason"], strict=True)),
+                "certificates": list(not_ready["ref"]),
+                "reasons": dict(zip(not_ready["ref"], not_ready["reason"], strict=True)),
+                "note": certificates.partial,
             },
         )
     ]
@@ -108,10 +134,10 @@ def assess_certificates(certificates: Certificates, warn_days: float) -> list[Fi
             "; ".join(_expiry(r) for r in expiring.itertuples()) or f"no Certificate expires within {warn_days:g} days",
             ("critical" if _below(expiring, 0).any() else "warning") if len(expiring) else "info",
             {
-                "certificates": list(expiring["name"]),
-                "not_after": dict(zip(expiring["name"], expiring["not_after"], strict=True)),
-                "days_left": dict(zip(expiring["name"], expiring["days_left"], strict=True)),
-                "renewal_overdue": list(expiring.loc[expiring["renewal_overdue"].eq(True), "name"]),
+                "certificates": list(expiring["ref"]),
+                "not_after": dict(zip(expiring["ref"], expiring["not_after"], strict=True)),
+                "days_left": dict(zip(expiring["ref"], expiring["days_left"], strict=True)),
+                "renewal_overdue": list(expiring.loc[expiring["renewal_overdue"].eq(True), "ref"]),
                 "warn_days": warn_days,
             },
         )
@@ -121,16 +147,16 @@ def assess_certificates(certificates: Certificates, warn_days: float) -> list[Fi
 
 def _not_ready(row) -> str:
     if pd.isna(row.ready):
-        return f"{row.name}: no Ready condition yet"
-    return f"{row.name}: Ready={row.ready} ({row.reason}: {row.message})"
+        return f"{row.ref}: no Ready condition yet"
+    return f"{row.ref}: Ready={row.ready} ({row.reason}: {row.message})"
 
 
 def _expiry(row) -> str:
     when = f"{row.not_after:%Y-%m-%d %H:%M} UTC"
     text = (
-        f"{row.name} expired {when} ({-row.days_left} days ago)"
+        f"{row.ref} expired {when} ({-row.days_left} days ago)"
         if row.days_left < 0
-        else f"{row.name} expires {when} (in {row.days_left} days)"
+        else f"{row.ref} expires {when} (in {row.days_left} days)"
     )
     return text + (f"; its renewal was due {row.renewal_time:%Y-%m-%d %H:%M} UTC" if row.renewal_overdue else "")
 

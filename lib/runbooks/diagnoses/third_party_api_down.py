@@ -3,11 +3,18 @@
 Runbook section: External Service Issues / Third-Party API Down. The incident-response runbook greps service logs for
 `timeout|connection refused|503` and checks the provider's status page. Here each dependency is named
 by a regex that picks out log lines about it (host name, client name); a line counts as an error of
-that dependency when it also carries an error signature (timeouts, refused connections, 502/503/504,
-DNS failures, TLS errors). Counts come per minute from `kube.logs.scan`, so the first minute with
-errors says since when the dependency fails. Each health URL gets one GET; an unreachable URL is a
-row with the reason, never an exception. Nothing in the cluster is changed and nothing is posted:
-the resolution is text (a status-page message, a Slack update, a fallback checklist) for a human.
+that dependency when it also carries an error signature (timeouts, refused or reset connections, 5xx,
+429 rate limiting, DNS failures, TLS errors, an open circuit breaker). Counts come per minute from
+`kube.logs.scan`, so the first minute with errors says since when the dependency fails. Each health URL
+gets one GET (runbooks.health: a status page's body is read for its indicator; 401/403 are not "up");
+an unreachable URL is a row with the reason, never an exception. Nothing in the cluster is changed and
+nothing is posted: the resolution is text (a status-page message, a Slack update, a fallback checklist)
+for a human.
+
+What logs can and cannot say: many services log failed calls only. The share of failing calls is then not
+measurable (every line about the dependency is an error), so errors alone make a dependency "degraded",
+not "down", unless the probe fails too or a circuit breaker reports open. An open circuit breaker stops the
+calls: no new timeouts, which would look like recovery; its lines count as errors.
 """
 
 from __future__ import annotations
@@ -30,8 +37,15 @@ from ..kube.pods import list_pods
 ERROR_SIGNATURES = {
     "timeout": r"time-?outs?\b|timed out|deadline exceeded|ETIMEDOUT",
     "connection refused": r"connection refused|ECONNREFUSED",
-    "http 5xx": r"(?:status(?:_?code)?|code|http/\d(?:\.\d)?|returned|got|received|response)\W{0,3}50[234]\b"
-    r"|service unavailable|bad gateway|gateway time-?out",
+    "connection reset": r"connection reset|reset by peer|ECONNRESET|broken pipe|EPIPE|socket hang up"
+    r"|unexpected EOF|Connection aborted|RemoteDisconnected",
+    "http 5xx": r"(?:status(?:_?code)?|code|http/\d(?:\.\d)?|returned|got|received|response)\W{0,3}5\d\d\b"
+    r"|service unavailable|bad gateway|gateway time-?out|internal server error",
+    "rate limited": r"(?:status(?:_?code)?|code|http/\d(?:\.\d)?|returned|got|received|response)\W{0,3}429\b"
+    r"|too many requests|rate.?limit(?:ed| exceeded)",
+    "circuit open": r"circuit(?:[ _-]?breaker)?\b.{0,60}?\b(?:is|now|state)\W{1,3}(?:now\s+)?open\b"
+    r"|(?:circuit|breaker)\W{0,3}(?:is\s+)?open\b|CallNotPermittedException|BrokenCircuitError|short-?circuited"
+    r"|OpenCircuitException",
     "dns": r"no such host|name or service not known|temporary failure in name resolution"
     r"|could not resolve host|ENOTFOUND|EAI_AGAIN",
     "tls": r"tls handshake|ssl[_: ]?error|ssl routines|x509|certificate[_ ]verify[_ ]failed"
@@ -143,6 +157,7 @@ def error_summary(errors: LogErrors, dependencies: list[Dependency]) -> pd.DataF
                 "last_error": failed["minute"].max() if not failed.empty else pd.NaT,
                 "recent_lines": int(recent.loc[recent["kind"] == LINES, "count"].sum()),
                 "recent_errors": int(recent.loc[recent["kind"] == ERRORS, "count"].sum()),
+                "recent_circuit_open": int(recent.loc[recent["kind"] == "circuit open", "count"].sum()),
                 "pods": sorted(failed["pod"].unique()),
             }
         )
@@ -157,6 +172,7 @@ def error_summary(errors: LogErrors, dependencies: list[Dependency]) -> pd.DataF
             "last_error",
             "recent_lines",
             "recent_errors",
+            "recent_circuit_open",
             "pods",
         ],
     )
@@ -226,10 +242,13 @@ def probe_all(dependencies: list[Dependency], timeout: float) -> pd.DataFrame:
             "result": p.result,
             "failure": p.failure,
             "error": p.error,
+            "page": f"{p.indicator}: {p.description}" if p.indicator else None,
         }
         for dep, p in zip(dependencies, probes, strict=True)
     ]
-    frame = pd.DataFrame(rows, columns=["dependency", "url", "status", "latency_ms", "result", "failure", "error"])
+    frame = pd.DataFrame(
+        rows, columns=["dependency", "url", "status", "latency_ms", "result", "failure", "error", "page"]
+    )
     return frame.astype({"status": "Int64", "latency_ms": "Float64"})
 
 
@@ -242,6 +261,7 @@ PROBE_COLUMNS = {
     "result": "probe",
     "failure": "probe_failure",
     "error": "probe_error",
+    "page": "probe_page",
 }
 VERDICT_FIRST = [
     "dependency",
@@ -262,9 +282,12 @@ def verdicts(summary: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
     """Logs and probe together: each dependency down, unconfirmed, degraded, recovered or ok, and on what basis.
 
     down: at least MIN_ERRORS error lines in the last RECENT_MINUTES, making at least DOWN_SHARE of the
-    lines about it; or the probe fails (no answer, or 5xx) and no recent call in the logs succeeded.
-    unconfirmed: the probe fails from here while the services' recent calls succeed (look at the
-    probe's network path first); degraded: fewer recent errors; recovered: errors earlier only.
+    lines about it, when that share means something (some successful call is logged), the probe fails too, or a
+    circuit breaker reports open; or the probe fails (no answer, 5xx, a status page saying major) and no recent
+    call in the logs succeeded. unconfirmed: the probe fails from here while the services' recent calls succeed
+    (look at the probe's network path first); degraded: errors only with no success ever logged (share
+    unknown), fewer recent errors, or a probe answering 429 or a status page saying minor; recovered: errors
+    earlier only.
     """
     table = summary.merge(probes.rename(columns=PROBE_COLUMNS), on="dependency", how="left")
     judged = [_judge(row) for row in table.to_dict("records")]
@@ -275,19 +298,26 @@ def verdicts(summary: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:
 
 def _judge(row: dict) -> tuple[str, str]:
     recent, recent_ok = row["recent_errors"], row["recent_lines"] - row["recent_errors"]
-    logs_failing = recent >= MIN_ERRORS and recent >= DOWN_SHARE * row["recent_lines"]
+    share_known = row["lines"] > row["errors"]  # some successful call is logged in the window
+    burst = recent >= MIN_ERRORS and recent >= DOWN_SHARE * row["recent_lines"]
+    circuit = row["recent_circuit_open"] > 0
     probe_failing = row["probe"] == "failing"
-    if logs_failing:
-        return "down", "logs and probe" if probe_failing else "logs"
+    if burst and (share_known or probe_failing or circuit):
+        why = "circuit breaker open" if circuit and not share_known and not probe_failing else "logs"
+        return "down", f"{why} and probe" if probe_failing else why
     if probe_failing and not recent_ok:
         return "down", "probe"
+    if burst:
+        return "degraded", "logs: errors only (no successful call logged, so the share failing is unknown)"
     if probe_failing:
         return "unconfirmed", "probe fails here, services' recent calls succeed"
+    if row["probe"] == "degraded":
+        return "degraded", "probe: " + _probe_says(row)
     if recent:
         return "degraded", "logs"
     if row["errors"]:
         return "recovered", "logs"
-    return "ok", ""
+    return "ok", "" if row["probe"] != "unknown" else "probe not let in (401/403): health unknown"
 
 
 def assess(
@@ -390,7 +420,15 @@ def _probe_text(row: dict) -> str:
         return "not configured"
     if row["probe_status"] is None:
         return f"failed: {row['probe_error']}"
-    return f"answered {row['probe_status']} in {row['probe_latency_ms']:g} ms"
+    return f"answered {row['probe_status']} in {row['probe_latency_ms']:g} ms" + (
+        f" ({_probe_says(row)})" if row.get("probe_page") or row["probe"] in ("degraded", "unknown") else ""
+    )
+
+
+def _probe_says(row: dict) -> str:
+    if row.get("probe_page"):
+        return f"status page: {row['probe_page']}"
+    return {429: "rate limited", 401: "not let in", 403: "not let in"}.get(row["probe_status"], row["probe"])
 
 
 # --- resolution: text for humans, nothing sent

@@ -19,14 +19,17 @@ What the severity is computed from (severity.classify, whose docstring reads eve
 - latency ratio: the highest value of the latency query since the start, divided by normal latency, the
   median of the same query over the baseline window (default: the same hour one week earlier). Without a
   baseline it is not measured.
-- services down: deployments wanting replicas with no pod Running and Ready; critical ones are those named
-  in `critical_services`.
+- services down: workloads (Deployments, StatefulSets, DaemonSets) wanting pods with no pod Running and Ready;
+  critical ones are those named in `critical_services`. A database StatefulSet down is a service down.
 A query giving several series (e.g. one per service) counts by its worst series at each time.
 
 The incident's start: the `incident_start` parameter when given (ISO 8601; without a zone: UTC), else the
 first minute of the last hour at which the error rate reached 1 % or latency 1.5x normal (the lowest
 thresholds of the severity table; the query's own rate window, e.g. [5m], makes this a little late), else
-the first 5xx in the gateway log lines read, else now.
+the first 5xx in the gateway log lines read, else now. When the hour's first minute is already over a threshold
+the incident began earlier: the error rate (and latency) are read back LOOK_BACK further, every 5 minutes, to
+the last time they were below; still over at the start of that, the start is "at least" that long ago. The first
+5xx of a gateway tail that did not reach back an hour is likewise "at least".
 
 Nothing is changed and nothing is posted: the drafts are for a human to post.
 """
@@ -36,19 +39,22 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
-from .. import communication, escalation, prometheus, severity
+from .. import communication, escalation, gateway_log, prometheus, severity
 from ..errors import PrometheusUnreachable
 from ..evidence import Action, Finding
 from ..gateway_log import parse_line
-from ..kube import logs, pods
-from ..kube.cluster import REQUEST_TIMEOUT, Cluster
+from ..kube import logs, pods, workloads
+from ..kube.cluster import Cluster
 from ..redact import redact_line
 
 WINDOW = dt.timedelta(hours=1)
 STEP = dt.timedelta(minutes=1)
+LOOK_BACK = dt.timedelta(hours=24)  # how far back the start is sought when the hour began in breach
+LOOK_BACK_STEP = dt.timedelta(minutes=5)
 ERROR = re.compile(r"error", re.IGNORECASE)  # the incident-response runbook's `grep -i error`
 SERIES_COLUMNS = ["error_rate", "baseline_error_rate", "latency_seconds", "baseline_latency_seconds"]
 FINDING_SEVERITY = {"P1": "critical", "P2": "critical", "P3": "warning", "P4": "info"}
@@ -66,15 +72,24 @@ def now() -> dt.datetime:
 class PodStatus:
     down: pd.DataFrame  # containers of pods not Running or not Ready (pods that Succeeded are not a fault)
     restarting: pd.DataFrame  # containers that restarted within the window (kubectl's RESTARTS, recent ones)
-    services: pd.DataFrame  # deployment, desired, pods, ready_pods, down, critical
+    services: pd.DataFrame  # SERVICE_COLUMNS: workload, kind, desired, pods, ready_pods, down, critical
 
 
-RESTART_COLUMNS = ["pod", "container", "deployment", "restarts", "last_termination", "last_termination_at"]
+RESTART_COLUMNS = [
+    "pod",
+    "container",
+    "workload_kind",
+    "workload",
+    "restarts",
+    "last_termination",
+    "last_termination_at",
+]
+SERVICE_COLUMNS = ["workload", "kind", "desired", "pods", "ready_pods", "down", "critical"]
 
 
 def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) -> PodStatus:
     """The runbook's `kubectl get pods`: what is not Running, what restarted in the hour before `at`, and which
-    deployments have no ready pod at all."""
+    Deployments, StatefulSets and DaemonSets have no ready pod at all."""
     containers = pods.containers(cluster)
     ended = pd.to_datetime(containers["last_termination_at"], utc=True)
     restarting = containers[
@@ -82,21 +97,20 @@ def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) 
     ]
     pod_ready = (
         containers.assign(ok=(containers["phase"] == "Running") & containers["ready"])
-        .groupby(["pod", "deployment", "phase"], dropna=False)["ok"]
+        .groupby(["pod", "workload_kind", "workload", "phase"], dropna=False)["ok"]
         .all()
         .reset_index()
     )
-    pod_ready = pod_ready[pod_ready["phase"] != "Succeeded"]
-    deployments = cluster.apps.list_namespaced_deployment(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
+    pod_ready = pod_ready[~pod_ready["phase"].isin(["Succeeded", "Failed"])]  # ended pods are replaced, not down
     rows = []
-    for deployment in sorted(deployments, key=lambda d: d.metadata.name):
-        name = deployment.metadata.name
-        desired = 1 if deployment.spec.replicas is None else deployment.spec.replicas
-        mine = pod_ready[pod_ready["deployment"] == name]
+    for kind, workload in workloads.list_all(cluster):
+        name, desired = workload.metadata.name, workloads.desired(kind, workload)
+        mine = pod_ready[(pod_ready["workload_kind"] == kind) & (pod_ready["workload"] == name)]
         ready = int(mine["ok"].sum())
         rows.append(
             {
-                "deployment": name,
+                "workload": name,
+                "kind": kind,
                 "desired": desired,
                 "pods": len(mine),
                 "ready_pods": ready,
@@ -104,7 +118,7 @@ def pod_status(cluster: Cluster, critical_services: list[str], at: dt.datetime) 
                 "critical": name in critical_services,
             }
         )
-    services = pd.DataFrame(rows, columns=["deployment", "desired", "pods", "ready_pods", "down", "critical"])
+    services = pd.DataFrame(rows, columns=SERVICE_COLUMNS)
     return PodStatus(pods.not_running(containers), restarting[RESTART_COLUMNS].reset_index(drop=True), services)
 
 
@@ -118,6 +132,8 @@ class GatewayErrors:
     requests: int  # lines carrying an HTTP status
     five_xx: int  # of those, 5xx
     first_5xx: dt.datetime | None
+    log_format: str = "auto"
+    tail_cut: bool = False  # some container's tail held only its latest lines: the 5xx may have begun earlier
 
     @property
     def error_rate(self) -> float | None:
@@ -134,13 +150,19 @@ class GatewayErrors:
         return f"*{counted}:*\n\n```text\n{shown}\n```"
 
 
-def gateway_errors(cluster: Cluster, selector: str, tail_lines: int) -> GatewayErrors:
+def gateway_errors(
+    cluster: Cluster, selector: str, tail_lines: int, log_format: str = "auto", gateway_namespace: str = ""
+) -> GatewayErrors:
     """The runbook's `kubectl logs -l app=api-gateway --tail=100 | grep -i error`, for every container of every
-    gateway pod (and the previous instance of restarted ones); the statuses of all lines read are counted."""
+    gateway pod in `gateway_namespace` (empty: the cluster's; and the previous instance of restarted ones); the
+    statuses of all lines read are counted, in `log_format` (runbooks.gateway_log)."""
     rows, lines_read, requests, five_xx, first_5xx = [], 0, 0, 0, None
-    for pod, container, instance, when, text in logs.every_line(cluster, selector, tail_lines=tail_lines):
+    per_container: dict[tuple[str, str, str], int] = {}
+    gateway = cluster.in_namespace(gateway_namespace)
+    for pod, container, instance, when, text in logs.every_line(gateway, selector, tail_lines=tail_lines):
         lines_read += 1
-        status = parse_line(text).status
+        per_container[(pod, container, instance)] = per_container.get((pod, container, instance), 0) + 1
+        status = parse_line(text, log_format).status
         if status:
             requests += 1
             if status >= 500:
@@ -152,7 +174,8 @@ def gateway_errors(cluster: Cluster, selector: str, tail_lines: int) -> GatewayE
                 {"pod": pod, "container": container, "instance": instance, "time": when, "line": redact_line(text)}
             )
     lines = pd.DataFrame(rows, columns=["pod", "container", "instance", "time", "line"])
-    return GatewayErrors(lines, lines_read, requests, five_xx, first_5xx)
+    cut = any(n >= tail_lines for n in per_container.values())
+    return GatewayErrors(lines, lines_read, requests, five_xx, first_5xx, log_format, cut)
 
 
 # --- step 3: metrics
@@ -164,6 +187,8 @@ class MetricSeries:
     read_at: dt.datetime
     baseline_offset: str
     unavailable: str | None = None  # why no metrics were read; None when Prometheus answered
+    earlier: pd.DataFrame | None = None  # error_rate, latency_seconds every LOOK_BACK_STEP over LOOK_BACK before
+    # the window: read only when the window's first minute is already over a threshold
 
     @property
     def normal_latency(self) -> float | None:
@@ -174,9 +199,15 @@ class MetricSeries:
 
 
 def read_metrics(
-    prometheus_url: str, error_rate_query: str, latency_query: str, baseline_offset: str, read_at: dt.datetime
+    prometheus_url: str,
+    error_rate_query: str,
+    latency_query: str,
+    baseline_offset: str,
+    read_at: dt.datetime,
+    auth: prometheus.Auth | None = None,
 ) -> MetricSeries:
-    """Both queries over the hour up to `read_at`, and over the same hour `baseline_offset` earlier.
+    """Both queries over the hour up to `read_at`, and over the same hour `baseline_offset` earlier; over
+    LOOK_BACK before the hour too when its first minute is already over a threshold (see the module docstring).
 
     No URL, or Prometheus not answering, gives MetricSeries with `unavailable` saying why; a query Prometheus
     refuses raises PrometheusQueryError, and a bad `baseline_offset` ValueError (both the caller's to fix).
@@ -187,10 +218,44 @@ def read_metrics(
         return MetricSeries(_empty_series(), read_at, baseline_offset, "no prometheus_url given")
     queries = {"error_rate": error_rate_query, "latency_seconds": latency_query}
     try:
-        series = prometheus.against_baseline(prometheus.connect(prometheus_url), queries, start, read_at, STEP, offset)
+        prom = prometheus.connect(prometheus_url, auth)
+        series = prometheus.against_baseline(prom, queries, start, read_at, STEP, offset)[SERIES_COLUMNS]
+        measured = MetricSeries(series, read_at, baseline_offset)
+        earlier = None
+        if _began_in_breach(measured):
+            earlier = _worst_per_time(
+                {
+                    name: prometheus.query_range(prom, query, start - LOOK_BACK, start, LOOK_BACK_STEP)
+                    for name, query in queries.items()
+                },
+                list(queries),
+            )
     except PrometheusUnreachable as e:
         return MetricSeries(_empty_series(), read_at, baseline_offset, str(e))
-    return MetricSeries(series[SERIES_COLUMNS], read_at, baseline_offset)
+    return MetricSeries(series, read_at, baseline_offset, earlier=earlier)
+
+
+def _worst_per_time(frames: dict[str, pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    series = pd.DataFrame(
+        {name: frame.groupby("time")["value"].max() for name, frame in frames.items()}, columns=columns
+    )
+    series.index.name = "time"
+    return series.astype(float)
+
+
+def _breaches(series: pd.DataFrame, normal_latency: float | None) -> pd.Series:
+    """Whether each row is over the lowest threshold of the severity table (error rate, or latency ratio)."""
+    over = series["error_rate"].round(9) >= severity.lowest_threshold("error_rate")
+    if normal_latency:
+        ratio = series["latency_seconds"] / normal_latency
+        over = over | (ratio.round(9) >= severity.lowest_threshold("latency_ratio"))
+    return over.fillna(False).astype(bool)
+
+
+def _began_in_breach(metrics: MetricSeries) -> bool:
+    """Whether the window's first measured minute is already over a threshold: the incident began earlier."""
+    measured = metrics.series.dropna(how="all", subset=["error_rate", "latency_seconds"])
+    return not measured.empty and bool(_breaches(measured, metrics.normal_latency).iloc[0])
 
 
 def _empty_series() -> pd.DataFrame:
@@ -200,9 +265,10 @@ def _empty_series() -> pd.DataFrame:
 # --- step 4: start, measurements, severity
 
 
-def check_parameters(baseline_offset: str, incident_start: str, tail_lines: int) -> None:
+def check_parameters(baseline_offset: str, incident_start: str, tail_lines: int, log_format: str = "auto") -> None:
     """Fail at once, in one line, on a parameter that cannot work (before anything is read)."""
     prometheus.duration(baseline_offset)
+    gateway_log.check_format(log_format)
     if incident_start:
         parse_start(incident_start)
     if tail_lines < 1:
@@ -224,13 +290,17 @@ def parse_start(given: str) -> dt.datetime:
 class Start:
     at: dt.datetime
     source: str  # how it was found
+    at_least: bool = False  # the incident began at `at` or earlier: what was read did not reach its start
 
 
 def incident_start(given: str, metrics: MetricSeries, gateway_log: GatewayErrors) -> Start:
-    """When the incident began: `given`, else the first threshold crossing in the metrics, else the first
-    5xx in the gateway logs, else the time the metrics were read (see the module docstring)."""
+    """When the incident began: `given`, else the first threshold crossing in the metrics (looked for further
+    back when the hour began in breach), else the first 5xx in the gateway logs, else the time the metrics were
+    read (see the module docstring)."""
     if given:
         return Start(parse_start(given), "incident_start parameter")
+    if metrics.earlier is not None:
+        return _earlier_start(metrics)
     series = metrics.series
     error_at = _first_at_least(series["error_rate"], severity.lowest_threshold("error_rate"))
     latency_at = None
@@ -249,8 +319,29 @@ def incident_start(given: str, metrics: MetricSeries, gateway_log: GatewayErrors
         at, what = min(crossings)
         return Start(at, f"metrics: {what} in the last hour")
     if gateway_log.first_5xx is not None:
+        if gateway_log.tail_cut:
+            return Start(
+                gateway_log.first_5xx,
+                "first 5xx in the gateway log lines read; the tail held only the latest lines: then or earlier",
+                at_least=True,
+            )
         return Start(gateway_log.first_5xx, "first 5xx in the gateway log lines read")
     return Start(metrics.read_at, "now: no threshold crossed in the last hour, no 5xx in the gateway logs")
+
+
+def _earlier_start(metrics: MetricSeries) -> Start:
+    """The start of the breach the window opened in: the step after the last one below every threshold."""
+    assert metrics.earlier is not None
+    earlier = metrics.earlier.dropna(how="all")
+    over = _breaches(earlier, metrics.normal_latency)
+    below = over[~over]
+    hours = LOOK_BACK.total_seconds() / 3600
+    if below.empty:
+        first = earlier.index[0].to_pydatetime() if not earlier.empty else metrics.read_at - WINDOW
+        return Start(first, f"metrics: over a threshold for the whole {hours:g} h read back: at least since then", True)
+    after = over[over.index > below.index[-1]]
+    at = after.index[0].to_pydatetime() if not after.empty else metrics.read_at - WINDOW
+    return Start(at, f"metrics: over a threshold since then (read back up to {hours:g} h before the last hour)")
 
 
 @dataclass(frozen=True)
@@ -312,8 +403,8 @@ def measure(metrics: MetricSeries, gateway_log: GatewayErrors, pods: PodStatus, 
         normal,
         ratio,
         worst_latency_at,
-        tuple(down["deployment"]),
-        tuple(down.loc[down["critical"], "deployment"]),
+        tuple(down["workload"]),
+        tuple(down.loc[down["critical"], "workload"]),
     )
 
 
@@ -413,7 +504,7 @@ def _severity_finding(
     return Finding(
         "severity",
         f"{result.level} by {result.rule}: measured {fired or 'nothing'}.{unmeasured} "
-        f"Incident start {_utc(start.at)} ({start.source})",
+        f"Incident start {'at or before ' if start.at_least else ''}{_utc(start.at)} ({start.source})",
         FINDING_SEVERITY[result.level],
         {
             "severity": result.level,
@@ -429,6 +520,7 @@ def _severity_finding(
             "critical_services_down": list(measured.critical_services_down),
             "incident_start": start.at.isoformat(),
             "incident_start_source": start.source,
+            "incident_start_at_least": start.at_least,
             "metrics": "unavailable" if metrics.unavailable else "prometheus",
             "baseline_offset": metrics.baseline_offset,
             "series": [{"time": at, **row} for at, row in metrics.series.iterrows()],  # for the review's Impact
@@ -455,13 +547,26 @@ def _pods_finding(pods: PodStatus) -> Finding:
     return Finding(
         "pods-down",
         f"{len(names)} pods not Running/Ready: {listed or 'none'}"
-        + (f"; deployments without a ready pod: {', '.join(services['deployment'])}" if not services.empty else ""),
+        + (
+            "; without a ready pod: "
+            + ", ".join(f"{k.lower()}/{w}" for k, w in zip(services["kind"], services["workload"], strict=True))
+            if not services.empty
+            else ""
+        ),
         "critical" if not services.empty else "warning",
         {
             "pods": names,
             "reasons": reasons,
             "deployments": sorted({d for d in down["deployment"].dropna()}),
-            "services_down": list(services["deployment"]),
+            "workloads": sorted(
+                {
+                    f"{k.lower()}/{w}"
+                    for k, w in zip(down["workload_kind"], down["workload"], strict=True)
+                    if isinstance(k, str)
+                }
+            ),
+            "services_down": list(services["workload"]),
+            "services_down_kinds": dict(zip(services["workload"], services["kind"], strict=True)),
         },
     )
 
@@ -479,7 +584,7 @@ def _restarts_finding(restarting: pd.DataFrame) -> Finding:
                 {
                     "pod": r.pod,
                     "container": r.container,
-                    "deployment": r.deployment,
+                    "workload": f"{r.workload_kind.lower()}/{r.workload}" if isinstance(r.workload_kind, str) else None,
                     "restarts": r.restarts,
                     "last_termination": r.last_termination,
                     "last_termination_at": r.last_termination_at,
@@ -491,7 +596,7 @@ def _restarts_finding(restarting: pd.DataFrame) -> Finding:
 
 
 def _gateway_finding(log: GatewayErrors) -> Finding:
-    data = {
+    data: dict[str, Any] = {
         "lines_read": log.lines_read,
         "error_lines": len(log.lines),
         "requests": log.requests,
@@ -502,10 +607,17 @@ def _gateway_finding(log: GatewayErrors) -> Finding:
         "examples": list(log.lines["line"].head(5)),
     }
     rate = f" ({log.error_rate:.0%} of {log.requests} lines with a status)" if log.error_rate is not None else ""
+    data["log_format"] = log.log_format
+    unparsed = (
+        f"; none of the {log.lines_read} lines carries an HTTP status in log format {log.log_format!r}: the error "
+        "rate cannot be read from them (set log_format)"
+        if log.lines_read and not log.requests
+        else ""
+    )
     return Finding(
         "gateway-errors",
-        f"{len(log.lines)} of {log.lines_read} gateway log lines say error; {log.five_xx} 5xx{rate}",
-        "warning" if len(log.lines) or log.five_xx else "info",
+        f"{len(log.lines)} of {log.lines_read} gateway log lines say error; {log.five_xx} 5xx{rate}{unparsed}",
+        "warning" if len(log.lines) or log.five_xx or unparsed else "info",
         data,
     )
 

@@ -4,6 +4,11 @@ What `kubectl get certificate -n NS` and `cmctl status certificate NAME` show, o
 (cert-manager.io/v1). When the cluster does not serve that resource (cert-manager not installed) or the
 runbook may not list it, the result carries a note instead of rows, and the caller goes on.
 
+The certificate an endpoint serves often lives in another namespace than the application's: an Istio ingress
+gateway reads its Secret from istio-system, a shared ingress from its own. Given the endpoints' host names,
+Certificates anywhere in the cluster whose dnsNames (or commonName) cover one of them are listed too (`ref`
+`namespace/name`); when listing across namespaces is not allowed, `partial` says so.
+
 Renewal writes what `cmctl renew` writes: the status condition Issuing=True, reason ManuallyTriggered,
 through the /status subresource. cert-manager then issues the certificate again; its Secret, and the
 certificate being served, stay in place until the new one is signed. The patch carries the
@@ -20,7 +25,7 @@ import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
 from ..evidence import Action
-from ..tls import days_left
+from ..tls import days_left, dns_name_matches
 from . import events
 from .cluster import REQUEST_TIMEOUT, Cluster
 
@@ -35,6 +40,8 @@ RENEWAL = {
 }
 RELATED_KINDS = {"Certificate", "CertificateRequest", "Order", "Challenge"}  # named after their Certificate
 COLUMNS = [
+    "ref",
+    "namespace",
     "name",
     "secret_name",
     "dns_names",
@@ -54,15 +61,18 @@ COLUMNS = [
 class Certificates:
     frame: pd.DataFrame  # COLUMNS; empty when `note` says why nothing could be listed
     note: str | None = None
+    partial: str | None = None  # what could not be searched (other namespaces), when something was listed
 
     def _repr_html_(self) -> str:
         if self.note:
             return f"<p><b>Note:</b> {html.escape(self.note)}</p>"
-        return self.frame.to_html()
+        partial = f"<p><b>Note:</b> {html.escape(self.partial)}</p>" if self.partial else ""
+        return partial + self.frame.to_html()
 
 
-def list_certificates(cluster: Cluster, now: dt.datetime | None = None) -> Certificates:
-    """The namespace's Certificates. `days_left`: whole days to status.notAfter, negative once expired."""
+def list_certificates(cluster: Cluster, now: dt.datetime | None = None, hosts: tuple[str, ...] = ()) -> Certificates:
+    """The namespace's Certificates, and those in any namespace covering one of `hosts`. `days_left`: whole days
+    to status.notAfter, negative once expired."""
     empty = pd.DataFrame(columns=COLUMNS)
     try:
         listing = cluster.custom.list_namespaced_custom_object(
@@ -78,28 +88,70 @@ def list_certificates(cluster: Cluster, now: dt.datetime | None = None) -> Certi
         if e.status == 403:
             return Certificates(empty, f"not allowed to list {RESOURCE} in {cluster.namespace} (HTTP 403)")
         raise
+    items, partial = list(listing["items"]), None
+    if hosts:
+        elsewhere, partial = _covering(cluster, hosts)
+        items += elsewhere
     now = now or dt.datetime.now(dt.timezone.utc)
-    frame = pd.DataFrame([_row(item, now) for item in listing["items"]], columns=COLUMNS)
-    return Certificates(frame.astype({"days_left": "Int64"}))
+    frame = pd.DataFrame([_row(item, now, cluster.namespace) for item in items], columns=COLUMNS)
+    return Certificates(frame.astype({"days_left": "Int64"}), partial=partial)
 
 
-def related_events(cluster: Cluster, names: list[str]) -> pd.DataFrame:
-    """Events about these Certificates and the CertificateRequests, Orders and Challenges issued for them."""
-    items = cluster.core.list_namespaced_event(cluster.namespace, _request_timeout=REQUEST_TIMEOUT).items
-    return events.frame(
-        [
+def related_events(cluster: Cluster, refs: list[str]) -> pd.DataFrame:
+    """Events about these Certificates (`name`, or `namespace/name`) and the CertificateRequests, Orders and
+    Challenges issued for them, each read in its Certificate's namespace."""
+    found = []
+    for namespace, names in _by_namespace(cluster, refs).items():
+        items = cluster.core.list_namespaced_event(namespace, _request_timeout=REQUEST_TIMEOUT).items
+        found += [
             e
             for e in items
             if e.involved_object.kind in RELATED_KINDS
             and any(e.involved_object.name == n or e.involved_object.name.startswith(f"{n}-") for n in names)
         ]
-    )
+    return events.frame(found)
 
 
-def renew(cluster: Cluster, names: list[str], apply: bool, now: dt.datetime | None = None) -> list[Action]:
-    """`cmctl renew` for each name: server-side dry run unless `apply`."""
+def renew(cluster: Cluster, refs: list[str], apply: bool, now: dt.datetime | None = None) -> list[Action]:
+    """`cmctl renew` for each Certificate (`name`, or `namespace/name`): server-side dry run unless `apply`."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    return [_renew(cluster, name, apply, now) for name in names]
+    return [
+        _renew(cluster.in_namespace(namespace), name, apply, now)
+        for namespace, names in _by_namespace(cluster, refs).items()
+        for name in names
+    ]
+
+
+def _covering(cluster: Cluster, hosts: tuple[str, ...]) -> tuple[list[dict], str | None]:
+    """Certificates outside the runbook's namespace covering one of `hosts`; a note when not listable."""
+    try:
+        listing = cluster.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as e:
+        if e.status not in (401, 403):
+            raise
+        return [], (
+            f"Certificates in other namespaces not searched for {', '.join(hosts)}: listing {RESOURCE} across "
+            f"namespaces is not allowed (HTTP {e.status}); an ingress gateway's certificate often lives there"
+        )
+    return [
+        item
+        for item in listing["items"]
+        if item["metadata"].get("namespace") != cluster.namespace and _covers(item, hosts)
+    ], None
+
+
+def _covers(certificate: dict, hosts: tuple[str, ...]) -> bool:
+    spec = certificate.get("spec") or {}
+    names = [*(spec.get("dnsNames") or []), *([spec["commonName"]] if spec.get("commonName") else [])]
+    return any(dns_name_matches(name, host) for name in names for host in hosts)
+
+
+def _by_namespace(cluster: Cluster, refs: list[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for ref in refs:
+        namespace, _, name = ref.rpartition("/")
+        grouped.setdefault(namespace or cluster.namespace, []).append(name)
+    return grouped
 
 
 def renewal_patch(certificate: dict, now: dt.datetime) -> dict:
@@ -151,13 +203,16 @@ def _renew(cluster: Cluster, name: str, apply: bool, now: dt.datetime) -> Action
     return Action("renew-certificate", mode, target, f"accepted by server-side dry run; would {change}")
 
 
-def _row(certificate: dict, now: dt.datetime) -> dict:
+def _row(certificate: dict, now: dt.datetime, home: str) -> dict:
     spec, status = certificate.get("spec") or {}, certificate.get("status") or {}
     ready, issuing = _condition(certificate, "Ready"), _condition(certificate, "Issuing")
     issuer = spec.get("issuerRef") or {}
     not_after, renewal_time = _time(status.get("notAfter")), _time(status.get("renewalTime"))
+    namespace, name = certificate["metadata"].get("namespace") or home, certificate["metadata"]["name"]
     return {
-        "name": certificate["metadata"]["name"],
+        "ref": name if namespace == home else f"{namespace}/{name}",
+        "namespace": namespace,
+        "name": name,
         "secret_name": spec.get("secretName"),
         "dns_names": ", ".join(spec.get("dnsNames") or []),
         "issuer": f"{issuer.get('kind', 'Issuer')}/{issuer.get('name')}",

@@ -33,8 +33,20 @@ class Cluster:
         return client.AppsV1Api(self.api)
 
     @cached_property
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api)
+
+    @cached_property
+    def discovery(self) -> client.DiscoveryV1Api:
+        return client.DiscoveryV1Api(self.api)
+
+    @cached_property
     def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
+
+    def in_namespace(self, namespace: str) -> Cluster:
+        """The same API client working in another namespace (empty: this one)."""
+        return self if not namespace or namespace == self.namespace else Cluster(self.api, namespace)
 
 
 def connect(kubeconfig: str = "", context: str = "", namespace: str = "") -> Cluster:

@@ -1,7 +1,8 @@
 """Pod logs, streamed line by line and counted by pattern: never loaded whole.
 
 The incident-response runbook's `kubectl logs -l app=X --since=30m | grep -i ...` for every container of every pod that
-matches, plus the previous container of each one that restarted (where the crash is).
+matches, its init containers and native sidecars included (an istio-proxy sidecar carries the access log), plus
+the previous container of each one that restarted (where the crash is).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -79,11 +80,12 @@ def every_line(
     since_minutes: float | None = None,
     tail_lines: int | None = None,
 ) -> Iterator[tuple[str, str, str, dt.datetime | None, str]]:
-    """(pod, container, instance, timestamp, text) for every container of every pod matching `selector`,
-    and for the previous instance ("previous") of each container that restarted."""
+    """(pod, container, instance, timestamp, text) for every container and init container of every pod matching
+    `selector`, and for the previous instance ("previous") of each one that restarted."""
     for pod in list_pods(cluster, selector):
-        restarted = {s.name for s in pod.status.container_statuses or [] if s.restart_count}
-        for container in pod.spec.containers:
+        statuses = [*(pod.status.init_container_statuses or []), *(pod.status.container_statuses or [])]
+        restarted = {s.name for s in statuses if s.restart_count}
+        for container in [*(pod.spec.init_containers or []), *pod.spec.containers]:
             for instance in ("current", "previous") if container.name in restarted else ("current",):
                 for when, text in lines(
                     cluster, pod.metadata.name, container.name, instance == "previous", since_minutes, tail_lines
@@ -98,8 +100,9 @@ def lines(
     previous: bool = False,
     since_minutes: float | None = None,
     tail_lines: int | None = None,
-) -> Iterator[tuple[dt.datetime | None, str]]:
-    """(timestamp, text) for each log line of one container, streamed from the API server."""
+) -> Generator[tuple[dt.datetime | None, str], None, None]:
+    """(timestamp, text) for each log line of one container, streamed from the API server; closing the generator
+    early releases the connection."""
     try:
         response = cluster.core.read_namespaced_pod_log(
             pod,

@@ -4,6 +4,12 @@ Without `apply` each change is sent with server-side dry run (dryRun=All): the A
 it and answers with the object as it would be, and nothing is stored. The difference between the
 live object and that answer is what the notebook shows. With `apply` the same request is sent
 for real. Either way the result is an Action for the evidence file, plus the field-level diff.
+
+Restart and memory work on Deployments, StatefulSets and DaemonSets (as `kubectl rollout restart` and
+`kubectl set resources` do); scale on Deployments and StatefulSets; rollback on Deployments only. A memory
+change is one patch (the resources and the restart annotation together: one rollout, not two), checked first
+against the namespace's LimitRanges and ResourceQuotas (kube.admission): a dry run cannot see them, and pods
+they refuse would leave the rollout stuck, so such a change is reported and not applied.
 """
 
 from __future__ import annotations
@@ -14,15 +20,18 @@ from dataclasses import dataclass
 
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from ..evidence import Action
 from ..redact import REDACTED, redact_line
+from . import admission, workloads
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .rollouts import CHANGE_CAUSE, REVISION, history
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 # A literal environment value named like a credential: never shown, only whether it changes.
 SECRET_ENV = re.compile(r"\.env\[[^\]]*(secret|token|passw|key|credential)[^\]]*\]\.value$", re.IGNORECASE)
+KINDS = workloads.SERVING  # what restart and memory changes know how to patch
 
 
 @dataclass(frozen=True)
@@ -41,11 +50,16 @@ def changes_table(changes: list[Change]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["action", "target", "field", "before", "after"])
 
 
-def restart(cluster: Cluster, deployment: str, apply: bool) -> Change:
-    """`kubectl rollout restart`: a new pod-template annotation makes the deployment replace its pods."""
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
-    return _patch(cluster, "rollout-restart", deployment, body, apply)
+def restart(cluster: Cluster, name: str, apply: bool, kind: str = "Deployment") -> Change:
+    """`kubectl rollout restart`: a new pod-template annotation makes the workload replace its pods."""
+    body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: _now()}}}}}
+    return _patch(cluster, "rollout-restart", name, body, apply, kind=kind)
+
+
+def not_handled(cluster: Cluster, action: str, kind: str | None, name: str | None, apply: bool, why: str) -> Change:
+    """An Action saying a change was not made, and why (an unsupported kind, no workload, nothing to change)."""
+    target = f"{(kind or 'pod').lower()}/{name} in {cluster.namespace}" if name else f"nothing in {cluster.namespace}"
+    return Change(Action(action, "applied" if apply else "dry-run", target, f"not done: {why}"), _no_diff())
 
 
 def scale(cluster: Cluster, deployment: str, replicas: int, apply: bool) -> Change:
@@ -77,7 +91,7 @@ def rollback(cluster: Cluster, deployment: str, apply: bool) -> Change:
     if older.empty:
         return Change(
             Action("rollback", "applied" if apply else "dry-run", target, "no previous revision to roll back to"),
-            pd.DataFrame(columns=["field", "before", "after"]),
+            _no_diff(),
         )
     previous = older.iloc[0]
     rs = cluster.apps.read_namespaced_replica_set(
@@ -97,26 +111,133 @@ def rollback(cluster: Cluster, deployment: str, apply: bool) -> Change:
     return _patch(cluster, "rollback", deployment, body, apply, note=f"to revision {previous['revision']}")
 
 
-def set_memory(cluster: Cluster, deployment: str, container: str, request: str, limit: str, apply: bool) -> Change:
-    """`kubectl set resources --requests=memory=R --limits=memory=L` for one container."""
-    resources = {"requests": {"memory": request}, "limits": {"memory": limit}}
-    body = {"spec": {"template": {"spec": {"containers": [{"name": container, "resources": resources}]}}}}
-    return _patch(cluster, "set-memory", deployment, body, apply)
+def set_memory(
+    cluster: Cluster, name: str, memory: dict[str, tuple[str, str]], apply: bool, kind: str = "Deployment"
+) -> Change:
+    """`kubectl set resources --requests=memory=R --limits=memory=L` for each container of `memory`
+    (container -> (request, limit)) and `kubectl rollout restart`, in one patch: one rollout.
 
-
-def _patch(cluster: Cluster, action: str, deployment: str, body, apply: bool, note: str = "") -> Change:
-    target = f"deployment/{deployment} in {cluster.namespace}" + (f" ({note})" if note else "")
+    A container among the template's initContainers (a native sidecar) is changed there. A container the
+    template does not have (injected at admission, e.g. istio-proxy) is refused before anything is sent: a
+    patch would add it without an image and the server would refuse it. Pods the namespace's LimitRanges or
+    ResourceQuotas would refuse are reported and the change is not applied.
+    """
+    target = f"{kind.lower()}/{name} in {cluster.namespace}"
     try:
-        before = cluster.apps.read_namespaced_deployment(
-            deployment, cluster.namespace, _request_timeout=REQUEST_TIMEOUT
+        live = workloads.read(cluster, kind, name)
+    except ApiException as e:
+        return _failed("set-memory", target, apply, e)
+    pod_spec = live.spec.template.spec
+    init = {c.name: c for c in pod_spec.init_containers or []}
+    main = {c.name: c for c in pod_spec.containers}
+    missing = sorted(set(memory) - set(init) - set(main))
+    if missing:
+        return not_handled(
+            cluster,
+            "set-memory",
+            kind,
+            name,
+            apply,
+            f"{', '.join(missing)} not in the pod template (added at admission)",
         )
-        after = cluster.apps.patch_namespaced_deployment(
-            deployment, cluster.namespace, body, dry_run=None if apply else "All", _request_timeout=REQUEST_TIMEOUT
+    check = admission.memory_change(
+        cluster,
+        before=_template_memory(pod_spec),
+        after={**_template_memory(pod_spec), **{c: _bytes(r, lim) for c, (r, lim) in memory.items()}},
+        replicas=workloads.desired(kind, live),
+        surge=kind == "Deployment" and _surges(live),
+    )
+    resources = {c: {"requests": {"memory": r}, "limits": {"memory": lim}} for c, (r, lim) in memory.items()}
+    spec = {
+        field: [{"name": c, "resources": resources[c]} for c in memory if c in names]
+        for field, names in (("initContainers", init), ("containers", main))
+        if any(c in names for c in memory)
+    }
+    body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: _now()}}, "spec": spec}}}
+    if not check.admitted:
+        refused = "; ".join(check.refusals)
+        if apply:
+            return not_handled(
+                cluster, "set-memory", kind, name, apply, f"new pods would be refused at creation: {refused}"
+            )
+        change = _patch(cluster, "set-memory", name, body, apply, kind=kind)
+        result = f"{change.action.result}; but the new pods would be refused at creation ({refused}): not applicable"
+        return Change(Action(change.action.id, change.action.mode, change.action.target, result), change.diff)
+    change = _patch(cluster, "set-memory", name, body, apply, kind=kind)
+    if check.notes:
+        note = "; ".join(check.notes)
+        return Change(
+            Action(change.action.id, change.action.mode, change.action.target, f"{change.action.result} ({note})"),
+            change.diff,
+        )
+    return change
+
+
+def template_containers(cluster: Cluster, kind: str, name: str) -> set[str]:
+    """The names of the containers and init containers in a workload's pod template (injected ones are not)."""
+    spec = workloads.read(cluster, kind, name).spec.template.spec
+    return {c.name for c in [*(spec.init_containers or []), *spec.containers]}
+
+
+def _patch(
+    cluster: Cluster, action: str, name: str, body, apply: bool, note: str = "", kind: str = "Deployment"
+) -> Change:
+    target = f"{kind.lower()}/{name} in {cluster.namespace}" + (f" ({note})" if note else "")
+    if kind not in KINDS:
+        return not_handled(cluster, action, kind, name, apply, f"{kind} is not one this runbook changes")
+    try:
+        before = workloads.read(cluster, kind, name)
+        after = _patcher(cluster, kind)(
+            name, cluster.namespace, body, dry_run=None if apply else "All", _request_timeout=REQUEST_TIMEOUT
         )
     except ApiException as e:
         return _failed(action, target, apply, e)
     diff = _diff(cluster, before, after, prefix="spec", also=("metadata.annotations",))
     return Change(_action(action, target, apply, diff), diff)
+
+
+def _patcher(cluster: Cluster, kind: str):
+    return {
+        "Deployment": cluster.apps.patch_namespaced_deployment,
+        "StatefulSet": cluster.apps.patch_namespaced_stateful_set,
+        "DaemonSet": cluster.apps.patch_namespaced_daemon_set,
+    }[kind]
+
+
+def _template_memory(pod_spec) -> admission.Memory:
+    """Container -> (request, limit) in bytes of the template's containers and native sidecars."""
+    running = [c for c in pod_spec.init_containers or [] if c.restart_policy == "Always"] + list(pod_spec.containers)
+    return {
+        c.name: _bytes(
+            ((c.resources.requests or {}) if c.resources else {}).get("memory"),
+            ((c.resources.limits or {}) if c.resources else {}).get("memory"),
+        )
+        for c in running
+    }
+
+
+def _bytes(request: str | None, limit: str | None) -> tuple[float | None, float | None]:
+    return (
+        float(parse_quantity(request)) if request else None,
+        float(parse_quantity(limit)) if limit else None,
+    )
+
+
+def _surges(live) -> bool:
+    """Whether a rolling update adds a new pod before removing an old one (maxSurge above 0)."""
+    strategy = live.spec.strategy
+    if strategy is None or strategy.type == "Recreate":
+        return False
+    surge = strategy.rolling_update.max_surge if strategy.rolling_update else "25%"
+    return str(surge) not in ("0", "0%")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _no_diff() -> pd.DataFrame:
+    return pd.DataFrame(columns=["field", "before", "after"])
 
 
 def _action(action: str, target: str, apply: bool, diff: pd.DataFrame) -> Action:
@@ -129,10 +250,7 @@ def _action(action: str, target: str, apply: bool, diff: pd.DataFrame) -> Action
 def _failed(action: str, target: str, apply: bool, error: ApiException) -> Change:
     verb = "failed" if apply else "dry run refused"
     reason = f"{verb}: HTTP {error.status} {error.reason}"
-    return Change(
-        Action(action, "applied" if apply else "dry-run", target, reason),
-        pd.DataFrame(columns=["field", "before", "after"]),
-    )
+    return Change(Action(action, "applied" if apply else "dry-run", target, reason), _no_diff())
 
 
 def _diff(cluster: Cluster, before, after, prefix: str, also: tuple[str, ...] = ()) -> pd.DataFrame:

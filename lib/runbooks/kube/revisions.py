@@ -1,11 +1,13 @@
 """What changed between a deployment's live revision and the one before: what `kubectl rollout history
 deployment/NAME --revision=N` shows for two revisions, compared.
 
-Each revision's pod template is read from its ReplicaSet. Compared per container: the image, the environment
-(by name: added, removed, a literal value changed, a reference to a ConfigMap or Secret key changed), `envFrom`
-ConfigMaps and Secrets, resource requests and limits; per pod: the ConfigMaps and Secrets mounted as volumes,
-and the template's annotations (`kubectl rollout restart` writes one). Values of environment variables are never
-shown, only that they changed: a literal value may be a credential. Names of ConfigMaps, Secrets and keys are.
+Each revision's pod template is read from its ReplicaSet; when the live revision went live is kube.rollouts'
+answer (a rollback re-uses an old ReplicaSet, whose creation says nothing of it). Compared per container: the
+image, the environment (by name: added, removed, a literal value changed, a reference to a ConfigMap or Secret key
+changed), `envFrom` ConfigMaps and Secrets, resource requests and limits; per pod: the ConfigMaps and Secrets
+mounted as volumes, and the template's annotations (`kubectl rollout restart` writes one). Values of environment
+variables are never shown, only that they changed: a literal value may be a credential. Names of ConfigMaps,
+Secrets and keys are.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ COLUMNS = ["container", "change", "name", "before", "after"]
 class RevisionChange:
     deployment: str
     live_revision: int | None
-    live_created: dt.datetime | None
+    live_created: dt.datetime | None  # its ReplicaSet's creation
     change_cause: str | None
     previous_revision: int | None  # None: the live revision is the first one kept
     changes: pd.DataFrame  # COLUMNS, one row per difference
+    rolled_out_at: dt.datetime | None = None  # when it went live (kube.rollouts.latest); None: no record
+    known_from: str = ""  # how that is known
 
     def summary(self) -> str:
         """`image gateway: api-gateway:1.14.1 -> api-gateway:1.14.2; env gateway: LOG_LEVEL (value changed)`."""
@@ -56,6 +60,12 @@ def last_change(cluster: Cluster, deployment: str) -> RevisionChange:
     if live.empty:
         return RevisionChange(deployment, None, None, None, None, pd.DataFrame(columns=COLUMNS))
     current = live.iloc[0]
+    went_live = rollouts.latest(cluster, [deployment])
+    at, known_from = (
+        (_time(went_live["rolled_out_at"].iloc[0]), went_live["known_from"].iloc[0])
+        if not went_live.empty
+        else (None, rollouts.NO_RECORD)
+    )
     earlier = history[history["revision"] < current["revision"]]
     if earlier.empty:
         return RevisionChange(
@@ -65,6 +75,8 @@ def last_change(cluster: Cluster, deployment: str) -> RevisionChange:
             current["change_cause"],
             None,
             pd.DataFrame(columns=COLUMNS),
+            at,
+            known_from,
         )
     previous = earlier.iloc[0]  # history is newest first
     before, after = (_template(cluster, name) for name in (previous["replicaset"], current["replicaset"]))
@@ -75,7 +87,15 @@ def last_change(cluster: Cluster, deployment: str) -> RevisionChange:
         current["change_cause"],
         int(previous["revision"]),
         compare(before, after),
+        at,
+        known_from,
     )
+
+
+def _time(value) -> dt.datetime | None:
+    if value is None or pd.isna(value):
+        return None
+    return value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
 
 
 def compare(before: dict, after: dict) -> pd.DataFrame:

@@ -1,4 +1,10 @@
-"""Pod CPU and memory usage from the metrics API (what `kubectl top pods` shows) next to requests and limits."""
+"""Pod CPU and memory usage from the metrics API (what `kubectl top pods` shows) next to requests and limits.
+
+The metrics API is an aggregated API served by metrics-server: not installed, the cluster answers 404; installed
+but down or not ready, the aggregator answers 503 "service unavailable"; not allowed, RBAC answers 403. In each
+case the usage columns stay empty and `frame.attrs["metrics_unavailable"]` says why, so a runbook degrades
+instead of failing.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,21 @@ from .pods import containers
 
 NEAR_LIMIT_PCT = 90.0  # memory used, in % of the limit, from which a container is under memory pressure
 USAGE_COLUMNS = ["pod", "container", "cpu_usage", "memory_usage"]
+UNAVAILABLE = "metrics_unavailable"  # frame.attrs key: why there is no usage
+WHY = {
+    404: "the metrics API is not served (metrics-server not installed)",
+    503: "the metrics API answered 503 service unavailable (metrics-server down or not ready)",
+    403: "not allowed to read the metrics API (RBAC: get/list pods.metrics.k8s.io)",
+    401: "not allowed to read the metrics API (HTTP 401)",
+}
 
 
 def pod_usage(cluster: Cluster, selector: str = "") -> pd.DataFrame:
     """Per container: usage (millicores, bytes), requests and limits, and memory used as a share of the limit.
 
-    Usage columns are empty when the metrics API (metrics-server) is not installed.
+    Usage columns are empty, and attrs["metrics_unavailable"] says why, when the metrics API does not answer.
     """
+    unavailable = None
     try:
         listing = cluster.custom.list_namespaced_custom_object(
             "metrics.k8s.io",
@@ -29,9 +43,9 @@ def pod_usage(cluster: Cluster, selector: str = "") -> pd.DataFrame:
         )
         items = listing["items"]
     except ApiException as e:
-        if e.status != 404:
+        if e.status not in WHY:
             raise
-        items = []
+        items, unavailable = [], WHY[e.status]
     usage = pd.DataFrame(
         [
             {
@@ -50,6 +64,7 @@ def pod_usage(cluster: Cluster, selector: str = "") -> pd.DataFrame:
     ]
     frame = spec.merge(usage, on=["pod", "container"], how="left")
     frame["memory_pct_of_limit"] = 100 * frame["memory_usage"] / frame["memory_limit"]
+    frame.attrs[UNAVAILABLE] = unavailable
     return frame
 
 
@@ -71,4 +86,6 @@ def memory_usage(cluster: Cluster, selector: str, oom: pd.DataFrame) -> pd.DataF
         "oomkilled",
         "cpu_usage",
     ]
-    return usage[columns].sort_values("memory_pct_of_limit", ascending=False, ignore_index=True)
+    table = usage[columns].sort_values("memory_pct_of_limit", ascending=False, ignore_index=True)
+    table.attrs[UNAVAILABLE] = usage.attrs.get(UNAVAILABLE)
+    return table

@@ -18,7 +18,22 @@ A scenario file (scenarios/NAME.yaml beside this module):
 
 Anywhere in an object, a mapping {ago: D} or {in: D} stands for the timestamp D before or after
 load time. complete() fills the fields a real server would show (uids, timestamps, container
-statuses with imageID/containerID, conditions, node info...), so files can stay short.
+statuses with imageID/containerID, conditions, node info...), so files can stay short. What it
+fills follows the API server and the kubelet, not the runbooks:
+- a Pod's initContainers get initContainerStatuses: a native sidecar (restartPolicy: Always) runs
+  beside the containers, a plain init container has finished (Completed, ready);
+- a Pod evicted by the kubelet (status.reason: Evicted) has phase Failed, a DisruptionTarget
+  condition (TerminationByKubelet) and containers terminated ContainerStatusUnknown, exit code 137,
+  without times;
+- an Event given an eventTime is one recorded through events.k8s.io (scheduler, controllers): in
+  core/v1 its firstTimestamp, lastTimestamp and count stay null, repeats are in `series`;
+- StatefulSets, DaemonSets, Jobs and CronJobs get the defaults and status fields of apps/v1 and
+  batch/v1; EndpointSlices their conditions, owner Service and labels; ResourceQuotas status.hard.
+
+Besides objects and logs, a scenario may say `unavailable: [metrics.k8s.io]` (an aggregated API whose
+backend is down answers 503 "service unavailable", as kube-aggregator does) and
+`forbidden: [{resource: pods, group: metrics.k8s.io, verb: list, namespace: NS}]` (RBAC answers 403;
+namespace "" means only the cluster-wide request, none every request).
 """
 
 import base64
@@ -43,6 +58,8 @@ class Scenario:
     objects: list = field(default_factory=list)  # complete API objects
     logs: list = field(default_factory=list)  # {namespace, pod, container, current, previous}
     namespace: str | None = None  # the scenario's default namespace
+    unavailable: list = field(default_factory=list)  # API groups answering 503
+    forbidden: list = field(default_factory=list)  # {resource, group, verb, namespace}: answered 403
 
 
 # --- time
@@ -99,14 +116,18 @@ def load_scenario(source, now=None):
         if path.suffix not in (".yaml", ".yml"):
             path = SCENARIOS / f"{source}.yaml"
         data = copy.deepcopy(_read_yaml(path.resolve(), path.stat().st_mtime))
-    unknown = set(data) - {"namespace", "objects", "logs"}
+    unknown = set(data) - {"namespace", "objects", "logs", "unavailable", "forbidden"}
     if unknown:
         raise ValueError(f"unknown scenario keys: {sorted(unknown)}")
     now = (now or utcnow()).replace(microsecond=0)
     namespace = data.get("namespace")
     objects = [complete(resolve_times(obj, now), namespace, now) for obj in data.get("objects") or []]
     logs = [_log_entry(entry, namespace, objects, now) for entry in data.get("logs") or []]
-    return Scenario(objects=objects, logs=logs, namespace=namespace)
+    forbidden = data.get("forbidden") or []
+    for rule in forbidden:
+        if "resource" not in rule or set(rule) - {"resource", "group", "verb", "namespace"}:
+            raise ValueError(f"forbidden rule {rule}: needs resource, may have group, verb, namespace")
+    return Scenario(objects, logs, namespace, list(data.get("unavailable") or []), forbidden)
 
 
 @functools.lru_cache(maxsize=32)
@@ -149,7 +170,8 @@ def _log_entry(entry, namespace, objects, now):
 
 
 def _log_lines(lines, now):
-    """[(datetime, text)] from the scenario's lines; a line without ago takes the time of the last."""
+    """[(datetime, text)] from the scenario's lines, in time order as the kubelet keeps them; a line without ago
+    takes the time of the last."""
     stamped, when = [], now
     for line in lines:
         if isinstance(line, str):
@@ -161,7 +183,7 @@ def _log_lines(lines, now):
         for index in range(int(line.get("repeat", 1))):
             at = when + timedelta(seconds=index * seconds(line.get("every", 1)))
             stamped.append((at, str(line["line"])))
-    return stamped
+    return sorted(stamped, key=lambda pair: pair[0])
 
 
 # --- completing objects
@@ -195,7 +217,10 @@ def complete(obj, namespace=None, now=None):
     meta.setdefault("creationTimestamp", rfc3339(now - timedelta(days=1)))
     for owner in meta.get("ownerReferences", []):
         owner_resource = resources.find_kind(owner.get("apiVersion"), owner["kind"])
-        owner.setdefault("apiVersion", resources.api_version(owner_resource))
+        if owner_resource is None and "apiVersion" not in owner:  # e.g. an Argo Rollout: say its apiVersion
+            raise ValueError(f"{obj['kind']} {meta['name']}: owner kind {owner['kind']} needs its apiVersion")
+        if owner_resource is not None:
+            owner.setdefault("apiVersion", resources.api_version(owner_resource))
         owner.setdefault("uid", uid_for(owner["kind"], meta.get("namespace"), owner["name"]))
         owner.setdefault("controller", True)
         owner.setdefault("blockOwnerDeletion", True)
@@ -210,6 +235,12 @@ def complete(obj, namespace=None, now=None):
         "PodMetrics": _metrics,
         "NodeMetrics": _metrics,
         "Certificate": _certificate,
+        "StatefulSet": _statefulset,
+        "DaemonSet": _daemonset,
+        "Job": _job,
+        "CronJob": _cronjob,
+        "EndpointSlice": _endpoint_slice,
+        "ResourceQuota": _resource_quota,
     }.get(obj["kind"])
     if fill:
         fill(obj, now)
@@ -221,20 +252,31 @@ def _image_id(image):
     return f"{repository}@sha256:{_hex(image)}"
 
 
+STATUS_UNKNOWN = "ContainerStatusUnknown"  # the kubelet's reason for a container gone when its pod was terminated
+
+
 def _terminated(state, started, now):
+    if state.get("reason") == STATUS_UNKNOWN:  # no container left to ask: no times (kubectl shows year 1)
+        state.setdefault("exitCode", 137)
+        state.setdefault("message", "The container could not be located when the pod was terminated")
+        return
     state.setdefault("exitCode", {"Completed": 0, "OOMKilled": 137}.get(state.get("reason"), 1))
     state.setdefault("reason", "Completed" if state["exitCode"] == 0 else "Error")
     state.setdefault("startedAt", started)
     state.setdefault("finishedAt", rfc3339(now))
 
 
+def _container_defaults(container):
+    container.setdefault("imagePullPolicy", "IfNotPresent")
+    container.setdefault("resources", {})
+    container.setdefault("terminationMessagePath", "/dev/termination-log")
+    container.setdefault("terminationMessagePolicy", "File")
+
+
 def _pod(pod, now):
     meta, spec = pod["metadata"], pod.setdefault("spec", {})
-    for container in spec.get("containers", []):
-        container.setdefault("imagePullPolicy", "IfNotPresent")
-        container.setdefault("resources", {})
-        container.setdefault("terminationMessagePath", "/dev/termination-log")
-        container.setdefault("terminationMessagePolicy", "File")
+    for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+        _container_defaults(container)
     for key, value in {
         "restartPolicy": "Always",
         "dnsPolicy": "ClusterFirst",
@@ -244,7 +286,17 @@ def _pod(pod, now):
     }.items():
         spec.setdefault(key, value)
     status = pod.setdefault("status", {})
-    phase = status.setdefault("phase", "Running")
+    evicted = status.get("reason") == "Evicted"
+    phase = status.setdefault("phase", "Failed" if evicted else "Running")
+    if phase == "Pending" and not spec.get("nodeName"):  # not scheduled: no start, no containers, one condition
+        status.setdefault("qosClass", _qos_class(spec.get("containers", [])))
+        scheduled = {c["type"]: c for c in status.get("conditions", [])}.setdefault(
+            "PodScheduled", {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}
+        )
+        scheduled.setdefault("lastProbeTime", None)
+        scheduled.setdefault("lastTransitionTime", meta["creationTimestamp"])
+        status["conditions"] = [scheduled]
+        return
     started = status.setdefault("startTime", meta["creationTimestamp"])
     if spec.get("nodeName"):
         status.setdefault("hostIP", "10.0.0." + str(int(_hex(spec["nodeName"], length=2), 16) % 250 + 2))
@@ -252,47 +304,60 @@ def _pod(pod, now):
         status.setdefault(
             "podIP", f"10.244.{int(_hex(meta['uid'], length=2), 16)}.{int(_hex(meta['name'], length=2), 16) % 250 + 2}"
         )
+    ended = {
+        "Running": {"running": {"startedAt": started}},
+        "Succeeded": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        "Failed": {"terminated": {"reason": STATUS_UNKNOWN} if evicted else {"exitCode": 1, "reason": "Error"}},
+    }
     given = {s["name"]: s for s in status.get("containerStatuses", [])}
-    statuses = []
-    for container in spec.get("containers", []):
-        cs = given.get(container["name"], {"name": container["name"]})
-        cs.setdefault("image", container.get("image", ""))
-        cs.setdefault("restartCount", 0)
-        state = cs.setdefault(
-            "state",
-            {
-                "Running": {"running": {"startedAt": started}},
-                "Succeeded": {"terminated": {"exitCode": 0, "reason": "Completed"}},
-                "Failed": {"terminated": {"exitCode": 1, "reason": "Error"}},
-            }.get(phase, {"waiting": {"reason": "ContainerCreating"}}),
-        )
-        container_id = "containerd://" + _hex(meta["uid"], container["name"], cs["restartCount"])
-        if "terminated" in state:
-            _terminated(state["terminated"], started, now)
-            state["terminated"].setdefault("containerID", container_id)
-        if (cs.get("lastState") or {}).get("terminated"):
-            last = cs["lastState"]["terminated"]
-            _terminated(last, started, now)
-            last.setdefault(
-                "containerID", "containerd://" + _hex(meta["uid"], container["name"], cs["restartCount"] - 1)
-            )
-        cs.setdefault("lastState", {})
-        waiting_first = "waiting" in state and cs["restartCount"] == 0
-        cs.setdefault("imageID", "" if waiting_first else _image_id(cs["image"]))
-        if not waiting_first:
-            cs.setdefault("containerID", container_id)
-        cs.setdefault("started", "running" in state)
-        cs.setdefault("ready", "running" in state and phase == "Running")
-        statuses.append(cs)
+    statuses = [
+        _container_status(pod, container, given.get(container["name"]), ended.get(phase), started, now)
+        for container in spec.get("containers", [])
+    ]
     status["containerStatuses"] = statuses
-    all_ready = bool(statuses) and all(s["ready"] for s in statuses)
+    given_init = {s["name"]: s for s in status.get("initContainerStatuses", [])}
+    init_statuses = []
+    for container in spec.get("initContainers", []):
+        sidecar = container.get("restartPolicy") == "Always"  # a native sidecar runs beside the containers
+        default: dict
+        if phase == "Pending":
+            default = {"waiting": {"reason": "PodInitializing"}}
+        elif sidecar and phase == "Running":
+            default = {"running": {"startedAt": started}}
+        else:
+            default = {
+                "terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": started}
+            }
+        cs = _container_status(pod, container, given_init.get(container["name"]), default, started, now)
+        if not sidecar:  # a finished init container reads ready once it exited 0 (the kubelet's prober manager)
+            cs["ready"] = bool((cs["state"].get("terminated") or {}).get("exitCode") == 0)
+            cs["started"] = False
+        init_statuses.append(cs)
+    if init_statuses:
+        status["initContainerStatuses"] = init_statuses
+    sidecars_ready = all(
+        s["ready"]
+        for s, c in zip(init_statuses, spec.get("initContainers", []), strict=True)
+        if c.get("restartPolicy") == "Always"
+    )
+    all_ready = bool(statuses) and all(s["ready"] for s in statuses) and sidecars_ready
     done = phase in ("Succeeded", "Failed")
     if "qosClass" not in status:
         status["qosClass"] = _qos_class(spec.get("containers", []))
     conditions = {c["type"]: c for c in status.get("conditions", [])}
+    if evicted:
+        conditions.setdefault(
+            "DisruptionTarget",
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "reason": "TerminationByKubelet",
+                "message": status.get("message", "The node was low on resource: memory. "),
+            },
+        )
     for kind, true in (
         ("PodReadyToStartContainers", not done),
-        ("Initialized", True),
+        ("Initialized", phase != "Pending" or not spec.get("initContainers")),
         ("Ready", all_ready),
         ("ContainersReady", all_ready),
         ("PodScheduled", bool(spec.get("nodeName")) or phase != "Pending"),
@@ -301,8 +366,40 @@ def _pod(pod, now):
         condition.setdefault("lastProbeTime", None)
         condition.setdefault("lastTransitionTime", started)
         if done and kind in ("Ready", "ContainersReady") and condition["status"] == "False":
-            condition.setdefault("reason", "PodCompleted")
+            condition.setdefault("reason", "PodFailed" if phase == "Failed" else "PodCompleted")
+    for condition in conditions.values():
+        condition.setdefault("lastProbeTime", None)
+        condition.setdefault("lastTransitionTime", started)
     status["conditions"] = list(conditions.values())
+
+
+def _container_status(pod, container, given, default_state, started, now):
+    """A container status as the kubelet reports it: `given` (from the scenario) completed."""
+    meta, phase = pod["metadata"], pod["status"]["phase"]
+    cs = given or {"name": container["name"]}
+    cs.setdefault("image", container.get("image", ""))
+    cs.setdefault("restartCount", 0)
+    state = cs.setdefault("state", copy.deepcopy(default_state or {"waiting": {"reason": "ContainerCreating"}}))
+    container_id = "containerd://" + _hex(meta["uid"], container["name"], cs["restartCount"])
+    if "terminated" in state:
+        _terminated(state["terminated"], started, now)
+        if state["terminated"].get("reason") != STATUS_UNKNOWN:
+            state["terminated"].setdefault("containerID", container_id)
+    if (cs.get("lastState") or {}).get("terminated"):
+        last = cs["lastState"]["terminated"]
+        _terminated(last, started, now)
+        if last.get("reason") != STATUS_UNKNOWN:
+            last.setdefault(
+                "containerID", "containerd://" + _hex(meta["uid"], container["name"], cs["restartCount"] - 1)
+            )
+    cs.setdefault("lastState", {})
+    waiting_first = "waiting" in state and cs["restartCount"] == 0
+    cs.setdefault("imageID", "" if waiting_first else _image_id(cs["image"]))
+    if not waiting_first:
+        cs.setdefault("containerID", container_id)
+    cs.setdefault("started", "running" in state)
+    cs.setdefault("ready", "running" in state and phase == "Running")
+    return cs
 
 
 def _qos_class(containers):
@@ -318,9 +415,10 @@ def _qos_class(containers):
     return "Burstable"
 
 
-def _workload_spec(obj):
+def _workload_spec(obj, replicas=True):
     spec = obj.setdefault("spec", {})
-    spec.setdefault("replicas", 1)
+    if replicas:
+        spec.setdefault("replicas", 1)
     template = spec.setdefault("template", {})
     labels = template.setdefault("metadata", {}).setdefault("labels", {})
     spec.setdefault("selector", {"matchLabels": dict(labels)})
@@ -332,11 +430,8 @@ def _workload_spec(obj):
         "terminationGracePeriodSeconds": 30,
     }.items():
         pod_spec.setdefault(key, value)
-    for container in pod_spec.get("containers", []):
-        container.setdefault("imagePullPolicy", "IfNotPresent")
-        container.setdefault("resources", {})
-        container.setdefault("terminationMessagePath", "/dev/termination-log")
-        container.setdefault("terminationMessagePolicy", "File")
+    for container in [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]:
+        _container_defaults(container)
     return spec
 
 
@@ -408,6 +503,143 @@ def _replicaset(replicaset, now):
     status.setdefault("replicas", 0)  # ReplicaSetStatus.replicas is required
 
 
+def _statefulset(statefulset, now):
+    meta = statefulset["metadata"]
+    meta.setdefault("generation", 1)
+    spec = _workload_spec(statefulset)
+    spec.setdefault("serviceName", meta["name"])
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    status = _workload_status(statefulset, now)
+    status.setdefault("replicas", 0)  # StatefulSetStatus.replicas is required
+    revision = f"{meta['name']}-{_hex(meta['name'], meta['generation'], length=10)}"
+    status.setdefault("currentReplicas", status["replicas"])
+    status.setdefault("updatedReplicas", status["replicas"])
+    status.setdefault("currentRevision", revision)
+    status.setdefault("updateRevision", revision)
+    status.setdefault("collisionCount", 0)
+
+
+def _daemonset(daemonset, now):
+    meta = daemonset["metadata"]
+    meta.setdefault("generation", 1)
+    spec = _workload_spec(daemonset, replicas=False)
+    spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}})
+    spec.setdefault("revisionHistoryLimit", 10)
+    status = daemonset.setdefault("status", {})
+    desired = status.setdefault("desiredNumberScheduled", 1)
+    status.setdefault("currentNumberScheduled", desired)
+    status.setdefault("numberMisscheduled", 0)
+    status.setdefault("numberReady", desired)
+    status.setdefault("numberAvailable", status["numberReady"])
+    status.setdefault("updatedNumberScheduled", desired)
+    status.setdefault("observedGeneration", meta["generation"])
+    if desired - status["numberAvailable"] > 0:
+        status.setdefault("numberUnavailable", desired - status["numberAvailable"])
+    if not status["numberAvailable"]:
+        del status["numberAvailable"]
+
+
+def _job_spec(spec, uid, name):
+    """A Job's spec as the server defaults it: its selector on the controller-uid label it adds to the template."""
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completions", 1)
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    template = spec.setdefault("template", {})
+    labels = template.setdefault("metadata", {}).setdefault("labels", {})
+    if uid:
+        labels.setdefault("batch.kubernetes.io/controller-uid", uid)
+        labels.setdefault("controller-uid", uid)
+        spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
+        spec.setdefault("manualSelector", False)
+    labels.setdefault("batch.kubernetes.io/job-name", name)
+    labels.setdefault("job-name", name)
+    pod_spec = template.setdefault("spec", {})
+    pod_spec.setdefault("restartPolicy", "Never")
+    pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+    pod_spec.setdefault("schedulerName", "default-scheduler")
+    pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+    for container in [*pod_spec.get("initContainers", []), *pod_spec.get("containers", [])]:
+        _container_defaults(container)
+
+
+def _job(job, now):
+    meta = job["metadata"]
+    meta.setdefault("generation", 1)
+    _job_spec(job.setdefault("spec", {}), meta["uid"], meta["name"])
+    status = job.setdefault("status", {})
+    status.setdefault("startTime", meta["creationTimestamp"])
+    status.setdefault("uncountedTerminatedPods", {})
+    status.setdefault("ready", 0)
+    status.setdefault("terminating", 0)
+
+
+def _cronjob(cronjob, now):
+    meta = cronjob["metadata"]
+    meta.setdefault("generation", 1)
+    spec = cronjob.setdefault("spec", {})
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    job_template = spec.setdefault("jobTemplate", {})
+    job_template.setdefault("metadata", {})
+    _job_spec(job_template.setdefault("spec", {}), None, meta["name"])
+    job_template["spec"]["template"]["metadata"]["labels"].pop("batch.kubernetes.io/job-name", None)
+    job_template["spec"]["template"]["metadata"]["labels"].pop("job-name", None)
+    cronjob.setdefault("status", {})
+
+
+def _endpoint_slice(endpoint_slice, now):
+    meta = endpoint_slice["metadata"]
+    service = (meta.get("labels") or {}).get("kubernetes.io/service-name")
+    labels = meta.setdefault("labels", {})
+    labels.setdefault("endpointslice.kubernetes.io/managed-by", "endpointslice-controller.k8s.io")
+    if service:
+        meta.setdefault("generateName", f"{service}-")
+        meta.setdefault(
+            "ownerReferences",
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "name": service,
+                    "uid": uid_for("Service", meta["namespace"], service),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        )
+    endpoint_slice.setdefault("addressType", "IPv4")
+    endpoint_slice.setdefault("endpoints", [])
+    for endpoint in endpoint_slice["endpoints"]:
+        conditions = endpoint.setdefault("conditions", {})
+        conditions.setdefault("ready", True)
+        conditions.setdefault("serving", conditions["ready"])
+        conditions.setdefault("terminating", False)
+        target = endpoint.get("targetRef")
+        if target:
+            target.setdefault("namespace", meta["namespace"])
+            target.setdefault("uid", uid_for(target.get("kind", "Pod"), target["namespace"], target["name"]))
+    for port in endpoint_slice.get("ports") or []:
+        port.setdefault("protocol", "TCP")
+
+
+def _resource_quota(quota, now):
+    spec = quota.setdefault("spec", {})
+    hard = spec.setdefault("hard", {})
+    status = quota.setdefault("status", {})
+    status.setdefault("hard", dict(hard))
+    used = status.setdefault("used", {})
+    for key in hard:
+        used.setdefault(key, "0")
+
+
 def _event(event, now):
     involved = event.setdefault("involvedObject", {})
     namespace = event["metadata"]["namespace"]
@@ -419,10 +651,24 @@ def _event(event, now):
     event["metadata"].setdefault(
         "name", f"{involved.get('name')}.{_hex(event.get('reason'), event.get('message'), length=16)}"
     )
+    event.setdefault("type", "Normal")
+    if event.get("eventTime"):  # recorded through events.k8s.io: the core/v1 view has no first/last/count
+        event["eventTime"] = _micro_time(event["eventTime"])
+        if event.get("series"):
+            event["series"]["lastObservedTime"] = _micro_time(
+                event["series"].get("lastObservedTime", event["eventTime"])
+            )
+            event["series"].setdefault("count", 2)
+        event.setdefault("firstTimestamp", None)
+        event.setdefault("lastTimestamp", None)
+        event["metadata"].setdefault("creationTimestamp", event["eventTime"][:19] + "Z")
+        event.setdefault("source", {})
+        event.setdefault("reportingComponent", event.get("reportingController", ""))
+        event.setdefault("reportingInstance", "")
+        return
     first = event.setdefault("firstTimestamp", event.get("lastTimestamp") or rfc3339(now))
     event.setdefault("lastTimestamp", first)
     event["metadata"].setdefault("creationTimestamp", first)
-    event.setdefault("type", "Normal")
     event.setdefault("count", 1)
     component = {
         "Pod": "kubelet",
@@ -435,6 +681,11 @@ def _event(event, now):
     event.setdefault("reportingComponent", event["source"].get("component", ""))
     event.setdefault("reportingInstance", "")
     event.setdefault("eventTime", None)
+
+
+def _micro_time(text):
+    """An RFC 3339 time as a MicroTime (six fraction digits), as events.k8s.io writes eventTime."""
+    return parse_time(text).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _secret(secret, now):

@@ -106,6 +106,8 @@ class KubeApiServer:
         self._objects = {}  # (group, version, plural, namespace or "", name) -> object
         self._logs = {}  # (namespace, pod, container) -> {"current": [(datetime, line)], "previous": [...]}
         self._resource_version = 1000
+        self._unavailable = set()  # API groups whose (aggregated) backend is down: 503
+        self._forbidden = []  # (group, plural, verb, namespace or None for any, "" for cluster-wide only): 403
         self.requests = []  # RecordedRequest, in arrival order
         self._httpd = None
         self._thread = None
@@ -144,17 +146,35 @@ class KubeApiServer:
     # --- state, for tests (not recorded as requests)
 
     def reset(self):
-        """Forget every object, log and recorded request."""
+        """Forget every object, log, fault and recorded request."""
         with self._lock:
             self._objects.clear()
             self._logs.clear()
+            self._unavailable.clear()
+            self._forbidden.clear()
             self.requests.clear()
+
+    def make_unavailable(self, group):
+        """Every request under /apis/<group> answers 503 "service unavailable" (text/plain), as kube-aggregator
+        does for an APIService whose backend (e.g. metrics-server) is down."""
+        with self._lock:
+            self._unavailable.add(group)
+
+    def forbid(self, plural, group="", verb="list", namespace=None):
+        """RBAC says no: `verb` on `plural` answers 403 Forbidden, in `namespace` (None: everywhere; "": only
+        the cluster-wide request, e.g. a list across all namespaces)."""
+        with self._lock:
+            self._forbidden.append((group, plural, verb, namespace))
 
     def load(self, scenario):
         """Add the objects and logs of a scenario: a name under scenarios/, a path, a dict or a Scenario."""
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(scenario)
         with self._lock:
+            for group in scenario.unavailable:
+                self.make_unavailable(group)
+            for rule in scenario.forbidden:
+                self.forbid(rule["resource"], rule.get("group", ""), rule.get("verb", "list"), rule.get("namespace"))
             for obj in scenario.objects:
                 self.add(obj)
             for log in scenario.logs:
@@ -193,6 +213,12 @@ class KubeApiServer:
         with self._lock:
             obj = self._objects.get(self._key(resource, namespace, name))
             return copy.deepcopy(obj)
+
+    def remove(self, plural, name, namespace=None, group=""):
+        """Forget a stored object (as the API server does with an event past its TTL); not recorded as a request."""
+        resource = self._find_plural(plural, group)
+        with self._lock:
+            self._objects.pop(self._key(resource, namespace, name), None)
 
     def list(self, plural, namespace=None, group=""):
         """Copies of the stored objects of a resource, in one namespace or in all."""
@@ -268,6 +294,9 @@ class KubeApiServer:
     def _dispatch(self, request):
         method, path, query = request.method, request.path, request.query
         content_type, body = request.content_type, request.body
+        segments = path.strip("/").split("/")
+        if segments[0] == "apis" and len(segments) > 1 and segments[1] in self._unavailable:
+            return 503, "text/plain; charset=utf-8", "service unavailable\n"
         document = self._discovery(path)
         if document is not None:
             if method != "GET":
@@ -286,6 +315,7 @@ class KubeApiServer:
         }.get(method)
         if verb not in resource["verbs"] or (sub == "log" and method != "GET"):
             raise method_not_allowed()
+        self._authorize(resource, verb, namespace, sub)
         if name is None:
             if verb == "list":
                 listed = self._list(resource, namespace, query)
@@ -314,6 +344,23 @@ class KubeApiServer:
         if verb == "delete" and not sub:
             return 200, JSON, self._delete(resource, namespace, name, current, dry_run)
         raise method_not_allowed()
+
+    def _authorize(self, resource, verb, namespace, sub):
+        for group, plural, denied, where in self._forbidden:
+            if (group, plural, denied) != (resource["group"], resource["plural"], verb) or sub:
+                continue
+            if where is None or where == (namespace or ""):
+                scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+                details = {"kind": resource["plural"]}
+                if resource["group"]:
+                    details["group"] = resource["group"]
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'{_qualified(resource)} is forbidden: User "system:serviceaccount:monitoring:runbooks" cannot '
+                    f'{verb} resource "{resource["plural"]}" in API group "{resource["group"]}" {scope}',
+                    details,
+                )
 
     def _discovery(self, path):
         if path == "/version":
@@ -515,6 +562,8 @@ class KubeApiServer:
             raise not_found(pods, name)
         names = [c["name"] for c in pod["spec"].get("containers", [])]
         init_names = [c["name"] for c in pod["spec"].get("initContainers", [])]
+        if not pod["spec"].get("nodeName"):
+            raise bad_request(f"pod {name} does not have a host assigned")
         container = query.get("container")
         if not container:
             if len(names) != 1:
@@ -576,7 +625,12 @@ class KubeApiServer:
                     raise bad_request(f"metadata.{field}[{key}]: expected a string, got {value!r}")
         spec = obj.get("spec") or {}
         pod_spec, at = spec, "spec"
-        if resource["kind"] in ("Deployment", "ReplicaSet"):
+        if resource["kind"] == "Job":
+            pod_spec, at = (spec.get("template") or {}).get("spec") or {}, "spec.template.spec"
+        elif resource["kind"] == "CronJob":
+            job = (spec.get("jobTemplate") or {}).get("spec") or {}
+            pod_spec, at = (job.get("template") or {}).get("spec") or {}, "spec.jobTemplate.spec.template.spec"
+        elif resource["kind"] in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"):
             replicas = spec.get("replicas", 1)
             if not isinstance(replicas, int) or replicas < 0:
                 raise invalid(
@@ -597,10 +651,11 @@ class KubeApiServer:
         containers = pod_spec.get("containers") or []
         if not containers:
             raise invalid(resource, name, f"{at}.containers", "Required value")
-        for index, container in enumerate(containers):
-            for key in ("name", "image"):
-                if not container.get(key):
-                    raise invalid(resource, name, f"{at}.containers[{index}].{key}", "Required value")
+        for field, listed in (("initContainers", pod_spec.get("initContainers") or []), ("containers", containers)):
+            for index, container in enumerate(listed):
+                for key in ("name", "image"):
+                    if not container.get(key):
+                        raise invalid(resource, name, f"{at}.{field}[{index}].{key}", "Required value")
 
 
 def _scale_of(obj):
