@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jsonschema
@@ -17,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from labs import code_cells, step_through
-from runbooks import catalog, cli, runfiles
+from runbooks import catalog, cli, runfiles, sessions
 from runbooks.evidence import schema
 from runbooks.lab import Sealer
 from runbooks.runner import run as run_headless
@@ -256,6 +257,18 @@ def test_a_second_seal_supersedes_the_first_and_only_changed_copies_are_sealed_a
     assert review.count(f"sealed, completed (evidence `{first_name}`") == 0  # only the latest in the timeline
     assert "supersedes 1 earlier seal(s)" in review
     assert review.count(f"interactive by {getpass.getuser()}, partial, superseded") == 2  # both files of the first
+
+
+def test_seals_of_one_working_copy_at_the_same_time_each_name_the_one_before(open_copy, output):
+    copy = open_copy()
+    with ThreadPoolExecutor(4) as pool:  # the lab's sealer and `runbook seal`s, at once
+        list(pool.map(lambda _: sessions.seal(copy), range(4)))
+    records = sorted(
+        (json.loads(p.read_text()) for p in runfiles.evidence_files(copy.parent)), key=lambda r: r["chain"]["sequence"]
+    )
+    assert [r["session"]["seal"] for r in records] == [1, 2, 3, 4]
+    names = [Path(r["artifacts"][0]["path"]).stem + ".evidence.json" for r in records]
+    assert [r["session"]["supersedes"] for r in records] == [None, *names[:-1]]
 
 
 def test_a_changed_sealed_notebook_is_caught_but_the_working_copy_may_change(open_copy, output):

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -216,11 +215,10 @@ def _credential_finding(found: tuple[int, ...]) -> Finding:
 
 @contextmanager
 def _one_seal_at_a_time(copy: Path) -> Iterator[None]:
-    """An exclusive lock per working copy, across processes (the lab's sealer, `runbook seal`), so that each seal
-    names the one before it. The lock file lives in the temporary folder, named after the copy's path: the copy
-    itself is replaced on every save, and the incident folder's lock is the chain's."""
-    name = hashlib.sha256(str(copy.resolve()).encode()).hexdigest()[:32]
-    fd = os.open(Path(tempfile.gettempdir()) / f"runbook-seal-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    """One seal at a time in the output folder, across processes (the lab's sealer, `runbook seal`), so that each
+    seal names the one before it: an exclusive flock on the incident folder's parent. (The copy itself is replaced
+    on every save; the incident folder's own lock is the chain's, taken inside.) A seal takes a tenth of a second."""
+    fd = os.open(copy.resolve().parent.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
