@@ -36,7 +36,7 @@ from typing import Any
 from . import runfiles
 from .errors import UsageError
 from .redact import SEAL_KEY
-from .runfiles import ALERT_LOG, EVIDENCE, HTML, NOTEBOOK, RunFiles
+from .runfiles import ALERT_LOG, EVIDENCE, HTML, NOTEBOOK, RunFiles, is_working_copy
 
 log = logging.getLogger(__name__)
 UNSEALED = "0" * 64
@@ -306,7 +306,10 @@ def _check_artifacts(folder: Path, records: dict[str, Record]) -> list[Problem]:
     problems += [
         Problem("inserted", p.name, "not listed in any evidence file")
         for p in sorted(folder.iterdir())
-        if _is_artifact(p) and p.name not in listed and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()
+        if _is_artifact(p)
+        and p.name not in listed
+        and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()
+        and not is_working_copy(p)  # an interactive session's live notebook: its seals are the evidence
     ]
     return problems
 

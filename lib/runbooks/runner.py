@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         # A time limit names the cell it ended; a kernel that died, a process stopped, is "outside any cell".
         cell = _last_started(notebook) if error.ename in (TIMEOUT, CELL_TIMEOUT) else error.cell
         error = RunError(_failing_cell(notebook, cell), error.ename, redact.text(error.evalue, launch.secrets))
-    runfiles.replace(launch.files.html, _html(notebook).encode())
+    runfiles.replace(launch.files.html, html(notebook).encode())
     findings, actions = evidence.collect(notebook)
     record = Record(
         runbook=launch.runbook.name,
@@ -150,14 +151,20 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         findings=tuple(findings),
         actions=tuple(actions),
         artifacts=(),
-        environment=_environment(),
+        environment=environment(),
         alert=launch.alert,
     )
-    # Artifact hashes are added after scrubbing: a hash is no text to scrub.
-    scrubbed = redact.scrub(record.to_json(), launch.secrets)
-    scrubbed["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in launch.files.artifacts]
-    head = chain.write(launch.files.evidence, json.dumps(scrubbed))
+    head = write_evidence(launch.files, record, launch.secrets)
     return RunResult(record.status, launch.files.evidence, error, head)
+
+
+def write_evidence(files: RunFiles, record: Record, secrets: redact.Secrets | Iterable[str]) -> chain.Head:
+    """The evidence file of `record` with every secret scrubbed (in the parsed record, every form), listing the
+    run's notebook and HTML as written, chained to the incident's last record; the new chain head."""
+    scrubbed = redact.scrub(record.to_json(), secrets)
+    # Artifact hashes are added after scrubbing: a hash is no text to scrub.
+    scrubbed["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in files.artifacts]
+    return chain.write(files.evidence, json.dumps(scrubbed))
 
 
 def _scrub_notebook(launch: Launch) -> nbformat.NotebookNode:
@@ -226,7 +233,7 @@ def _last_started(notebook: nbformat.NotebookNode) -> int | None:
     return started[-1] if started else None
 
 
-def _html(notebook: nbformat.NotebookNode) -> str:
+def html(notebook: nbformat.NotebookNode) -> str:
     """The notebook as HTML, by one exporter per thread: its templates compile once (~50 ms a run saved), and
     runs in parallel threads never share one (it registers filters on each call)."""
     if not hasattr(_exporters, "html"):
@@ -234,7 +241,7 @@ def _html(notebook: nbformat.NotebookNode) -> str:
     return _exporters.html.from_notebook_node(notebook)[0]
 
 
-def _environment() -> dict[str, Any]:
+def environment() -> dict[str, Any]:
     return {**provenance.environment(), "papermill_version": papermill.__version__}
 
 
