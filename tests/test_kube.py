@@ -1,10 +1,13 @@
 """The Kubernetes access layer, through the official client over HTTP to the test API server."""
 
+import datetime as dt
+
 import pytest
 
 from runbooks import kube
 from runbooks.errors import ClusterUnreachable
 from runbooks_sandbox.kubeapi.kubeconfig import write_kubeconfig
+from runbooks_sandbox.kubeapi.scenario import rfc3339nano, utcnow
 
 NS = "autolytiq-prod"
 OOM_POD = "auth-service-6b7c9d8f5-k4j2w"
@@ -80,6 +83,34 @@ def test_log_scan_counts_patterns_streamed_and_reads_the_previous_container(clus
     assert recent.totals().loc[0, "count"] == 2  # the 504 at -60 s and the last 503 repeat at -140 s
     auth = kube.logs.scan(cluster, "app=auth-service", {"oom": "heap out of memory"})
     assert auth.counts[["pod", "instance"]].values.tolist() == [[OOM_POD, "previous"]]
+
+
+def test_log_scan_of_a_log_larger_than_a_block_counts_every_line_once_per_minute(kube_api, cluster, tmp_path):
+    """A log streamed from a file by the test API server (set_log_file), read in blocks of a few lines: lines cut
+    at a block's end, a minute spread over blocks, and the lines older than `since` (skipped by the server)."""
+    now = utcnow().replace(second=30, microsecond=0)
+    lines = [(now - dt.timedelta(minutes=90), "level=error too old: connection refused")]
+    lines += [(now - dt.timedelta(minutes=m, seconds=s), f"req={m}.{s} status=200") for m in (3, 2) for s in range(9)]
+    lines += [(now - dt.timedelta(minutes=2, seconds=s), "level=error Connection refused") for s in range(4)]
+    path = tmp_path / "gateway.log"
+    path.write_text("".join(f"{rfc3339nano(when)} {text}\n" for when, text in sorted(lines)))
+    kube_api.server.set_log_file(NS, "api-gateway-7d9f8b6c5d-x2k9p", "gateway", path)
+    kube.logs.CHUNK, chunk = 100, kube.logs.CHUNK  # a few lines per block
+    try:
+        scan = kube.logs.scan(
+            cluster, "app=api-gateway", {"refused": "connection refused", "ok": "status=200"}, since_minutes=30
+        )
+    finally:
+        kube.logs.CHUNK = chunk
+    mine = scan.counts[scan.counts["pod"] == "api-gateway-7d9f8b6c5d-x2k9p"]
+    per_minute = {(r.pattern, r.minute.to_pydatetime()): r.count for r in mine.itertuples()}
+    minute = now.replace(second=0)
+    assert per_minute == {
+        ("ok", minute - dt.timedelta(minutes=3)): 9,
+        ("ok", minute - dt.timedelta(minutes=2)): 9,
+        ("refused", minute - dt.timedelta(minutes=2)): 4,
+    }
+    assert scan.examples["refused"] == ["level=error Connection refused"] * 3
 
 
 def test_log_scan_tail_lines(cluster):

@@ -105,20 +105,19 @@ class LogErrors:
     since_minutes: float
 
 
-def patterns(dependencies: list[Dependency]) -> dict[str, str]:
+def patterns(dependencies: list[Dependency]) -> dict[str, str | tuple[str, ...]]:
     """Scan patterns: per dependency, its lines, its error lines, and its lines of each signature.
 
-    A line is an error of a dependency when it matches both the dependency's regex and a signature,
-    anywhere and in any order: two lookaheads, anchored so that a miss is not retried at every offset.
+    A line is an error of a dependency when it matches both the dependency's regex and a signature, anywhere and in
+    any order: a pair of regexes that must both match (kube.logs.scan).
     """
     any_error = "|".join(f"(?:{regex})" for regex in ERROR_SIGNATURES.values())
-    result = {}
+    result: dict[str, str | tuple[str, ...]] = {}
     for dep in dependencies:
-        about = f"(?=.*?(?:{dep.match}))"
-        result[f"{dep.name}{SEPARATOR}{LINES}"] = f"^{about}"
-        result[f"{dep.name}{SEPARATOR}{ERRORS}"] = f"^{about}(?=.*?(?:{any_error}))"
+        result[f"{dep.name}{SEPARATOR}{LINES}"] = dep.match
+        result[f"{dep.name}{SEPARATOR}{ERRORS}"] = (dep.match, any_error)
         for signature, regex in ERROR_SIGNATURES.items():
-            result[f"{dep.name}{SEPARATOR}{signature}"] = f"^{about}(?=.*?(?:{regex}))"
+            result[f"{dep.name}{SEPARATOR}{signature}"] = (dep.match, regex)
     return result
 
 
