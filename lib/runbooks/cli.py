@@ -131,13 +131,25 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: 
     book = catalog.find(name)
     parameters = _parameters(book, env, files, pairs)
 
-    from .runner import INTERRUPTED
-    from .runner import run as execute  # papermill and nbconvert load only when something runs
+    from .kernels import Early
 
-    with _interrupted_once():
-        result = execute(
-            book, parameters, incident, output_dir, progress=sys.stdout.isatty(), limits=Limits(timeout, cell_timeout)
-        )
+    early = Early(registry.warm_up_modules(name))  # the kernel boots while papermill and nbconvert load
+    try:
+        with _interrupted_once():
+            from .runner import INTERRUPTED
+            from .runner import run as execute
+
+            result = execute(
+                book,
+                parameters,
+                incident,
+                output_dir,
+                progress=sys.stdout.isatty(),
+                kernel=early.take(),
+                limits=Limits(timeout, cell_timeout),
+            )
+    finally:
+        early.close()
     if result.error:
         click.echo(f"runbook: {name} failed {escape.line(result.error.line())}", err=True)
     if result.head:  # keep it elsewhere: `runbook verify --head` checks it is still in the chain

@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-import pandas as pd
-
 from .severity import LEVELS
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where used: `runbook` starts without it
 
 EASTERN = ZoneInfo("America/New_York")  # the runbook's on-call times (handoff Monday 9:00 AM ET) are Eastern
 
@@ -97,6 +99,8 @@ class Cadence:
 
 def targets(severity: str, started: dt.datetime, now: dt.datetime) -> pd.DataFrame:
     """Response and resolution targets: within, due at, time left (negative: overdue)."""
+    import pandas as pd
+
     plan = TARGETS[_level(severity)]
     _check(started, now)
     rows = []
@@ -124,6 +128,8 @@ def engagement(severity: str, started: dt.datetime, now: dt.datetime) -> pd.Data
     Roles of columns already reached are `engaged` (the matrix is cumulative: "+ Engineering Manager");
     later columns are listed with the time they become due. Columns that add nobody keep the runbook's note.
     """
+    import pandas as pd
+
     steps = MATRIX[_level(severity)]
     elapsed = _check(started, now)
     rows = []

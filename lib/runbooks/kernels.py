@@ -72,13 +72,21 @@ class Kernel(KernelManager):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start(environment: Mapping[str, str], timeout: float = 60, cwd: str | None = None, warm: bool = True) -> Kernel:
-    """A started kernel (in `cwd`), with the runbook library imported if `warm`; shut down again if that fails."""
+def start(
+    environment: Mapping[str, str],
+    timeout: float = 60,
+    cwd: str | None = None,
+    warm: bool = True,
+    modules: tuple[str, ...] | None = None,
+) -> Kernel:
+    """A started kernel (in `cwd`), with the runbook library (or only `modules`) imported if `warm`; shut down
+    again if that fails."""
     kernel = Kernel()
     try:
         kernel.start_kernel(env=dict(environment), extra_arguments=ARGUMENTS, cwd=cwd)
         if warm:
-            execute_silently(kernel, WARM_UP, timeout, just_started=True)
+            code = WARM_UP if modules is None else "\n".join(f"__import__({module!r})" for module in modules)
+            execute_silently(kernel, code, timeout, just_started=True)
     except BaseException:
         kernel.shutdown_kernel(now=True)
         raise
@@ -105,6 +113,38 @@ def execute_silently(kernel: KernelManager, code: str, timeout: float = 60, just
     content = reply["content"]
     if content["status"] != "ok":
         raise KernelUnavailable(f"kernel set-up failed: {content.get('ename')}: {content.get('evalue')}")
+
+
+class Early:
+    """One kernel starting in a background thread, e.g. while `runbook run` imports papermill and nbconvert.
+
+    `take()` waits for it: None if it failed to start (the run then starts its own, and a failure there is in its
+    evidence); `close()` shuts down a kernel never taken.
+    """
+
+    def __init__(self, modules: tuple[str, ...], timeout: float = 60) -> None:
+        self._kernel: Kernel | None = None
+        environment = redact.kernel_environment(os.environ)
+        self._thread = threading.Thread(
+            target=self._start, args=(environment, timeout, modules), name="kernel-early", daemon=True
+        )
+        self._thread.start()
+
+    def _start(self, environment: Mapping[str, str], timeout: float, modules: tuple[str, ...]) -> None:
+        try:
+            self._kernel = start(environment, timeout, modules=modules)
+        except Exception:
+            self._kernel = None
+
+    def take(self) -> Kernel | None:
+        self._thread.join()
+        kernel, self._kernel = self._kernel, None
+        return kernel if kernel is not None and kernel.is_alive() else None
+
+    def close(self) -> None:
+        kernel = self.take()
+        if kernel is not None:
+            kernel.shutdown_kernel(now=True)
 
 
 class KernelPool:

@@ -69,7 +69,9 @@ def get(name: str) -> Entry:
     raise UsageError(f"unknown runbook {name!r} (known: {', '.join(names())})")
 
 
-def warm_up_modules() -> tuple[str, ...]:
-    """What a kernel imports before its run: the facade, the charts, every access layer and every diagnosis."""
-    layers = dict.fromkeys(f"runbooks.{layer}" for entry in RUNBOOKS for layer in entry.access)
-    return ("runbooks", "runbooks.charts", *layers, *(entry.diagnosis for entry in RUNBOOKS))
+def warm_up_modules(name: str | None = None) -> tuple[str, ...]:
+    """What a kernel imports before its run: the facade, the charts, every access layer and every diagnosis (those
+    of runbook `name` only, when given)."""
+    entries = [get(name)] if name else RUNBOOKS
+    layers = dict.fromkeys(f"runbooks.{layer}" for entry in entries for layer in entry.access)
+    return ("runbooks", "runbooks.charts", *layers, *(entry.diagnosis for entry in entries))

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,7 @@ def run(
     folder = make_incident_folder(output_dir, incident)
     launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
     error, watch = None, Watch(deadline, stop)
+    exporter_ready = _html_exporter_soon()
     try:
         _execute(launch, progress, kernel, limits, watch)
     except papermill.PapermillExecutionError as e:
@@ -115,6 +116,7 @@ def run(
         error = RunError(None, TIMEOUT, f"the run passed its time limit of {limits.run:g} s and was ended")
     elif why == "stopped":
         error = RunError(None, INTERRUPTED, "runbook serve stopped before the run finished")
+    exporter_ready()
     return _leave_evidence(launch, _now(), error)
 
 
@@ -239,6 +241,30 @@ def html(notebook: nbformat.NotebookNode) -> str:
     if not hasattr(_exporters, "html"):
         _exporters.html = HTMLExporter()
     return _exporters.html.from_notebook_node(notebook)[0]
+
+
+def _html_exporter_soon() -> Callable[[], None]:
+    """This thread's HTML exporter made, and its templates compiled (~0.5 s), by another thread while the notebook
+    runs (this one mostly waits on the kernel then); call the result to wait for it before `html`."""
+    if hasattr(_exporters, "html"):
+        return lambda: None
+    made: list[HTMLExporter] = []
+
+    def make() -> None:
+        exporter = HTMLExporter()
+        cell = nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output("stream", text="x")])
+        exporter.from_notebook_node(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("*x*"), cell]))
+        made.append(exporter)
+
+    thread = threading.Thread(target=make, name="html-exporter", daemon=True)
+    thread.start()
+
+    def ready() -> None:
+        thread.join()
+        if made:  # else html() makes one
+            _exporters.html = made[0]
+
+    return ready
 
 
 def environment() -> dict[str, Any]:
