@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -36,8 +37,11 @@ def states(runs):
 def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(server, tmp_path):
     output = tmp_path / "output"
     params = params_file(tmp_path, dsn=server.dsn())
-    payload = notification(
-        *(alert("DatabaseConnectionPoolExhausted", f, namespace="autolytiq-prod") for f in FINGERPRINTS)
+    payload = notification(  # three thresholds: three runs (alike alerts would share one)
+        *(
+            alert("SlowDatabaseQueries", f, namespace="autolytiq-prod", threshold_seconds=str(i + 1))
+            for i, f in enumerate(FINGERPRINTS)
+        )
     )
 
     first = Service(output, "-f", params, workers=1)
@@ -70,7 +74,7 @@ def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(
     assert cut_short["error"]["ename"] == "Interrupted" and cut_short["alert"]["fingerprint"] == FINGERPRINTS[1]
     assert chain.verify(done.parent).intact
     timeline = review.markdown(incident.load(output, done.parent.name), chain.verify(done.parent))
-    assert "| Runbook `db-connection-pool-exhausted` failed: Interrupted: the process running it stopped" in timeline
+    assert "| Runbook `db-slow-queries` failed: Interrupted: the process running it stopped" in timeline
     assert {r["id"]: r["attempts"] for r in runs} == {1: 1, 2: 2, 3: 1}
     with sqlite3.connect(output / service.QUEUE) as conn:
         assert conn.execute("SELECT state, count(*) FROM alerts GROUP BY state").fetchall() == [("completed", 3)]
@@ -79,14 +83,44 @@ def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(
     for record in records:
         jsonschema.validate(record, schema())
         assert record["status"] == "completed" and record["parameters"]["dsn"] == server.dsn()
+        threshold = record["alert"]["labels"]["threshold_seconds"]
         assert record["alert"]["labels"] == {
-            "alertname": "DatabaseConnectionPoolExhausted",
+            "alertname": "SlowDatabaseQueries",
             "namespace": "autolytiq-prod",
+            "threshold_seconds": threshold,
         }
-        assert record["alert"]["groupKey"] == payload["groupKey"]
-        assert {f["id"] for f in record["findings"]} >= {"pool-usage"}
+        assert record["parameters"]["min_duration_seconds"] == float(threshold)
+        assert record["alert"]["groupKey"] == payload["groupKey"] and "alike" not in record["alert"]
+        assert record["findings"]
     log = [json.loads(line) for line in (folder / "alerts.jsonl").read_text().splitlines()]
     assert [line["alert"]["fingerprint"] for line in log] == FINGERPRINTS  # re-sent alerts are not logged again
+
+
+def test_alike_alerts_of_a_storm_share_one_run_that_answers_each(server, tmp_path):
+    """Alerts of one incident waiting for the same runbook with the same parameters are one run; its evidence lists
+    the others, and every alert's row points to it."""
+    output = tmp_path / "output"
+    pools = [alert("DatabaseConnectionPoolExhausted", f"{i:016x}", pod=f"deal-service-{i}") for i in range(6)]
+    slow = alert("SlowDatabaseQueries", "00000000000000ff", threshold_seconds="2")
+    with Service(output, "-f", params_file(tmp_path, dsn=server.dsn()), workers=1) as serve:
+        assert [o["outcome"] for o in serve.post(notification(*pools, slow)).json()["alerts"]] == ["queued"] * 7
+        runs = wait_for(
+            lambda: (r := serve.runs()) and all(x["status"] == "completed" for x in r) and r, what="every alert run"
+        )
+    assert len(runs) == 7
+    evidence = {r["fingerprint"]: r["evidence"] for r in runs}
+    assert len(set(evidence.values())) == 2 == len(evidence_files(output))  # two runs answered seven alerts
+    record = json.loads(Path(evidence[pools[0]["fingerprint"]]).read_text())
+    jsonschema.validate(record, schema())
+    assert record["alert"]["fingerprint"] == pools[0]["fingerprint"]
+    assert [(a["fingerprint"], a["labels"]["pod"]) for a in record["alert"]["alike"]] == [
+        (a["fingerprint"], a["labels"]["pod"]) for a in pools[1:]
+    ]
+    assert {evidence[a["fingerprint"]] for a in pools} == {evidence[pools[0]["fingerprint"]]}
+    assert "alike" not in json.loads(Path(evidence[slow["fingerprint"]]).read_text())["alert"]
+    folder = evidence_files(output)[0].parent
+    timeline = review.markdown(incident.load(output, folder.name), chain.verify(folder))
+    assert "(answering 5 more alerts of the incident asking for the same run)" in timeline
 
 
 def test_two_workers_run_at_once_and_the_dsn_password_is_used_but_shown_nowhere(server, tmp_path, admin_password):

@@ -252,7 +252,10 @@ def test_the_queue_claims_each_row_once_and_recovers_runs_cut_short(tmp_path):
     queue = Queue(tmp_path / "q.sqlite3")
 
     def entry(fingerprint):
-        return Entry(fingerprint, "2026-11-26T10:00:00Z", "firing", "queued", "X", "inc", "db-slow-queries", {}, {})
+        parameters = {"min_duration_seconds": int(fingerprint)}  # not alike: one run each
+        return Entry(
+            fingerprint, "2026-11-26T10:00:00Z", "firing", "queued", "X", "inc", "db-slow-queries", parameters, {}
+        )
 
     assert queue.add([entry("1"), entry("2"), entry("1")]) == [True, True, False]
     first, second = queue.claim(), queue.claim()
@@ -287,8 +290,8 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
     alerts = {n: {"fingerprint": n * 16, "startsAt": "2026-11-26T10:00:00Z"} for n in ("a", "b")}
     queue.add(
         [
-            Entry(a["fingerprint"], a["startsAt"], "firing", "queued", "X", "inc", "db-slow-queries", {}, a)
-            for a in alerts.values()
+            Entry(a["fingerprint"], a["startsAt"], "firing", "queued", "X", "inc", "db-slow-queries", {"n": i}, a)
+            for i, a in enumerate(alerts.values())
         ]
     )
     written, cut_short = queue.claim(), queue.claim()
@@ -306,3 +309,46 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
     assert workers.recover() == 1  # only the run that left no evidence goes back to the queue
     states = {r["id"]: (r["status"], r["evidence"]) for r in queue.recent_runs(10)}
     assert states == {written.id: ("completed", str(evidence)), cut_short.id: ("queued", None)}
+
+
+def test_alike_alerts_are_claimed_together_and_finished_from_the_evidence_that_answers_them(tmp_path):
+    from runbooks.alerts.queue import Entry
+    from runbooks.alerts.telemetry import Telemetry
+    from runbooks.alerts.workers import Workers, answered
+
+    queue = Queue(tmp_path / "q.sqlite3")
+    alerts = [
+        {"fingerprint": f"{n:016x}", "startsAt": "2026-11-26T10:00:00Z", "labels": {"pod": f"p-{n}"}} for n in range(5)
+    ]
+
+    def entry(alert, incident="inc", parameters=None):
+        fingerprint = alert["fingerprint"]
+        params = parameters or {"min_duration_seconds": 1}
+        return Entry(
+            fingerprint, alert["startsAt"], "firing", "queued", "X", incident, "db-slow-queries", params, alert
+        )
+
+    other_incident = {**alerts[3], "fingerprint": "f" * 16}
+    queue.add(
+        [
+            entry(alerts[0]),
+            entry(alerts[1]),
+            entry(alerts[2], parameters={"min_duration_seconds": 2}),  # other parameters: a run of its own
+            entry(other_incident, incident="other"),  # another incident: a run of its own
+            entry(alerts[4]),
+        ]
+    )
+    first = queue.claim()
+    assert first.ids == (1, 2, 5) and [queue.claim().ids for _ in range(2)] == [(3,), (4,)]
+    assert queue.claim() is None
+    assert [a["fingerprint"] for a in answered(first)["alike"]] == [alerts[1]["fingerprint"], alerts[4]["fingerprint"]]
+
+    # Killed after the grouped run's evidence was written, before its rows were marked: all three finish from it.
+    (tmp_path / "inc").mkdir()
+    evidence = tmp_path / "inc" / "20261126T100001Z-db-slow-queries.evidence.json"
+    evidence.write_text(json.dumps(record("completed", None, answered(first))))
+    workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, telemetry=Telemetry())
+    workers.recover()
+    states = {r["id"]: (r["status"], r["evidence"]) for r in queue.recent_runs(10)}
+    assert {i: states[i] for i in first.ids} == {i: ("completed", str(evidence)) for i in first.ids}
+    assert states[3][0] == states[4][0] == "queued"

@@ -147,6 +147,8 @@ def _run(run: Run) -> list[tuple[dt.datetime, str]]:
     """A headless or alert run: its start, and how it ended."""
     record, code, md = run.record, escape.code, escape.markdown
     by = f" by alert {code(record.alert['labels'].get('alertname', '?'))}" if record.alert else ""
+    if alike := len((record.alert or {}).get("alike", [])):
+        by += f" (answering {alike} more alert{'s' if alike > 1 else ''} of the incident asking for the same run)"
     events = [(record.started_at, f"Runbook {code(record.runbook)} started{by} (evidence {code(run.evidence)})")]
     if record.error:
         e = record.error

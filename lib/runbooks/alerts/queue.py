@@ -5,7 +5,9 @@ Firing alerts with a route go queued -> running -> completed | failed; the other
 unrouted, rejected or resolved, so a re-sent alert is recognised whatever became of it. A service
 killed mid-run leaves rows `running`: `recover()` queues them again unless they have already been tried
 MAX_ATTEMPTS times (the workers first finish those whose evidence was written before the stop). Completed
-rows never run again.
+rows never run again. A claim takes with the oldest queued alert every other one of its incident queued for the
+same runbook with the same parameters (a storm: one outage, many alerts asking for the same diagnosis): one run
+answers them all, and each row gets its evidence.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from ..errors import UsageError
 
 MAX_ATTEMPTS = 3
+GROUP_LIMIT = 1000  # alerts one run answers at most
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a call waits for another connection's lock before it fails
 MOVE_ASIDE = (
     "Move it aside and start again: runs it still held are lost (their evidence stays in the incident folders), "
@@ -70,6 +73,17 @@ CLAIM = """
     WHERE id = :id
     RETURNING id, runbook, incident, parameters, alert
 """
+CLAIM_ALIKE = """
+    UPDATE alerts
+    SET state = 'running', attempts = attempts + 1, started_at = :now
+    WHERE id IN (
+        SELECT id FROM alerts
+        WHERE state = 'queued' AND incident = :incident AND runbook = :runbook AND parameters = :parameters
+        ORDER BY id
+        LIMIT :limit
+    )
+    RETURNING id, alert
+"""
 FINISH = """
     UPDATE alerts
     SET state = :state, evidence = :evidence, reason = :reason, finished_at = :now
@@ -109,6 +123,11 @@ class Job:
     incident: str
     parameters: dict[str, Any]
     alert: dict[str, Any]
+    alike: tuple[tuple[int, dict[str, Any]], ...] = ()  # (id, alert) of the others it answers (Queue.claim)
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return (self.id, *(id_ for id_, _ in self.alike))
 
 
 class Unusable(UsageError):
@@ -154,18 +173,28 @@ class Queue:
         ]
 
     def claim(self) -> Job | None:
-        """The oldest queued alert, now marked running; None when nothing waits."""
+        """The oldest queued alert with the others of its incident queued for the same run (same runbook, same
+        parameters), all now marked running; None when nothing waits."""
+        now = _now()
         with self._transaction() as conn:
             row = conn.execute(NEXT).fetchone()
-            claimed = row and conn.execute(CLAIM, {"id": row[0], "now": _now()}).fetchone()
-        if not claimed:
-            return None
-        id_, runbook, incident, parameters, alert = claimed
-        return Job(id_, runbook, incident, json.loads(parameters), json.loads(alert))
+            claimed = row and conn.execute(CLAIM, {"id": row[0], "now": now}).fetchone()
+            if not claimed:
+                return None
+            id_, runbook, incident, parameters, alert = claimed
+            alike = conn.execute(
+                CLAIM_ALIKE,
+                {"incident": incident, "runbook": runbook, "parameters": parameters, "now": now, "limit": GROUP_LIMIT},
+            ).fetchall()
+        others = tuple(sorted((other, json.loads(text)) for other, text in alike))
+        return Job(id_, runbook, incident, json.loads(parameters), json.loads(alert), others)
 
-    def finish(self, id_: int, state: str, evidence: str | None, reason: str | None) -> None:
+    def finish(self, ids: int | tuple[int, ...], state: str, evidence: str | None, reason: str | None) -> None:
+        """Record how the run of these rows ended (one transaction)."""
+        now = _now()
         with self._transaction() as conn:
-            conn.execute(FINISH, {"id": id_, "state": state, "evidence": evidence, "reason": reason, "now": _now()})
+            for id_ in (ids,) if isinstance(ids, int) else ids:
+                conn.execute(FINISH, {"id": id_, "state": state, "evidence": evidence, "reason": reason, "now": now})
 
     def recent_runs(self, limit: int) -> list[dict[str, Any]]:
         with self._connection() as conn:

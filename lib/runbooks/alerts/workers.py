@@ -185,7 +185,7 @@ class Workers:
                 parameters,
                 job.incident,
                 self.output_dir,
-                alert=job.alert,
+                alert=answered(job),
                 kernel=self._kernel(),
                 limits=self.limits,
                 stop=self._end_runs,
@@ -193,7 +193,7 @@ class Workers:
         except Exception as e:  # the routing changed since it was queued: no run
             reason = redact.text(f"{type(e).__name__}: {e}")
             log.error("run %d: %s could not run: %s", job.id, job.runbook, escape.line(reason))
-            self._with_queue(lambda: self.queue.finish(job.id, "failed", None, reason), "record a run")
+            self._with_queue(lambda: self.queue.finish(job.ids, "failed", None, reason), "record a run")
             self.telemetry.runs.labels(job.runbook, "failed").inc()
             return
         if self._end_runs.is_set() and result.error and result.error.ename == runner.INTERRUPTED:
@@ -203,7 +203,7 @@ class Workers:
             return  # left `running`: Queue.recover queues it again
         error = result.error.line() if result.error else None
         self._with_queue(
-            lambda: self.queue.finish(job.id, result.status, str(result.evidence_path), error), "record a run"
+            lambda: self.queue.finish(job.ids, result.status, str(result.evidence_path), error), "record a run"
         )
         self.telemetry.runs.labels(job.runbook, result.status).inc()
         self.telemetry.duration.labels(job.runbook).observe(time.monotonic() - started)
@@ -221,9 +221,15 @@ class Workers:
             return None
 
 
+def answered(job: Job) -> dict:
+    """What the evidence records under "alert": the alert that started the run, and the others it answers."""
+    also = [{k: alert[k] for k in ("fingerprint", "startsAt", "labels")} for _, alert in job.alike]
+    return {**job.alert, "alike": also} if also else job.alert
+
+
 def evidence_of(folder: Path, alert: dict) -> tuple[Path, Record] | None:
-    """The evidence file in `folder` (and its record) of a run started by `alert` (same fingerprint and startsAt)
-    that was not cut short, if any."""
+    """The evidence file in `folder` (and its record) of a run started by `alert`, or answering it (same
+    fingerprint and startsAt), that was not cut short, if any."""
     for path in evidence_files(folder):
         try:
             record = evidence.read(path)
@@ -232,6 +238,7 @@ def evidence_of(folder: Path, alert: dict) -> tuple[Path, Record] | None:
         if record.error and record.error.ename == runner.INTERRUPTED:
             continue
         recorded = record.alert or {}
-        if (recorded.get("fingerprint"), recorded.get("startsAt")) == (alert["fingerprint"], alert["startsAt"]):
+        answered = [recorded, *recorded.get("alike", [])]
+        if (alert["fingerprint"], alert["startsAt"]) in {(a.get("fingerprint"), a.get("startsAt")) for a in answered}:
             return path, record
     return None
