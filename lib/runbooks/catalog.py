@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import registry
+from . import kinds, registry
 from .errors import UsageError
 
 ROOT = Path(os.environ.get("RUNBOOKS_HOME", Path(__file__).resolve().parents[2]))
@@ -26,6 +26,14 @@ OUTPUT = ROOT / "output"
 _OPTIONAL = re.compile(r"^Optional\[(\w+)\]$")
 _PEP604_OPTIONAL = re.compile(r"^(\w+) \| None$")  # `float | None` reads as Optional[float]
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
+_WORDS = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "list": "a list ([a, b])",
+    "dict": "a mapping ({name: value})",
+}
 
 
 @dataclass(frozen=True)
@@ -34,9 +42,14 @@ class Parameter:
     type: str  # str | int | float | bool | list | dict, or Optional[one of those]
     default: Any
     help: str
+    kind: str | None = None  # of runbooks.kinds.KINDS (Time, PromDuration, Memory): a str checked further
 
     def check(self, value: Any) -> None:
-        """Raise UsageError unless `value` is of this parameter's type."""
+        """Raise UsageError unless `value` is of this parameter's type (and kind)."""
+        if self.kind:
+            if problem := kinds.problem(self.kind, value):
+                raise UsageError(f"parameter {self.name!r} {problem}")
+            return
         base, optional = self.type, False
         if match := _OPTIONAL.match(self.type):
             base, optional = match.group(1), True
@@ -46,7 +59,20 @@ class Parameter:
         if isinstance(value, bool) and bool not in accepted:
             accepted = ()
         if not isinstance(value, accepted):
-            raise UsageError(f"parameter {self.name!r} takes {self.type}, got {type(value).__name__} {value!r}")
+            raise UsageError(f"parameter {self.name!r} takes {self.words}, got {value!r}")
+
+    @property
+    def words(self) -> str:
+        """What it takes, as `runbook show` says it: `a number or empty`, `a time, ISO 8601 (...) or empty`."""
+        if self.kind:
+            return f"{kinds.KINDS[self.kind].words} or empty"
+        if match := _OPTIONAL.match(self.type):
+            return f"{_WORDS[match.group(1)]} or empty (null)"
+        return _WORDS[self.type]
+
+    def from_command_line(self, text: str) -> Any:
+        """`-p NAME VALUE`: text parameters take VALUE as typed (`10:45` stays `10:45`), others read it as YAML."""
+        return text if self.type == "str" else parse_cli_value(text)
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,13 @@ class Runbook:
     path: Path
     title: str
     parameters: dict[str, Parameter]
+
+    def command_line(self, pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+        """The `-p NAME VALUE` pairs as a layer, each value read as its parameter takes it."""
+        return {
+            name: self.parameters[name].from_command_line(text) if name in self.parameters else text
+            for name, text in pairs
+        }
 
     def resolve(self, *layers: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with each layer in turn; unknown names and wrong types are rejected."""
@@ -65,7 +98,7 @@ class Runbook:
                 if parameter is None:
                     known = ", ".join(self.parameters)
                     raise UsageError(f"runbook {self.name!r} has no parameter {name!r} (it takes: {known})")
-                if parameter.type == "str" and not isinstance(value, str) and value is not None:
+                if parameter.type == "str" and not parameter.kind and not isinstance(value, (str, type(None))):
                     value = str(value)  # `-p incident 1234` stays the string the user typed
                 if parameter.type in ("list", "dict") and isinstance(value, str):
                     value = _collection(value)  # `-p endpoints "[a:443, b:443]"`
@@ -125,12 +158,13 @@ def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, P
         else:
             raise ValueError(f"{where}: line {node.lineno} is not `name[: type] = literal  # help`")
         default = ast.literal_eval(value)
-        annotation = _PEP604_OPTIONAL.sub(r"Optional[\1]", annotation or type(default).__name__)
+        kind = annotation if annotation in kinds.KINDS else None
+        annotation = "str" if kind else _PEP604_OPTIONAL.sub(r"Optional[\1]", annotation or type(default).__name__)
         base = _OPTIONAL.match(annotation)
         if (base.group(1) if base else annotation) not in _TYPES:
             raise ValueError(f"{where}: parameter {name!r}: unsupported type {annotation!r}")
         rest = lines[(node.end_lineno or node.lineno) - 1][node.end_col_offset :].strip()
-        found[name] = Parameter(name, annotation, default, rest.removeprefix("#").strip())
+        found[name] = Parameter(name, annotation, default, rest.removeprefix("#").strip(), kind)
     return found
 
 
@@ -166,13 +200,25 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def environment_layer(env: str, runbook: Runbook) -> dict[str, Any]:
     """`parameters/<env>.yaml`: `defaults` apply where the runbook takes them, `runbooks.<name>` must fit."""
-    path = PARAMETERS / f"{env}.yaml"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(PARAMETERS.glob("*.yaml")))
-        raise UsageError(f"unknown environment {env!r} (known: {known})")
-    data = read_yaml(path)
+    if env not in environments():
+        raise UsageError(f"unknown environment {env!r} (known: {', '.join(environments())})")
+    data = read_yaml(PARAMETERS / f"{env}.yaml")
     shared = {k: v for k, v in (data.get("defaults") or {}).items() if k in runbook.parameters}
     return {**shared, **((data.get("runbooks") or {}).get(runbook.name) or {})}
+
+
+def environments() -> list[str]:
+    """The environments: `parameters/<env>.yaml` files holding `defaults` and/or `runbooks`, nothing else (not
+    alerts.yaml, which is routing, nor integrations.yaml)."""
+    found = []
+    for path in sorted(PARAMETERS.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data and data.keys() <= {"defaults", "runbooks"}:
+            found.append(path.stem)
+    return found
 
 
 def _source(cell: dict) -> str:

@@ -97,6 +97,14 @@ class Incident:
         return min(known) if known else self.runs[0].record.started_at
 
     @property
+    def state(self) -> str:
+        """`closed` (runbook close), `recovered` (verify-recovery's latest says so), else `open`."""
+        if self.resolution:
+            return "closed (forced)" if self.resolution.get("forced") else "closed"
+        recovery = self.recovery
+        return "recovered" if recovery and recovery[1]["data"].get("status") == "recovered" else "open"
+
+    @property
     def runbook_runs(self) -> tuple[Run, ...]:
         """The runs of runbooks, without the records of commands (close, comms, escalate)."""
         return tuple(run for run in self.runs if not is_command(run.record))
@@ -294,11 +302,22 @@ class Impact:
 
 
 def evidence_folder(output_dir: Path, incident: str) -> Path:
-    """The incident's folder; a usage error unless it holds evidence."""
+    """The incident's folder; a usage error naming the incidents there are unless it holds evidence."""
     path = incident_folder(output_dir, incident)
     if not evidence_files(path):
-        raise UsageError(f"no evidence for incident {incident!r} in {output_dir}")
+        known = incident_ids(output_dir)
+        listed = f"known: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}" if known else "none has any"
+        raise UsageError(f"no evidence for incident {incident!r} in {output_dir} ({listed}; `runbook incidents`)")
     return path
+
+
+def incident_ids(output_dir: Path) -> list[str]:
+    """The incidents with evidence in `output_dir`, the most recently changed first."""
+    try:
+        folders = [p for p in Path(output_dir).iterdir() if p.is_dir() and evidence_files(p)]
+    except OSError:
+        return []
+    return [p.name for p in sorted(folders, key=lambda p: evidence_files(p)[-1].stat().st_mtime, reverse=True)]
 
 
 def load(output_dir: Path, incident: str) -> Incident:
