@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ from urllib.parse import quote
 
 import nbformat
 import papermill
-from nbconvert import HTMLExporter
 
-from . import chain, evidence, kernels, provenance, redact
+from . import chain, evidence, kernels, provenance, redact, rendering
 from .catalog import Runbook
 from .evidence import Record, RunError
 from .runfiles import RunFiles, incident_folder
@@ -28,7 +26,6 @@ from .runfiles import RunFiles, incident_folder
 # of the parameters cell only adds misleading warnings (e.g. for `selector = "app=x"`).
 logging.getLogger("papermill").setLevel(logging.ERROR)
 INTERRUPTED = "Interrupted"  # the error name of a run whose process was killed (finish_interrupted)
-_exporters = threading.local()
 
 
 @dataclass(frozen=True)
@@ -104,7 +101,6 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
     notebook = _scrub_notebook(launch, secrets)
     if error:
         error = RunError(_failing_cell(notebook, error.cell), error.ename, error.evalue)
-    launch.files.html.write_text(_html(notebook))
     findings, actions = evidence.collect(notebook)
     record = Record(
         runbook=launch.runbook.name,
@@ -120,6 +116,7 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         environment=_environment(),
         alert=launch.alert,
     )
+    launch.files.html.write_text(redact.scrub(rendering.html(notebook, record, launch.runbook.title), secrets))
     # Artifact hashes are added after scrubbing: a short password must not be "redacted" out of a hash.
     scrubbed = json.loads(redact.scrub(json.dumps(record.to_json()), secrets))
     scrubbed["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in launch.files.artifacts]
@@ -192,14 +189,6 @@ def _failing_cell(notebook: nbformat.NotebookNode, fallback: int | None) -> int 
         if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
             return index
     return fallback
-
-
-def _html(notebook: nbformat.NotebookNode) -> str:
-    """The notebook as HTML, by one exporter per thread: its templates compile once (~50 ms a run saved), and
-    runs in parallel threads never share one (it registers filters on each call)."""
-    if not hasattr(_exporters, "html"):
-        _exporters.html = HTMLExporter()
-    return _exporters.html.from_notebook_node(notebook)[0]
 
 
 def _environment() -> dict[str, Any]:

@@ -78,7 +78,7 @@ def action_lines(record: Record) -> list[Line]:
         else f"Actions: {len(actions)} previewed, nothing changed"
         + (" (apply=True does them)" if "apply" in record.parameters else " (drafts: nothing is posted)")
     )
-    lines, shown = [Line(heading)], {}
+    lines, shown = [Line(heading)], dict[tuple[str, str], int]()
     for a in actions:
         key = (a["id"], a["mode"])
         shown[key] = shown.get(key, 0) + 1
