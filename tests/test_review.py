@@ -18,9 +18,9 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from runbooks import chain, cli, communication
+from runbooks import chain, cli, communication, units
 from runbooks.evidence import schema
-from runbooks.incident import MESSAGE_KINDS, human_duration
+from runbooks.incident import MESSAGE_KINDS
 from runbooks_sandbox.incidents import Pool, hold_pools
 
 INCIDENT = "INC-77"
@@ -289,7 +289,7 @@ def test_comms_fill_what_the_evidence_knows_and_keep_every_other_placeholder(fol
     if SOURCE_RUNBOOK.exists():
         document = SOURCE_RUNBOOK.read_text()
         assert all(p in document for p in placeholders), placeholders
-    duration = human_duration(utc(records[2]["finished_at"]) - utc(records[0]["started_at"]))
+    duration = units.duration(utc(records[2]["finished_at"]) - utc(records[0]["started_at"]))
     public = kind.startswith("status-") or kind == "customer-email"
     if public:  # pids, sessions and runbook names stay internal
         assert "pid" not in text and POOL not in text
@@ -428,7 +428,7 @@ def test_alerts_from_the_incident_log_mark_the_start_the_end_and_their_place_in_
 
     markdown, _ = report(folder)
     assert (
-        f"- Duration: {human_duration(resolved - fired)} (from the first alert firing at "
+        f"- Duration: {units.duration(resolved - fired)} (from the first alert firing at "
         f"{eastern(fired.isoformat(), '%H:%M')} ET to the last alert resolved at "
         f"{eastern(resolved.isoformat(), '%H:%M')} ET)"
     ) in markdown

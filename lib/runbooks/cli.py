@@ -187,7 +187,7 @@ def verify(incident: str, output_dir: Path) -> None:
     for problem in result.problems:
         click.echo(problem.line())
     if not result.intact:
-        click.echo(f"runbook: {incident}: {len(result.problems)} problem(s) in its evidence", err=True)
+        click.echo(f"runbook: {incident}: {units.count(len(result.problems), 'problem')} in its evidence", err=True)
         sys.exit(NOT_INTACT)
     name, digest = result.last or ("none", "none")
     click.echo(
@@ -244,7 +244,9 @@ def comms(incident: str, kind: str, post: bool, integrations: Path | None, outpu
     if path:
         click.echo(path)
     if outcome.failed:
-        click.echo(f"runbook: {incident}: {len(outcome.failed)} message(s) not delivered (recorded)", err=True)
+        click.echo(
+            f"runbook: {incident}: {units.count(len(outcome.failed), 'message')} not delivered (recorded)", err=True
+        )
         sys.exit(1)
 
 

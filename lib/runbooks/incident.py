@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import communication, escalation, evidence, severity
+from . import escalation, evidence, severity, units
 from .command_evidence import is_command
 from .errors import UsageError
 from .evidence import Record, parse_time
@@ -297,7 +297,7 @@ class Impact:
             if t.duration:
                 shown = f"{t.threshold:.0%}" if t.measure == "error_rate" else f"{t.threshold:g}x normal"
                 what = "error rate" if t.measure == "error_rate" else "latency"
-                lines.append(f"{what} >= {shown} ({t.level}): {human_duration(t.duration)}")
+                lines.append(f"{what} >= {shown} ({t.level}): {units.duration(t.duration)}")
         return lines
 
 
@@ -344,15 +344,15 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
     Public texts (status page, customer email) get times and durations only: findings and actions are
     technical, and their plain-language version is for a person to write.
     """
-    duration = human_duration(incident.duration)
+    duration = units.duration(incident.duration)
     if kind == "slack-declared":
         return {
             "severity": incident.severity,
-            "started": f"{communication.utc(incident.start)} ({incident.start_basis})",
+            "started": f"{units.clock(incident.start)} ({incident.start_basis})",
             "next_update": next_update(incident, now),
         }
     if kind == "status-investigating":
-        return {"posted": communication.eastern(now)}
+        return {"posted": units.when(now)}
     if kind == "slack-update":
         return {
             "incident": incident.id,
@@ -374,14 +374,14 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
             "review_scheduled": review_line(incident),
         }
     if kind in ("status-identified", "status-monitoring"):
-        return {"updated": communication.eastern(now)}
+        return {"updated": units.when(now)}
     if kind == "status-resolved":
-        return {"duration": duration, "resolved": communication.eastern(incident.resolved_at or now)}
+        return {"duration": duration, "resolved": units.when(incident.resolved_at or now)}
     if kind == "customer-email":
         return {
-            "date": f"{incident.start.astimezone(communication.EASTERN):%Y-%m-%d}",
-            "started": f"{communication.eastern(incident.start)} ET",
-            "ended": f"{communication.eastern(incident.end)} ET",
+            "date": f"{units.local(incident.start):%Y-%m-%d}",
+            "started": f"{units.when(incident.start)}",
+            "ended": f"{units.when(incident.end)}",
             "duration": duration,
         }
     raise ValueError(f"no fields for template {kind!r}")
@@ -410,17 +410,7 @@ def next_update(incident: Incident, now: dt.datetime) -> str | None:
     cadence = escalation.cadence(incident.severity, incident.start, now)
     if cadence.next_update is None:
         return None
-    return f"{communication.utc(cadence.next_update)} ({cadence.communication})"
-
-
-def human_duration(span: dt.timedelta) -> str:
-    """`42 s`, `7 min`, `2 h 05 min`."""
-    seconds = max(int(span.total_seconds()), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{units.clock(cadence.next_update)} ({cadence.communication})"
 
 
 def percent(fraction: float | None) -> str | None:

@@ -15,9 +15,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
-from . import escalation
-from .communication import eastern
-from .incident import Incident, human_duration, review_due
+from . import escalation, units
+from .incident import Incident, review_due
 
 CAUSE_FINDINGS = ("suspected-cause", "likely-cause")  # service-investigation's, api-gateway-high-error-rate's
 _DEPLOYMENT = re.compile(r"deployment[/ ]([a-z0-9][-a-z0-9]*)")
@@ -90,10 +89,10 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
     timeline = Item(
         "Timeline Review (15 min)",
         [
-            f"When did it start? {eastern(start)} ET ({incident.start_basis})",
-            f"When was it detected? {eastern(detected)} ET, {human_duration(detected - start)} after the start",
+            f"When did it start? {units.when(start)} ({incident.start_basis})",
+            f"When was it detected? {units.when(detected)}, {units.duration(detected - start)} after the start",
             "What actions were taken? " + ("; ".join(actions) if actions else "none applied by a runbook"),
-            f"When was it resolved? {eastern(resolved)} ET, after {human_duration(resolved - start)}"
+            f"When was it resolved? {units.when(resolved)}, after {units.duration(resolved - start)}"
             if resolved
             else "When was it resolved? not closed yet",
         ],
@@ -111,7 +110,7 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
         "Root Cause Analysis (20 min)",
         [
             "What caused the incident? " + ("; ".join(causes) if causes else "[Detailed explanation]"),
-            f"Why wasn't it caught earlier? detected {human_duration(detected - start)} after it started; [why]",
+            f"Why wasn't it caught earlier? detected {units.duration(detected - start)} after it started; [why]",
             "Contributing factors: [Factors]",
         ],
     )
@@ -132,13 +131,13 @@ def sla(incident: Incident, now: dt.datetime) -> str:
         ("response", incident.acknowledged_at, targets.response),
         ("resolution", incident.resolved_at, targets.resolution),
     ):
-        limit = human_duration(within)
+        limit = units.duration(within)
         if at is None:
             overdue = now - incident.start > within
             parts.append(f"{what} target {limit}: " + ("missed (none recorded)" if overdue else "none recorded yet"))
         else:
             took = at - incident.start
-            parts.append(f"{what} in {human_duration(took)} against {limit}: {'met' if took <= within else 'missed'}")
+            parts.append(f"{what} in {units.duration(took)} against {limit}: {'met' if took <= within else 'missed'}")
     return f"{incident.severity}: " + "; ".join(parts)
 
 

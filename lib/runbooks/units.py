@@ -43,14 +43,14 @@ def local(when: dt.datetime) -> dt.datetime:
 
 def when(at: dt.datetime | None, seconds: bool = False) -> str:
     """`2026-11-30 09:05 EST` (with `:07` seconds if asked); `none` for no time."""
-    if at is None or _missing(at):
+    if at is None or missing(at):
         return "none"
     return f"{local(at):%Y-%m-%d %H:%M{':%S' if seconds else ''} %Z}"
 
 
 def clock(at: dt.datetime | None, seconds: bool = False) -> str:
     """`09:05 EST`: a time of today's incident, without its date."""
-    if at is None or _missing(at):
+    if at is None or missing(at):
         return "none"
     return f"{local(at):%H:%M{':%S' if seconds else ''} %Z}"
 
@@ -67,7 +67,7 @@ def zone_name(at: dt.datetime | None = None) -> str:
 
 def duration(span: dt.timedelta | float | None) -> str:
     """`42 s`, `7 min`, `2 h 05 min`, `3 d 4 h` (a float: seconds); negative spans as their length."""
-    if span is None or _missing(span):
+    if span is None or missing(span):
         return "none"
     seconds = abs(int(span.total_seconds() if isinstance(span, dt.timedelta) else span))
     if seconds < 60:
@@ -81,7 +81,7 @@ def duration(span: dt.timedelta | float | None) -> str:
 
 def due(left: dt.timedelta | None) -> str:
     """A deadline from now: `in 12 min`, `5 min overdue`, `now`."""
-    if left is None or _missing(left):
+    if left is None or missing(left):
         return "none"
     if abs(left.total_seconds()) < 30:
         return "now"
@@ -90,7 +90,7 @@ def due(left: dt.timedelta | None) -> str:
 
 def memory(size: float | None) -> str:
     """Bytes as Kubernetes writes memory: `512 B`, `12Ki`, `247Mi`, `1.0Gi`."""
-    if size is None or _missing(size):
+    if size is None or missing(size):
         return "none"
     for suffix, unit in _BINARY:
         if abs(size) >= unit:
@@ -101,7 +101,7 @@ def memory(size: float | None) -> str:
 
 def percent(fraction: float | None, digits: int = 1) -> str:
     """A fraction as a share: 0.965 -> `96.5 %`."""
-    if fraction is None or _missing(fraction):
+    if fraction is None or missing(fraction):
         return "none"
     return f"{fraction * 100:.{digits}f} %"
 
@@ -113,16 +113,16 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
 
 def number(value: float | None) -> str:
     """An integer as an integer (`137`, never `137.0`), other numbers with up to 3 significant decimals."""
-    if value is None or _missing(value):
+    if value is None or missing(value):
         return "none"
     if float(value).is_integer():
         return str(int(value))
     return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
 
 
-def _missing(value: object) -> bool:
+def missing(value: object) -> bool:
     """NaN, NaT and pandas' NA: what a table leaves empty."""
     try:
-        return bool(value != value) or (isinstance(value, float) and math.isnan(value))
+        return value is None or bool(value != value) or (isinstance(value, float) and math.isnan(value))
     except (TypeError, ValueError):  # pandas.NA compares to NA
         return True

@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
+from .. import units
 from ..evidence import Finding
 from ..postgres.connections import IDLE_STATES, READ_ALL_STATS, PoolUsage
 
@@ -25,7 +26,7 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
     severity = {"exhausted": "critical", "near exhaustion": "warning", "ok": "info"}[usage.status]
     consequence = {
         "exhausted": 'ordinary clients are refused ("too many connections")',
-        "near exhaustion": f"{usage.ordinary_limit - usage.client_connections} ordinary slots left",
+        "near exhaustion": f"{units.count(usage.ordinary_limit - usage.client_connections, 'ordinary slot')} left",
         "ok": "the pool has room",
     }[usage.status]
     hidden = usage.visibility.note
@@ -71,7 +72,7 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
     findings.append(
         Finding(
             "stale-idle-sessions",
-            f"{len(idle)} sessions idle for more than {idle_minutes:g} min "
+            f"{units.count(len(idle), 'session')} idle for more than {idle_minutes:g} min "
             f"({in_transaction} of them idle in transaction){unseen}",
             "warning" if len(idle) or usage.hidden_sessions else "info",
             {

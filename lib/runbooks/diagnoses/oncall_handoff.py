@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import alertmanager, catalog, kube, postgres, tls
-from ..communication import EASTERN
+from .. import alertmanager, catalog, kube, postgres, tls, units
 from ..errors import AlertmanagerUnreachable, ClusterUnreachable, DatabaseUnreachable, UsageError
 from ..evidence import Finding
-from ..incident import LEVELS, Incident, human_duration, load
+from ..incident import LEVELS, Incident, load
 from ..kube import certmanager, pods
 from ..kube.cluster import Cluster
 from ..runfiles import evidence_files
@@ -75,8 +74,8 @@ class Incidents:
 
     def per_day(self) -> pd.DataFrame:
         """Incidents started per day (US Eastern) of the last `days`, a column per severity (and `unclassified`)."""
-        days = pd.date_range(end=self.at.astimezone(EASTERN).date(), periods=self.days, freq="D").date
-        started = self.table.assign(day=[t.astimezone(EASTERN).date() for t in self.table["started"]])
+        days = pd.date_range(end=units.local(self.at).date(), periods=self.days, freq="D").date
+        started = self.table.assign(day=[units.local(t).date() for t in self.table["started"]])
         counts = started.assign(severity=started["severity"].fillna("unclassified")).pivot_table(
             index="day", columns="severity", values="incident", aggfunc="count", fill_value=0
         )
@@ -117,9 +116,9 @@ def _row(incident: Incident, folder: Path, at: dt.datetime) -> dict:
         "severity": incident.severity,
         "started": incident.start,
         "state": "closed" if resolved else "open",
-        "duration": human_duration((resolved or at) - incident.start) + ("" if resolved else " so far"),
-        "time_to_acknowledge": human_duration(acknowledged - incident.start) if acknowledged else None,
-        "time_to_resolve": human_duration(resolved - incident.start) if resolved else None,
+        "duration": units.duration((resolved or at) - incident.start) + ("" if resolved else " so far"),
+        "time_to_acknowledge": units.duration(acknowledged - incident.start) if acknowledged else None,
+        "time_to_resolve": units.duration(resolved - incident.start) if resolved else None,
         "review": (folder / "review.md").is_file(),
         "runs": len(incident.runbook_runs),
     }
@@ -242,7 +241,7 @@ def _certificates_frame(rows: list[dict]) -> pd.DataFrame:
 def _expiring(rows: list[dict], warn_days: int) -> str:
     if not rows:
         return f"none expiring within {warn_days} days"
-    return ", ".join(f"{r['name']} ({r['status']}, {r['days_left']} days)" for r in rows)
+    return ", ".join(f"{r['name']} ({r['status']}{_days_left(r['days_left'])})" for r in rows)
 
 
 # --- findings
@@ -260,7 +259,7 @@ def assess(listed: Incidents, health: Health, known_issues: list, maintenance: l
     return [
         Finding(
             "incidents",
-            f"{len(recent)} incidents in the last {listed.days} days"
+            f"{units.count(len(recent), 'incident')} in the last {units.count(listed.days, 'day')}"
             + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(by_severity.items()))})" if by_severity else "")
             + (f"; closed without a review: {', '.join(unreviewed)}" if unreviewed else ""),
             "warning" if unreviewed else "info",
@@ -295,3 +294,11 @@ def assess(listed: Incidents, health: Health, known_issues: list, maintenance: l
             },
         ),
     ]
+
+
+def _days_left(days) -> str:
+    """`, 12 days left`, `, expired 2 days ago`; nothing when unknown (an endpoint that did not answer)."""
+    if units.missing(days):
+        return ""
+    days = int(days)
+    return f", {units.count(days, 'day')} left" if days >= 0 else f", {units.count(-days, 'day')} ago"

@@ -38,10 +38,9 @@ from typing import Any
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
-from .. import health, prometheus
+from .. import health, prometheus, units
 from ..errors import PrometheusUnreachable
 from ..evidence import Finding
-from ..incident import human_duration
 from ..kube import events, logs, pods, revisions, rollouts, usage
 from ..kube.cluster import REQUEST_TIMEOUT, Cluster
 from ..redact import redact_line
@@ -407,7 +406,7 @@ def recent_change(change: Rollout, signatures: Signatures, since_minutes: float,
         "changes": live.changes.to_dict(orient="records"),
         "first_error": signatures.first_error,
     }
-    ago = human_duration(at - created)
+    ago = units.duration(at - created)
     what = f"revision {live.live_revision} ({live.change_cause or 'no change-cause'}) rolled out {ago} ago"
     if age > since_minutes:
         return Check("recent-change", False, f"{what}: before the window of {since_minutes:g} min", evidence)

@@ -43,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import communication, escalation, gateway_log, prometheus, severity
+from .. import communication, escalation, gateway_log, prometheus, severity, units
 from ..errors import PrometheusUnreachable
 from ..evidence import Action, Finding
 from ..gateway_log import parse_line
@@ -573,7 +573,8 @@ def _pods_finding(pods: PodStatus) -> Finding:
 
 def _restarts_finding(restarting: pd.DataFrame) -> Finding:
     listed = ", ".join(
-        f"{r.pod}/{r.container} ({r.restarts} restarts, last {r.last_termination})" for r in restarting.itertuples()
+        f"{r.pod}/{r.container} ({units.count(r.restarts, 'restart')}, last {r.last_termination})"
+        for r in restarting.itertuples()
     )
     return Finding(
         "pods-restarting",
@@ -606,7 +607,11 @@ def _gateway_finding(log: GatewayErrors) -> Finding:
         "pods": sorted(set(log.lines["pod"])),
         "examples": list(log.lines["line"].head(5)),
     }
-    rate = f" ({log.error_rate:.0%} of {log.requests} lines with a status)" if log.error_rate is not None else ""
+    rate = (
+        f" ({units.percent(log.error_rate, 0)} of {units.count(log.requests, 'line')} with a status)"
+        if log.error_rate is not None
+        else ""
+    )
     data["log_format"] = log.log_format
     unparsed = (
         f"; none of the {log.lines_read} lines carries an HTTP status in log format {log.log_format!r}: the error "
@@ -669,7 +674,7 @@ def drafts(findings: list[Finding], at: dt.datetime) -> Drafts:
     )
     page = None
     if comms["status_page"]:
-        page = communication.render("status-investigating", symptom=_symptom(sev), posted=communication.eastern(at))
+        page = communication.render("status-investigating", symptom=_symptom(sev), posted=units.when(at))
     return Drafts(slack, page)
 
 
@@ -726,4 +731,4 @@ def _seconds(value: float | None) -> str | None:
 
 
 def _utc(when: dt.datetime) -> str:
-    return f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return units.when(when)

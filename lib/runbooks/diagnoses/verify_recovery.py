@@ -40,10 +40,10 @@ from typing import Any
 
 import pandas as pd
 
-from .. import communication, prometheus, severity
+from .. import communication, prometheus, severity, units
 from ..errors import PrometheusUnreachable, UsageError
 from ..evidence import Action, Finding
-from ..incident import SERIES_COLUMNS, Incident, human_duration, load, message_fields, percent
+from ..incident import SERIES_COLUMNS, Incident, load, message_fields, percent
 
 MAX_WATCH_MINUTES = 120.0
 POLL_SECONDS = 30.0  # how often the wait looks at the metrics and shows progress
@@ -375,17 +375,15 @@ def drafts(recovery: Recovery, ctx: Context, at: dt.datetime) -> Drafts:
         return Drafts(None, None, recovery.status)
     if ctx.incident is None:
         slack = communication.render("slack-resolved", error_rate=None)
-        return Drafts(
-            slack, communication.render("status-resolved", resolved=communication.eastern(at)), recovery.status
-        )
+        return Drafts(slack, communication.render("status-resolved", resolved=units.when(at)), recovery.status)
     incident = ctx.incident
-    duration = human_duration(at - incident.start)
+    duration = units.duration(at - incident.start)
     fields = {**message_fields(incident, "slack-resolved", at), "duration": duration}
     fields["error_rate"] = fields["error_rate"] or percent(recovery.data["max_error_rate"])
     slack = communication.render("slack-resolved", **fields)
     page = None
     if incident.severity != "P4":
-        page = communication.render("status-resolved", duration=duration, resolved=communication.eastern(at))
+        page = communication.render("status-resolved", duration=duration, resolved=units.when(at))
     return Drafts(slack, page, recovery.status)
 
 
@@ -418,4 +416,4 @@ def _sec(value: float | None) -> str:
 
 
 def _utc(when) -> str:
-    return f"{pd.Timestamp(when).tz_convert('UTC'):%Y-%m-%d %H:%M:%S} UTC"
+    return units.when(pd.Timestamp(when).to_pydatetime(), seconds=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
+from .. import display
 from ..evidence import Action
 from ..tls import days_left, dns_name_matches
 from . import events
@@ -67,7 +68,7 @@ class Certificates:
         if self.note:
             return f"<p><b>Note:</b> {html.escape(self.note)}</p>"
         partial = f"<p><b>Note:</b> {html.escape(self.partial)}</p>" if self.partial else ""
-        return partial + self.frame.to_html()
+        return partial + display.frame_html(self.frame)
 
 
 def list_certificates(cluster: Cluster, now: dt.datetime | None = None, hosts: tuple[str, ...] = ()) -> Certificates:

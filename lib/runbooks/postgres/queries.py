@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 import psycopg
 
+from .. import display, units
 from .session import fetch_frame, fetch_one
 
 SEQ_SCAN_MIN_ROWS = 1000  # smaller tables are cheap to scan; no index hint below this
@@ -189,12 +190,12 @@ class TopStatements:
             return f"during the last {self.sampled_seconds:g} s"
         if self.stats_reset is None:
             return "since pg_stat_statements was last reset (when: unknown before PostgreSQL 14)"
-        return f"since pg_stat_statements was last reset, {self.stats_reset:%Y-%m-%d %H:%M} UTC"
+        return f"since pg_stat_statements was last reset, {units.when(self.stats_reset)}"
 
     def _repr_html_(self) -> str:
         if self.frame is None:
             return f"<p><b>Note:</b> {html.escape(self.note or '')}</p>"
-        return f"<p>Counted {html.escape(self.counted)}.</p>" + self.frame.to_html()
+        return f"<p>Counted {html.escape(self.counted)}.</p>" + display.frame_html(self.frame)
 
 
 def long_running(conn: psycopg.Connection, min_duration_seconds: float, limit: int) -> pd.DataFrame:
@@ -321,7 +322,7 @@ def _name_prepared(conn: psycopg.Connection, edges: pd.DataFrame) -> pd.DataFram
         blocking_state="prepared",
         blocking_transaction_age=named["age"],
         blocking_query=[
-            f"COMMIT PREPARED / ROLLBACK PREPARED '{gid}' ends it (prepared {when:%Y-%m-%d %H:%M:%S} UTC)"
+            f"COMMIT PREPARED / ROLLBACK PREPARED '{gid}' ends it (prepared {units.when(when, seconds=True)})"
             if isinstance(gid, str)
             else None
             for gid, when in zip(named["gid"], named["prepared"], strict=True)
