@@ -27,6 +27,9 @@ LEVELS = ("P1", "P2", "P3", "P4")  # most severe first
 SEVERITY_FINDING = "severity"  # the triage runbook's finding id
 RECOVERY_FINDING = "recovery"  # the verify-recovery runbook's: data.status recovered | not-recovered | unknown
 RESOLUTION_FINDING = "resolution"  # what `runbook close` records: data.resolved_at, review_due, forced, reason
+TOP_FINDINGS = 5  # what the Slack update lists; the rest it counts and links
+PLAIN_LENGTH = 200  # characters of a finding the Slack update quotes
+PROCESS_FINDINGS = ("targets", "communication", "engage")  # triage's about the response, not the incident
 SERIES_COLUMNS = ["error_rate", "latency_seconds", "baseline_error_rate", "baseline_latency_seconds"]
 # The communication templates `message_fields` fills; triage drafts slack-declared and status-investigating itself.
 MESSAGE_KINDS = (
@@ -338,8 +341,9 @@ def load(output_dir: Path, incident: str) -> Incident:
     return Incident(incident, path, tuple(runs), triage, min(starts, default=None), alert_log(path / ALERT_LOG))
 
 
-def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
+def message_fields(incident: Incident, kind: str, now: dt.datetime, link: str | None = None) -> dict:
     """The fields of communication template `kind` the evidence knows; the template keeps the others' placeholders.
+    `link`: where the whole incident can be read (the Slack update points there for the findings it leaves out).
 
     Public texts (status page, customer email) get times and durations only: findings and actions are
     technical, and their plain-language version is for a person to write.
@@ -358,9 +362,7 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
             "incident": incident.id,
             "severity": incident.severity,
             "duration": duration,
-            "known": [
-                f"{f['summary']} ({run.record.runbook})" for run, f in incident.findings(("critical", "warning"))
-            ],
+            "known": what_we_know(incident, link),
             "actions": incident.actions_taken(),
             "next_update": next_update(incident, now),
         }
@@ -385,6 +387,30 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
             "duration": duration,
         }
     raise ValueError(f"no fields for template {kind!r}")
+
+
+def what_we_know(incident: Incident, link: str | None = None) -> list[str]:
+    """The Slack update's "What we know": the severity, then the findings that matter most (critical before warning,
+    the latest of each), at most TOP_FINDINGS, each its first sentence; the rest counted, with where to read them."""
+    ranked = sorted(
+        (f for _, f in incident.findings(("critical", "warning")) if f["id"] not in PROCESS_FINDINGS),
+        key=lambda f: (f["id"] != SEVERITY_FINDING, f["severity"] != "critical"),
+    )
+    known = [_plain(f) for f in ranked[:TOP_FINDINGS]]
+    if len(ranked) > TOP_FINDINGS:
+        more = units.count(len(ranked) - TOP_FINDINGS, "more finding")
+        known.append(f"{more}: {link or f'runbook show-incident {incident.id}'}")
+    return known
+
+
+def _plain(finding: dict) -> str:
+    """A finding for the channel: the severity as a sentence, others their summary's first sentence, kept short."""
+    data = finding.get("data")
+    if finding["id"] == SEVERITY_FINDING and isinstance(data, dict) and data.get("severity") in LEVELS:
+        measured = {k: data[k] for k in ("error_rate", "latency_ratio") if isinstance(data.get(k), (int, float))}
+        return f"Severity {data['severity']}: {severity.measured_words(measured)}"
+    text = finding["summary"].split(". ", 1)[0].rstrip(".")
+    return text if len(text) <= PLAIN_LENGTH else text[: text.rfind(" ", 0, PLAIN_LENGTH)] + " …"
 
 
 def review_due(incident: Incident) -> escalation.ReviewDue | None:

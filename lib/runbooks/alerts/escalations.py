@@ -98,7 +98,7 @@ def escalate(output_dir: Path, folder: Path, integrations: Integrations, now: dt
     note = engaged.loc[engaged["column"] == escalation.COLUMN_NAMES[column], "note"].iloc[0]
     fields = {
         "incident": f"{folder.name} ({level}{'' if severity else ', assumed: no triage run'})",
-        "link": _link(folder, integrations),
+        "link": integrations.incident_link(folder),
         "status": _status(firing, incident, elapsed),
         "why": (
             f"unresolved after {units.duration(elapsed)}: the escalation matrix ({level}, "
@@ -182,12 +182,6 @@ def _slack_mentions(roles: list[str], integrations: Integrations) -> str:
 
 def _contact(role: str) -> str:
     return escalation.CONTACTS.get(role, (None, None))[0] or role
-
-
-def _link(folder: Path, integrations: Integrations) -> str:
-    channel = integrations.channels.get("slack")
-    template = channel.settings.get("incident_url") if channel else None
-    return str(template).replace("{incident}", folder.name) if template else str(folder.resolve())
 
 
 def _status(firing, incident: Incident | None, elapsed: dt.timedelta) -> str:
