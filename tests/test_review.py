@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from runbooks import chain, cli, communication, units
+from runbooks import chain, cli, units
 from runbooks.evidence import schema
 from runbooks.incident import MESSAGE_KINDS
 from runbooks_sandbox.incidents import Pool, hold_pools
@@ -68,7 +68,7 @@ def problems(folder: Path) -> list[str]:
     result = verify(folder)
     assert result.exit_code == cli.NOT_INTACT == 3, result.stdout
     lines = result.stdout.splitlines()
-    assert result.stderr == f"runbook: {INCIDENT}: {len(lines)} problem(s) in its evidence\n"
+    assert result.stderr == f"runbook: {INCIDENT}: {len(lines)} problem in its evidence\n"
     return lines
 
 
@@ -216,7 +216,8 @@ def utc(iso: str) -> dt.datetime:
 
 
 def eastern(iso: str, clock: str = "%H:%M:%S") -> str:
-    return utc(iso).astimezone(communication.EASTERN).strftime(clock)
+    """A time as the review shows it: in the reading zone, RUNBOOK_TIMEZONE's (unset in the tests: US Eastern)."""
+    return units.local(utc(iso)).strftime(clock)
 
 
 def test_report_tells_the_runs_from_their_evidence_and_leaves_the_rest_to_people(folder):
@@ -233,7 +234,8 @@ def test_report_tells_the_runs_from_their_evidence_and_leaves_the_rest_to_people
         "| [Action] | @[name] | [Date]   | [Status] |",
     ]:
         assert line in markdown
-    assert f"- Date: {eastern(records[0]['started_at'], '%Y-%m-%d')} (US Eastern)" in markdown
+    zone = eastern(records[0]["started_at"], "%Z")
+    assert f"- Date: {eastern(records[0]['started_at'], '%Y-%m-%d')} (America/New_York, {zone})" in markdown
     assert "from the first runbook run starting at" in markdown
 
     rows = [line for line in markdown.splitlines() if re.match(r"^\| \d\d:\d\d:\d\d \| ", line)]
@@ -306,13 +308,13 @@ def test_comms_fill_what_the_evidence_knows_and_keep_every_other_placeholder(fol
         assert "Resolution: terminate-idle-session on 3 targets: done (db-connection-pool-exhausted)\n" in text
         assert "Error rate during incident: [Percentage]" in text and "Root Cause: [Brief description]" in text
     if kind in ("status-identified", "status-monitoring", "status-resolved"):
-        assert re.search(r"^(Updated|Resolved): \d{4}-\d\d-\d\d \d\d:\d\d ET$", text, re.MULTILINE), text
+        assert re.search(r"^(Updated|Resolved): \d{4}-\d\d-\d\d \d\d:\d\d E[SD]T$", text, re.MULTILINE), text
     if kind == "status-resolved":
         assert f"- Duration: {duration}\n" in text and "- Resolution: [What we did]" in text
     if kind == "customer-email":
-        start = eastern(records[0]["started_at"], "%Y-%m-%d %H:%M")
-        end = eastern(records[2]["finished_at"], "%Y-%m-%d %H:%M")
-        assert f"{start} ET to {end} ET ({duration})" in text and "Dear [Customer Name]," in text
+        start = eastern(records[0]["started_at"], "%Y-%m-%d %H:%M %Z")
+        end = eastern(records[2]["finished_at"], "%Y-%m-%d %H:%M %Z")
+        assert f"{start} to {end} ({duration})" in text and "Dear [Customer Name]," in text
 
 
 def test_comms_kind_must_be_one_of_the_templates(folder):
@@ -429,8 +431,8 @@ def test_alerts_from_the_incident_log_mark_the_start_the_end_and_their_place_in_
     markdown, _ = report(folder)
     assert (
         f"- Duration: {units.duration(resolved - fired)} (from the first alert firing at "
-        f"{eastern(fired.isoformat(), '%H:%M')} ET to the last alert resolved at "
-        f"{eastern(resolved.isoformat(), '%H:%M')} ET)"
+        f"{eastern(fired.isoformat(), '%H:%M %Z')} to the last alert resolved at "
+        f"{eastern(resolved.isoformat(), '%H:%M %Z')})"
     ) in markdown
     assert f"| {eastern(fired.isoformat())} | Alert `DatabaseConnectionPoolExhausted` fired |" in markdown
     assert f"received by `runbook serve`: runbook `{POOL}` queued |" in markdown

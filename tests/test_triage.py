@@ -21,7 +21,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from runbooks import catalog, prometheus
+from runbooks import catalog, prometheus, units
 from runbooks.diagnoses import triage
 from runbooks.errors import PrometheusQueryError, PrometheusUnreachable
 from runbooks.evidence import schema
@@ -187,7 +187,7 @@ def test_an_incident_older_than_the_hour_is_dated_by_reading_further_back(prom, 
     assert start.source.startswith("metrics: over a threshold since then")
     assert result.level == "P2"
     finding = triage.assess(result, measured, start, metrics, quiet_logs(), no_pods_down(), "")[0]
-    assert f"Incident start {start.at:%Y-%m-%d %H:%M} UTC" in finding.summary
+    assert f"Incident start {units.when(start.at)}" in finding.summary
 
 
 def test_an_incident_older_than_the_look_back_is_at_least_that_old(prom, generated_at):

@@ -67,7 +67,7 @@ class Lines(list):
         if not self:
             return f"*{self.heading or 'No line'}: none.*"
         text = "\n".join(str(line) for line in self)
-        fence = "`" * max(3, *(len(run) + 1 for run in re.findall("`+", text)))
+        fence = "`" * max([3, *(len(run) + 1 for run in re.findall("`+", text))])
         heading = f"*{self.heading}:*\n\n" if self.heading else ""
         return f"{heading}{fence}text\n{text}\n{fence}"
 

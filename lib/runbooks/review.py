@@ -37,7 +37,7 @@ code { font-size: 0.9em; }
 
 @dataclass(frozen=True)
 class Row:
-    time: str  # US Eastern
+    time: str  # in the reading zone (runbooks.units)
     event: str
 
 
@@ -68,7 +68,7 @@ def impact_chart(incident: Incident) -> bytes | None:
         incident.normal_latency,
         incident.start,
         "baseline",
-        f"Error rate and latency over {incident.id}, against the baseline (UTC)",
+        f"Error rate and latency over {incident.id}, against the baseline",
         (incident.start, incident.end),
     )
     buffer = io.BytesIO()

@@ -73,7 +73,7 @@ class Incidents:
         return self.table[self.table["state"] == "open"].reset_index(drop=True)
 
     def per_day(self) -> pd.DataFrame:
-        """Incidents started per day (US Eastern) of the last `days`, a column per severity (and `unclassified`)."""
+        """Incidents started per day (reading zone) of the last `days`, a column per severity (and `unclassified`)."""
         days = pd.date_range(end=units.local(self.at).date(), periods=self.days, freq="D").date
         started = self.table.assign(day=[units.local(t).date() for t in self.table["started"]])
         counts = started.assign(severity=started["severity"].fillna("unclassified")).pivot_table(
