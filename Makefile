@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: postgres monitoring setup demo lint test
+.PHONY: postgres monitoring browser setup demo lint test
 
 $(BIN)/runbook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,11 @@ monitoring:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager; }
 
-setup: postgres monitoring $(BIN)/runbook
+# Chromium, Debian's: the browser test drives JupyterLab in it through Playwright (pip, with the test extras).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+setup: postgres monitoring browser $(BIN)/runbook
 
 demo: setup
 	$(BIN)/runbook demo

@@ -299,10 +299,7 @@ def test_comms_fill_what_the_evidence_knows_and_keep_every_other_placeholder(fol
         assert "pid" not in text and POOL not in text
     if kind == "slack-update":
         assert f"Incident: {INCIDENT}\nSeverity: P1/P2/P3/P4\nDuration: {duration}\n" in text
-        assert (
-            "- 3 sessions idle for more than 0.02 min (1 of them idle in transaction)\n"
-            in text
-        )
+        assert "- 3 sessions idle for more than 0.02 min (1 of them idle in transaction)\n" in text
         assert "- terminate-idle-session on 3 targets: done (db-connection-pool-exhausted)\n" in text
         assert "- [Next step 1]" in text and "[Finding 1]" not in text
         assert "Next Update: [Time]" in text  # no severity, no cadence to tell when

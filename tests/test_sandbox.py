@@ -20,6 +20,7 @@ import requests
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
+from labs import code_cells, step_through
 from runbooks import catalog
 from test_cli import RUNBOOK
 
@@ -234,6 +235,23 @@ def test_every_runbook_shows_its_incident(sandbox, name, tmp_path):
     if name not in INCIDENTS:
         pytest.fail(f"notebooks/{name}.ipynb: the sandbox test has no check of its incident")
     INCIDENTS[name](run(name, tmp_path), sandbox)
+
+
+def test_a_runbook_opened_on_the_sandbox_and_stepped_through_is_sealed_showing_its_incident(sandbox, tmp_path):
+    args = ["pod-oomkilled", "--env", "sandbox", "--incident", "INC-1", "--output-dir", str(tmp_path), "--no-lab"]
+    opened = subprocess.run(
+        [RUNBOOK, "open", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert opened.returncode == 0, opened.stderr
+    copy = Path(opened.stdout.splitlines()[-1])
+    step_through(copy, code_cells(copy))
+    sealed = subprocess.run([RUNBOOK, "seal", "INC-1", "--output-dir", str(tmp_path)], capture_output=True, text=True)
+    record = json.loads(Path(sealed.stdout.splitlines()[-1]).read_text())
+    assert (record["mode"], record["status"]) == ("interactive", "completed"), record["session"]["reason"]
+    oomkilled_auth_service(record, sandbox)
 
 
 def test_the_real_cluster_shapes_are_there_too(sandbox, tmp_path):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runfiles import EVIDENCE, HTML, NOTEBOOK, RunFiles
+from .runfiles import EVIDENCE, HTML, NOTEBOOK, RunFiles, is_working_copy
 
 UNSEALED = "0" * 64
 Record = dict[str, Any]  # an evidence file as JSON (runbooks.evidence.Record is its typed reading)
@@ -135,7 +135,10 @@ def _check_artifacts(folder: Path, records: dict[str, Record]) -> list[Problem]:
     problems += [
         Problem("inserted", p.name, "not listed in any evidence file")
         for p in sorted(folder.iterdir())
-        if _is_artifact(p) and p.name not in listed and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()
+        if _is_artifact(p)
+        and p.name not in listed
+        and not (folder / f"{_stem(p.name)}{EVIDENCE}").exists()
+        and not is_working_copy(p)  # an interactive session's live notebook: its seals are the evidence
     ]
     return problems
 

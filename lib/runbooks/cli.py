@@ -1,4 +1,5 @@
-"""`runbook`: list, show and run the incident runbooks; verify, report on, communicate and close an incident.
+"""`runbook`: list, show, run and open the incident runbooks; seal, verify, report on, communicate and close an
+incident.
 
 Exit codes: 0 every cell ran; 1 a cell failed or the target was unreachable (evidence still
 written), or a message posted by `comms --post` was not delivered (recorded); 2 bad input (unknown
@@ -92,36 +93,46 @@ def show(name: str) -> None:
         click.echo(textwrap.fill(p.help, (width or 100) - 6, initial_indent=" " * 6, subsequent_indent=" " * 6))
 
 
+def _parameter_options(command):
+    """-p, -f and --env: the layers of parameters `run` and `open` merge alike (`_parameters`)."""
+    command = click.option("--env", help="Environment: parameters/<ENV>.yaml.")(command)
+    command = click.option(
+        "-f",
+        "--file",
+        "files",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="YAML file of parameters (repeatable).",
+    )(command)
+    return click.option(
+        "-p",
+        "--parameter",
+        "pairs",
+        nargs=2,
+        multiple=True,
+        metavar="KEY VALUE",
+        help="Set a parameter; VALUE is read as YAML (true, 2.5, null).",
+    )(command)
+
+
+def _parameters(book: catalog.Runbook, env: str | None, files, pairs) -> dict:
+    """The notebook's defaults < parameters/<ENV>.yaml < each -f file < the -p pairs, checked (UsageError)."""
+    layers = [catalog.environment_layer(env, book)] if env else []
+    layers += [catalog.read_yaml(f) for f in files]
+    layers += [book.command_line(pairs)]
+    return book.resolve(*layers)
+
+
 @main.command(short_help="Run a runbook; prints what it found, then its evidence file.")
 @click.argument("name", shell_complete=_runbook_names)
-@click.option(
-    "-p",
-    "--parameter",
-    "pairs",
-    nargs=2,
-    multiple=True,
-    metavar="KEY VALUE",
-    help="Set a parameter; VALUE is read as YAML (true, 2.5, null).",
-)
-@click.option(
-    "-f",
-    "--file",
-    "files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="YAML file of parameters (repeatable).",
-)
-@click.option("--env", help="Environment: parameters/<ENV>.yaml.")
+@_parameter_options
 @click.option("--incident", default="adhoc", show_default=True, help="Incident id: the output sub-folder.")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
 def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
     """Run runbook NAME headlessly. It prints what the run looked at, each finding with its severity, each action
     (applied or previewed) with its target, the status and the HTML; the last line is its evidence file."""
     book = catalog.find(name)
-    layers = [catalog.environment_layer(env, book)] if env else []
-    layers += [catalog.read_yaml(f) for f in files]
-    layers += [book.command_line(pairs)]
-    parameters = book.resolve(*layers)
+    parameters = _parameters(book, env, files, pairs)
 
     from . import evidence
     from .runner import run as execute  # papermill and nbconvert load only when something runs
@@ -176,6 +187,72 @@ def show_incident(incident: str, output_dir: Path) -> None:
     for run in reversed(loaded.runs):
         lines += [summary.Line(""), *summary.run_lines(run.record, loaded.folder / run.evidence)]
     summary.echo(lines)
+
+
+@main.command("open", short_help="Step through a runbook in JupyterLab; every save is sealed.")
+@click.argument("name", shell_complete=_runbook_names)
+@_parameter_options
+@click.option("--incident", required=True, help="Incident id: the output sub-folder.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@click.option("--operator", help="Who steps through it, for the evidence.  [default: the OS user]")
+@click.option("--no-lab", is_flag=True, help="Only write the working copy.")
+@click.option(
+    "--port",
+    default=8888,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="The lab's port (0: any free one; if taken, another free one).",
+)
+@click.option("--browser", is_flag=True, help="Open the working copy in the default browser.")
+@click.option(
+    "--seal-after",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seal a saved working copy once its saves pause this many seconds.",
+)
+def open_(name: str, pairs, files, env, incident: str, output_dir: Path, operator, no_lab, port, browser, seal_after):
+    """Open runbook NAME for INCIDENT as a working copy, in JupyterLab until Ctrl-C; every save is sealed.
+
+    Prints the working copy's path, then the lab's address (with its token). A lab that `runbook open` started
+    on the same --output-dir is reused: the copy opens there, and this command returns.
+    """
+    book = catalog.find(name)
+    parameters = _parameters(book, env, files, pairs)
+
+    from . import sessions  # papermill and nbformat load only when something is opened
+
+    copy = sessions.open_copy(book, parameters, incident, output_dir, sessions.operator(operator))
+    click.echo(copy.path)
+    if no_lab:
+        if copy.secrets:
+            click.echo("runbook: the password in dsn is not kept: give it to the kernel as PGPASSWORD", err=True)
+        return
+
+    from . import lab  # jupyter_server loads only for a lab
+
+    lab.open_in_lab(copy, output_dir, port, browser, seal_after, show=click.echo)
+
+
+@main.command(short_help="Seal an incident's working copies into evidence.")
+@click.argument("incident", shell_complete=_incident_names)
+@click.argument("notebooks", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+def seal(incident: str, notebooks: tuple[Path, ...], output_dir: Path) -> None:
+    """Seal INCIDENT's working copies into evidence: each NOTEBOOK, else each one changed since its last seal.
+
+    Each becomes a notebook as saved, its HTML and an evidence file in the incident's chain, like any run; the
+    last line printed is the last evidence file.
+    """
+    from . import sessions
+
+    copies = sessions.to_seal(output_dir, incident, notebooks)
+    if not copies:
+        click.echo(f"runbook: {incident}: every working copy is sealed as last saved", err=True)
+    for copy in copies:
+        sealed = sessions.seal(copy)
+        click.echo(f"runbook: {copy.name}: {sealed.status}{f' ({sealed.reason})' if sealed.reason else ''}", err=True)
+        click.echo(sealed.evidence_path)
 
 
 @main.command(short_help="Check every hash and link of an incident's evidence.")

@@ -5,8 +5,9 @@ readable markdown line. Run interactively, the engineer sees the line; run by `r
 runner reads the payloads back from the executed notebook (`collect`), so the notebook stays the log
 and no side channel can drift from it.
 
-`Record` is the evidence file of one run, as written by runbooks.runner and read by runbooks.incident
-and runbooks.alerts; `evidence.schema.json` is its contract on disk.
+`Record` is the evidence file of one run, as written by runbooks.runner (headless and alert runs) and
+runbooks.sessions (interactive sessions, with a `Session`) and read by runbooks.incident and runbooks.alerts;
+`evidence.schema.json` is its contract on disk.
 """
 
 from __future__ import annotations
@@ -67,6 +68,67 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class CellRun:
+    """A code cell of an interactive session that was executed: its index and execution count."""
+
+    cell: int
+    execution_count: int
+
+
+@dataclass(frozen=True)
+class EditedCell:
+    """A code cell whose source differs from the runbook's as `runbook open` wrote it: `cell` is its index in the
+    sealed notebook (None: removed), `runbook_cell` its index in the notebook as opened (None: added)."""
+
+    cell: int | None
+    runbook_cell: int | None
+    diff: str  # unified diff, runbook -> session
+
+
+@dataclass(frozen=True)
+class RaisedCell:
+    cell: int
+    ename: str
+    evalue: str
+
+
+@dataclass(frozen=True)
+class Session:
+    """What an auditor needs to trust a notebook an engineer drove by hand (runbooks.cells reads it off the cells)."""
+
+    working_copy: str  # file name of the working copy in the incident folder
+    working_copy_sha256: str  # its bytes when sealed
+    runbook_sha256: str  # the runbook notebook the edits are diffed against
+    seal: int  # 1 for the first seal of this working copy, 2 for the next...
+    supersedes: str | None  # the evidence file of the previous seal of this working copy
+    reason: str | None  # why the status is not completed; None when it is
+    executed: tuple[CellRun, ...]  # by execution count
+    never_executed: tuple[int, ...]
+    out_of_order: tuple[int, ...]
+    edited: tuple[EditedCell, ...]
+    raised: tuple[RaisedCell, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Session:
+        return cls(
+            working_copy=data["working_copy"],
+            working_copy_sha256=data["working_copy_sha256"],
+            runbook_sha256=data["runbook_sha256"],
+            seal=data["seal"],
+            supersedes=data["supersedes"],
+            reason=data["reason"],
+            executed=tuple(CellRun(**c) for c in data["executed"]),
+            never_executed=tuple(data["never_executed"]),
+            out_of_order=tuple(data["out_of_order"]),
+            edited=tuple(EditedCell(**c) for c in data["edited"]),
+            raised=tuple(RaisedCell(**c) for c in data["raised"]),
+        )
+
+
+@dataclass(frozen=True)
 class Record:
     """One evidence file (evidence.schema.json). Times are UTC; `chain` is added by runbooks.chain when written."""
 
@@ -74,7 +136,7 @@ class Record:
     incident: str
     started_at: dt.datetime
     finished_at: dt.datetime
-    status: str  # completed | failed
+    status: str  # completed | partial (interactive: some code cell not run once, in order) | failed
     error: RunError | None
     parameters: dict[str, Any]  # as run: passwords taken out
     findings: tuple[dict, ...]  # {id, summary, severity, data}
@@ -82,7 +144,14 @@ class Record:
     artifacts: tuple[Artifact, ...]
     environment: dict[str, Any]
     alert: dict[str, Any] | None  # the alert that started the run; None when run by hand
+    operator: str | None = None  # who drove an interactive session (the OS user, or `runbook open --operator`)
+    session: Session | None = None  # an interactive session's cells; None for headless and alert runs
     chain: dict[str, Any] | None = None  # {sequence, previous, seal}
+
+    @property
+    def mode(self) -> str:
+        """`interactive` (an engineer in JupyterLab, sealed), `alert` (started by `runbook serve`) or `headless`."""
+        return "interactive" if self.session else "alert" if self.alert else "headless"
 
     def to_json(self) -> dict[str, Any]:
         """The record as the schema has it, key order included (`chain` last, where runbooks.chain expects it)."""
@@ -99,6 +168,9 @@ class Record:
             "artifacts": [asdict(a) for a in self.artifacts],
             "environment": self.environment,
             "alert": self.alert,
+            "mode": self.mode,
+            "operator": self.operator,
+            "session": self.session.to_json() if self.session else None,
         }
         return data if self.chain is None else {**data, "chain": self.chain}
 
@@ -119,6 +191,8 @@ class Record:
             artifacts=tuple(Artifact(a["path"], a["sha256"]) for a in data["artifacts"]),
             environment=data["environment"],
             alert=data.get("alert"),
+            operator=data.get("operator"),
+            session=Session.from_json(data["session"]) if data.get("session") else None,
             chain=data.get("chain"),
         )
 

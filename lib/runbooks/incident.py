@@ -253,11 +253,23 @@ class Incident:
     def duration(self) -> dt.timedelta:
         return self.end - self.start
 
+    @property
+    def superseded(self) -> frozenset[str]:
+        """Evidence files of interactive sessions that a later seal of the same working copy supersedes."""
+        return frozenset(
+            run.record.session.supersedes for run in self.runs if run.record.session and run.record.session.supersedes
+        )
+
+    @property
+    def current(self) -> tuple[Run, ...]:
+        """The runs, with each interactive session only as last sealed."""
+        return tuple(run for run in self.runs if run.evidence not in self.superseded)
+
     def findings(self, severities: tuple[str | None, ...]) -> list[tuple[Run, dict]]:
         """The latest finding of each runbook and finding id with one of `severities`, in run order."""
         latest = {
             (run.record.runbook, f["id"]): (run, f)
-            for run in self.runs
+            for run in self.current
             for f in run.record.findings
             if f["severity"] in severities
         }
@@ -267,6 +279,8 @@ class Incident:
         """The applied actions, a line per runbook, action and result: `restart on 3 targets: done (runbook)`."""
         targets: dict[tuple[str, str, str], list[str]] = {}
         for run in self.runbook_runs:
+            if run.evidence in self.superseded:
+                continue  # its actions are in the later seal too
             for a in run.record.actions:
                 if a["mode"] == "applied":
                     targets.setdefault((run.record.runbook, a["id"], a["result"]), []).append(a["target"])

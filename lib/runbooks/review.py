@@ -24,7 +24,7 @@ import mistune
 from . import review_meeting, units
 from .chain import Verification
 from .command_evidence import is_command
-from .incident import Incident, percent
+from .incident import Incident, Run, percent
 
 NAME = "review"  # review.md and review.html in the incident folder
 CHART = "review-impact.png"  # beside them: error rate and latency over the incident
@@ -102,7 +102,7 @@ def markdown(
         timeline=timeline(incident, "%H:%M:%S" if one_day else "%Y-%m-%d %H:%M:%S"),
         zone=f"{units.zone().key}, {units.zone_name(incident.start)}",
         artifacts=[
-            {"run": f"{run.record.runbook} ({run.record.status})", "path": a.path, "sha256": a.sha256}
+            {"run": _run_label(run, incident), "path": a.path, "sha256": a.sha256}
             for run in incident.runs
             for a in run.record.artifacts
         ],
@@ -123,25 +123,70 @@ def timeline(incident: Incident, clock: str) -> list[Row]:
         events.append((a.starts_at, f"Alert `{a.alertname}` fired"))
         outcome = f"runbook `{a.runbook}` queued" if a.state == "queued" else f"{a.state}: {a.reason or 'no route'}"
         events.append((a.received_at, f"Alert `{a.alertname}` received by `runbook serve`: {outcome}"))
-    for run in incident.runs:
+    for run in incident.current:
         record, finished = run.record, run.record.finished_at
         if is_command(record):
             events += _command_events(run.evidence, record)
             continue
-        events.append((record.started_at, f"Runbook `{record.runbook}` started (evidence `{run.evidence}`)"))
-        if record.error:
-            e = record.error
-            where = f" at cell {e.cell}" if e.cell is not None else ""
-            events.append((finished, f"Runbook `{record.runbook}` failed{where}: {e.ename}: {e.evalue}"))
-        else:
-            events.append((finished, f"Runbook `{record.runbook}` completed"))
+        events += _session(run) if record.session else _run(run)
         for f in record.findings:
             badge = f" ({f['severity']})" if f["severity"] else ""
             events.append((finished, f"Finding `{f['id']}`{badge}: {f['summary']}"))
+        by_hand = f" by hand (`{record.operator}`)" if record.session else ""
         for action in record.actions:
-            done = "Applied" if action["mode"] == "applied" else "Previewed only (dry run)"
+            done = f"Applied{by_hand}" if action["mode"] == "applied" else "Previewed only (dry run)"
             events.append((finished, f"{done} `{action['id']}` on {action['target']}: {action['result']}"))
     return [Row(f"{units.local(when):{clock}}", event) for when, event in sorted(events, key=lambda e: e[0])]
+
+
+def _run(run: Run) -> list[tuple[dt.datetime, str]]:
+    """A headless or alert run: its start, and how it ended."""
+    record = run.record
+    by = f" by alert `{record.alert['labels'].get('alertname', '?')}`" if record.alert else ""
+    events = [(record.started_at, f"Runbook `{record.runbook}` started{by} (evidence `{run.evidence}`)")]
+    if record.error:
+        e = record.error
+        where = f" at cell {e.cell}" if e.cell is not None else ""
+        events.append((record.finished_at, f"Runbook `{record.runbook}` failed{where}: {e.ename}: {e.evalue}"))
+    else:
+        events.append((record.finished_at, f"Runbook `{record.runbook}` completed"))
+    return events
+
+
+def _session(run: Run) -> list[tuple[dt.datetime, str]]:
+    """An interactive session as last sealed: opened by whom, sealed how, which cells were edited by hand."""
+    record, session = run.record, run.record.session
+    assert session is not None
+    name, by = record.runbook, record.operator or "unknown"
+    earlier = f"; supersedes {session.seal - 1} earlier seal(s)" if session.seal > 1 else ""
+    how = record.status if not session.reason else f"{record.status}: {session.reason}"
+    events = [
+        (record.started_at, f"Interactive session `{name}` opened by `{by}` (working copy `{session.working_copy}`)"),
+        (
+            record.finished_at,
+            f"Interactive session `{name}` by `{by}` sealed, {how} (evidence `{run.evidence}`{earlier})",
+        ),
+    ]
+    if session.edited:
+        cells = ", ".join(
+            f"cell {e.cell}"
+            if e.runbook_cell is not None and e.cell is not None
+            else f"cell {e.cell} (added)"
+            if e.cell is not None
+            else f"runbook cell {e.runbook_cell} (removed)"
+            for e in session.edited
+        )
+        events.append((record.finished_at, f"Edited by hand in `{name}` (`{by}`), differing from the runbook: {cells}"))
+    return events
+
+
+def _run_label(run: Run, incident: Incident) -> str:
+    """`runbook (completed)`; an interactive session's: `runbook (interactive by alice, partial[, superseded])`."""
+    record = run.record
+    if not record.session:
+        return f"{record.runbook} ({record.status})"
+    superseded = ", superseded" if run.evidence in incident.superseded else ""
+    return f"{record.runbook} (interactive by {record.operator}, {record.status}{superseded})"
 
 
 COMMAND_WORDS = {"close": "Closed", "comms": "Message sent", "escalate": "Escalation"}

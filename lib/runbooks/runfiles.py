@@ -6,11 +6,15 @@ output/<incident>/                      an incident's folder (`incident_folder`)
   <UTC start YYYYMMDDTHHMMSSZ>-<runbook>.evidence.json  the evidence file (runbooks.evidence.Record)
   <UTC time YYYYMMDDTHHMMSSZ>-<command>.evidence.json   what a command did (close, comms, escalate): no notebook
   alerts.jsonl                          the incident log `runbook serve` keeps (ALERT_LOG)
+  <UTC open YYYYMMDDTHHMMSSZ>-<runbook>.ipynb           a working copy `runbook open` wrote (`is_working_copy`):
+                                        named like a run's notebook, never listed in evidence; `runbook seal`
+                                        copies it into the three files of a run
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -21,6 +25,7 @@ from .errors import UsageError
 STAMP = "%Y%m%dT%H%M%SZ"
 NOTEBOOK, HTML, EVIDENCE = ".ipynb", ".html", ".evidence.json"
 ALERT_LOG = "alerts.jsonl"
+SESSION = "runbooks-session"  # the notebook metadata key that marks a working copy (runbooks.sessions)
 _STEM = re.compile(r"(?P<stamp>\d{8}T\d{6}Z)-(?P<runbook>[A-Za-z0-9][A-Za-z0-9_.-]*)")
 _INCIDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -92,7 +97,30 @@ def evidence_files(folder: Path) -> list[Path]:
 def without_evidence(folder: Path, runbook: str) -> list[RunFiles]:
     """Runs of `runbook` in `folder` whose notebook stands without an evidence file: runs cut short, oldest first."""
     runs = (RunFiles.of(path) for path in sorted(folder.glob(f"*-{runbook}{NOTEBOOK}")))
-    return [run for run in runs if run is not None and run.runbook == runbook and not run.evidence.exists()]
+    return [
+        run
+        for run in runs
+        if run is not None
+        and run.runbook == runbook
+        and not run.evidence.exists()
+        and not is_working_copy(run.notebook)
+    ]
+
+
+def is_working_copy(path: Path) -> bool:
+    """A notebook `runbook open` wrote for an engineer to step through (its metadata holds SESSION)."""
+    if path.suffix != NOTEBOOK or RunFiles.of(path) is None:
+        return False
+    try:
+        metadata = json.loads(path.read_bytes()).get("metadata")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(metadata, dict) and isinstance(metadata.get(SESSION), dict)
+
+
+def working_copies(folder: Path) -> list[Path]:
+    """The incident's working copies, by name (the time they were opened)."""
+    return [path for path in sorted(folder.glob(f"*{NOTEBOOK}")) if is_working_copy(path)]
 
 
 def incident_folder(output_dir: Path, incident: str) -> Path:

@@ -97,7 +97,7 @@ def finish_interrupted(
 
 def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | None) -> RunResult:
     """The executed notebook scrubbed, its HTML and the evidence file, chained to the incident's last one."""
-    secrets = _every_form(launch.secrets)
+    secrets = every_form(launch.secrets)
     notebook = _scrub_notebook(launch, secrets)
     if error:
         error = RunError(_failing_cell(notebook, error.cell), error.ename, error.evalue)
@@ -113,15 +113,21 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         findings=tuple(findings),
         actions=tuple(actions),
         artifacts=(),
-        environment=_environment(),
+        environment=environment(),
         alert=launch.alert,
     )
-    launch.files.html.write_text(redact.scrub(rendering.html(notebook, record, launch.runbook.title), secrets))
+    launch.files.html.write_text(redact.scrub(html(notebook, record, launch.runbook.title), secrets))
+    write_evidence(launch.files, record, secrets)
+    return RunResult(record.status, launch.files.evidence, error)
+
+
+def write_evidence(files: RunFiles, record: Record, secrets: list[str]) -> None:
+    """The evidence file of `record` with every secret scrubbed, listing the run's notebook and HTML as written,
+    chained to the incident's last evidence file."""
     # Artifact hashes are added after scrubbing: a short password must not be "redacted" out of a hash.
     scrubbed = json.loads(redact.scrub(json.dumps(record.to_json()), secrets))
-    scrubbed["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in launch.files.artifacts]
-    chain.write(launch.files.evidence, json.dumps(scrubbed))
-    return RunResult(record.status, launch.files.evidence, error)
+    scrubbed["artifacts"] = [{"path": p.name, "sha256": chain.sha256(p)} for p in files.artifacts]
+    chain.write(files.evidence, json.dumps(scrubbed))
 
 
 def _scrub_notebook(launch: Launch, secrets: list[str]) -> nbformat.NotebookNode:
@@ -132,7 +138,7 @@ def _scrub_notebook(launch: Launch, secrets: list[str]) -> nbformat.NotebookNode
     return nbformat.reads(text, as_version=4)
 
 
-def _every_form(secrets: tuple[str, ...]) -> list[str]:
+def every_form(secrets: tuple[str, ...]) -> list[str]:
     """The secrets as given and URL-quoted, and the PGPASSWORD of this process (a run may print libpq's view)."""
     return [*secrets, *(quote(s, safe="") for s in secrets), os.environ.get("PGPASSWORD", "")]
 
@@ -191,7 +197,12 @@ def _failing_cell(notebook: nbformat.NotebookNode, fallback: int | None) -> int 
     return fallback
 
 
-def _environment() -> dict[str, Any]:
+def html(notebook: nbformat.NotebookNode, record: Record, title: str) -> str:
+    """The executed notebook as the HTML people open: its summary on top (runbooks.rendering)."""
+    return rendering.html(notebook, record, title)
+
+
+def environment() -> dict[str, Any]:
     return {**provenance.environment(), "papermill_version": papermill.__version__}
 
 

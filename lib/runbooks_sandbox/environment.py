@@ -47,13 +47,13 @@ and the omissions decide which story an object tells:
 Headless runs (`runbook run NAME --env sandbox`) read `parameters/sandbox.yaml`: `defaults` (dsn,
 kubeconfig, context, namespace) and, under `runbooks:`, what the notebooks' defaults cannot know: the
 TLS endpoints and CA file, the dependencies' health URLs, the namespaces holding copies of the JWT
-secret. In Jupyter (`. output/sandbox/env.sh && jupyter lab notebooks/`) the empty defaults read PG*
-and $KUBECONFIG; those few values are printed at start-up and written to `output/sandbox/README.txt`,
-to paste into the parameters cell. The scenarios' times count from start-up, and Prometheus's series
-end there: after about 20 minutes the gateway's and the auth service's errors leave the runbooks'
-default 30-minute windows; restart the sandbox for a fresh incident. Ctrl-C stops everything and
-removes `parameters/sandbox.yaml`, the README, the integrations file, the certificates, Prometheus's and
-Alertmanager's data.
+secret. `runbook open NAME --env sandbox` injects the same values into a working copy for JupyterLab. In
+plain Jupyter (`. output/sandbox/env.sh`) the empty defaults read PG* and $KUBECONFIG; those few values are
+printed at start-up and written to `output/sandbox/README.txt`, to paste into the parameters cell. The
+scenarios' times count from start-up, and Prometheus's series end there: after about 20 minutes the gateway's
+and the auth service's errors leave the runbooks' default 30-minute windows; restart the sandbox for a fresh
+incident. Ctrl-C stops everything and removes `parameters/sandbox.yaml`, the README, the integrations file, the
+certificates, Prometheus's and Alertmanager's data.
 """
 
 from __future__ import annotations
@@ -346,8 +346,10 @@ def write_parameters(dsn: str, kubeconfig: Path, runbooks: dict[str, dict[str, A
 def interactive_notes(env: Path, parameters: Path, runbooks: dict[str, dict[str, Any]]) -> str:
     """How to step through the notebooks by hand, with the values to paste into three parameters cells."""
     lines = [
-        f"Interactive: . {env} && jupyter lab notebooks/",
-        "The notebooks' empty defaults then reach PostgreSQL (PG*) and the Kubernetes API ($KUBECONFIG).",
+        "Interactive, on the record: runbook open NAME --env sandbox --incident INC-1",
+        f"  (JupyterLab on a working copy with {parameters.name}'s values injected; every save sealed as evidence)",
+        f"Plain Jupyter, off the record: . {env}, then the notebooks' empty defaults reach PostgreSQL (PG*) and",
+        "the Kubernetes API ($KUBECONFIG).",
         "The incidents' times count from the sandbox's start: after about 20 minutes, restart it.",
         "Real-cluster shapes: gateway_namespace = 'ingress-nginx', gateway_selector = "
         "'app.kubernetes.io/name=ingress-nginx' (api-gateway-high-error-rate, triage); namespace = "
