@@ -383,7 +383,7 @@ def test_severity_from_triage_flows_into_report_and_comms(folder):
 
     markdown, html = report(folder)
     assert "- Severity: P2 (error rate 12.0% > 10%)\n" in markdown  # the worst moment, with the rule that fired
-    assert "- Error rate: peak 12.0%\n- Latency: peak 1.8 × normal\n" in markdown
+    assert "- Error rate: peak 12.0 %\n- Latency: peak 1.8 × normal\n" in markdown
     assert "- Duration: 10 min (from the incident start triage gave at" in markdown  # the earliest start
     assert f"| {eastern((first - dt.timedelta(minutes=10)).isoformat())} | Incident started" in markdown
     assert "Finding `severity` (critical): P2 \\| <script>" in markdown
@@ -398,7 +398,7 @@ def test_severity_from_triage_flows_into_report_and_comms(folder):
     assert f"Next Update: {units.clock(due)} (Every 30 minutes" in comms("slack-update")
     assert "- Severity P2: error rate 12.0 %, latency 1.8x normal\n" in comms("slack-update")
     resolved = comms("slack-resolved")
-    assert "Severity: P2\n" in resolved and "- Error rate during incident: 12.0%\n" in resolved
+    assert "Severity: P2\n" in resolved and "- Error rate during incident: 12.0 %\n" in resolved
     assert "(10 min)" in comms("customer-email")
 
 

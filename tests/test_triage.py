@@ -133,7 +133,7 @@ def test_12_percent_errors_is_p2_by_error_rate(prom, generated_at):
     # The start: the first minute the 5-minute error rate reached 1 %, within 5 minutes of the change.
     change = dt.datetime.fromtimestamp(generated_at - 1200, dt.timezone.utc)
     assert change <= start.at <= change + dt.timedelta(minutes=5)
-    assert start.source == "metrics: error rate first >= 1% in the last hour"
+    assert start.source == "metrics: error rate first >= 1 % in the last hour"
 
 
 def test_twice_the_latency_at_half_a_percent_errors_is_p3_by_latency(prom):
@@ -336,7 +336,7 @@ def test_triage_with_prometheus_declares_p2_by_error_rate_and_changes_nothing(ru
     ]
     notebook = (outcome.evidence_path.parent / record["artifacts"][0]["path"]).read_text()
     assert ":rotating_light: INCIDENT DECLARED :rotating_light:" in notebook
-    assert "Severity: P2" in notebook and "error rate 12.0% (prometheus)" in notebook
+    assert "Severity: P2" in notebook and "error rate 12.0 % (prometheus)" in notebook
     assert "Impact: [What users/features are affected]" in notebook and "Incident Commander: @[name]" in notebook
     assert "Title: Investigating Issues with [Feature/Service]" in notebook
     assert "Some users may experience errors." in notebook

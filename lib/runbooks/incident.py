@@ -312,7 +312,7 @@ class Impact:
         lines = []
         for t in self.over:
             if t.duration:
-                shown = f"{t.threshold:.0%}" if t.measure == "error_rate" else f"{t.threshold:g}x normal"
+                shown = f"{units.percent(t.threshold, 0)}" if t.measure == "error_rate" else f"{t.threshold:g}x normal"
                 what = "error rate" if t.measure == "error_rate" else "latency"
                 lines.append(f"{what} >= {shown} ({t.level}): {units.duration(t.duration)}")
         return lines
@@ -454,7 +454,7 @@ def next_update(incident: Incident, now: dt.datetime) -> str | None:
 
 
 def percent(fraction: float | None) -> str | None:
-    return None if fraction is None else f"{fraction:.1%}"
+    return None if fraction is None else f"{units.percent(fraction, 1)}"
 
 
 def _run(path: Path) -> Run:

@@ -215,7 +215,8 @@ def environment_health(
             (
                 "database connection pool",
                 "ok" if usage.status == "ok" else "attention",
-                f"{usage.client_connections} of {usage.ordinary_limit} ordinary slots ({usage.utilisation:.0%}): "
+                f"{usage.client_connections} of {usage.ordinary_limit} ordinary slots "
+                f"({units.percent(usage.utilisation, 0)}): "
                 f"{usage.status}",
             )
         )

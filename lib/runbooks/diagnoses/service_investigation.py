@@ -510,9 +510,10 @@ def _metrics_finding(service: str, metrics: ServiceMetrics) -> Finding:
     normal = error[baseline]
     return Finding(
         "service-metrics",
-        f"{service}: error rate {error['latest']:.2%} now, worst {error['worst']:.2%} in the window, against "
+        f"{service}: error rate {units.percent(error['latest'], 2)} now, "
+        f"worst {units.percent(error['worst'], 2)} in the window, against "
         + (
-            f"{normal:.2%} {metrics.baseline_offset} earlier"
+            f"{units.percent(normal, 2)} {metrics.baseline_offset} earlier"
             if normal is not None and pd.notna(normal)
             else "no baseline"
         ),

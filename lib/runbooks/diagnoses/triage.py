@@ -310,7 +310,7 @@ def incident_start(given: str, metrics: MetricSeries, gateway_log: GatewayErrors
     crossings = [
         (at, what)
         for at, what in (
-            (error_at, f"error rate first >= {severity.lowest_threshold('error_rate'):.0%}"),
+            (error_at, f"error rate first >= {units.percent(severity.lowest_threshold('error_rate'), 0)}"),
             (latency_at, f"latency first >= {severity.lowest_threshold('latency_ratio'):g}x normal"),
         )
         if at is not None
@@ -499,7 +499,9 @@ def escalation_findings(level: str, started: dt.datetime, at: dt.datetime) -> li
 def _severity_finding(
     result: severity.Severity, measured: Measurements, start: Start, metrics: MetricSeries
 ) -> Finding:
-    fired = "; ".join(f"{name} {_shown(name, value, measured)}" for name, value in result.measured.items())
+    fired = "; ".join(
+        f"{name.replace('_', ' ')} {_shown(name, value, measured)}" for name, value in result.measured.items()
+    )
     unmeasured = f" Not measured: {', '.join(result.unmeasured)}." if result.unmeasured else ""
     return Finding(
         "severity",
@@ -681,7 +683,7 @@ def drafts(findings: list[Finding], at: dt.datetime) -> Drafts:
 def _summary(sev: dict, data: dict) -> str:
     facts = []
     if sev["error_rate"] is not None:
-        facts.append(f"error rate {sev['error_rate']:.1%} ({sev['error_rate_source']})")
+        facts.append(f"error rate {units.percent(sev['error_rate'], 1)} ({sev['error_rate_source']})")
     if sev["latency_ratio"] is not None:
         facts.append(f"latency {sev['latency_ratio']:.1f}x normal")
     if sev["services_down"]:
@@ -714,7 +716,7 @@ def _worst(values: pd.Series) -> tuple[float | None, dt.datetime | None]:
 
 def _shown(name: str, value, measured: Measurements) -> str:
     if name == "error_rate":
-        return f"{value:.1%} ({measured.error_rate_source})"
+        return f"{units.percent(value)} ({measured.error_rate_source})"
     if name == "latency_ratio":
         return f"{value:.2f}x ({measured.latency_seconds:.3f} s against normal {measured.normal_latency_seconds:.3f} s)"
     if isinstance(value, list):
@@ -723,7 +725,7 @@ def _shown(name: str, value, measured: Measurements) -> str:
 
 
 def _percent(value: float | None) -> str | None:
-    return f"{value:.2%}" if value is not None else None
+    return units.percent(value, 2) if value is not None else None
 
 
 def _seconds(value: float | None) -> str | None:

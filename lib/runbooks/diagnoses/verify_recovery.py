@@ -162,7 +162,7 @@ def _latest(prometheus_url: str, error_rate_query: str) -> str:
     except PrometheusUnreachable as e:
         return f"error rate not read: {e}"
     values = frame["value"].dropna()
-    return f"error rate now {values.max():.2%}" if not values.empty else "no error-rate reading yet"
+    return f"error rate now {units.percent(values.max(), 2)}" if not values.empty else "no error-rate reading yet"
 
 
 # --- step 3: the metrics over the incident window
@@ -243,7 +243,7 @@ class Recovery:
             (
                 "error rate (max / last)",
                 f"{_pct(d['max_error_rate'])} / {_pct(d['last_error_rate'])}",
-                f"below {ERROR_THRESHOLD:.0%}",
+                f"below {units.percent(ERROR_THRESHOLD, 0)}",
             ),
             ("baseline error rate", _pct(d["baseline_error_rate"]), d["baseline_offset"] + " earlier"),
             (
@@ -305,7 +305,7 @@ def decide(metrics: Metrics, ctx: Context, baseline_offset: str) -> Recovery:
     latency_note = "" if normal else "; latency not judged (no normal latency known)"
     if over_in_window.empty:
         summary = (
-            f"Recovered: over {span}, error rate at most {_pct(max_error)} (below {ERROR_THRESHOLD:.0%})"
+            f"Recovered: over {span}, error rate at most {_pct(max_error)} (below {units.percent(ERROR_THRESHOLD, 0)})"
             + (f", latency at most {ratio:.2f}x normal (below {LATENCY_THRESHOLD:g}x)" if ratio is not None else "")
             + latency_note
         )
@@ -329,7 +329,7 @@ def _over(series: pd.DataFrame, normal: float | None) -> pd.Series:
     for at, row in series.iterrows():
         reasons = []
         if pd.notna(row["error_rate"]) and round(row["error_rate"], 9) >= ERROR_THRESHOLD:
-            reasons.append(f"error rate {row['error_rate']:.2%} >= {ERROR_THRESHOLD:.0%}")
+            reasons.append(f"error rate {units.percent(row['error_rate'], 2)} >= {units.percent(ERROR_THRESHOLD, 0)}")
         if (
             normal
             and pd.notna(row["latency_seconds"])
@@ -408,7 +408,7 @@ def _median(values: pd.Series) -> float | None:
 
 
 def _pct(value: float | None) -> str:
-    return f"{value:.2%}" if value is not None else "n/a"
+    return f"{units.percent(value, 2)}" if value is not None else "n/a"
 
 
 def _sec(value: float | None) -> str:
