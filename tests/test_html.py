@@ -80,7 +80,7 @@ def test_the_first_screen_shows_the_summary_and_the_code_is_folded(prod, tmp_pat
     assert page["summary"] and 0 <= page["summary"]["top"] < 100  # the summary opens the page
     critical = next(f for f in page["findings"] if f["text"].startswith("critical"))
     assert critical["bottom"] <= height  # the critical finding is on the first screen
-    assert "OOMKilled at their own limit" in critical["text"]
+    assert "1 container OOMKilled at its own limit" in critical["text"]
     shown = [f for f in page["findings"] if f["bottom"] <= height]
     assert len(shown) >= len(record["findings"])  # every finding is on the first screen
     assert page["text"].index("Findings: 1 critical, 1 warning, 2 info") < page["text"].index("Step 1")

@@ -256,8 +256,8 @@ def _oomkilled_finding(kills: pd.DataFrame, window_minutes: float) -> Finding:
     )
     return Finding(
         "oomkilled-containers",
-        f"{units.count(len(recent), 'container')} OOMKilled at their own limit in the last {window_minutes:g} min: "
-        f"{listed}{stale}",
+        f"{units.count(len(recent), 'container')} OOMKilled at {'its' if len(recent) == 1 else 'their'} own limit "
+        f"in the last {window_minutes:g} min: {listed}{stale}",
         "critical",
         data,
     )
@@ -347,13 +347,14 @@ def _pressure_finding(usage: pd.DataFrame) -> Finding:
             "memory-pressure", f"no container uses {NEAR_LIMIT_PCT:g}% or more of its memory limit", "info", data
         )
     listed = ", ".join(
-        f"{d['pod']}/{d['container']} {d['usage']} of {d['limit']} ({d['pct_of_limit']:g}%)" for d in data
+        f"{d['pod']}/{d['container']} {d['usage']} of {d['limit']} ({units.percent(d['pct_of_limit'] / 100)})"
+        for d in data
     )
     return Finding(
         "memory-pressure",
-        f"{units.count(len(data), 'container')} at {NEAR_LIMIT_PCT:g} % or more of their memory limit: {listed}. "
-        "Near the limit "
-        "supports an OOMKill finding, it is none by itself: runtimes such as the JVM size their heap to the limit",
+        f"{units.count(len(data), 'container')} at {NEAR_LIMIT_PCT:g} % or more of "
+        f"{'its' if len(data) == 1 else 'their'} memory limit: {listed}. Near the limit supports an OOMKill finding, "
+        "it is none by itself: runtimes such as the JVM size their heap to the limit",
         "warning",
         data,
     )
