@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import alertmanager, catalog, kube, postgres, tls, units
+from .. import alertmanager, catalog, display, kube, postgres, tls, units
 from ..errors import AlertmanagerUnreachable, ClusterUnreachable, DatabaseUnreachable, UsageError
 from ..evidence import Finding
 from ..incident import LEVELS, Incident, load
@@ -70,7 +70,8 @@ class Incidents:
 
     @property
     def open(self) -> pd.DataFrame:
-        return self.table[self.table["state"] == "open"].reset_index(drop=True)
+        opened = self.table[self.table["state"] == "open"].reset_index(drop=True)
+        return display.table(opened, empty="No incident is open.")
 
     def per_day(self) -> pd.DataFrame:
         """Incidents started per day (reading zone) of the last `days`, a column per severity (and `unclassified`)."""
@@ -106,7 +107,10 @@ def incidents(output_dir: str, days: int, at: dt.datetime) -> Incidents:
             continue
         rows.append(_row(incident, folder, at))
     table = pd.DataFrame(rows, columns=INCIDENT_COLUMNS)
-    return Incidents(table.sort_values("started", ascending=False, ignore_index=True), unreadable, days, at)
+    table = display.table(
+        table.sort_values("started", ascending=False, ignore_index=True), empty="No incident in the period."
+    )
+    return Incidents(table, unreadable, days, at)
 
 
 def _row(incident: Incident, folder: Path, at: dt.datetime) -> dict:

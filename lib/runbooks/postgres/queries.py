@@ -199,7 +199,8 @@ class TopStatements:
 
 
 def long_running(conn: psycopg.Connection, min_duration_seconds: float, limit: int) -> pd.DataFrame:
-    return fetch_frame(conn, LONG_RUNNING, {"min_duration_seconds": min_duration_seconds, "limit": limit})
+    running = fetch_frame(conn, LONG_RUNNING, {"min_duration_seconds": min_duration_seconds, "limit": limit})
+    return display.table(running, empty=f"No query has run longer than {min_duration_seconds:g} s: nothing to cancel.")
 
 
 def blocking(conn: psycopg.Connection) -> pd.DataFrame:
@@ -216,7 +217,7 @@ def blocking(conn: psycopg.Connection) -> pd.DataFrame:
     ]
     graph = {int(k): list(v) for k, v in edges.groupby("blocked_pid")["blocker"]}
     edges["root_blockers"] = [_roots(int(pid), graph) for pid in edges["blocked_pid"]]
-    return edges
+    return display.table(edges, empty="No session waits on a lock held by another.")
 
 
 def root_blockers(chains: pd.DataFrame) -> pd.DataFrame:
@@ -224,7 +225,7 @@ def root_blockers(chains: pd.DataFrame) -> pd.DataFrame:
     once however many chains lead it there). A prepared transaction shows as pid 0 with its gid."""
     columns = ["pid", "gid", "application", "state", "transaction_age", "query", "sessions_blocked"]
     if chains.empty:
-        return pd.DataFrame(columns=columns)
+        return display.table(pd.DataFrame(columns=columns), empty="Nothing blocks: no root blocker.")
     behind = chains[["blocked_pid", "root_blockers"]].explode("root_blockers")
     waiting = behind.groupby("root_blockers")["blocked_pid"].nunique()
     rows = chains.drop_duplicates("blocker").set_index("blocker")
