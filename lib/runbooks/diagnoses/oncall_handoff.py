@@ -58,6 +58,12 @@ def check_parameters(days: int, cert_warn_days: int) -> None:
         raise ValueError(f"cert_warn_days must be 0 or more, got {cert_warn_days}")
 
 
+def handed_over(known_issues: list, maintenance: list) -> display.Lines:
+    """What the outgoing on-call hands over, a line each: known issues, then scheduled maintenance."""
+    lines = [*(f"known issue: {item}" for item in known_issues), *(f"maintenance: {item}" for item in maintenance)]
+    return display.Lines(lines, "Handed over" if lines else "Known issues and maintenance handed over")
+
+
 # --- incidents
 
 

@@ -274,9 +274,26 @@ class ServiceMetrics:
                     "measure": name,
                     "latest": values.iloc[-1] if not values.empty else None,
                     "worst": values.max() if not values.empty else None,
-                    f"baseline ({self.baseline_offset} earlier, median)": baseline.median()
-                    if not baseline.empty
-                    else None,
+                    self.baseline_column: baseline.median() if not baseline.empty else None,
+                }
+            )
+        return pd.DataFrame(rows, columns=["measure", "latest", "worst", self.baseline_column])
+
+    @property
+    def baseline_column(self) -> str:
+        return f"baseline ({self.baseline_offset} earlier, median)"
+
+    def table(self) -> pd.DataFrame:
+        """The comparison as people read it: error rate as a share, latency in seconds, requests per second."""
+        shown = {"error_rate": units.percent, "latency_seconds": lambda v: f"{v:.3f} s"}
+        rows = []
+        for row in self.comparison().to_dict(orient="records"):
+            say = shown.get(row["measure"], lambda v: f"{v:.1f}/s")
+            columns = ("latest", "worst", self.baseline_column)
+            rows.append(
+                {
+                    "measure": row["measure"].replace("_", " "),
+                    **{k: say(row[k]) if not units.missing(row[k]) else "none" for k in columns},
                 }
             )
         return pd.DataFrame(rows)

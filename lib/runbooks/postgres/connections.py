@@ -136,10 +136,10 @@ class PoolUsage:
         row = {
             **{k: v for k, v in asdict(self).items() if k not in ("role", "reads_all_stats")},
             "ordinary_limit": self.ordinary_limit,
-            "utilisation": f"{self.utilisation:.0%}",
+            "utilisation": self.utilisation,
             "status": self.status,
         }
-        return pd.DataFrame([row])
+        return display.table(pd.DataFrame([row]), utilisation="percent")
 
 
 def pool_usage(conn: psycopg.Connection) -> PoolUsage:
