@@ -5,11 +5,35 @@ BIN := $(VENV)/bin
 
 .PHONY: postgres monitoring browser setup demo lint test
 
-$(BIN)/runbook: pyproject.toml
+LOCK := requirements.lock
+
+.PHONY: lock check-lock
+
+# Every dependency at the exact version and hashes of the lock, then the package itself (its ranges stay in
+# pyproject.toml; the lock is what gets installed).
+$(BIN)/runbook: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Refresh the lock after changing the dependencies in pyproject.toml (or to take newer releases): the newest
+# versions within its ranges, for every Python from 3.10, with the hashes of their files on PyPI.
+lock: $(BIN)/runbook
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --universal --python-version 3.10 --generate-hashes --upgrade \
+	  --quiet -o $(LOCK)
+
+# The lock installs on a clean venv, hashes checked, its versions consistent (pip check); CI runs it.
+check-lock:
+	rm -rf $(VENV)-lock-check
+	$(PYTHON) -m venv $(VENV)-lock-check
+	$(VENV)-lock-check/bin/pip install --quiet --require-hashes -r $(LOCK)
+	$(VENV)-lock-check/bin/pip install --quiet --no-deps .
+	$(VENV)-lock-check/bin/pip check
+	$(VENV)-lock-check/bin/python -c "import runbooks.cli, runbooks.runner, runbooks.alerts.service"
+	rm -rf $(VENV)-lock-check
 
 # PostgreSQL server binaries (demo sandbox and tests) and PgBouncer (tests: a pooler in front); installed if missing.
 postgres:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbooks import catalog
+from runbooks import catalog, redact
 from runbooks.alerts import routing, webhook
 from runbooks.alerts.routing import Rejected
 from runbooks.errors import UsageError
@@ -240,10 +240,17 @@ def test_wrong_file_parameters_are_refused_at_load(tmp_path, data, message):
         routing.load(files=(write(tmp_path, "p.yaml", data),))
 
 
-def test_a_dsn_password_is_taken_out_of_every_run_and_kept_apart(tmp_path):
+def test_a_dsn_password_is_kept_for_the_runs_to_take_out_and_never_shown(tmp_path):
     params = write(tmp_path, "p.yaml", {"dsn": "host=db.internal user=admin password=s3cret-pw dbname=autolytiq"})
     loaded = routing.load(files=(params,))
-    assert loaded.password == "s3cret-pw"
     assert "s3cret-pw" not in repr(loaded)
-    assert "password" not in loaded.base["db-connection-pool-exhausted"]["dsn"]
-    assert "dbname=autolytiq" in loaded.base["db-connection-pool-exhausted"]["dsn"]
+    parameters = loaded.parameters("db-connection-pool-exhausted", {})
+    clean, secrets = redact.take(parameters)  # what runner.run does with them
+    assert secrets.values == ("s3cret-pw",) and secrets.environment["PGPASSWORD"] == "s3cret-pw"
+    assert "password" not in clean["dsn"] and "dbname=autolytiq" in clean["dsn"]
+
+
+def test_a_dsn_that_cannot_be_read_safely_is_refused_at_load(tmp_path):
+    params = write(tmp_path, "p.yaml", {"dsn": "postgresql://admin:Zm9v/YmFy@db.internal/autolytiq"})
+    with pytest.raises(UsageError, match="cannot be read safely"):
+        routing.load(files=(params,))

@@ -125,7 +125,7 @@ def test_slack_gets_the_message_as_json_and_the_evidence_keeps_what_was_sent(out
     # The review's timeline shows it.
     assert runbook("report", "INC-P2", "--output-dir", output).exit_code == 0
     review = (folder / "review.md").read_text()
-    assert "| Message sent: slack-update to Slack (incoming webhook $SLACK_WEBHOOK_URL): sent: HTTP 200" in review
+    assert "| Message sent: slack-update to Slack (incoming webhook \\$SLACK\\_WEBHOOK\\_URL): sent: HTTP 200" in review
 
 
 def test_text_from_the_evidence_cannot_become_slack_markup(output, receivers, integrations):

@@ -58,8 +58,7 @@ def log_alert(folder: Path, state: str, alertname: str = HOSTILE, starts_at: dt.
         "alert": {},
         "reason": None,
     }
-    with open(folder / ALERT_LOG, "a") as log:
-        log.write(json.dumps(line) + "\n")
+    chain.append(folder / ALERT_LOG, line)  # a record of the incident's chain, as the service appends it
 
 
 def escalations(folder: Path) -> list[dict]:

@@ -92,10 +92,12 @@ def test_runs_leave_one_chain_in_the_order_they_were_written(runs):
 
     result = verify(runs[0].parent)
     assert result.exit_code == 0
-    assert result.stdout.strip() == (
+    assert result.stdout.strip().splitlines() == [
         f"{INCIDENT}: intact: 3 evidence files, 6 artifacts; "
-        f"the chain ends at {runs[2].name} (sha256 {chain.sha256(runs[2])})"
-    )
+        f"the chain ends at {runs[2].name} (sha256 {chain.sha256(runs[2])})",
+        "seals: unkeyed SHA-256: whoever can write the folder can reseal it (set RUNBOOK_SEAL_KEY or "
+        "RUNBOOK_SEAL_KEY_FILE to key them)",
+    ]
 
 
 @pytest.mark.parametrize("run", [0, 1, 2])
@@ -134,7 +136,7 @@ def test_a_copied_evidence_file_is_caught_as_inserted(folder):
 
     lines = problems(folder)
     assert len(lines) == 1 and lines[0].startswith(f"inserted: {copy}: "), lines
-    assert "another run" in lines[0] and "no evidence links to it" in lines[0]
+    assert "another run" in lines[0] and "no record links to it" in lines[0]
 
 
 def test_a_forged_run_is_caught_as_inserted(folder):
@@ -382,11 +384,11 @@ def test_severity_from_triage_flows_into_report_and_comms(folder):
     assert verify(folder).exit_code == 0
 
     markdown, html = report(folder)
-    assert "- Severity: P2 (error rate 12.0% > 10%)\n" in markdown  # the worst moment, with the rule that fired
+    assert "- Severity: P2 (error rate 12.0% \\> 10%)\n" in markdown  # the worst moment, with the rule that fired
     assert "- Error rate: peak 12.0 %\n- Latency: peak 1.8 × normal\n" in markdown
     assert "- Duration: 10 min (from the incident start triage gave at" in markdown  # the earliest start
     assert f"| {eastern((first - dt.timedelta(minutes=10)).isoformat())} | Incident started" in markdown
-    assert "Finding `severity` (critical): P2 \\| <script>" in markdown
+    assert "Finding `severity` (critical): P2 \\| \\<script\\>alert(1)\\</script\\>" in markdown
     assert "<script>" not in html and "P2 | &lt;script&gt;alert(1)&lt;/script&gt;" in html
 
     def comms(kind):
@@ -416,8 +418,7 @@ def log_alert(folder: Path, state: str, starts_at: dt.datetime, received_at: dt.
         "incident": INCIDENT,
         **extra,
     }
-    with open(folder / "alerts.jsonl", "a") as log:
-        log.write(json.dumps(line) + "\n")
+    chain.append(folder / "alerts.jsonl", line)  # as `runbook serve` logs it: a record of the incident's chain
 
 
 def test_alerts_from_the_incident_log_mark_the_start_the_end_and_their_place_in_the_timeline(folder):
@@ -439,7 +440,7 @@ def test_alerts_from_the_incident_log_mark_the_start_the_end_and_their_place_in_
         f"| {eastern(resolved.isoformat())} | Alert `DatabaseConnectionPoolExhausted` resolved "
         "(notification received) |" in markdown
     )
-    assert verify(folder).exit_code == 0  # the log is the service's, not a chain member
+    assert verify(folder).exit_code == 0  # the log is under the chain
 
     (folder / "alerts.jsonl").write_text("not json\n")
     result = runbook("report", INCIDENT, "--output-dir", str(folder.parent))

@@ -75,7 +75,7 @@ def test_run_through_a_pipe_prints_plain_text_then_the_evidence_path(prod, tmp_p
     assert any(
         line.startswith("  previewed  set-memory on deployment/auth-service in autolytiq-prod") for line in lines
     )
-    assert lines[-2] == f"HTML: {evidence_path.with_suffix('').with_suffix('.html')}"
+    assert f"HTML: {evidence_path.with_suffix('').with_suffix('.html')}" in lines[-3:]
     assert "password" not in result.stdout.lower()
 
 
@@ -86,13 +86,16 @@ def test_run_through_a_terminal_is_coloured_and_fits_its_width(prod, tmp_path):
     assert code == 0
     plain = ANSI.sub("", printed)
     lines = [line for line in plain.splitlines() if line and "%" not in line[:5]]  # the progress bar's lines aside
-    summary = lines[lines.index(next(line for line in lines if line.startswith("completed: "))) :]
+    start = lines.index(next(line for line in lines if line.startswith("completed: ")))
+    end = lines.index(next(line for line in lines if line.startswith("HTML: ")))
+    summary = lines[start : end + 1]
     assert "\x1b[31m" in printed and "critical" in ANSI.sub("", printed)  # red critical
     too_long = [line for line in summary[:-1] if len(line) > 72 and len(line.split()) > 1]  # words are never cut
     assert not too_long
     assert "Actions: 1 applied, 0 previewed" in summary
     assert any(re.match(r"  applied +set-memory on deployment/auth-service", line) for line in summary)
-    assert Path(summary[-1]).name.endswith("-pod-oomkilled.evidence.json")  # the path is never wrapped
+    assert summary[-1].startswith("HTML: /") and summary[-1].endswith(".html")  # paths are never wrapped
+    assert Path(lines[-1]).name.endswith("-pod-oomkilled.evidence.json")
 
 
 def test_a_typed_value_is_checked_before_any_kernel_starts(tmp_path):
@@ -120,7 +123,7 @@ def test_every_kind_is_declared_in_a_parameters_cell_and_checked():
     }
     book = catalog.find("triage")
     assert book.resolve({"incident_start": "2026-11-30T10:45:00Z", "baseline_offset": "1d12h"})["baseline_offset"]
-    assert book.command_line((("incident_start", "10:45"),)) == {"incident_start": "10:45"}  # as typed, not 645
+    assert book.from_cli((("incident_start", "10:45"),)) == {"incident_start": "10:45"}  # as typed, not 645
 
 
 def test_list_fits_80_columns_and_says_what_can_change_anything():
@@ -155,7 +158,7 @@ def test_show_speaks_in_words_and_help_is_whole():
 
 def test_env_takes_only_environment_files(tmp_path):
     result = runbook("run", "triage", "--env", "alerts", "--output-dir", str(tmp_path))
-    assert result.returncode == 2 and "unknown environment 'alerts' (known: prod" in result.stderr
+    assert result.returncode == 2 and "not an environment (known: prod" in result.stderr
     assert "integrations" not in result.stderr
 
 

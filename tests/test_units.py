@@ -65,7 +65,7 @@ def test_a_table_reads_in_units_and_keeps_its_data(monkeypatch):
     html = display.frame_html(frame)
     assert "resources.limits.memory</td>" in html and "..." not in html and "NaN" not in html
     empty = display.table(frame.iloc[0:0], empty="No container restarted: nothing to do.")
-    assert display.frame_html(empty) == "<p><em>No container restarted: nothing to do.</em></p>"
+    assert "<em>No container restarted: nothing to do.</em>" in display.frame_html(empty)
 
 
 def test_findings_and_the_terminal_take_the_zone_and_machine_fields_stay_utc(kube_api, tmp_path):

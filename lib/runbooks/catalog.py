@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ OUTPUT = ROOT / "output"
 
 _OPTIONAL = re.compile(r"^Optional\[(\w+)\]$")
 _PEP604_OPTIONAL = re.compile(r"^(\w+) \| None$")  # `float | None` reads as Optional[float]
+_ENVIRONMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name under parameters/, never a path
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
 _WORDS = {
     "str": "text",
@@ -44,15 +47,21 @@ class Parameter:
     help: str
     kind: str | None = None  # of runbooks.kinds.KINDS (Time, PromDuration, Memory): a str checked further
 
+    @property
+    def base_type(self) -> str:
+        """`str` of `Optional[str]`; the type itself otherwise."""
+        match = _OPTIONAL.match(self.type)
+        return match.group(1) if match else self.type
+
     def check(self, value: Any) -> None:
-        """Raise UsageError unless `value` is of this parameter's type (and kind)."""
+        """Raise UsageError unless `value` is plain JSON data (checked all the way down: papermill writes anything
+        else into the notebook as code) of this parameter's type."""
+        plain_json(value, self.name)
         if self.kind:
             if problem := kinds.problem(self.kind, value):
                 raise UsageError(f"parameter {self.name!r} {problem}")
             return
-        base, optional = self.type, False
-        if match := _OPTIONAL.match(self.type):
-            base, optional = match.group(1), True
+        base, optional = self.base_type, self.base_type != self.type
         if value is None and optional:
             return
         accepted = _TYPES[base]
@@ -63,16 +72,12 @@ class Parameter:
 
     @property
     def words(self) -> str:
-        """What it takes, as `runbook show` says it: `a number or empty`, `a time, ISO 8601 (...) or empty`."""
+        """What it takes, as `runbook show` says it: `a number or empty (null)`, `a time, ISO 8601 (...) or empty`."""
         if self.kind:
             return f"{kinds.KINDS[self.kind].words} or empty"
-        if match := _OPTIONAL.match(self.type):
-            return f"{_WORDS[match.group(1)]} or empty (null)"
+        if self.base_type != self.type:
+            return f"{_WORDS[self.base_type]} or empty (null)"
         return _WORDS[self.type]
-
-    def from_command_line(self, text: str) -> Any:
-        """`-p NAME VALUE`: text parameters take VALUE as typed (`10:45` stays `10:45`), others read it as YAML."""
-        return text if self.type == "str" else parse_cli_value(text)
 
 
 @dataclass(frozen=True)
@@ -81,13 +86,6 @@ class Runbook:
     path: Path
     title: str
     parameters: dict[str, Parameter]
-
-    def command_line(self, pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-        """The `-p NAME VALUE` pairs as a layer, each value read as its parameter takes it."""
-        return {
-            name: self.parameters[name].from_command_line(text) if name in self.parameters else text
-            for name, text in pairs
-        }
 
     def resolve(self, *layers: dict[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with each layer in turn; unknown names and wrong types are rejected."""
@@ -98,13 +96,54 @@ class Runbook:
                 if parameter is None:
                     known = ", ".join(self.parameters)
                     raise UsageError(f"runbook {self.name!r} has no parameter {name!r} (it takes: {known})")
-                if parameter.type == "str" and not parameter.kind and not isinstance(value, (str, type(None))):
-                    value = str(value)  # `-p incident 1234` stays the string the user typed
+                if (
+                    parameter.base_type == "str"
+                    and not parameter.kind  # a kind says what a number is not: `10:45` read by YAML as 645
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
+                    value = str(value)  # `namespace: 8` in a file; quote it to keep `010` as written
                 if parameter.type in ("list", "dict") and isinstance(value, str):
                     value = _collection(value)  # `-p endpoints "[a:443, b:443]"`
                 parameter.check(value)
                 values[name] = value
         return values
+
+    def from_cli(self, pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        """`-p KEY VALUE` pairs: a text parameter keeps VALUE as typed (`010`, `yes`; `null` is None where None is
+        allowed); any other VALUE is read as YAML (`true`, `2.5`, `[a, b]`)."""
+        values: dict[str, Any] = {}
+        for key, text in pairs:
+            parameter = self.parameters.get(key)
+            if parameter is not None and parameter.base_type == "str":
+                values[key] = None if text in ("null", "~") and parameter.type != "str" else text
+            else:
+                values[key] = parse_cli_value(text)
+        return values
+
+
+def plain_json(value: Any, where: str) -> None:
+    """UsageError unless `value` is str, int, finite float, bool, None, or a list or str-keyed dict of those."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UsageError(f"parameter {where!r}: {value!r} is not a JSON number")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            plain_json(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UsageError(f"parameter {where!r}: key {key!r} is {type(key).__name__}, not text")
+            plain_json(item, f"{where}.{key}")
+        return
+    raise UsageError(
+        f"parameter {where!r}: a {type(value).__name__} is not plain JSON data "
+        "(text, number, true/false, null, list or mapping); a YAML tag such as !!binary or a date is not taken"
+    )
 
 
 def runbooks() -> list[Runbook]:
@@ -200,25 +239,43 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 def environment_layer(env: str, runbook: Runbook) -> dict[str, Any]:
     """`parameters/<env>.yaml`: `defaults` apply where the runbook takes them, `runbooks.<name>` must fit."""
-    if env not in environments():
-        raise UsageError(f"unknown environment {env!r} (known: {', '.join(environments())})")
-    data = read_yaml(PARAMETERS / f"{env}.yaml")
+    data = environment(env)
     shared = {k: v for k, v in (data.get("defaults") or {}).items() if k in runbook.parameters}
     return {**shared, **((data.get("runbooks") or {}).get(runbook.name) or {})}
 
 
+def environment(env: str) -> dict[str, Any]:
+    """The parameters file `parameters/<env>.yaml`: a plain name, and a file of `defaults` and `runbooks` only (not
+    the alert routing, not a path elsewhere); UsageError naming the environments there are otherwise."""
+    path = PARAMETERS / f"{env}.yaml"
+    if not _ENVIRONMENT.fullmatch(env or "") or not path.is_file():
+        raise UsageError(f"unknown environment {env!r} (known: {', '.join(environments())})")
+    data = read_yaml(path)
+    if not _is_environment(data):
+        raise UsageError(
+            f"{path} is not a parameters file (only `defaults` and `runbooks` mappings): "
+            f"not an environment (known: {', '.join(environments())})"
+        )
+    return data
+
+
 def environments() -> list[str]:
-    """The environments: `parameters/<env>.yaml` files holding `defaults` and/or `runbooks`, nothing else (not
-    alerts.yaml, which is routing, nor integrations.yaml)."""
-    found = []
+    """The names `--env` takes: the parameters files under parameters/."""
+    names = []
     for path in sorted(PARAMETERS.glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
+            if _ENVIRONMENT.fullmatch(path.stem) and _is_environment(read_yaml(path)):
+                names.append(path.stem)
+        except UsageError:
             continue
-        if isinstance(data, dict) and data and data.keys() <= {"defaults", "runbooks"}:
-            found.append(path.stem)
-    return found
+    return names
+
+
+def _is_environment(data: dict[str, Any]) -> bool:
+    """`defaults` and/or `runbooks` mappings, and nothing else (an empty or all-comment file is none)."""
+    return (
+        bool(data) and set(data) <= {"defaults", "runbooks"} and all(isinstance(v or {}, dict) for v in data.values())
+    )
 
 
 def _source(cell: dict) -> str:

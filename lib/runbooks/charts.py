@@ -3,6 +3,7 @@ notebook puts it as a cell's last expression, and never again by pyplot's end-of
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.dates import DateFormatter, MinuteLocator
@@ -10,6 +11,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import units
+
+# Labels hold names from outside (applications, dependencies, series): a `$` in them is text, never mathtext.
+matplotlib.rcParams["text.parse_math"] = False
 
 STATE_COLOURS = {
     "active": "#2b8cbe",

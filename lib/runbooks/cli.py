@@ -1,27 +1,52 @@
 """`runbook`: list, show, run and open the incident runbooks; seal, verify, report on, communicate and close an
 incident.
 
-Exit codes: 0 every cell ran; 1 a cell failed or the target was unreachable (evidence still
-written), or a message posted by `comms --post` was not delivered (recorded); 2 bad input (unknown
-runbook, parameter, environment, wrong type, incident without evidence), before any kernel; 3 `verify`
-found evidence changed, removed or inserted; 4 `close` found no confirmed recovery (and no --force).
+Exit codes: 0 every cell ran; 1 a cell failed, the target was unreachable or the run passed its time
+limit (evidence still written), or a message posted by `comms --post` was not delivered (recorded); 2 bad
+input (unknown runbook, parameter, environment, wrong type, incident without evidence), before any kernel;
+3 `verify` found evidence changed, removed or inserted; 4 `close` found no confirmed recovery (and no
+--force), or `serve`'s queue cannot be used; 130 `run` stopped by Ctrl-C or SIGTERM (evidence still written).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import signal
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from . import __version__, catalog, chain, registry, summary, units
+from . import __version__, catalog, chain, escape, limits, registry, summary, units
 from .errors import UsageError
 from .incident import MESSAGE_KINDS, evidence_folder, incident_ids, load
+from .limits import Limits
 from .notify.pagerduty import KINDS as PAGERDUTY_KINDS
 
 NOT_INTACT = 3  # `runbook verify`: some evidence was changed, removed or inserted
+INTERRUPTED_EXIT = 130  # `runbook run` stopped by Ctrl-C or SIGTERM (its evidence written), as shells count SIGINT
+
+
+def _timeouts(command):
+    """`--timeout` and `--cell-timeout`, for `run` and `serve`."""
+    seconds = click.FloatRange(min=0, min_open=True)
+    command = click.option(
+        "--cell-timeout",
+        type=seconds,
+        default=limits.CELL_SECONDS,
+        show_default=True,
+        help="Seconds any one cell may run.",
+    )(command)
+    return click.option(
+        "--timeout",
+        type=seconds,
+        default=limits.RUN_SECONDS,
+        show_default=True,
+        help="Seconds a whole run may take; then it is ended and leaves failed evidence.",
+    )(command)
 
 
 class _Group(click.Group):
@@ -32,7 +57,7 @@ class _Group(click.Group):
             units.zone()  # a RUNBOOK_TIMEZONE naming no zone is refused before anything runs
             return super().invoke(ctx)
         except UsageError as e:
-            click.echo(f"runbook: {e}", err=True)
+            click.echo(f"runbook: {escape.line(e)}", err=True)
             ctx.exit(e.exit_code)
 
 
@@ -111,7 +136,7 @@ def _parameter_options(command):
         nargs=2,
         multiple=True,
         metavar="KEY VALUE",
-        help="Set a parameter; VALUE is read as YAML (true, 2.5, null).",
+        help="Set a parameter; VALUE is text for a text parameter, else read as YAML (true, 2.5, null, [a, b]).",
     )(command)
 
 
@@ -119,7 +144,7 @@ def _parameters(book: catalog.Runbook, env: str | None, files, pairs) -> dict:
     """The notebook's defaults < parameters/<ENV>.yaml < each -f file < the -p pairs, checked (UsageError)."""
     layers = [catalog.environment_layer(env, book)] if env else []
     layers += [catalog.read_yaml(f) for f in files]
-    layers += [book.command_line(pairs)]
+    layers += [book.from_cli(pairs)]
     return book.resolve(*layers)
 
 
@@ -128,20 +153,31 @@ def _parameters(book: catalog.Runbook, env: str | None, files, pairs) -> dict:
 @_parameter_options
 @click.option("--incident", default="adhoc", show_default=True, help="Incident id: the output sub-folder.")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
-def run(name: str, pairs, files, env, incident: str, output_dir: Path) -> None:
+@_timeouts
+def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: float, cell_timeout: float) -> None:
     """Run runbook NAME headlessly. It prints what the run looked at, each finding with its severity, each action
-    (applied or previewed) with its target, the status and the HTML; the last line is its evidence file."""
+    (applied or previewed) with its target, the status and the HTML; the last line is its evidence file.
+
+    Ctrl-C (or SIGTERM) ends the run and still leaves its evidence (exit 130)."""
     book = catalog.find(name)
     parameters = _parameters(book, env, files, pairs)
 
     from . import evidence
+    from .runner import INTERRUPTED
     from .runner import run as execute  # papermill and nbconvert load only when something runs
 
-    result = execute(book, parameters, incident, output_dir, progress=sys.stdout.isatty())
+    with _interrupted_once():
+        result = execute(
+            book, parameters, incident, output_dir, progress=sys.stdout.isatty(), limits=Limits(timeout, cell_timeout)
+        )
     summary.echo(summary.run_lines(evidence.read(result.evidence_path), result.evidence_path))
     if result.error:
-        click.echo(f"runbook: {name} failed {result.error.line()}", err=True)
+        click.echo(f"runbook: {name} failed {escape.line(result.error.line())}", err=True)
+    if result.head:  # keep it elsewhere: `runbook verify --head` checks it is still in the chain
+        click.echo(f"{incident}: {result.head.line()}")
     click.echo(result.evidence_path)
+    if result.error and result.error.ename == INTERRUPTED:
+        sys.exit(INTERRUPTED_EXIT)
     sys.exit(0 if result.status == "completed" else 1)
 
 
@@ -187,6 +223,27 @@ def show_incident(incident: str, output_dir: Path) -> None:
     for run in reversed(loaded.runs):
         lines += [summary.Line(""), *summary.run_lines(run.record, loaded.folder / run.evidence)]
     summary.echo(lines)
+
+
+@contextlib.contextmanager
+def _interrupted_once() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does (KeyboardInterrupt, which the runner turns into failed evidence); a
+    second signal while that evidence is written is only acknowledged. The handlers before are restored after."""
+
+    def still_writing(signum, frame) -> None:
+        click.echo("runbook: stopping: writing the evidence of the run first", err=True)
+
+    def first(signum, frame) -> None:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, still_writing)
+        raise KeyboardInterrupt
+
+    before = {number: signal.signal(number, first) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 @main.command("open", short_help="Step through a runbook in JupyterLab; every save is sealed.")
@@ -251,26 +308,31 @@ def seal(incident: str, notebooks: tuple[Path, ...], output_dir: Path) -> None:
         click.echo(f"runbook: {incident}: every working copy is sealed as last saved", err=True)
     for copy in copies:
         sealed = sessions.seal(copy)
-        click.echo(f"runbook: {copy.name}: {sealed.status}{f' ({sealed.reason})' if sealed.reason else ''}", err=True)
+        reason = f" ({escape.line(sealed.reason)})" if sealed.reason else ""
+        click.echo(f"runbook: {copy.name}: {sealed.status}{reason}", err=True)
         click.echo(sealed.evidence_path)
 
 
 @main.command(short_help="Check every hash and link of an incident's evidence.")
 @click.argument("incident", shell_complete=_incident_names)
 @click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
-def verify(incident: str, output_dir: Path) -> None:
-    """Recompute every hash of INCIDENT's evidence; one line per file changed, removed or inserted."""
-    result = chain.verify(evidence_folder(output_dir, incident))
+@click.option("--head", metavar="SHA256", help="A chain head kept elsewhere: it must still be in the chain.")
+def verify(incident: str, output_dir: Path, head: str | None) -> None:
+    """Recompute every hash and seal of INCIDENT's evidence and incident log; one line per record changed, removed
+    or inserted; then whether the seal key was used, and the chain's head."""
+    result = chain.verify(evidence_folder(output_dir, incident), head=head)
     for problem in result.problems:
-        click.echo(problem.line())
+        click.echo(escape.line(problem.line()))
     if not result.intact:
         click.echo(f"runbook: {incident}: {units.count(len(result.problems), 'problem')} in its evidence", err=True)
         sys.exit(NOT_INTACT)
     name, digest = result.last or ("none", "none")
+    lines = f"{result.log_lines} incident log lines, " if result.log_lines else ""
     click.echo(
-        f"{incident}: intact: {len(result.evidence)} evidence files, {result.artifacts} artifacts; "
-        f"the chain ends at {name} (sha256 {digest})"
+        f"{incident}: intact: {len(result.evidence)} evidence files, {lines}{result.artifacts} artifacts; "
+        f"the chain ends at {escape.line(name)} (sha256 {digest})"
     )
+    click.echo(result.seals())
 
 
 @main.command(short_help="Write an incident's post-incident review (review.md, .html).")
@@ -312,11 +374,11 @@ def comms(incident: str, kind: str, post: bool, integrations: Path | None, outpu
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     loaded, channels = load(output_dir, incident), notify.load(integrations)
     if not post:
-        click.echo(outbox.text(loaded, kind, channels, now), nl=False)
+        click.echo(escape.plain(outbox.text(loaded, kind, channels, now)), nl=False)
         return
     outcome = outbox.post(loaded, kind, channels, now)
     for line in [*outcome.skipped, *(d.line() for d in outcome.deliveries)]:
-        click.echo(line)
+        click.echo(escape.line(line))
     path = outbox.record(output_dir, loaded, kind, outcome, now, channels)
     if path:
         click.echo(path)
@@ -339,7 +401,7 @@ def close(incident: str, reason: str | None, output_dir: Path) -> None:
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     closed = close_incident(output_dir, load(output_dir, incident), reason, now)
     for line in closed.lines:
-        click.echo(line)
+        click.echo(escape.line(line))
     click.echo(closed.evidence)
 
 
@@ -392,11 +454,35 @@ def sandbox() -> None:
     type=click.FloatRange(0.1, 3600),
     help="Seconds between looks for incidents to escalate.",
 )
-def serve(host, port, env, files, routes, output_dir, workers, insecure_no_auth, integrations, escalate_every) -> None:
+@_timeouts
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=limits.STOP_GRACE_SECONDS,
+    show_default=True,
+    help="On SIGTERM: seconds the runs under way get to finish before they are ended (each leaves failed evidence).",
+)
+def serve(
+    host,
+    port,
+    env,
+    files,
+    routes,
+    output_dir,
+    workers,
+    insecure_no_auth,
+    integrations,
+    escalate_every,
+    timeout,
+    cell_timeout,
+    grace,
+) -> None:
     """Receive Alertmanager's webhook on POST /alerts and run the routed runbook of each firing alert; escalate
     incidents left unresolved at 30 min, 1 h and 2 h (posted to Slack when configured).
 
-    The bearer token comes from RUNBOOK_WEBHOOK_TOKEN (exit 3 without it, unless --insecure-no-auth).
+    The bearer token comes from RUNBOOK_WEBHOOK_TOKEN (exit 3 without it, unless --insecure-no-auth). SIGTERM or
+    Ctrl-C: stop taking alerts, give the runs under way --grace seconds, end the others, exit 0. Exit 4: the queue
+    cannot be used (damaged at start, or failing for good while serving).
     """
     import logging
 
@@ -407,7 +493,9 @@ def serve(host, port, env, files, routes, output_dir, workers, insecure_no_auth,
     routed = routing.load(routes or routing.ROUTES, env, tuple(files))
     channels = notify.load(integrations)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service.serve(routed, output_dir, workers, token, host, port, channels, escalate_every)
+    service.serve(
+        routed, output_dir, workers, token, host, port, channels, escalate_every, Limits(timeout, cell_timeout), grace
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import chain, provenance, redact
 from .evidence import Action, Finding, Record, RunError, jsonable
-from .runfiles import incident_folder, record_path
+from .runfiles import make_incident_folder, record_path
 
 COMMANDS = ("close", "comms", "escalate")  # never a runbook's name (registry)
 
@@ -38,8 +38,7 @@ def write(
     """Write the command's record into the incident's folder and chain; its path. `secrets` are scrubbed from it."""
     if command not in COMMANDS:
         raise ValueError(f"not a command that leaves evidence: {command!r}")
-    folder = incident_folder(output_dir, incident)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_incident_folder(output_dir, incident)
     record = Record(
         runbook=command,
         incident=incident,
@@ -54,11 +53,11 @@ def write(
         environment=provenance.environment(),
         alert=None,
     )
-    text = redact.scrub(json.dumps(record.to_json()), secrets)
+    text = json.dumps(redact.scrub(record.to_json(), secrets))  # over the parsed record, never its JSON text
     while True:  # two commands in one second: the later takes the next second's name
         path = record_path(folder, command)
         try:
-            chain.write(path, text, exclusive=True)
+            chain.write(path, text)  # exclusive: a name taken, or a link planted there, is never written over
             return path
         except FileExistsError:
             time.sleep(0.2)

@@ -14,13 +14,11 @@ outside a kernel.
 from __future__ import annotations
 
 import datetime as dt
-import html
-import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import units
+from . import escape, units
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,11 +63,9 @@ class Lines(list):
 
     def _repr_markdown_(self) -> str:
         if not self:
-            return f"*{self.heading or 'No line'}: none.*"
-        text = "\n".join(str(line) for line in self)
-        fence = "`" * max([3, *(len(run) + 1 for run in re.findall("`+", text))])
-        heading = f"*{self.heading}:*\n\n" if self.heading else ""
-        return f"{heading}{fence}text\n{text}\n{fence}"
+            return f"*{escape.markdown(self.heading or 'No line')}: none.*"
+        heading = f"*{escape.markdown(self.heading)}:*\n\n" if self.heading else ""
+        return heading + escape.code_block("\n".join(str(line) for line in self))
 
 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
@@ -90,12 +86,13 @@ def readable(frame: pd.DataFrame) -> pd.DataFrame:
 def frame_html(frame: pd.DataFrame) -> str:
     """The frame as an HTML table of `readable` text (escaped, never cut), or its empty line."""
     if frame.empty:
-        return f"<p><em>{html.escape(frame.attrs.get('empty') or EMPTY)}</em></p>"
+        return f'<p class="{escape.NO_MATH}"><em>{escape.html(frame.attrs.get("empty") or EMPTY)}</em></p>'
     import pandas as pd
 
     shown = readable(frame)
     with pd.option_context("display.max_colwidth", None):
-        return shown.to_html(index=not isinstance(frame.index, pd.RangeIndex), escape=True, border=0, na_rep="none")
+        table = shown.to_html(index=not isinstance(frame.index, pd.RangeIndex), escape=True, border=0, na_rep="none")
+    return f'<div class="{escape.NO_MATH}">{table}</div>'
 
 
 def install() -> None:
@@ -128,7 +125,7 @@ def _cell(value: Any, unit: str | None) -> str:
         return units.number(value)
     if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
         return _cell(value.item(), unit)
-    return str(value)
+    return escape.plain(value)
 
 
 def _all_missing(column: pd.Series) -> bool:

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from . import display, units
+from . import display, escape, units
 from .severity import LEVELS
 
 EASTERN = ZoneInfo("America/New_York")  # the runbook's on-call times (handoff Monday 9:00 AM ET) are Eastern
@@ -98,7 +98,7 @@ class Cadence:
     def _repr_markdown_(self) -> str:
         every = f" (every {units.duration(self.update_every)})" if self.update_every else ""
         next_update = f"; next update due {units.when(self.next_update)}" if self.next_update else ""
-        return f"**Updates**: {self.communication}{every}{next_update}"
+        return f"**Updates**: {escape.markdown(f'{self.communication}{every}{next_update}')}"
 
 
 def targets(severity: str, started: dt.datetime, now: dt.datetime) -> pd.DataFrame:

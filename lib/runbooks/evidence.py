@@ -1,9 +1,9 @@
 """Evidence: findings and actions recorded from inside a notebook, and the evidence file of a run.
 
 A finding or action is a display output carrying a JSON payload under our own MIME type next to a
-readable markdown line. Run interactively, the engineer sees the line; run by `runbook run`, the
-runner reads the payloads back from the executed notebook (`collect`), so the notebook stays the log
-and no side channel can drift from it.
+readable line (HTML, Markdown and text, its words from outside escaped: runbooks.escape). Run interactively,
+the engineer sees the line; run by `runbook run`, the runner reads the payloads back from the executed
+notebook (`collect`), so the notebook stays the log and no side channel can drift from it.
 
 `Record` is the evidence file of one run, as written by runbooks.runner (headless and alert runs) and
 runbooks.sessions (interactive sessions, with a `Session`) and read by runbooks.incident and runbooks.alerts;
@@ -15,13 +15,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from . import escape
+
 MIMETYPE = "application/vnd.runbooks.evidence+json"
+_ISO_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}(?::\d{2})?)(?:[.,](\d+))?([Zz]|[+-]\d{2}:?\d{2})?")
 SEVERITIES = ("critical", "warning", "info")
 _BADGES = {"critical": "🔴 critical", "warning": "🟠 warning", "info": "🔵 info", None: "⚪"}
 
@@ -34,7 +38,14 @@ class Finding:
     data: Any = None
 
     def markdown(self) -> str:
-        return f"**{_BADGES[self.severity]}** `{self.id}`: {self.summary}"
+        return f"**{_BADGES[self.severity]}** {escape.code(self.id)}: {escape.markdown(self.summary)}"
+
+    def html(self) -> str:
+        e = escape.html
+        return _paragraph(f"<strong>{e(_BADGES[self.severity])}</strong> <code>{e(self.id)}</code>: {e(self.summary)}")
+
+    def text(self) -> str:
+        return f"{_BADGES[self.severity]} {escape.line(self.id)}: {escape.line(self.summary)}"
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,21 @@ class Action:
     result: str
 
     def markdown(self) -> str:
-        return f"**{self.mode}** `{self.id}` on {self.target}: {self.result}"
+        return (
+            f"**{escape.markdown(self.mode)}** {escape.code(self.id)} on {escape.markdown(self.target)}: "
+            f"{escape.markdown(self.result)}"
+        )
+
+    def html(self) -> str:
+        e = escape.html
+        return _paragraph(
+            f"<strong>{e(self.mode)}</strong> <code>{e(self.id)}</code> on {e(self.target)}: {e(self.result)}"
+        )
+
+    def text(self) -> str:
+        return (
+            f"{escape.line(self.mode)} {escape.line(self.id)} on {escape.line(self.target)}: {escape.line(self.result)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -208,8 +233,16 @@ def utc_text(when: dt.datetime) -> str:
 
 
 def parse_time(text: str) -> dt.datetime:
-    """An ISO 8601 time (`Z` or an offset; none: UTC), aware."""
-    when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO 8601 / RFC 3339 time (`Z` or an offset; none: UTC), aware, alike on every Python the package runs on
+    (3.10's `fromisoformat` takes 3 or 6 digits of fraction only): a fraction of any length, as Alertmanager and
+    Kubernetes send them (nanoseconds, trailing zeros trimmed), is cut to microseconds. ValueError otherwise."""
+    match = _ISO_TIME.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not an ISO 8601 time: {text!r}")
+    day, clock, fraction, zone = match.groups()
+    micro = f".{fraction[:6].ljust(6, '0')}" if fraction else ""
+    offset = "" if zone is None else "+00:00" if zone in "Zz" else f"{zone[:3]}:{zone[-2:]}"
+    when = dt.datetime.fromisoformat(f"{day}T{clock}{micro}{offset}")
     return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
 
 
@@ -220,7 +253,8 @@ def record(*items: Finding | Action | Iterable[Finding | Action]) -> None:
     for item in _flatten(items):
         kind = "finding" if isinstance(item, Finding) else "action"
         payload = {"kind": kind, **jsonable(asdict(item))}
-        display({MIMETYPE: payload, "text/markdown": item.markdown()}, raw=True)
+        shown = {"text/html": item.html(), "text/markdown": item.markdown(), "text/plain": item.text()}
+        display({MIMETYPE: payload, **shown}, raw=True)
 
 
 def collect(notebook: dict) -> tuple[list[dict], list[dict]]:
@@ -261,6 +295,11 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / pandas scalars
         return jsonable(value.item())
     return str(value)
+
+
+def _paragraph(inner: str) -> str:
+    """A paragraph of escaped HTML that math typesetting leaves alone."""
+    return f'<p class="{escape.NO_MATH}">{inner}</p>'
 
 
 def _flatten(items: Iterable) -> Iterable[Finding | Action]:

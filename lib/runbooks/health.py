@@ -13,16 +13,18 @@ or critical (some pages also maintenance). A JSON answer with that field is read
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import socket
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-from . import __version__
+from . import __version__, redact
 
 USER_AGENT = f"runbooks/{__version__} (health probe)"
 BODY_LIMIT = 64 * 1024  # bytes of an answer read for a status page's indicator
@@ -57,7 +59,10 @@ def probe(url: str, timeout: float) -> Probe:
     """One GET of `url`: status and latency, or why there was no answer."""
     if not url:
         return Probe(url, None, None)
-    request = urllib.request.Request(url, method="GET", headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
+    address, headers = _with_credentials(redact.reveal(url))  # the Probe keeps `url`, as shown
+    request = urllib.request.Request(
+        address, method="GET", headers={**headers, "User-Agent": USER_AGENT, "Accept": "*/*"}
+    )
     started = time.perf_counter()
     status, failure, error, latency, page = None, None, None, None, {}
     try:
@@ -85,6 +90,17 @@ def _status_page(body: bytes) -> dict[str, str]:
     if not isinstance(state, dict) or not isinstance(state.get("indicator"), str):
         return {}
     return {"indicator": state["indicator"], "description": str(state.get("description") or "")}
+
+
+def _with_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without its user-info, and the Basic authorization header the user-info stood for (urllib sends none)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    netloc = parts.netloc.rpartition("@")[2]
+    user, password = (urllib.parse.unquote(p or "") for p in (parts.username, parts.password))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
 
 
 def _failure(error: Exception, timeout: float) -> tuple[str, str]:

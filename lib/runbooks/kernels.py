@@ -13,13 +13,14 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from jupyter_client import BlockingKernelClient, KernelManager
 from traitlets import DottedObjectName
 
-from . import registry
+from . import redact, registry
 
 # The modules the notebooks import (registry.warm_up_modules), loaded by `__import__` so that no name is bound in
 # the namespace the notebook will run in.
@@ -109,13 +110,13 @@ def execute_silently(kernel: KernelManager, code: str, timeout: float = 60, just
 class KernelPool:
     """`size` kernels kept started and warmed up; `with KernelPool() as pool: runner.run(..., kernel=pool.take())`.
 
-    Kernels start with `environment` (default: this process's environment when the pool is made, before any
-    run has put a password in it); a run's own secrets reach only the kernel that runs it.
+    Kernels start with `environment` (default: this process's environment when the pool is made), less the tool's
+    own secrets (redact.kernel_environment); a run's own secrets reach only the kernel that runs it.
     """
 
     def __init__(self, size: int = 2, environment: Mapping[str, str] | None = None, timeout: float = 60) -> None:
         self.timeout = timeout
-        self._environment = dict(os.environ if environment is None else environment)
+        self._environment = redact.kernel_environment(os.environ if environment is None else environment)
         self._ready: queue.Queue[Kernel | Exception] = queue.Queue()
         self._lock = threading.Lock()
         self._starting: list[threading.Thread] = []
@@ -151,13 +152,15 @@ class KernelPool:
                 return kernel
             kernel.shutdown_kernel(now=True)
 
-    def close(self) -> None:
-        """Shut down every kernel not taken, including those still starting."""
+    def close(self, timeout: float | None = None) -> None:
+        """Shut down every kernel not taken, including those still starting (waited for `timeout` seconds at most:
+        one still starting after that shuts itself down when it is ready)."""
         with self._lock:
             self._closed = True
             starting, self._starting = self._starting, []
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in starting:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         while not self._ready.empty():
             kernel = self._ready.get_nowait()
             if isinstance(kernel, Kernel):

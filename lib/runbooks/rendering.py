@@ -16,7 +16,7 @@ import jinja2
 import nbformat
 from nbconvert import HTMLExporter
 
-from . import summary, targets, units
+from . import escape, summary, targets, units
 from .evidence import Record
 
 _exporters = threading.local()
@@ -62,6 +62,7 @@ def summary_html(notebook: nbformat.NotebookNode, record: Record, title: str) ->
         actions=actions,
         modes={"dry-run": "previewed", "applied": "applied"},
         steps=steps(notebook),
+        no_math=escape.NO_MATH,
         zone=f"{units.zone().key} ({units.zone_name(record.started_at)})",
     )
 

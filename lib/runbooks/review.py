@@ -1,8 +1,9 @@
 """The post-incident review document (the incident-response runbook's Post-Incident Document Template).
 
 Markdown from `templates/post-incident-review.md.j2`, filled from the incident's evidence; the HTML is
-that same Markdown rendered by mistune (nbconvert's Markdown renderer) with raw HTML escaped, so no
-text from a finding becomes markup. What the evidence cannot know (root cause, users affected, what
+that same Markdown rendered by mistune (nbconvert's Markdown renderer) with raw HTML escaped. Every word from
+the evidence or the incident log is escaped on its way into the Markdown (runbooks.escape), so none becomes
+markup in either. What the evidence cannot know (root cause, users affected, what
 went well, action items) keeps the incident-response runbook's placeholders for the people in the review.
 The review meeting (when it is due, attendees, agenda) comes from runbooks.review_meeting; the Impact
 figures and the chart of error rate and latency over the incident from the metrics the runs recorded
@@ -21,10 +22,11 @@ from pathlib import Path
 import jinja2
 import mistune
 
-from . import review_meeting, units
+from . import escape, review_meeting, runfiles, units
 from .chain import Verification
 from .command_evidence import is_command
 from .incident import Incident, Run, percent
+from .runfiles import RunFiles
 
 NAME = "review"  # review.md and review.html in the incident folder
 CHART = "review-impact.png"  # beside them: error rate and latency over the incident
@@ -49,10 +51,11 @@ def write(incident: Incident, verification: Verification, now: dt.datetime | Non
     md_path, html_path = incident.folder / f"{NAME}.md", incident.folder / f"{NAME}.html"
     (incident.folder / CHART).unlink(missing_ok=True)
     if png:
-        (incident.folder / CHART).write_bytes(png)
-    md_path.write_text(markdown(incident, verification, now, CHART if png else None))
+        runfiles.replace(incident.folder / CHART, png)
+    runfiles.replace(md_path, markdown(incident, verification, now, CHART if png else None).encode())
     embedded = f"data:image/png;base64,{base64.b64encode(png).decode()}" if png else None
-    html_path.write_text(html(markdown(incident, verification, now, embedded), f"Post-Incident Review: {incident.id}"))
+    title = f"Post-Incident Review: {incident.id}"
+    runfiles.replace(html_path, html(markdown(incident, verification, now, embedded), title).encode())
     return md_path, html_path
 
 
@@ -112,17 +115,21 @@ def markdown(
 
 def timeline(incident: Incident, clock: str) -> list[Row]:
     """Each alert's firing and arrival, each run's start, end, findings and actions, and the incident's start if
-    triage gave one, by time."""
+    triage gave one, by time. Every word from the evidence or the incident log is escaped (runbooks.escape): none
+    becomes markup in review.md or review.html."""
+    code, md = escape.code, escape.markdown
     events: list[tuple[dt.datetime, str]] = []
     if incident.incident_start:
         events.append((incident.incident_start, "Incident started (the `incident_start` triage gave)"))
     for a in incident.alerts:
         if a.state == "resolved":
-            events.append((a.received_at, f"Alert `{a.alertname}` resolved (notification received)"))
+            events.append((a.received_at, f"Alert {code(a.alertname)} resolved (notification received)"))
             continue
-        events.append((a.starts_at, f"Alert `{a.alertname}` fired"))
-        outcome = f"runbook `{a.runbook}` queued" if a.state == "queued" else f"{a.state}: {a.reason or 'no route'}"
-        events.append((a.received_at, f"Alert `{a.alertname}` received by `runbook serve`: {outcome}"))
+        events.append((a.starts_at, f"Alert {code(a.alertname)} fired"))
+        outcome = (
+            f"runbook {code(a.runbook)} queued" if a.state == "queued" else md(f"{a.state}: {a.reason or 'no route'}")
+        )
+        events.append((a.received_at, f"Alert {code(a.alertname)} received by `runbook serve`: {outcome}"))
     for run in incident.current:
         record, finished = run.record, run.record.finished_at
         if is_command(record):
@@ -130,41 +137,42 @@ def timeline(incident: Incident, clock: str) -> list[Row]:
             continue
         events += _session(run) if record.session else _run(run)
         for f in record.findings:
-            badge = f" ({f['severity']})" if f["severity"] else ""
-            events.append((finished, f"Finding `{f['id']}`{badge}: {f['summary']}"))
-        by_hand = f" by hand (`{record.operator}`)" if record.session else ""
+            badge = f" ({md(f['severity'])})" if f["severity"] else ""
+            events.append((finished, f"Finding {code(f['id'])}{badge}: {md(f['summary'])}"))
+        by_hand = f" by hand ({code(record.operator)})" if record.session else ""
         for action in record.actions:
             done = f"Applied{by_hand}" if action["mode"] == "applied" else "Previewed only (dry run)"
-            events.append((finished, f"{done} `{action['id']}` on {action['target']}: {action['result']}"))
+            events.append((finished, f"{done} {code(action['id'])} on {md(action['target'])}: {md(action['result'])}"))
     return [Row(f"{units.local(when):{clock}}", event) for when, event in sorted(events, key=lambda e: e[0])]
 
 
 def _run(run: Run) -> list[tuple[dt.datetime, str]]:
     """A headless or alert run: its start, and how it ended."""
-    record = run.record
-    by = f" by alert `{record.alert['labels'].get('alertname', '?')}`" if record.alert else ""
-    events = [(record.started_at, f"Runbook `{record.runbook}` started{by} (evidence `{run.evidence}`)")]
+    record, code, md = run.record, escape.code, escape.markdown
+    by = f" by alert {code(record.alert['labels'].get('alertname', '?'))}" if record.alert else ""
+    events = [(record.started_at, f"Runbook {code(record.runbook)} started{by} (evidence {code(run.evidence)})")]
     if record.error:
         e = record.error
         where = f" at cell {e.cell}" if e.cell is not None else ""
-        events.append((record.finished_at, f"Runbook `{record.runbook}` failed{where}: {e.ename}: {e.evalue}"))
+        failed = f"Runbook {code(record.runbook)} failed{where}: {md(f'{e.ename}: {e.evalue}')}"
+        events.append((record.finished_at, failed))
     else:
-        events.append((record.finished_at, f"Runbook `{record.runbook}` completed"))
+        events.append((record.finished_at, f"Runbook {code(record.runbook)} completed"))
     return events
 
 
 def _session(run: Run) -> list[tuple[dt.datetime, str]]:
     """An interactive session as last sealed: opened by whom, sealed how, which cells were edited by hand."""
-    record, session = run.record, run.record.session
+    record, session, code = run.record, run.record.session, escape.code
     assert session is not None
-    name, by = record.runbook, record.operator or "unknown"
+    name, by = code(record.runbook), code(record.operator or "unknown")
     earlier = f"; supersedes {session.seal - 1} earlier seal(s)" if session.seal > 1 else ""
-    how = record.status if not session.reason else f"{record.status}: {session.reason}"
+    how = escape.markdown(record.status if not session.reason else f"{record.status}: {session.reason}")
     events = [
-        (record.started_at, f"Interactive session `{name}` opened by `{by}` (working copy `{session.working_copy}`)"),
+        (record.started_at, f"Interactive session {name} opened by {by} (working copy {code(session.working_copy)})"),
         (
             record.finished_at,
-            f"Interactive session `{name}` by `{by}` sealed, {how} (evidence `{run.evidence}`{earlier})",
+            f"Interactive session {name} by {by} sealed, {how} (evidence {code(run.evidence)}{earlier})",
         ),
     ]
     if session.edited:
@@ -176,7 +184,7 @@ def _session(run: Run) -> list[tuple[dt.datetime, str]]:
             else f"runbook cell {e.runbook_cell} (removed)"
             for e in session.edited
         )
-        events.append((record.finished_at, f"Edited by hand in `{name}` (`{by}`), differing from the runbook: {cells}"))
+        events.append((record.finished_at, f"Edited by hand in {name} ({by}), differing from the runbook: {cells}"))
     return events
 
 
@@ -194,11 +202,14 @@ COMMAND_WORDS = {"close": "Closed", "comms": "Message sent", "escalate": "Escala
 
 def _command_events(evidence: str, record) -> list[tuple[dt.datetime, str]]:
     """A command's record as timeline rows: what was closed, sent, escalated, and the receivers' answers."""
-    events = [(record.finished_at, f"`runbook {record.runbook}` (evidence `{evidence}`)")]
+    code, md = escape.code, escape.markdown
+    events = [(record.finished_at, f"{code(f'runbook {record.runbook}')} (evidence {code(evidence)})")]
     for f in record.findings:
-        events.append((record.finished_at, f"{COMMAND_WORDS.get(record.runbook, 'Command')}: {f['summary']}"))
+        events.append((record.finished_at, f"{COMMAND_WORDS.get(record.runbook, 'Command')}: {md(f['summary'])}"))
     for action in record.actions:
-        events.append((record.finished_at, f"Applied `{action['id']}` on {action['target']}: {action['result']}"))
+        events.append(
+            (record.finished_at, f"Applied {code(action['id'])} on {md(action['target'])}: {md(action['result'])}")
+        )
     return events
 
 
@@ -206,7 +217,11 @@ def _closed(incident: Incident) -> str:
     resolution = incident.resolution
     if resolution is None or incident.resolved_at is None:
         return "open (not closed with `runbook close`)"
-    how = f"forced: {resolution.get('reason')}" if resolution.get("forced") else "recovery confirmed by verify-recovery"
+    how = (
+        f"forced: {escape.markdown(resolution.get('reason'))}"
+        if resolution.get("forced")
+        else "recovery confirmed by verify-recovery"
+    )
     return f"closed, resolved {units.when(incident.resolved_at)} ({how})"
 
 
@@ -231,9 +246,9 @@ def _severity(incident: Incident) -> str | None:
     return incident.severity
 
 
-def _cell(text: str) -> str:
-    """Text that stays inside one Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+def _link(name: str) -> str:
+    """A link to a file of the incident folder; a name the runner would not write is shown, not linked."""
+    return f"[{name}]({name})" if RunFiles.of(Path(name)) and Path(name).name == name else escape.code(name)
 
 
 def _template() -> jinja2.Template:
@@ -242,8 +257,8 @@ def _template() -> jinja2.Template:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,  # Markdown; the HTML rendering escapes
+        autoescape=False,  # Markdown: what comes from the evidence goes through runbooks.escape
         undefined=jinja2.StrictUndefined,
     )
-    environment.filters["cell"] = _cell
+    environment.filters.update(code=escape.code, markdown=escape.markdown, link=_link)
     return environment.get_template("post-incident-review.md.j2")

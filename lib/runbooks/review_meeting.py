@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import escalation, units
+from .escape import markdown  # the agenda is Markdown: words from the evidence are escaped on the way in
 from .incident import Incident, review_due
 
 CAUSE_FINDINGS = ("suspected-cause", "likely-cause")  # service-investigation's, api-gateway-high-error-rate's
@@ -59,7 +60,7 @@ def attendees(incident: Incident, now: dt.datetime) -> list[str]:
             people.append(f"Incident responder: {row.role}{contact}")
     else:
         people.append("Incident responders: [Primary and Secondary On-Call; no severity, no matrix row]")
-    people += [f"Team lead of {service}: @[name]" for service in affected_services(incident)]
+    people += [f"Team lead of {markdown(service)}: @[name]" for service in affected_services(incident)]
     people.append("Optional stakeholders: [Support, Product, Account management]")
     return people
 
@@ -105,7 +106,7 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
             f"SLA impact: {sla(incident, now)}",
         ],
     )
-    causes = [f"{f['summary']} ({run.record.runbook})" for run, f in _causes(incident)]
+    causes = [f"{markdown(f['summary'])} ({markdown(run.record.runbook)})" for run, f in _causes(incident)]
     root = Item(
         "Root Cause Analysis (20 min)",
         [

@@ -32,11 +32,19 @@ import nbformat
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from . import catalog, cells, chain, evidence, redact, runner
+from . import catalog, cells, chain, evidence, redact, runfiles, runner
 from .catalog import Runbook
 from .errors import UsageError
 from .evidence import Finding, Record, Session, parse_time, utc_text
-from .runfiles import SESSION, RunFiles, evidence_files, incident_folder, is_working_copy, working_copies
+from .runfiles import (
+    SESSION,
+    RunFiles,
+    evidence_files,
+    incident_folder,
+    is_working_copy,
+    make_incident_folder,
+    working_copies,
+)
 
 CREDENTIAL_FINDING = "credential-in-notebook"
 _OPERATOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -69,9 +77,11 @@ def open_copy(runbook: Runbook, parameters: dict[str, Any], incident: str, outpu
     folder = incident_folder(output_dir, incident)
     if folder.resolve().is_relative_to(catalog.NOTEBOOKS.resolve()):
         raise UsageError(f"{folder} is under {catalog.NOTEBOOKS}: the runbooks themselves are never written")
-    folder.mkdir(parents=True, exist_ok=True)
+    taken = redact.take(parameters)  # the secrets taken out: a dsn that cannot be read safely stops here
+    folder = make_incident_folder(output_dir, incident)
     files = RunFiles.claim(folder, runbook.name)
-    launch = runner.Launch.of(runbook, parameters, incident, files, alert=None)  # the passwords taken out
+    files.html.unlink()  # claimed with the notebook's name; a working copy has no HTML of its own
+    launch = runner.Launch.of(runbook, parameters, incident, files, alert=None, taken=taken)
     notebook = opened(runbook, launch.parameters)
     notebook.metadata[SESSION] = {
         "runbook": runbook.name,
@@ -79,8 +89,9 @@ def open_copy(runbook: Runbook, parameters: dict[str, Any], incident: str, outpu
         "opened_at": utc_text(files.started),
         "operator": by,
     }
-    files.notebook.write_text(nbformat.writes(notebook))
-    return WorkingCopy(files.notebook, launch.secrets)
+    runfiles.replace(files.notebook, nbformat.writes(notebook).encode())
+    password = launch.secrets.environment.get("PGPASSWORD")
+    return WorkingCopy(files.notebook, (password,) if password else ())
 
 
 def opened(runbook: Runbook, parameters: dict[str, Any]) -> nbformat.NotebookNode:
@@ -106,14 +117,14 @@ def seal(copy: Path, secrets: Iterable[str] = ()) -> Sealed:
         parameters = dict(notebook.metadata.get("papermill", {}).get("parameters", {}))
         baseline = opened(runbook, parameters)
         found = cells.credentials(notebook, baseline)
-        scrubbed = runner.every_form(tuple(secrets)) + list(found.values)
-        sealed = nbformat.reads(redact.scrub(nbformat.writes(notebook), scrubbed), as_version=4)
+        scrubbed = redact.Secrets((*secrets, *found.values))
+        sealed = nbformat.from_dict(redact.scrub(notebook, scrubbed))  # the parsed notebook, every form
         del sealed.metadata[SESSION]  # a sealed copy is evidence, not a working copy
         audit = cells.audit(sealed, baseline)
         earlier = seals(copy)
 
         files = RunFiles.claim(copy.parent, runbook.name)
-        files.notebook.write_text(nbformat.writes(sealed))
+        runfiles.replace(files.notebook, nbformat.writes(sealed).encode())
         findings, actions = evidence.collect(sealed)
         if found.cells:
             findings.append(dataclasses.asdict(_credential_finding(found.cells)))
@@ -145,7 +156,7 @@ def seal(copy: Path, secrets: Iterable[str] = ()) -> Sealed:
                 raised=audit.raised,
             ),
         )
-        files.html.write_text(redact.scrub(runner.html(sealed, record, runbook.title), scrubbed))
+        runfiles.replace(files.html, redact.text(runner.html(sealed, record, runbook.title), scrubbed).encode())
         runner.write_evidence(files, record, scrubbed)
         return Sealed(copy, files.evidence, audit.status, audit.reason)
 

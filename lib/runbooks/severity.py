@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import units
+from . import escape, units
 
 LEVELS = ("P1", "P2", "P3", "P4")
 ALL_FAILING = 0.99
@@ -99,7 +99,8 @@ class Severity:
         not_measured = (
             f"; not measured: {', '.join(m.replace('_', ' ') for m in self.unmeasured)}" if self.unmeasured else ""
         )
-        return f"**{self.level}**: {self.rule}; measured {measured_words(self.measured)}{not_measured}"
+        said = f"{self.rule}; measured {measured_words(self.measured)}{not_measured}"
+        return f"**{self.level}**: {escape.markdown(said)}"
 
 
 def measured_words(measured: dict[str, Any]) -> str:

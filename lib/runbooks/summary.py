@@ -2,7 +2,8 @@
 target, the status and where its HTML is. `runbook run`, `runbook demo` and `runbook show-incident` print it.
 
 Built from the evidence file's record (runbooks.evidence.Record), so what is printed is what was recorded.
-Lines carry a colour name; `render` wraps them to the terminal's width and colours them only for a terminal.
+Lines carry a colour name; `render` shows their text with escape.line (no control sequence from a finding
+reaches the terminal), wraps them to the terminal's width and colours them only for a terminal.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from . import targets, units
+from . import escape, targets, units
 from .evidence import SEVERITIES, Record
 
 COLOURS = {"critical": "red", "warning": "yellow", "info": "cyan", "failed": "red", "completed": "green"}
@@ -29,6 +30,7 @@ class Line:
     text: str
     label: str = ""  # a leading word shown in colour: a severity, a mode, a status
     indent: int = 0
+    wrap: bool = True  # False: a path to copy, kept on one line
 
 
 def by_severity(findings: tuple[dict, ...] | list[dict]) -> list[dict]:
@@ -63,7 +65,7 @@ def run_lines(record: Record, evidence_path: Path | None = None, looked_at: bool
     lines += action_lines(record)
     html = next((a.path for a in record.artifacts if a.path.endswith(".html")), None)
     if evidence_path is not None and html:
-        lines.append(Line(f"HTML: {evidence_path.with_name(html)}"))
+        lines.append(Line(f"HTML: {evidence_path.with_name(html)}", wrap=False))
     return lines
 
 
@@ -100,8 +102,8 @@ def render(lines: list[Line], width: int | None, colour: bool) -> str:
         lead = " " * line.indent
         if not line.indent and line.label:
             label = f"{line.label}: "
-        text = lead + label + line.text
-        if width:
+        text = lead + label + escape.line(line.text)  # outside text never drives the terminal
+        if width and line.wrap:
             hang = " " * (len(lead) + len(label))
             text = textwrap.fill(text, width, subsequent_indent=hang, break_on_hyphens=False, break_long_words=False)
         if colour and line.label:

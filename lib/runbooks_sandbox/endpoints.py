@@ -12,6 +12,7 @@ Every server runs in a daemon thread and stops when its `with` block ends.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import socket
@@ -241,20 +242,33 @@ class HealthEndpoint:
     url: str
     status: int
     requests: list = field(default_factory=list)  # (method, path) of every request received
+    refused: int = 0  # requests answered 401: without the credentials `basic_auth` asks for
 
 
 @contextmanager
 def serve_health(
-    status: int, body: str | None = None, content_type: str = "application/json"
+    status: int,
+    body: str | None = None,
+    content_type: str = "application/json",
+    basic_auth: tuple[str, str] | None = None,
 ) -> Iterator[HealthEndpoint]:
     """An HTTP server on a free loopback port answering every request with `status` (and `body`, else a small
-    JSON status), until the block ends."""
+    JSON status), until the block ends; with `basic_auth` (user, password), 401 to a request without those
+    credentials."""
     endpoint = HealthEndpoint("", status)
     answer = body.encode() if body is not None else None
+    expected = "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode() if basic_auth else None
 
     class Handler(BaseHTTPRequestHandler):
         def _answer(self):
             endpoint.requests.append((self.command, self.path))
+            if expected and self.headers.get("Authorization") != expected:
+                endpoint.refused += 1
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", "Basic")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = (
                 answer if answer is not None else b'{"status": "ok"}' if status < 400 else b'{"status": "unavailable"}'
             )

@@ -3,22 +3,26 @@
 A firing alert with a route whose labels pass their checks is `queued`; one with no route is
 `unrouted`, one with a label that fails its check is `rejected`, a resolved one is `resolved`: none of
 those starts a run. Each alert counts once (fingerprint + startsAt + status): re-sent, it is a
-`duplicate` and changes nothing. Each new one gets one JSON line in `output/<incident>/alerts.jsonl`.
+`duplicate` and changes nothing. Each new one gets one JSON line in `output/<incident>/alerts.jsonl`, the
+incident log, whose lines are records of the incident's chain as its evidence files are.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .. import chain
 from ..errors import UsageError
-from ..runfiles import ALERT_LOG
+from ..runfiles import ALERT_LOG, make_incident_folder
 from .queue import Entry, Queue
 from .routing import Rejected, Routing, incident_id
 from .webhook import Alert, Notification
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,20 @@ class Outcome:
 
 def receive(notification: Notification, routing: Routing, queue: Queue, output_dir: Path) -> list[Outcome]:
     """Decide each alert, commit them all to the queue, log the new ones; what became of each."""
-    entries = [_entry(notification, alert, routing) for alert in notification.alerts]
+    folders, limit = _incident_folders(output_dir), routing.policy.incidents
+    entries: list[Entry] = []
+    unlogged: set[int] = set()
+    for alert in notification.alerts:
+        entry = _entry(notification, alert, routing)
+        if entry.incident not in folders and len(folders) >= limit:  # clearly abuse: logged by the service only
+            reason = f"no new incident folder: {limit} exist (limits.incidents)"
+            entry = replace(entry, state="rejected", runbook=None, parameters={}, reason=reason)
+            unlogged.add(len(entries))
+        folders.add(entry.incident)
+        entries.append(entry)
     added = queue.add(entries)
-    for entry, new in zip(entries, added, strict=True):
-        if new:
+    for i, (entry, new) in enumerate(zip(entries, added, strict=True)):
+        if new and i not in unlogged:
             _log(output_dir, entry)
     return [
         Outcome(e.alertname, e.fingerprint, e.status, e.state if new else "duplicate", e.incident, e.runbook, e.reason)
@@ -51,7 +65,7 @@ def _entry(notification: Notification, alert: Alert, routing: Routing) -> Entry:
         "starts_at": alert.starts_at,
         "status": alert.status,
         "alertname": alert.name,
-        "incident": incident_id(notification, alert),
+        "incident": incident_id(notification, alert, routing.policy),
         "alert": alert.record(notification.group_key),
     }
     route = routing.routes.get(alert.name)
@@ -60,19 +74,26 @@ def _entry(notification: Notification, alert: Alert, routing: Routing) -> Entry:
             **common, state="resolved" if alert.status == "resolved" else "unrouted", runbook=None, parameters={}
         )
     try:
-        parameters = route.parameters(alert)
+        parameters = route.parameters(alert, routing.policy)
         routing.parameters(route.runbook, parameters)  # the runbook's type checks, as for `runbook run`
     except (Rejected, UsageError) as e:
         return Entry(**common, state="rejected", runbook=route.runbook, parameters={}, reason=str(e))
     return Entry(**common, state="queued", runbook=route.runbook, parameters=parameters)
 
 
+def _incident_folders(output_dir: Path) -> set[str]:
+    if not output_dir.is_dir():
+        return set()
+    return {p.name for p in output_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
 def _log(output_dir: Path, entry: Entry) -> None:
-    folder = output_dir / entry.incident
-    folder.mkdir(parents=True, exist_ok=True)
+    """The entry's line in its incident's log, under the incident's chain (runbooks.chain.append)."""
     line = {
         "received_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
         **asdict(entry),
     }
-    with open(folder / ALERT_LOG, "a") as log:
-        log.write(json.dumps(line) + "\n")
+    try:
+        chain.append(make_incident_folder(output_dir, entry.incident) / ALERT_LOG, line)
+    except (OSError, UsageError) as e:  # a link planted at the log or the folder: never written through
+        log.error("incident %s: the alert is queued, but its incident log was not written: %s", entry.incident, e)

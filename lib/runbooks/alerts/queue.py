@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
+
 MAX_ATTEMPTS = 3
+BUSY_TIMEOUT_SECONDS = 30.0  # how long a call waits for another connection's lock before it fails
+MOVE_ASIDE = (
+    "Move it aside and start again: runs it still held are lost (their evidence stays in the incident folders), "
+    "new alerts queue in a new file"
+)
 RUN_STATES = ("queued", "running", "completed", "failed")
 
 SCHEMA = """
@@ -104,13 +111,26 @@ class Job:
     alert: dict[str, Any]
 
 
+class Unusable(UsageError):
+    """The queue file cannot be opened as the queue (not a database, damaged, not writable). Exit 4."""
+
+    exit_code = 4
+
+
 class Queue:
     def __init__(self, path: Path):
+        """The queue at `path`, created if missing; Unusable, in one line, when the file there is not one."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connection() as conn:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(SCHEMA)
+        try:
+            with self._connection() as conn:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(SCHEMA)
+                damage = [row for (row,) in conn.execute("PRAGMA quick_check") if row != "ok"]
+        except sqlite3.Error as e:
+            raise Unusable(f"the queue {path} cannot be used: {e}. {MOVE_ASIDE}") from None
+        if damage:
+            raise Unusable(f"the queue {path} is damaged ({'; '.join(damage[:3])}). {MOVE_ASIDE}")
 
     def add(self, entries: list[Entry]) -> list[bool]:
         """Record the entries in one transaction; for each, False when that alert was already there."""
@@ -162,7 +182,7 @@ class Queue:
     @contextmanager
     def _connection(self):
         """A connection of its own for each call: the HTTP side and every worker thread use the queue."""
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as conn:
+        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)) as conn:
             conn.execute("PRAGMA synchronous = FULL")  # committed means on disk, before the answer
             yield conn
 

@@ -9,6 +9,7 @@ An alert can never set `apply`: runs started by alerts look and preview, they ch
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -76,11 +77,23 @@ _SOURCE = {
         "max": {"type": "number"},
     },
 }
+_LIMITS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "incident": {"type": "string", "minLength": 1},
+        "endpoints": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "queued": {"type": "integer", "minimum": 1},
+        "alerts_per_notification": {"type": "integer", "minimum": 1},
+        "incidents": {"type": "integer", "minimum": 1},
+    },
+}
 SCHEMA = {
     "type": "object",
     "required": ["routes"],
     "additionalProperties": False,
     "properties": {
+        "limits": _LIMITS,
         "routes": {
             "type": "object",
             "additionalProperties": {
@@ -102,6 +115,44 @@ class Rejected(Exception):
 
 
 @dataclass(frozen=True)
+class Policy:
+    """What alerts may do (`limits` in the routes file). The defaults take a storm of thousands of distinct alerts;
+    only what is clearly abuse is refused: an endless queue, an endless notification, endless incident folders."""
+
+    incident: re.Pattern = INCIDENT  # which `incident` labels name the incident folder; others: the group's name
+    endpoints: tuple[str, ...] = ("*",)  # host[:port] patterns (shell-style) a host-port label may name
+    queued: int = 10_000  # runs waiting at once; past it POST /alerts answers 503 and Alertmanager sends again
+    alerts_per_notification: int = 5_000  # past it the notification is refused (413)
+    incidents: int = 10_000  # incident folders under the output folder; an alert for a new one past it is rejected
+
+    @classmethod
+    def of(cls, spec: dict[str, Any], where: Path) -> Policy:
+        try:
+            incident = re.compile(spec["incident"]) if "incident" in spec else INCIDENT
+        except re.error as e:
+            raise UsageError(f"{where}: limits.incident is no regular expression: {e}") from None
+        return cls(
+            incident,
+            tuple(spec.get("endpoints", cls.endpoints)),
+            spec.get("queued", cls.queued),
+            spec.get("alerts_per_notification", cls.alerts_per_notification),
+            spec.get("incidents", cls.incidents),
+        )
+
+    def endpoint(self, text: str) -> bool:
+        """Whether alerts may name the endpoint `host[:port]`: a pattern without a port admits any port."""
+        host = text.rsplit(":", 1)[0] if ":" in text else text
+        return any(
+            fnmatch.fnmatchcase(text.lower(), p.lower())
+            or (":" not in p and fnmatch.fnmatchcase(host.lower(), p.lower()))
+            for p in self.endpoints
+        )
+
+
+DEFAULT_POLICY = Policy()
+
+
+@dataclass(frozen=True)
 class Source:
     """Where one parameter comes from: a label or an annotation, its check, and how it is written."""
 
@@ -114,7 +165,7 @@ class Source:
     minimum: float | None = None
     maximum: float | None = None
 
-    def value(self, alert: Alert) -> Any:
+    def value(self, alert: Alert, policy: Policy = DEFAULT_POLICY) -> Any:
         """The checked value, or None when the alert has no such label (the lower layers then apply)."""
         text = getattr(alert, self.field).get(self.name)
         if text is None:
@@ -123,6 +174,8 @@ class Source:
         where = f"{self.field[:-1]} {self.name!r}"
         if len(text) > check.max_length or not check.pattern.fullmatch(text):
             raise Rejected(f"{where} = {_quoted(text)} is not {check.meaning}")
+        if self.check == "host-port" and not policy.endpoint(text):
+            raise Rejected(f"{where} = {_quoted(text)} is not an endpoint alerts may name (limits.endpoints)")
         if check.convert is str:
             value = self.template.format(text)
         else:
@@ -140,9 +193,9 @@ class Route:
     runbook: str
     sources: tuple[Source, ...]
 
-    def parameters(self, alert: Alert) -> dict[str, Any]:
+    def parameters(self, alert: Alert, policy: Policy = DEFAULT_POLICY) -> dict[str, Any]:
         """The parameters this alert sets (checked); Rejected names the first label that failed."""
-        values = {s.parameter: s.value(alert) for s in self.sources}
+        values = {s.parameter: s.value(alert, policy) for s in self.sources}
         return {name: value for name, value in values.items() if value is not None}
 
 
@@ -150,8 +203,10 @@ class Route:
 class Routing:
     routes: dict[str, Route]
     books: dict[str, catalog.Runbook]
-    base: dict[str, dict]  # runbook -> its parameters from defaults, --env and -f files, dsn without password
-    password: str | None = field(default=None, repr=False)  # taken out of `dsn`; handed to libpq as PGPASSWORD
+    # runbook -> its parameters from defaults, --env and -f files, as given: each run takes its secrets out
+    # (runner.run, through redact.take) and hands them to its own kernel.
+    base: dict[str, dict] = field(repr=False)
+    policy: Policy = DEFAULT_POLICY
 
     def parameters(self, runbook: str, from_alert: dict[str, Any]) -> dict[str, Any]:
         """The run's parameters, the alert's values over the base, type-checked as `runbook run` does
@@ -169,8 +224,12 @@ def load(path: Path = ROUTES, env: str | None = None, files: tuple[Path, ...] = 
     books = {name: catalog.find(name) for name in sorted({r.runbook for r in routes.values()})}
     check_sources(path, routes, books)
     layers = read_parameter_files(files, books)
-    base, password = base_parameters(books, env, layers)
-    return Routing(routes, books, base, password)
+    return Routing(routes, books, base_parameters(books, env, layers), read_policy(path))
+
+
+def read_policy(path: Path) -> Policy:
+    """The routes file's `limits` (checked with the routes): what alerts may do."""
+    return Policy.of(catalog.read_yaml(path).get("limits") or {}, path)
 
 
 def read_routes(path: Path) -> dict[str, Route]:
@@ -207,22 +266,18 @@ def read_parameter_files(files: tuple[Path, ...], books: dict[str, catalog.Runbo
 
 def base_parameters(
     books: dict[str, catalog.Runbook], env: str | None, layers: list[dict[str, Any]]
-) -> tuple[dict[str, dict], str | None]:
-    """Each routed runbook's parameters from its defaults, `--env` and the files, type-checked, never `apply`; the
-    `dsn` passwords taken out (one at most: it becomes the PGPASSWORD of every run)."""
-    base, passwords = {}, set()
+) -> dict[str, dict]:
+    """Each routed runbook's parameters from its defaults, `--env` and the files, type-checked, never `apply`, and
+    their secrets checked to be takeable (redact.take) now rather than at the first alert."""
+    base = {}
     for name, book in books.items():
         stack = [catalog.environment_layer(env, book)] if env else []
         stack += [{k: v for k, v in layer.items() if k in book.parameters} for layer in layers]
         base[name] = book.resolve(*stack)  # wrong types in the files fail now
         if base[name].get("apply"):
             raise UsageError(f"runbook {name!r}: apply is set by --env or -f; runs started by alerts only preview")
-        if isinstance(base[name].get("dsn"), str):
-            base[name]["dsn"], password = redact.split_password(base[name]["dsn"])
-            passwords |= {password} if password else set()
-    if len(passwords) > 1:
-        raise UsageError("the dsn values carry different passwords; give them through ~/.pgpass instead")
-    return base, next(iter(passwords), None)
+        redact.take(base[name])
+    return base
 
 
 def routes_to(runbook: str, path: Path = ROUTES) -> list[str]:
@@ -233,11 +288,11 @@ def routes_to(runbook: str, path: Path = ROUTES) -> list[str]:
         return []
 
 
-def incident_id(notification: Notification, alert: Alert) -> str:
-    """The alert's `incident` label if it is a plain name, else `<group alertname>-<hash of groupKey>`:
-    stable for the group across notifications and restarts, and safe as a folder name."""
+def incident_id(notification: Notification, alert: Alert, policy: Policy = DEFAULT_POLICY) -> str:
+    """The alert's `incident` label if it is a plain name the policy admits, else `<group alertname>-<hash of
+    groupKey>`: stable for the group across notifications and restarts, and safe as a folder name."""
     label = alert.labels.get("incident", "")
-    if INCIDENT.fullmatch(label):
+    if INCIDENT.fullmatch(label) and policy.incident.fullmatch(label):
         return label
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", notification.group_labels.get("alertname", ""))[:40].strip("-_")
     return f"{name or 'alerts'}-{hashlib.sha256(notification.group_key.encode()).hexdigest()[:8]}"

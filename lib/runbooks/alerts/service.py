@@ -1,10 +1,12 @@
 """`runbook serve`: the HTTP side (Starlette, served by uvicorn).
 
 POST /alerts  Alertmanager's webhook (bearer token): 202 once every alert is committed to the queue,
-              with what became of each; 401 no or wrong token, 413 body over MAX_BODY, 400 not JSON,
-              422 not a version-4 payload (the message names the field).
+              with what became of each; 401 no or wrong token, 413 body over MAX_BODY or more alerts than
+              limits.alerts_per_notification, 400 not JSON, 422 not a version-4 payload (the message names
+              the field), 503 the queue holds limits.queued runs or cannot be written (Alertmanager retries).
 GET  /runs    recent runs (bearer token): alert, runbook, incident, status, evidence path.
-GET  /healthz 200 while the service runs, with the queue depth.
+GET  /healthz 200 while the workers can take work, with the queue depth; 503 saying why when a worker is gone,
+              the queue cannot be read, or the service stops.
 GET  /metrics Prometheus text: alerts received, deduplicated, not run; runs; run durations; queue depth.
 Beside them, a thread escalates unresolved incidents on time (escalations.py).
 """
@@ -15,6 +17,8 @@ import contextlib
 import hmac
 import logging
 import os
+import signal
+import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,17 +28,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import notify
+from .. import escape, notify, redact
 from ..errors import UsageError
+from ..limits import STOP_GRACE_SECONDS, Limits
 from ..notify import Integrations
 from . import escalations, intake, webhook
-from .queue import Queue
+from .queue import Queue, Unusable
 from .routing import Routing
 from .telemetry import Telemetry
 from .workers import Workers
 
 log = logging.getLogger(__name__)
-TOKEN_VARIABLE = "RUNBOOK_WEBHOOK_TOKEN"
+TOKEN_VARIABLE = redact.WEBHOOK_TOKEN
 MAX_BODY = 1024 * 1024
 QUEUE = Path(".serve") / "queue.sqlite3"  # under the output folder
 
@@ -67,13 +72,23 @@ class Service:
         token: str | None,
         integrations: Integrations | None = None,
         escalate_every: float = escalations.INTERVAL_SECONDS,
+        limits: Limits | None = None,
+        grace: float = STOP_GRACE_SECONDS,
     ):
-        self.routing, self.output_dir, self.token = routing, output_dir, token
+        self.routing, self.output_dir, self.token, self.grace = routing, output_dir, token, grace
         self.queue = Queue(output_dir / QUEUE)
         self.telemetry = Telemetry()
-        self.workers = Workers(workers, routing, self.queue, output_dir, self.telemetry)
+        self.failure: str | None = None  # why the service gave up, when it did
+        self.on_failure = lambda: None  # told when it gives up: `serve` then stops uvicorn
+        self.workers = Workers(workers, routing, self.queue, output_dir, self.telemetry, limits, self._fail)
         self.integrations = integrations or notify.load()
         self.escalator = escalations.Escalator(output_dir, self.integrations, escalate_every)
+
+    def _fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = reason
+            log.error("giving up: %s", reason)
+            self.on_failure()
 
     def app(self) -> Starlette:
         return Starlette(
@@ -95,12 +110,13 @@ class Service:
         self.escalator.start()
         yield
         self.escalator.stop()
-        self.workers.stop()
+        await run_in_threadpool(self.workers.stop, self.grace)
 
     def kernel_environment(self) -> dict[str, str]:
-        """This process's environment less the webhook token and the integrations' secrets: no notebook reads them."""
-        hidden = {TOKEN_VARIABLE, *self.integrations.secret_variables}
-        return {k: v for k, v in os.environ.items() if k not in hidden}
+        """This process's environment less the tool's own secrets (webhook token, seal key) and the integrations':
+        no notebook reads them."""
+        hidden = set(self.integrations.secret_variables)
+        return {k: v for k, v in redact.kernel_environment(os.environ).items() if k not in hidden}
 
     async def alerts(self, request: Request) -> Response:
         try:
@@ -109,13 +125,34 @@ class Service:
         except webhook.Invalid as e:
             log.warning("POST /alerts refused (%d): %s", e.status, e)
             return _refusal(e)
+        policy = self.routing.policy
+        if len(notification.alerts) > policy.alerts_per_notification:
+            message = (
+                f"{len(notification.alerts)} alerts in one notification, over limits.alerts_per_notification "
+                f"({policy.alerts_per_notification}): send fewer at once (Alertmanager's max_alerts)"
+            )
+            log.warning("POST /alerts refused (413): %s", message)
+            return JSONResponse({"error": message}, 413)
+        try:
+            waiting = (await run_in_threadpool(self.queue.depth))["queued"]
+        except sqlite3.Error as e:
+            log.error("POST /alerts: the queue cannot take alerts now: %s", e)
+            return JSONResponse({"error": f"the queue cannot take alerts now: {e}; send again later"}, 503)
+        if waiting >= policy.queued:
+            message = f"the queue is full: {waiting} runs wait (limits.queued {policy.queued}); send again later"
+            log.warning("POST /alerts refused (503): %s", message)
+            return JSONResponse({"error": message}, 503, headers={"Retry-After": "60"})
         if notification.truncated_alerts:
             log.warning(
                 "group %r: Alertmanager left out %d alert(s) (its max_alerts)",
                 notification.group_key,
                 notification.truncated_alerts,
             )
-        outcomes = await run_in_threadpool(intake.receive, notification, self.routing, self.queue, self.output_dir)
+        try:
+            outcomes = await run_in_threadpool(intake.receive, notification, self.routing, self.queue, self.output_dir)
+        except sqlite3.Error as e:  # Alertmanager sends it again later
+            log.error("POST /alerts: the queue cannot take alerts now: %s", e)
+            return JSONResponse({"error": f"the queue cannot take alerts now: {e}; send again later"}, 503)
         for o in outcomes:
             self.telemetry.count(o)
             log.info(
@@ -124,7 +161,7 @@ class Service:
                 o.fingerprint,
                 o.status,
                 o.outcome,
-                f": {o.reason}" if o.reason else "",
+                f": {escape.line(o.reason)}" if o.reason else "",
             )
         self.workers.wake()
         return JSONResponse({"alerts": [asdict(o) for o in outcomes]}, 202)
@@ -140,7 +177,14 @@ class Service:
         return JSONResponse({"runs": await run_in_threadpool(self.queue.recent_runs, int(limit))})
 
     async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", **await run_in_threadpool(self.queue.depth)})
+        """200 while the workers can take work and the queue answers; 503 saying why otherwise."""
+        try:
+            depth = await run_in_threadpool(self.queue.depth)
+        except sqlite3.Error as e:
+            return JSONResponse({"status": "unavailable", "reason": f"the queue cannot be read: {e}"}, 503)
+        if problem := self.failure or self.workers.health():
+            return JSONResponse({"status": "unavailable", "reason": problem, **depth}, 503)
+        return JSONResponse({"status": "ok", **depth})
 
     async def metrics(self, request: Request) -> Response:
         text = self.telemetry.text(await run_in_threadpool(self.queue.depth))
@@ -162,9 +206,15 @@ def create_app(
     token: str | None,
     integrations: Integrations | None = None,
     escalate_every: float = escalations.INTERVAL_SECONDS,
+    limits: Limits | None = None,
+    grace: float = STOP_GRACE_SECONDS,
 ) -> Starlette:
     """The service; its lifespan recovers runs cut short by a previous stop, starts the workers and escalations."""
-    return Service(routing, output_dir, workers, token, integrations, escalate_every).app()
+    return Service(routing, output_dir, workers, token, integrations, escalate_every, limits, grace).app()
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT stopped the service, which then shut down in order."""
 
 
 def serve(
@@ -176,15 +226,34 @@ def serve(
     port: int,
     integrations: Integrations | None = None,
     escalate_every: float = escalations.INTERVAL_SECONDS,
+    limits: Limits | None = None,
+    grace: float = STOP_GRACE_SECONDS,
 ) -> None:
+    """Serve until SIGTERM or SIGINT: then take no more requests, give the runs under way `grace` seconds, end the
+    others (each leaves failed evidence) and return. Unusable (exit 4) when the queue fails for good."""
     import uvicorn
 
-    if routing.password:  # one PGPASSWORD for every run: libpq reads it, no notebook or file sees it
-        os.environ["PGPASSWORD"] = routing.password
     if token is None:
         log.warning("--insecure-no-auth: anyone who can reach %s:%d can start runs", host, port)
-    app = create_app(routing, output_dir, workers, token, integrations, escalate_every)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    service = Service(routing, output_dir, workers, token, integrations, escalate_every, limits, grace)
+    server = uvicorn.Server(
+        uvicorn.Config(service.app(), host=host, port=port, log_level="info", timeout_graceful_shutdown=int(grace))
+    )
+    service.on_failure = lambda: setattr(server, "should_exit", True)
+
+    def stopped(signum, frame) -> None:  # uvicorn raises the signal it stopped for again once it has stopped
+        raise Stopped(signal.Signals(signum).name)
+
+    before = {number: signal.signal(number, stopped) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except Stopped as e:
+        log.info("runbook serve stopped (%s)", e)
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+    if service.failure:
+        raise Unusable(f"runbook serve gave up: {service.failure}")
 
 
 def _refusal(error: webhook.Invalid) -> JSONResponse:

@@ -1,15 +1,26 @@
-"""A bounded pool of threads, each taking the oldest queued alert and running its runbook on a warm kernel."""
+"""A bounded pool of threads, each taking the oldest queued alert and running its runbook on a warm kernel.
+
+The workers outlive trouble with the queue: an SQLite error (a lock held too long, a full disk) is logged and
+retried with backoff (`health()` says why nothing runs meanwhile); a queue that is no database any more, or that
+stays unusable for QUEUE_GIVE_UP_SECONDS, is fatal: `on_fatal` is told, and `runbook serve` exits. A worker
+that no kernel is ready for runs on a kernel of its own. `stop(grace)` is bounded: the runs under way get `grace`
+seconds, then are ended (each leaves failed evidence and runs again after a restart).
+"""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from .. import evidence, runner
+from .. import escape, evidence, redact, runner
 from ..evidence import Record
-from ..kernels import KernelPool
+from ..kernels import Kernel, KernelPool, KernelUnavailable
+from ..limits import GRACE_SECONDS, Limits
 from ..runfiles import evidence_files, without_evidence
 from .queue import Job, Queue
 from .routing import Routing
@@ -17,14 +28,36 @@ from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 IDLE_POLL_SECONDS = 1.0  # a worker with nothing to do looks again this often, or when woken
+BACKOFF_SECONDS = (0.5, 1, 2, 5, 10, 30)  # between attempts at a queue that failed, the last one repeated
+QUEUE_GIVE_UP_SECONDS = 600.0  # a queue unusable this long: the service gives up (exits non-zero)
+EVIDENCE_SECONDS = 30.0  # for runs ended at a stop to write their evidence
+T = TypeVar("T")
+
+
+class QueueFailed(Exception):
+    """The queue cannot be used and will not be: fatal to the service."""
 
 
 class Workers:
-    def __init__(self, count: int, routing: Routing, queue: Queue, output_dir: Path, telemetry: Telemetry):
+    def __init__(
+        self,
+        count: int,
+        routing: Routing,
+        queue: Queue,
+        output_dir: Path,
+        telemetry: Telemetry,
+        limits: Limits | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ):
         self.routing, self.queue, self.output_dir, self.telemetry = routing, queue, output_dir, telemetry
+        self.limits = limits or Limits()
+        self.on_fatal = on_fatal or (lambda reason: None)
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, name=f"worker-{i}") for i in range(count)]
+        self._end_runs = threading.Event()  # set when the grace of a stop is over: runs under way are ended
+        self._threads = [threading.Thread(target=self._loop, name=f"worker-{i}", daemon=True) for i in range(count)]
+        self._troubles: dict[str, str] = {}  # worker name -> why it cannot work now
+        self._running: dict[str, int] = {}  # worker name -> the id of the job it runs
         self._kernels: KernelPool | None = None
 
     def start(self, environment: dict[str, str]) -> None:
@@ -32,6 +65,14 @@ class Workers:
         self._kernels = KernelPool(size=len(self._threads) + 1, environment=environment)
         for thread in self._threads:
             thread.start()
+
+    def health(self) -> str | None:
+        """Why the workers cannot take work now (a worker gone, a queue failing), or None when they can."""
+        if self._stopping.is_set():
+            return "stopping"
+        gone = [t.name for t in self._threads if t.ident is not None and not t.is_alive()]
+        problems = [f"{name} is not running" for name in gone] + sorted(set(self._troubles.values()))
+        return "; ".join(problems) or None
 
     def recover(self) -> int:
         """After a restart: a run cut short after its evidence was written is finished as its evidence says (not
@@ -60,32 +101,79 @@ class Workers:
                     log.exception("run %d: could not leave evidence of the partial run %s", job.id, files.notebook)
         return self.queue.recover()
 
-    def _pool(self) -> KernelPool:
-        if self._kernels is None:
-            raise RuntimeError("the workers run only after start()")
-        return self._kernels
-
     def wake(self) -> None:
         """Something was queued."""
         self._wake.set()
 
-    def stop(self) -> None:
-        """Take nothing more; wait for the runs under way (a kill instead leaves them to `Queue.recover`)."""
+    def stop(self, grace: float = 0.0) -> None:
+        """Take nothing more; give the runs under way `grace` seconds, then end them (each still leaves failed
+        evidence, and its alert runs again after a restart) and wait at most GRACE_SECONDS + EVIDENCE_SECONDS
+        more for their evidence. Bounded whatever the runs do; every step logged."""
         self._stopping.set()
         self._wake.set()
-        for thread in self._threads:
-            thread.join()
+        if self._running:
+            log.info("stopping: %d run(s) under way, given %g s to finish", len(self._running), grace)
+        self._join(grace)
+        if self._running:
+            log.warning("stopping: ending %d run(s) still under way: %s", len(self._running), self._running)
+            self._end_runs.set()
+            self._join(GRACE_SECONDS + EVIDENCE_SECONDS)
+        if self._running:
+            log.error("stopping without %d run(s) that did not end: %s", len(self._running), self._running)
         if self._kernels is not None:
-            self._kernels.close()
+            self._kernels.close(timeout=GRACE_SECONDS)
+        log.info("workers stopped")
+
+    def _join(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _loop(self) -> None:
-        while not self._stopping.is_set():
-            job = self.queue.claim()
-            if job is None:
-                self._wake.wait(IDLE_POLL_SECONDS)
-                self._wake.clear()
+        name = threading.current_thread().name
+        try:
+            while not self._stopping.is_set():
+                job = self._with_queue(self.queue.claim, "claim the next alert")
+                if job is None:
+                    self._wake.wait(IDLE_POLL_SECONDS)
+                    self._wake.clear()
+                    continue
+                self._running[name] = job.id
+                try:
+                    self._run(job)
+                finally:
+                    del self._running[name]
+        except QueueFailed as e:
+            self.on_fatal(str(e))
+        except Exception:  # a bug: logged, and /healthz says this worker is gone
+            log.exception("%s stopped", name)
+            raise
+
+    def _with_queue(self, action: Callable[[], T], what: str) -> T | None:
+        """`action` on the queue, retried with backoff while SQLite fails (None once the workers stop); QueueFailed
+        when the queue is no database any more or stays unusable for QUEUE_GIVE_UP_SECONDS."""
+        name, first_failure, attempt = threading.current_thread().name, None, 0
+        while True:
+            try:
+                result = action()
+            except sqlite3.Error as e:
+                reason = f"cannot {what} from the queue {self.queue.path}: {e}"
+                if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+                    raise QueueFailed(reason) from e  # "file is not a database", "disk image is malformed"
+                first_failure = first_failure or time.monotonic()
+                if time.monotonic() - first_failure > QUEUE_GIVE_UP_SECONDS:
+                    raise QueueFailed(f"{reason} (for {QUEUE_GIVE_UP_SECONDS:g} s)") from e
+                if name not in self._troubles:
+                    log.warning("%s: %s; trying again", name, reason)
+                self._troubles[name] = reason
+                if self._stopping.wait(BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]):
+                    return None
+                attempt += 1
                 continue
-            self._run(job)
+            if self._troubles.pop(name, None):
+                log.info("%s: the queue answers again", name)
+            return result
 
     def _run(self, job: Job) -> None:
         log.info("run %d: %s for incident %s", job.id, job.runbook, job.incident)
@@ -98,18 +186,39 @@ class Workers:
                 job.incident,
                 self.output_dir,
                 alert=job.alert,
-                kernel=self._pool().take(),
+                kernel=self._kernel(),
+                limits=self.limits,
+                stop=self._end_runs,
             )
-        except Exception as e:  # the routing changed since it was queued, or no kernel could be started
-            log.exception("run %d: %s could not run", job.id, job.runbook)
-            self.queue.finish(job.id, "failed", None, f"{type(e).__name__}: {e}")
+        except Exception as e:  # the routing changed since it was queued: no run
+            reason = redact.text(f"{type(e).__name__}: {e}")
+            log.error("run %d: %s could not run: %s", job.id, job.runbook, escape.line(reason))
+            self._with_queue(lambda: self.queue.finish(job.id, "failed", None, reason), "record a run")
             self.telemetry.runs.labels(job.runbook, "failed").inc()
             return
+        if self._end_runs.is_set() and result.error and result.error.ename == runner.INTERRUPTED:
+            log.warning(
+                "run %d: ended by the stop (evidence %s); it runs again after a restart", job.id, result.evidence_path
+            )
+            return  # left `running`: Queue.recover queues it again
         error = result.error.line() if result.error else None
-        self.queue.finish(job.id, result.status, str(result.evidence_path), error)
+        self._with_queue(
+            lambda: self.queue.finish(job.id, result.status, str(result.evidence_path), error), "record a run"
+        )
         self.telemetry.runs.labels(job.runbook, result.status).inc()
         self.telemetry.duration.labels(job.runbook).observe(time.monotonic() - started)
         log.info("run %d: %s %s: %s", job.id, job.runbook, result.status, result.evidence_path)
+
+    def _kernel(self) -> Kernel | None:
+        """A warm kernel; None (the run starts one of its own, or leaves evidence of why it could not) when none
+        is ready."""
+        if self._kernels is None:
+            raise RuntimeError("the workers run only after start()")
+        try:
+            return self._kernels.take()
+        except KernelUnavailable as e:
+            log.warning("no warm kernel (%s): the run starts its own", e)
+            return None
 
 
 def evidence_of(folder: Path, alert: dict) -> tuple[Path, Record] | None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import communication, health, severity, units
+from .. import communication, escape, health, severity, units
 from ..evidence import Action, Finding
 from ..kube import logs
 from ..kube.cluster import Cluster
@@ -208,8 +208,20 @@ class ErrorLines:
     lines: dict[str, list[str]]
 
     def _repr_markdown_(self) -> str:
-        shown = [f"**{name}**\n\n```text\n" + "\n".join(lines) + "\n```" for name, lines in self.lines.items() if lines]
+        shown = [
+            f"**{escape.markdown(name)}**\n\n{escape.code_block(chr(10).join(lines))}"
+            for name, lines in self.lines.items()
+            if lines
+        ]
         return "\n\n".join(shown) or "*No error lines about any dependency.*"
+
+    def _repr_html_(self) -> str:
+        shown = [
+            f"<p><strong>{escape.html(name)}</strong></p>\n{escape.html_block(chr(10).join(lines))}"
+            for name, lines in self.lines.items()
+            if lines
+        ]
+        return "\n".join(shown) or "<p><em>No error lines about any dependency.</em></p>"
 
 
 def example_lines(errors: LogErrors) -> ErrorLines:
@@ -446,20 +458,30 @@ class Drafts:
     def action(self) -> Action:
         return Action("communicate", "dry-run", "status page / #incidents", "drafted (not posted)")
 
-    def markdown(self) -> str:
+    def _repr_markdown_(self) -> str:
         page = (
-            f"```text\n{self.status_page}```"
+            escape.code_block(self.status_page)
             if self.status_page
             else "*No status-page message: no dependency fails in the services' logs.*"
         )
-        steps = "\n".join(f"- [ ] {item}" for item in self.checklist)
+        steps = "\n".join(f"- [ ] {escape.markdown(item)}" for item in self.checklist)
         return (
             f"### Fallback checklist\n\n{steps}\n\n### Status page — Identified (draft, not posted)\n\n{page}\n\n"
-            f"### Slack #incidents — status update (draft, not posted)\n\n```text\n{self.slack}```\n"
+            f"### Slack #incidents — status update (draft, not posted)\n\n{escape.code_block(self.slack)}\n"
         )
 
-    def _repr_markdown_(self) -> str:
-        return self.markdown()
+    def _repr_html_(self) -> str:
+        page = (
+            escape.html_block(self.status_page)
+            if self.status_page
+            else "<p><em>No status-page message: no dependency fails in the services' logs.</em></p>"
+        )
+        steps = "".join(f"<li>☐ {escape.html(item)}</li>" for item in self.checklist)
+        return (
+            f'<h3>Fallback checklist</h3>\n<ul class="{escape.NO_MATH}">{steps}</ul>\n'
+            f"<h3>Status page — Identified (draft, not posted)</h3>\n{page}\n"
+            f"<h3>Slack #incidents — status update (draft, not posted)</h3>\n{escape.html_block(self.slack)}\n"
+        )
 
 
 def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:

@@ -43,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import communication, escalation, gateway_log, prometheus, severity, units
+from .. import communication, escalation, escape, gateway_log, prometheus, severity, units
 from ..errors import PrometheusUnreachable
 from ..evidence import Action, Finding
 from ..gateway_log import parse_line
@@ -139,15 +139,24 @@ class GatewayErrors:
     def error_rate(self) -> float | None:
         return self.five_xx / self.requests if self.requests else None
 
-    def _repr_markdown_(self) -> str:
-        counted = (
+    def _counted(self) -> str:
+        return (
             f"{self.lines_read} lines read, {self.requests} with an HTTP status, {self.five_xx} of them 5xx; "
             f"{len(self.lines)} say error"
         )
+
+    def _shown(self) -> str:
+        return "\n".join(f"{row.pod}/{row.container}: {row.line}" for row in self.lines.itertuples())
+
+    def _repr_markdown_(self) -> str:
         if self.lines.empty:
-            return f"*{counted}.*"
-        shown = "\n".join(f"{row.pod}/{row.container}: {row.line}" for row in self.lines.itertuples())
-        return f"*{counted}:*\n\n```text\n{shown}\n```"
+            return f"*{self._counted()}.*"
+        return f"*{self._counted()}:*\n\n{escape.code_block(self._shown())}"
+
+    def _repr_html_(self) -> str:
+        if self.lines.empty:
+            return f"<p><em>{self._counted()}.</em></p>"
+        return f"<p><em>{self._counted()}:</em></p>\n{escape.html_block(self._shown())}"
 
 
 def gateway_errors(
@@ -645,13 +654,25 @@ class Drafts:
 
     def _repr_markdown_(self) -> str:
         page = (
-            f"```text\n{self.status_investigating}```"
+            escape.code_block(self.status_investigating)
             if self.status_investigating
             else "*No status-page message: P4 is internal only.*"
         )
         return (
-            f"### Slack #incidents — INCIDENT DECLARED (draft, not posted)\n\n```text\n{self.slack_declared}```\n\n"
-            f"### Status page — Investigating (draft, not posted)\n\n{page}\n"
+            f"### Slack #incidents — INCIDENT DECLARED (draft, not posted)\n\n{escape.code_block(self.slack_declared)}"
+            f"\n\n### Status page — Investigating (draft, not posted)\n\n{page}\n"
+        )
+
+    def _repr_html_(self) -> str:
+        page = (
+            escape.html_block(self.status_investigating)
+            if self.status_investigating
+            else "<p><em>No status-page message: P4 is internal only.</em></p>"
+        )
+        return (
+            "<h3>Slack #incidents — INCIDENT DECLARED (draft, not posted)</h3>\n"
+            f"{escape.html_block(self.slack_declared)}\n"
+            f"<h3>Status page — Investigating (draft, not posted)</h3>\n{page}\n"
         )
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import communication, prometheus, severity, units
+from .. import communication, escape, prometheus, severity, units
 from ..errors import PrometheusUnreachable, UsageError
 from ..evidence import Action, Finding
 from ..incident import SERIES_COLUMNS, Incident, load, message_fields, percent
@@ -358,13 +358,31 @@ class Drafts:
 
     def _repr_markdown_(self) -> str:
         if self.slack_resolved is None:
-            return f"*No resolution messages: recovery is {self.status}. Mitigate, then watch again.*"
+            return f"*No resolution messages: recovery is {escape.markdown(self.status)}. Mitigate, then watch again.*"
         page = (
-            f"```text\n{self.status_resolved}```" if self.status_resolved else "*No status page: P4 is internal only.*"
+            escape.code_block(self.status_resolved)
+            if self.status_resolved
+            else "*No status page: P4 is internal only.*"
         )
         return (
-            f"### Slack #incidents — INCIDENT RESOLVED (draft, not posted)\n\n```text\n{self.slack_resolved}```\n\n"
-            f"### Status page — Resolved (draft, not posted)\n\n{page}\n"
+            "### Slack #incidents — INCIDENT RESOLVED (draft, not posted)\n\n"
+            f"{escape.code_block(self.slack_resolved)}\n\n### Status page — Resolved (draft, not posted)\n\n{page}\n"
+        )
+
+    def _repr_html_(self) -> str:
+        if self.slack_resolved is None:
+            return (
+                f"<p><em>No resolution messages: recovery is {escape.html(self.status)}. "
+                "Mitigate, then watch again.</em></p>"
+            )
+        page = (
+            escape.html_block(self.status_resolved)
+            if self.status_resolved
+            else "<p><em>No status page: P4 is internal only.</em></p>"
+        )
+        return (
+            "<h3>Slack #incidents — INCIDENT RESOLVED (draft, not posted)</h3>\n"
+            f"{escape.html_block(self.slack_resolved)}\n<h3>Status page — Resolved (draft, not posted)</h3>\n{page}\n"
         )
 
 

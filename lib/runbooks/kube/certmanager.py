@@ -18,13 +18,12 @@ resourceVersion just read, so a status cert-manager changed in between is not ov
 from __future__ import annotations
 
 import datetime as dt
-import html
 from dataclasses import dataclass
 
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
-from .. import display
+from .. import display, escape
 from ..evidence import Action
 from ..tls import days_left, dns_name_matches
 from . import events
@@ -66,8 +65,8 @@ class Certificates:
 
     def _repr_html_(self) -> str:
         if self.note:
-            return f"<p><b>Note:</b> {html.escape(self.note)}</p>"
-        partial = f"<p><b>Note:</b> {html.escape(self.partial)}</p>" if self.partial else ""
+            return f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.note)}</p>'
+        partial = f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.partial)}</p>' if self.partial else ""
         return partial + display.frame_html(self.frame)
 
 

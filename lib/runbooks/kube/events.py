@@ -12,13 +12,12 @@ Events about cluster-scoped objects (a Node's SystemOOM, OOMKilling, EvictionThr
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
-from .. import display
+from .. import display, escape
 from .cluster import REQUEST_TIMEOUT, Cluster
 
 COLUMNS = ["last_seen", "first_seen", "type", "reason", "kind", "object", "count", "message", "source"]
@@ -31,7 +30,7 @@ class NodeEvents:
     note: str | None = None
 
     def _repr_html_(self) -> str:
-        note = f"<p><b>Note:</b> {html.escape(self.note)}</p>" if self.note else ""
+        note = f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.note)}</p>' if self.note else ""
         return note + display.frame_html(self.frame)
 
 

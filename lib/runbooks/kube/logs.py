@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
+from ..evidence import parse_time
 from ..redact import redact_line
 from .cluster import Cluster
 from .pods import list_pods
@@ -135,6 +136,6 @@ def lines(
 def _split_timestamp(line: str) -> tuple[dt.datetime | None, str]:
     stamp, _, text = line.partition(" ")
     try:
-        return dt.datetime.fromisoformat(stamp[:26].rstrip("Z") + "+00:00" if stamp.endswith("Z") else stamp), text
+        return parse_time(stamp), text  # RFC 3339 with nanoseconds, trailing zeros trimmed: any Python
     except ValueError:
         return None, line

@@ -23,14 +23,14 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from ..evidence import Action
-from ..redact import REDACTED, redact_line
+from ..redact import REDACTED, is_credential_name, redact_line
 from . import admission, workloads
 from .cluster import REQUEST_TIMEOUT, Cluster
 from .rollouts import CHANGE_CAUSE, REVISION, history
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-# A literal environment value named like a credential: never shown, only whether it changes.
-SECRET_ENV = re.compile(r"\.env\[[^\]]*(secret|token|passw|key|credential)[^\]]*\]\.value$", re.IGNORECASE)
+# A literal environment value (of a variable named like a credential: never shown, only whether it changes).
+ENV_VALUE = re.compile(r"\.env\[(?P<name>[^\]]*)\]\.value$")
 KINDS = workloads.SERVING  # what restart and memory changes know how to patch
 
 
@@ -279,7 +279,8 @@ def _shown(field: str, value):
     """A value fit for a notebook and the evidence: credentials replaced (the diff still says it changed)."""
     if not isinstance(value, str):
         return value
-    return REDACTED if SECRET_ENV.search(field) else redact_line(value)
+    named = ENV_VALUE.search(field)
+    return REDACTED if named and is_credential_name(named.group("name")) else redact_line(value)
 
 
 def _flatten(value, path: str = "") -> dict[str, object]:

@@ -4,14 +4,13 @@ sequential scans."""
 from __future__ import annotations
 
 import datetime as dt
-import html
 import time
 from dataclasses import dataclass
 
 import pandas as pd
 import psycopg
 
-from .. import display, units
+from .. import display, escape, units
 from .session import fetch_frame, fetch_one
 
 SEQ_SCAN_MIN_ROWS = 1000  # smaller tables are cheap to scan; no index hint below this
@@ -194,8 +193,8 @@ class TopStatements:
 
     def _repr_html_(self) -> str:
         if self.frame is None:
-            return f"<p><b>Note:</b> {html.escape(self.note or '')}</p>"
-        return f"<p>Counted {html.escape(self.counted)}.</p>" + display.frame_html(self.frame)
+            return f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.note or "")}</p>'
+        return f'<p class="{escape.NO_MATH}">Counted {escape.html(self.counted)}.</p>' + display.frame_html(self.frame)
 
 
 def long_running(conn: psycopg.Connection, min_duration_seconds: float, limit: int) -> pd.DataFrame:

@@ -40,6 +40,17 @@ SESSION_DEFAULTS = (
 )
 POOLER_REFUSES_OPTIONS = "unsupported startup parameter"  # PgBouncer's words for `options`
 
+# The client's side of a connection that stops answering (a server's statement_timeout cannot end a wait for a
+# server gone silent): TCP keepalives from 10 s of silence, 3 probes 5 s apart, and any data unacknowledged for
+# 30 s ends the connection (TCP_USER_TIMEOUT). Unix sockets ignore them.
+TCP = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30000,
+}
+
 # The limits of one query's transaction (SET LOCAL): they end with it, on whatever server connection it ran.
 LOCAL_LIMITS = """
     SELECT
@@ -97,7 +108,8 @@ _MANAGED_ADVICE = (
 
 
 def connect(dsn: str, runbook: str) -> psycopg.Connection:
-    """A read-only autocommit session named `runbook:<runbook>` with statement and lock timeouts, checked.
+    """A read-only autocommit session named `runbook:<runbook>` with statement and lock timeouts, checked, and
+    client-side TCP keepalives and user timeout.
 
     The password comes from libpq's usual places (PGPASSWORD, ~/.pgpass); `runbook run` moves one
     found in `dsn` there before the notebook starts.
@@ -148,6 +160,7 @@ def _open(dsn: str, runbook: str, startup_options: bool) -> psycopg.Connection:
         application_name=f"runbook:{runbook}",
         options=" ".join(filter(None, [given, ours])) or None,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        **TCP,
     )
     return psycopg.connect(conninfo, autocommit=True)
 
