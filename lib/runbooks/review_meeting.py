@@ -60,9 +60,9 @@ def attendees(incident: Incident, now: dt.datetime) -> list[str]:
             contact = f" ({row.contact})" if row.contact else ""
             people.append(f"Incident responder: {row.role}{contact}")
     else:
-        people.append("Incident responders: [Primary and Secondary On-Call; no severity, no matrix row]")
+        people.append("Incident responders: Primary and Secondary On-Call (no severity recorded, so no matrix row)")
     people += [f"Team lead of {markdown(service)}: @[name]" for service in affected_services(incident)]
-    people.append("Optional stakeholders: [Support, Product, Account management]")
+    people.append("Optional stakeholders: Support, Product, Account management")
     return people
 
 
@@ -103,7 +103,7 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
         "Impact Analysis (10 min)",
         [
             "Users affected: [Number]",
-            "Revenue impact (if applicable): [Amount]",
+            "Revenue impact: [Amount, if applicable]",
             f"SLA impact: {sla(incident, now)}",
         ],
     )
@@ -112,8 +112,9 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
         "Root Cause Analysis (20 min)",
         [
             "What caused the incident? " + ("; ".join(causes) if causes else "[Detailed explanation]"),
-            f"Why wasn't it caught earlier? detected {human_duration(detected - start)} after it started; [why]",
-            "Contributing factors: [Factors]",
+            f"Why wasn't it caught earlier? detected {human_duration(detected - start)} after it started; "
+            "[Detailed explanation]",
+            "Contributing factors: [Detailed explanation]",
         ],
     )
     items = Item(
@@ -126,7 +127,7 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
 def sla(incident: Incident, now: dt.datetime) -> str:
     """The severity's response and resolution targets against the acknowledgement and the resolution."""
     if incident.severity is None:
-        return "[no severity: targets unknown]"
+        return "targets unknown: no severity recorded"
     targets = escalation.TARGETS[incident.severity]
     parts = []
     for what, at, within in (
