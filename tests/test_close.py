@@ -165,7 +165,7 @@ def test_the_review_shows_deadline_meeting_impact_and_chart(output):
     assert "- Incident responder: Primary On-Call (PagerDuty (on-call schedule))" in markdown
     assert "- Incident responder: Secondary On-Call" in markdown
     assert "- Team lead of auth-service: @[name]" in markdown
-    assert "- Optional stakeholders: [Support, Product, Account management]" in markdown
+    assert "- Optional stakeholders: Support, Product, Account management" in markdown
     # The agenda, answered where the evidence knows.
     assert "1. **Timeline Review (15 min)**" in markdown and "4. **Action Items (15 min)**" in markdown
     assert "   - When was it resolved? " in markdown and "not closed yet" not in markdown

@@ -264,11 +264,12 @@ def test_report_tells_the_runs_from_their_evidence_and_leaves_the_rest_to_people
 
 
 def test_every_placeholder_left_in_the_report_is_the_templates(folder):
+    if not SOURCE_RUNBOOK.exists():
+        pytest.skip(f"the incident-response runbook is not at {SOURCE_RUNBOOK}")
     markdown, _ = report(folder)
-    if SOURCE_RUNBOOK.exists():
-        template = SOURCE_RUNBOOK.read_text().split("### Post-Incident Document Template", 1)[1]
-        for placeholder in set(re.findall(r"\[[^\]]+\](?!\()", markdown)):
-            assert placeholder in template, placeholder
+    template = SOURCE_RUNBOOK.read_text().split("### Post-Incident Document Template", 1)[1]
+    for placeholder in set(re.findall(r"\[[^\]]+\](?!\()", markdown)):
+        assert placeholder in template, placeholder
 
 
 def test_report_on_changed_evidence_says_so(folder):

@@ -4,7 +4,7 @@ from the incident's evidence: when it is due, who attends, and the agenda with w
 Attendees ("Incident responders, affected team leads, optional stakeholders"): the roles the escalation matrix
 engaged over the incident's duration at its severity (escalation.engagement), with their contacts; the leads of
 the services the evidence names (services down, the service investigated or suspected, the deployments acted
-on); stakeholders stay a placeholder. The agenda's questions are answered where the evidence knows (start,
+on); stakeholders are named, not filled in. The agenda's questions are answered where the evidence knows (start,
 detection, actions, resolution, response and resolution targets met, the suspected causes); the others keep the
 runbook's placeholders for the people in the room.
 """
@@ -59,9 +59,9 @@ def attendees(incident: Incident, now: dt.datetime) -> list[str]:
             contact = f" ({row.contact})" if row.contact else ""
             people.append(f"Incident responder: {row.role}{contact}")
     else:
-        people.append("Incident responders: [Primary and Secondary On-Call; no severity, no matrix row]")
+        people.append("Incident responders: Primary and Secondary On-Call (no severity recorded, so no matrix row)")
     people += [f"Team lead of {markdown(service)}: @[name]" for service in affected_services(incident)]
-    people.append("Optional stakeholders: [Support, Product, Account management]")
+    people.append("Optional stakeholders: Support, Product, Account management")
     return people
 
 
@@ -102,7 +102,7 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
         "Impact Analysis (10 min)",
         [
             "Users affected: [Number]",
-            "Revenue impact (if applicable): [Amount]",
+            "Revenue impact: [Amount, if applicable]",
             f"SLA impact: {sla(incident, now)}",
         ],
     )
@@ -111,8 +111,9 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
         "Root Cause Analysis (20 min)",
         [
             "What caused the incident? " + ("; ".join(causes) if causes else "[Detailed explanation]"),
-            f"Why wasn't it caught earlier? detected {units.duration(detected - start)} after it started; [why]",
-            "Contributing factors: [Factors]",
+            f"Why wasn't it caught earlier? detected {units.duration(detected - start)} after it started; "
+            "[Detailed explanation]",
+            "Contributing factors: [Detailed explanation]",
         ],
     )
     items = Item(
@@ -125,7 +126,7 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
 def sla(incident: Incident, now: dt.datetime) -> str:
     """The severity's response and resolution targets against the acknowledgement and the resolution."""
     if incident.severity is None:
-        return "[no severity: targets unknown]"
+        return "targets unknown: no severity recorded"
     targets = escalation.TARGETS[incident.severity]
     parts = []
     for what, at, within in (
