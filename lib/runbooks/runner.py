@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,9 @@ from typing import Any
 import nbformat
 import papermill
 from nbclient.exceptions import CellTimeoutError
-from nbconvert import HTMLExporter
 from papermill.iorw import papermill_io
 
-from . import chain, evidence, kernels, provenance, redact, runfiles
+from . import chain, evidence, kernels, provenance, redact, rendering, runfiles
 from .catalog import Runbook
 from .evidence import Record, RunError
 from .limits import Limits, Watch
@@ -35,7 +34,6 @@ papermill_io.register("/", runfiles.PapermillFiles())  # absolute paths: written
 INTERRUPTED = "Interrupted"  # the error name of a run stopped before it finished: killed, Ctrl-C, serve stopping
 TIMEOUT = "Timeout"  # the error name of a run that passed its time limit
 CELL_TIMEOUT = "CellTimeout"  # ... of a run one of whose cells passed the cell limit
-_exporters = threading.local()
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,7 @@ def run(
     folder = make_incident_folder(output_dir, incident)
     launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
     error, watch = None, Watch(deadline, stop)
-    exporter_ready = _html_exporter_soon()
+    exporter_ready = rendering.exporter_soon()
     try:
         _execute(launch, progress, kernel, limits, watch)
     except papermill.PapermillExecutionError as e:
@@ -140,7 +138,6 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         # A time limit names the cell it ended; a kernel that died, a process stopped, is "outside any cell".
         cell = _last_started(notebook) if error.ename in (TIMEOUT, CELL_TIMEOUT) else error.cell
         error = RunError(_failing_cell(notebook, cell), error.ename, redact.text(error.evalue, launch.secrets))
-    runfiles.replace(launch.files.html, html(notebook).encode())
     findings, actions = evidence.collect(notebook)
     record = Record(
         runbook=launch.runbook.name,
@@ -156,6 +153,8 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         environment=environment(),
         alert=launch.alert,
     )
+    page = html(notebook, record, launch.runbook.title)
+    runfiles.replace(launch.files.html, redact.text(page, launch.secrets).encode())
     head = write_evidence(launch.files, record, launch.secrets)
     return RunResult(record.status, launch.files.evidence, error, head)
 
@@ -235,36 +234,9 @@ def _last_started(notebook: nbformat.NotebookNode) -> int | None:
     return started[-1] if started else None
 
 
-def html(notebook: nbformat.NotebookNode) -> str:
-    """The notebook as HTML, by one exporter per thread: its templates compile once (~50 ms a run saved), and
-    runs in parallel threads never share one (it registers filters on each call)."""
-    if not hasattr(_exporters, "html"):
-        _exporters.html = HTMLExporter()
-    return _exporters.html.from_notebook_node(notebook)[0]
-
-
-def _html_exporter_soon() -> Callable[[], None]:
-    """This thread's HTML exporter made, and its templates compiled (~0.5 s), by another thread while the notebook
-    runs (this one mostly waits on the kernel then); call the result to wait for it before `html`."""
-    if hasattr(_exporters, "html"):
-        return lambda: None
-    made: list[HTMLExporter] = []
-
-    def make() -> None:
-        exporter = HTMLExporter()
-        cell = nbformat.v4.new_code_cell("x", outputs=[nbformat.v4.new_output("stream", text="x")])
-        exporter.from_notebook_node(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("*x*"), cell]))
-        made.append(exporter)
-
-    thread = threading.Thread(target=make, name="html-exporter", daemon=True)
-    thread.start()
-
-    def ready() -> None:
-        thread.join()
-        if made:  # else html() makes one
-            _exporters.html = made[0]
-
-    return ready
+def html(notebook: nbformat.NotebookNode, record: Record, title: str) -> str:
+    """The executed notebook as the HTML people open: the run's summary on top (runbooks.rendering)."""
+    return rendering.html(notebook, record, title)
 
 
 def environment() -> dict[str, Any]:
