@@ -5,6 +5,10 @@ loop with one compiled regex take to read the same file; best of ROUNDS, MB/s an
 process for each size.
 
     .venv/bin/python tests/bench_scale.py [MB ...]       (default: 10 100 1000)
+    .venv/bin/python tests/bench_scale.py pods [N ...]   (default: 100 1000 5000)
+
+`pods`: the whole pod-oomkilled runbook (runner.run, a new kernel) on autolytiq-prod plus N pods of one Deployment,
+one in ten OOMKilled two minutes ago: wall time of the run, and time per pod.
 
 Not a test (pytest does not collect it): it prints measured figures and asserts nothing about time.
 """
@@ -139,5 +143,66 @@ def main(sizes: list[int]) -> None:
         server.join()
 
 
+def crowd(count: int) -> dict:
+    """A scenario of `count` pods of deal-service, one in ten OOMKilled two minutes ago."""
+    pods = []
+    for i in range(count):
+        status = {"name": "deal-service", "restartCount": 0, "state": {"running": {"startedAt": {"ago": "2d"}}}}
+        if i % 10 == 0:
+            status["restartCount"] = 1
+            status["lastState"] = {
+                "terminated": {
+                    "exitCode": 137,
+                    "reason": "OOMKilled",
+                    "startedAt": {"ago": "9m"},
+                    "finishedAt": {"ago": "2m"},
+                }
+            }
+        pods.append(
+            {
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"deal-service-7f6b5c9d8-{i:05d}",
+                    "labels": {"app": "deal-service", "pod-template-hash": "7f6b5c9d8"},
+                    "ownerReferences": [{"kind": "ReplicaSet", "name": "deal-service-7f6b5c9d8"}],
+                    "creationTimestamp": {"ago": "2d"},
+                },
+                "spec": {
+                    "nodeName": f"worker-{1 + i % 2}",
+                    "containers": [
+                        {
+                            "name": "deal-service",
+                            "image": "registry.autolytiq.io/deal-service:4.8.1",
+                            "resources": {"requests": {"memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+                        }
+                    ],
+                },
+                "status": {"containerStatuses": [status]},
+            }
+        )
+    return {"namespace": NS, "objects": pods}
+
+
+def pods(counts: list[int]) -> None:
+    from runbooks import catalog, runner
+
+    book = catalog.find("pod-oomkilled")
+    print(f"{'pods':>6} | {'run':>7} {'per pod':>9}")
+    for count in counts:
+        with tempfile.TemporaryDirectory() as tmp, KubeApiServer() as server:
+            server.load("autolytiq-prod")
+            server.load(crowd(count))
+            kubeconfig = str(write_kubeconfig(Path(tmp) / "kubeconfig", server.url))
+            parameters = book.resolve({"kubeconfig": kubeconfig, "context": "test", "namespace": NS})
+            started = time.perf_counter()
+            result = runner.run(book, parameters, "bench", Path(tmp))
+            took = time.perf_counter() - started
+            assert result.status == "completed", result.error
+            print(f"{count:>6} | {took:>6.2f}s {took / count * 1000:>7.2f}ms")
+
+
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [10, 100, 1000])
+    if sys.argv[1:2] == ["pods"]:
+        pods([int(a) for a in sys.argv[2:]] or [100, 1000, 5000])
+    else:
+        main([int(a) for a in sys.argv[1:]] or [10, 100, 1000])

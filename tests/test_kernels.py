@@ -312,3 +312,31 @@ def test_a_run_cut_off_mid_write_still_gets_failed_evidence_and_a_whole_chain(pr
     assert record["started_at"] == "2026-11-26T10:00:00Z" and record["alert"] == alert
     assert len(notebook["cells"]) == 4  # the input notebook stands in for the unreadable one
     assert chain.verify(folder).intact
+
+
+def test_a_run_refused_before_it_starts_shuts_down_the_kernel_it_was_given(tmp_path):
+    """`runbook run` hands its early kernel to runner.run; a run refused at once (a bad incident name) must not
+    leave that kernel running (nor a warm kernel of `runbook serve`)."""
+    from runbooks.errors import UsageError
+
+    kernel = kernels.start(os.environ, warm=False)
+    with pytest.raises(UsageError):
+        runner.run(catalog.find("db-slow-queries"), {}, "../elsewhere", tmp_path, kernel=kernel)
+    assert not kernel.is_alive()
+
+
+def test_runbook_run_refused_leaves_no_kernel_behind(tmp_path):
+    """The whole command: its kernel starts before the imports, and goes when the run is refused."""
+    import psutil
+    from click.testing import CliRunner
+
+    from runbooks import cli
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    result = CliRunner().invoke(
+        cli.main, ["run", "db-slow-queries", "--incident", "../elsewhere", "--output-dir", str(tmp_path)]
+    )
+    assert result.exit_code != 0
+    time.sleep(0.5)
+    left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running()]
+    assert [p for p in left if p.status() != psutil.STATUS_ZOMBIE] == []

@@ -91,10 +91,15 @@ def run(
     """
     limits = limits or Limits()
     deadline = time.monotonic() + limits.run
-    incident_folder(output_dir, incident)  # a plain name, checked before anything is written
-    taken = redact.take(parameters)  # a secret that cannot be taken out safely stops the run here (UsageError)
-    folder = make_incident_folder(output_dir, incident)
-    launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
+    try:
+        incident_folder(output_dir, incident)  # a plain name, checked before anything is written
+        taken = redact.take(parameters)  # a secret that cannot be taken out safely stops the run here (UsageError)
+        folder = make_incident_folder(output_dir, incident)
+        launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
+    except BaseException:
+        if kernel is not None:  # it was this run's: no other gets it
+            kernel.shutdown_kernel(now=True)
+        raise
     error, watch = None, Watch(deadline, stop)
     exporter_ready = rendering.exporter_soon()
     try:
