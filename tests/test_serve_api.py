@@ -246,30 +246,6 @@ def test_nothing_stored_holds_the_password(client, output):
             assert PASSWORD.encode() not in path.read_bytes(), path
 
 
-def test_the_queue_claims_each_row_once_and_recovers_runs_cut_short(tmp_path):
-    from runbooks.alerts.queue import MAX_ATTEMPTS, Entry
-
-    queue = Queue(tmp_path / "q.sqlite3")
-
-    def entry(fingerprint):
-        return Entry(fingerprint, "2026-11-26T10:00:00Z", "firing", "queued", "X", "inc", "db-slow-queries", {}, {})
-
-    assert queue.add([entry("1"), entry("2"), entry("1")]) == [True, True, False]
-    first, second = queue.claim(), queue.claim()
-    assert (first.id, second.id) == (1, 2) and queue.claim() is None
-    queue.finish(first.id, "completed", "/x.evidence.json", None)
-    assert queue.depth() == {"queued": 0, "running": 1}
-
-    assert Queue(tmp_path / "q.sqlite3").recover() == 1  # a restart: the running one goes back
-    assert queue.claim().id == 2 and queue.claim() is None
-    for _ in range(MAX_ATTEMPTS - 2):  # the attempts left
-        queue.recover()
-        assert queue.claim().id == 2
-    assert queue.recover() == 0  # tried MAX_ATTEMPTS times: failed, not queued again
-    states = {r["id"]: (r["status"], r["reason"]) for r in queue.recent_runs(10)}
-    assert states == {1: ("completed", None), 2: ("failed", f"interrupted {MAX_ATTEMPTS} times")}
-
-
 def record(status: str, error, alert: dict) -> dict:
     from runbooks.evidence import Record
 
@@ -278,7 +254,7 @@ def record(status: str, error, alert: dict) -> dict:
 
 
 def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_run_again(tmp_path):
-    from runbooks.alerts.queue import Entry
+    from runbooks.alerts.queue import MAX_ATTEMPTS, Entry
     from runbooks.alerts.telemetry import Telemetry
     from runbooks.alerts.workers import Workers
     from runbooks.evidence import RunError
@@ -291,7 +267,7 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
             for a in alerts.values()
         ]
     )
-    written, cut_short = queue.claim(), queue.claim()
+    queue.claim(), queue.claim()
     # The service was killed between writing the first run's evidence and marking it completed.
     (tmp_path / "inc").mkdir()
     evidence = tmp_path / "inc" / "20261126T100001Z-db-slow-queries.evidence.json"
@@ -303,6 +279,18 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
     )
 
     workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, telemetry=Telemetry())
-    assert workers.recover() == 1  # only the run that left no evidence goes back to the queue
+    assert workers.recover() == 2  # the next start: both are claimed again, each settled by its worker
+    written, cut_short = queue.claim(), queue.claim()
+    assert workers.settle(written) and not workers.settle(cut_short)  # only the second runs again
     states = {r["id"]: (r["status"], r["evidence"]) for r in queue.recent_runs(10)}
-    assert states == {written.id: ("completed", str(evidence)), cut_short.id: ("queued", None)}
+    assert states == {written.id: ("completed", str(evidence)), cut_short.id: ("running", None)}
+
+    # Claimed more than MAX_ATTEMPTS times, it fails without running.
+    for _ in range(MAX_ATTEMPTS - 1):
+        queue.recover()
+        cut_short = queue.claim()
+    workers._take(cut_short)
+    assert {r["id"]: (r["status"], r["reason"]) for r in queue.recent_runs(10)}[cut_short.id] == (
+        "failed",
+        f"interrupted {MAX_ATTEMPTS} times",
+    )
