@@ -151,8 +151,8 @@ def test_two_replicas_appending_to_one_incident_at_once_never_fork_its_chain(s3,
         queue.close()
     assert errors == []
     monkeypatch.setenv("RUNBOOK_SPOOL", str(tmp_path / "spool-reader"))
-    reader = storage.mount(url) / INCIDENT
-    storage.pull(reader)
-    result = chain.verify(reader)
+    reader = storage.mount(url)
+    storage.pull_all(reader)  # as the replica that escalates does: every incident of the store
+    result = chain.verify(reader / INCIDENT)
     assert result.intact, result.problems
     assert result.log_lines == 16  # every line of both replicas, one chain

@@ -188,6 +188,20 @@ def pull(folder: Path) -> None:
             log.warning("%s: not brought up to date from %s: %s", folder, store.url, e)
 
 
+def pull_all(output_dir: Path) -> None:
+    """Bring every incident of the store at `output_dir` into its spool (nothing for a local folder): for the
+    replica that escalates, which must see the incidents the others received."""
+    if (store := store_of(output_dir)) is None:
+        return
+    try:
+        names = {name.split("/", 1)[0] for name in store.listing("")}
+    except OSError as e:
+        log.warning("%s: incidents not brought up to date from %s: %s", output_dir, store.url, e)
+        return
+    for name in sorted(n for n in names if _NAME.fullmatch(n)):
+        pull(store.spool / name)
+
+
 def push(folder: Path) -> list[str]:
     """Upload what changed in the incident folder `folder`, or in the whole spool; what is left to upload."""
     store = store_of(folder)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import command_evidence, communication, escalation
+from .. import command_evidence, communication, escalation, storage
 from ..errors import UsageError
 from ..evidence import Action, Finding, RunError
 from ..incident import Incident, alert_log, human_duration, load, still_firing
@@ -72,6 +72,7 @@ class Escalator:
     def check(self, now: dt.datetime) -> list[Path]:
         """One pass over the incidents: the evidence files of the escalations written."""
         written = []
+        storage.pull_all(self.output_dir)  # evidence in object storage: the incidents every replica received
         for folder in sorted(p.parent for p in self.output_dir.glob(f"*/{ALERT_LOG}")):
             path = escalate(self.output_dir, folder, self.integrations, now)
             if path:
