@@ -12,11 +12,12 @@ import threading
 import uuid
 
 import pytest
+import yaml
 
 from objectstore import S3Server, with_store
 from runbooks import chain, storage
 from runbooks.alerts.pgqueue import PgQueue
-from serving import LIB, free_port
+from serving import LIB, Service, alert, free_port, notification, wait_for
 
 INCIDENT = "INC-4242"
 
@@ -156,3 +157,42 @@ def test_two_replicas_appending_to_one_incident_at_once_never_fork_its_chain(s3,
     result = chain.verify(reader / INCIDENT)
     assert result.intact, result.problems
     assert result.log_lines == 16  # every line of both replicas, one chain
+
+
+def test_two_serve_replicas_with_their_own_spools_keep_one_incident_in_the_store(s3, server, tmp_path):
+    name = f"queue_{uuid.uuid4().hex[:12]}"
+    with server.connect("postgres", dbname="postgres") as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    bucket = s3.bucket()
+    store = f"s3://{bucket}/alerts"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"dsn": server.dsn()}))
+    replicas = []
+    for n in range(2):  # two pods: nothing on disk in common
+        replica = Service(tmp_path / f"unused-{n}", "-f", str(params), "--queue", server.dsn(dbname=name))
+        replica.args[replica.args.index("--output-dir") + 1] = store
+        replica.env |= {**s3.environment, "RUNBOOK_SPOOL": str(tmp_path / f"spool-{n}")}
+        replicas.append(replica)
+    fingerprints = [f"{n:016x}" for n in range(1, 5)]
+    try:
+        for replica in replicas:
+            replica.start()
+        for n, fingerprint in enumerate(fingerprints):  # one alert group: one incident, its alerts on both replicas
+            sent = alert("DatabaseConnectionPoolExhausted", fingerprint, namespace="autolytiq-prod")
+            assert replicas[n % 2].post(notification(sent)).status_code == 202
+        wait_for(
+            lambda: (r := replicas[0].runs()) and len(r) == 4 and all(x["status"] == "completed" for x in r),
+            timeout=300,
+            what="every run",
+        )
+    finally:
+        for replica in replicas:
+            replica.stop()
+    objects = s3.objects(bucket)
+    evidence = [json.loads(data) for key, data in objects.items() if key.endswith(".evidence.json")]
+    assert sorted(e["alert"]["fingerprint"] for e in evidence) == fingerprints
+    (incident,) = {key.split("/")[1] for key in objects}
+    assert len(objects[f"alerts/{incident}/alerts.jsonl"].splitlines()) == 4  # each replica's lines, one log
+    verified = runbook(s3, tmp_path / "spool-reader", "verify", incident, "--output-dir", store)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "intact: 4 evidence files, 4 incident log lines" in verified.stdout

@@ -162,6 +162,14 @@ def append(path: Path, record: Record) -> Head:
     return _written(folder, Head(f"{path.name}:{number}", hashlib.sha256(line.encode()).hexdigest()))
 
 
+def claim(folder: Path, runbook: str) -> RunFiles:
+    """The files of a run of `runbook` starting now (runfiles.RunFiles.claim), their names taken under the incident's
+    lock: in an object store, the names other replicas took are pulled first and ours pushed at once, so two
+    replicas never write one name."""
+    with _locked(folder, exclusive=True):
+        return RunFiles.claim(folder, runbook)
+
+
 def verify(folder: Path, head: str | None = None, key: bytes | None = None) -> Verification:
     """Every seal, artifact and chain link of the incident in `folder` checked against the files there now; the
     seals with `key` (default: seal_key), and that a head kept elsewhere (its sha256) is still in the chain."""

@@ -98,7 +98,7 @@ def run(
     incident_folder(output_dir, incident)  # a plain name, checked before anything is written
     taken = redact.take(parameters)  # a secret that cannot be taken out safely stops the run here (UsageError)
     folder = make_incident_folder(output_dir, incident)
-    launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
+    launch = Launch.of(runbook, parameters, incident, chain.claim(folder, runbook.name), alert, taken)
     if claimed is not None:
         claimed(launch.files)
     error, watch = None, Watch(deadline, stop)

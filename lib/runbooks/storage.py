@@ -4,17 +4,20 @@ An object store is worked through a local copy, the spool (RUNBOOK_SPOOL/BUCKET/
 ~/.cache/runbooks/spool): every command reads and writes files there as in a local output folder, `pull` brings
 an incident folder up to date from the store first, and `push` uploads what changed, with retries. Nothing is
 lost when the store is briefly unreachable: the files stay in the spool and the next push (the next write to that
-incident, the end of the next command, the next run of `runbook serve`) uploads them.
+incident, the end of the next command on that store, the stop of `runbook serve`) uploads them.
 
 The store is reached through fsspec's s3fs (the way papermill and pandas read `s3://`), its endpoint and
 credentials from the standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_DEFAULT_REGION, or a profile), so AWS S3, MinIO, Ceph and the like all work; every call has a time limit.
 
-A pull never overwrites local bytes the store lacks: a file is downloaded when it is missing here or when the
-store's copy extends this one (an incident log another replica appended to); a file here that the store's copy
-extends nothing of is kept and reported. Writing an incident's chain (runbooks.chain) happens under `synced`:
-pull, write, push, while holding the incident's lock across replicas when one is set (`runbook serve` on a
-PostgreSQL queue sets an advisory lock of that database: set_incident_lock), so two replicas never fork a chain.
+Each file has one writer (the process that claimed its name, under the incident's lock: runbooks.chain.claim), and
+the incident log is appended to under that lock; so a pull takes the store's copy of a file unless it was written
+here since the two were last in step, and a push uploads only what was written here (a name given up here is
+removed from the store too). A file whose history this process does not know (written before a restart) is taken
+from the store, or uploaded, only when one copy extends the other; otherwise it is kept and reported. Writing an
+incident's chain (runbooks.chain) happens under `synced`: pull, write, push, while holding the incident's lock
+across replicas when one is set (`runbook serve` on a PostgreSQL queue sets an advisory lock of that database:
+set_incident_lock), so two replicas never fork a chain.
 Keys from the store become local names only when they are plain names (`<incident>/<file>`); others are skipped.
 """
 
@@ -59,6 +62,8 @@ class Store:
     prefix: str
     spool: Path
     _fs: Any = field(default=None, repr=False)
+    _synced: dict[str, str] = field(default_factory=dict, repr=False)  # name -> MD5 last in step with the store
+    _uploaded: set[str] = field(default_factory=set, repr=False)  # names this process wrote to the store
 
     @property
     def fs(self) -> Any:
@@ -104,19 +109,26 @@ class Store:
                 continue
             path = folder / parts[1]
             here = runfiles.read(path) if path.is_file() else None
-            if here is not None and _md5(here) == etag:
+            mine = _md5(here) if here is not None else None
+            if mine == etag:
+                self._synced[name] = etag
                 continue
+            if here is not None and name in self._synced and self._synced[name] != mine:
+                continue  # written here since: this process's to upload
             data = _retried(f"download {self.url}/{name}", self.fs.cat_file, self.key(name))
-            if here is not None and not data.startswith(here):
-                if not here.startswith(data):
+            if here is not None and name not in self._synced and not data.startswith(here):
+                if not here.startswith(data):  # neither extends the other: the store's copy is not taken
                     log.warning("%s: %s differs from the store's copy: kept as it is here", folder, parts[1])
-                continue  # here extends the store's copy: the next push uploads it
+                continue
             folder.mkdir(parents=True, exist_ok=True)
             runfiles.replace(path, data)
+            self._synced[name] = _md5(data)
 
     def push(self, folder: Path) -> list[str]:
-        """Upload what changed in `folder` (or in every incident folder, for the spool itself); the names that
-        could not be uploaded (kept here for the next push)."""
+        """Upload what was written in `folder` (or in every incident folder, for the spool itself) since it was
+        last in step with the store; the names that could not be uploaded (kept here for the next push). A file
+        this process only downloaded is never uploaded (the store may hold a newer one from its writer); one whose
+        history this process does not know (written before a restart) only when it extends the store's copy."""
         folders = [folder] if folder != self.spool else [f for f in sorted(self.spool.iterdir()) if f.is_dir()]
         failed = []
         for each in folders:
@@ -133,13 +145,27 @@ class Store:
                     continue
                 name = f"{each.name}/{path.name}"
                 data = runfiles.read(path)
-                if there.get(name) == _md5(data):
+                mine = _md5(data)
+                if there.get(name) == mine or self._synced.get(name) == mine:
+                    self._synced[name] = self._synced.get(name) or mine
                     continue
                 try:
+                    if name in there and name not in self._synced:
+                        stored = _retried(f"download {self.url}/{name}", self.fs.cat_file, self.key(name))
+                        if not data.startswith(stored):
+                            log.warning("%s: %s differs from the store's copy: not uploaded", each, path.name)
+                            continue
                     _retried(f"upload {self.url}/{name}", self.fs.pipe_file, self.key(name), data)
+                    self._synced[name] = mine
+                    self._uploaded.add(name)
                 except OSError as e:
                     log.warning("%s: %s not uploaded, kept in %s: %s", self.url, name, path, e)
                     failed.append(name)
+            for name in sorted(n for n in there if n in self._uploaded and not (self.spool / n).exists()):
+                if there[name] == self._synced.get(name):  # uploaded here, removed here since (a name given up)
+                    with contextlib.suppress(OSError):
+                        _retried(f"remove {self.url}/{name}", self.fs.rm_file, self.key(name))
+                        self._uploaded.discard(name)
         return failed
 
 
