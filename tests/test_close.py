@@ -165,7 +165,7 @@ def test_the_review_shows_deadline_meeting_impact_and_chart(output):
     assert "- Incident responder: Primary On-Call (PagerDuty (on-call schedule))" in markdown
     assert "- Incident responder: Secondary On-Call" in markdown
     assert "- Team lead of auth-service: @[name]" in markdown
-    assert "- Optional stakeholders: [Support, Product, Account management]" in markdown
+    assert "- Optional stakeholders: Support, Product, Account management" in markdown
     # The agenda, answered where the evidence knows.
     assert "1. **Timeline Review (15 min)**" in markdown and "4. **Action Items (15 min)**" in markdown
     assert "   - When was it resolved? " in markdown and "not closed yet" not in markdown
@@ -173,9 +173,9 @@ def test_the_review_shows_deadline_meeting_impact_and_chart(output):
     assert "   - SLA impact: P2: response in " in markdown and "resolution in " in markdown
     assert "   - What caused the incident? memory-exhaustion in deployment auth-service" in markdown
     # Impact: the peak and how long each threshold held, from the recorded series (15 % errors for 10 minutes).
-    assert "- Error rate: peak 15.0%" in markdown
+    assert "- Error rate: peak 15.0 %" in markdown
     over = next(line for line in markdown.splitlines() if line.startswith("- Time over each severity threshold"))
-    minutes = {m.group(1): int(m.group(2)) for m in re.finditer(r"error rate >= (\d+)% \(P\d\): (\d+) min", over)}
+    minutes = {m.group(1): int(m.group(2)) for m in re.finditer(r"error rate >= (\d+) % \(P\d\): (\d+) min", over)}
     assert set(minutes) == {"1", "10"} and 8 <= minutes["10"] <= minutes["1"] <= 20, over
     assert "![Error rate and latency over the incident, against the baseline](review-impact.png)" in markdown
     assert (folder / "review-impact.png").read_bytes().startswith(b"\x89PNG")

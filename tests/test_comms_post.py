@@ -239,13 +239,13 @@ def test_a_post_failing_every_attempt_is_recorded_as_failed(output, receivers, i
     assert result.exit_code == 1
     assert (
         result.stdout.splitlines()[0]
-        == "pagerduty: pagerduty-trigger failed after 3 attempt(s): HTTP 500: upstream trouble"
+        == "pagerduty: pagerduty-trigger failed after 3 attempts: HTTP 500: upstream trouble"
     )
-    assert result.stderr == "runbook: INC-P2: 1 message(s) not delivered (recorded)\n"
+    assert result.stderr == "runbook: INC-P2: 1 message not delivered (recorded)\n"
     [record] = comms_records(output / "INC-P2")
     jsonschema.validate(record, schema())
     assert record["status"] == "failed" and record["error"]["ename"] == "PostFailed"
-    assert record["actions"][0]["result"].startswith("failed after 3 attempt(s): HTTP 500")
+    assert record["actions"][0]["result"].startswith("failed after 3 attempts: HTTP 500")
     assert record["findings"][0]["severity"] == "warning" and record["findings"][0]["data"]["sent"] is False
     assert len(receivers.requests) == 3
 
@@ -254,7 +254,7 @@ def test_a_request_the_api_refuses_is_not_retried(output, receivers, integration
     monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "not-the-key")
     result = post(output, "INC-P2", "pagerduty-trigger", integrations)
     assert result.exit_code == 1
-    assert "failed after 1 attempt(s): HTTP 400" in result.stdout and "'routing_key' is invalid" in result.stdout
+    assert "failed after 1 attempt: HTTP 400" in result.stdout and "'routing_key' is invalid" in result.stdout
     assert len(receivers.requests) == 1
     assert "not-the-key" not in json.dumps(comms_records(output / "INC-P2"))
 

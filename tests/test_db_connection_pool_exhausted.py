@@ -139,3 +139,24 @@ def test_refusals_get_advice_that_fits_the_server(server):
         and "superuser role in dsn" not in managed
     )
     assert "scale down" in advice("host=/cloudsql/proj:region:db", "sorry, too many clients already")
+
+
+def test_a_full_pool_with_no_session_idle_long_enough_says_so_and_what_to_try():
+    import pandas as pd
+
+    from runbooks.diagnoses import db_connection_pool_exhausted
+    from runbooks.postgres.connections import PoolUsage
+
+    usage = PoolUsage(max_connections=20, superuser_reserved=3, role_reserved=0, client_connections=16)
+    by_app = pd.DataFrame(
+        {"application": ["deal-service", "tax-service"], "user": ["d", "t"], "state": ["active", "idle"]}
+        | {"connections": [10, 6]}
+    )
+    idle = pd.DataFrame(columns=["pid", "application", "user", "client_addr", "state", "idle_for"])
+    found = {f.id: f for f in db_connection_pool_exhausted.assess(usage, by_app, idle, 10)}
+    assert "94 %" in found["pool-usage"].summary
+    stale = found["stale-idle-sessions"]
+    assert stale.severity == "warning"
+    assert stale.summary.startswith("0 sessions idle for more than 10 min (0 of them idle in transaction): the ")
+    assert "would end none" in stale.summary and "-p idle_minutes 2" in stale.summary
+    assert "deal-service (it holds 10)" in stale.summary and "PgBouncer" in stale.summary

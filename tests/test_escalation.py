@@ -83,7 +83,7 @@ def test_each_column_is_escalated_once_and_posted_with_its_mentions(tmp_path, re
     text = data["text"]
     assert text.startswith(":arrow_double_up: ESCALATION: INC-900 (P2, assumed: no triage run)")
     assert "Incident: https://runbooks.example/incidents/INC-900" in text
-    assert f"Current status: unresolved for 31 min; still firing: {HOSTILE} (since 2026-11-30 09:00 ET)" in text
+    assert f"Current status: unresolved for 31 min; still firing: {HOSTILE} (since 2026-11-30 09:00 EST)" in text
     assert (
         "Why escalating: unresolved after 31 min: the escalation matrix (P2, 30-60 min) adds Secondary On-Call" in text
     )

@@ -129,7 +129,7 @@ def test_the_handoff_lists_the_weeks_incidents_the_open_ones_and_the_environment
     assert checks[f"pods not ready in {NS}"]["status"] == "ok"
     assert checks["certificates (cert-manager)"]["status"] == "attention"
     assert (
-        "certificate/api-gateway-tls (expiring, 4 days)" in checks["certificates (cert-manager)"]["detail"]
+        "certificate/api-gateway-tls (expiring, 4 days left)" in checks["certificates (cert-manager)"]["detail"]
     )  # 5 days less a moment
     assert checks["certificates (endpoints)"]["status"] == "attention"
     assert (

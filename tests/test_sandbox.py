@@ -196,7 +196,7 @@ def gateway_failing_upstream_after_its_rollout(record, sandbox):
     cause = one(record, "suspected-cause")["data"]
     assert (cause["service"], cause["cause"], cause["also"]) == ("api-gateway", "dependency-failing", ["recent-change"])
     assert one(record, "dependency-failing")["data"]["in_logs"][0]["host"] == "auth-service"
-    assert "error rate 12.00% now" in one(record, "service-metrics")["summary"]  # the sandbox's Prometheus
+    assert "error rate 12.00 % now" in one(record, "service-metrics")["summary"]  # the sandbox's Prometheus
 
 
 def recovered_on_the_recovered_prometheus(record, sandbox):

@@ -85,8 +85,8 @@ def test_the_gateway_points_at_its_failing_upstream_and_its_rollout(run_runbook,
     traffic = findings["traffic-anomaly"]["data"]
     assert traffic["holds"] is False and traffic["ratio"] == pytest.approx(1.0, abs=0.01)
     metrics = findings["service-metrics"]
-    assert metrics["severity"] == "warning" and "error rate 12.00% now" in metrics["summary"]
-    assert "against 0.20% 1w earlier" in metrics["summary"]
+    assert metrics["severity"] == "warning" and "error rate 12.00 % now" in metrics["summary"]
+    assert "against 0.20 % 1w earlier" in metrics["summary"]
     # Error lines grouped by signature (numbers and ids made N), counted per minute, credentials redacted.
     signatures = findings["error-signatures"]["data"]["signatures"]
     top = signatures[0]

@@ -77,7 +77,7 @@ def verify(output: Path):
     [
         (["nope"], "unknown runbook 'nope'"),
         ([RUNBOOK, "-p", "max_rows", "5"], "has no parameter 'max_rows'"),
-        ([RUNBOOK, "-p", "idle_minutes", "ten"], "parameter 'idle_minutes' takes float, got str 'ten'"),
+        ([RUNBOOK, "-p", "idle_minutes", "ten"], "parameter 'idle_minutes' takes a number, got 'ten'"),
         ([RUNBOOK, "--env", "qa"], "unknown environment 'qa'"),
         ([RUNBOOK, "--incident", "../etc"], "incident id '../etc' must be a plain name"),
         ([RUNBOOK, "--operator", "<b>eve</b>"], "operator '<b>eve</b>' must be a plain name"),

@@ -350,11 +350,11 @@ def test_drafts_fill_the_runbook_document_templates_from_the_findings():
     drafts = third_party.drafts(third_party.assess(verdict, affected, deps, 60), now=now)
 
     assert drafts.status_page.startswith("Title: Deal tax calculation Degradation - Cause Identified\n")
-    assert "Impact: Since 2024-11-26 09:02 ET, Deal tax calculation may fail" in drafts.status_page
-    assert "Updated: 2024-11-26 09:16 ET" in drafts.status_page
+    assert "Impact: Since 2024-11-26 09:02 EST, Deal tax calculation may fail" in drafts.status_page
+    assert "Updated: 2024-11-26 09:16 EST" in drafts.status_page
     assert "Severity: P2\nDuration: 14 minutes\n\nCurrent Status: Identified" in drafts.slack
-    assert "- tax-rates is down (logs and probe): 30 error lines since 14:02 UTC" in drafts.slack
-    assert "Next Update: 14:46 UTC (in 30 minutes)" in drafts.slack
+    assert "- tax-rates is down (logs and probe): 30 error lines since 09:02 EST" in drafts.slack
+    assert "Next Update: 09:46 EST (in 30 minutes)" in drafts.slack
     assert any("fallback or cache for tax-rates" in item for item in drafts.checklist)
     assert any("contact its support" in item and "503" in item for item in drafts.checklist)
     assert "[" not in drafts.slack.replace(

@@ -21,7 +21,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from runbooks import catalog, prometheus
+from runbooks import catalog, prometheus, units
 from runbooks.diagnoses import triage
 from runbooks.errors import PrometheusQueryError, PrometheusUnreachable
 from runbooks.evidence import schema
@@ -133,7 +133,7 @@ def test_12_percent_errors_is_p2_by_error_rate(prom, generated_at):
     # The start: the first minute the 5-minute error rate reached 1 %, within 5 minutes of the change.
     change = dt.datetime.fromtimestamp(generated_at - 1200, dt.timezone.utc)
     assert change <= start.at <= change + dt.timedelta(minutes=5)
-    assert start.source == "metrics: error rate first >= 1% in the last hour"
+    assert start.source == "metrics: error rate first >= 1 % in the last hour"
 
 
 def test_twice_the_latency_at_half_a_percent_errors_is_p3_by_latency(prom):
@@ -187,7 +187,7 @@ def test_an_incident_older_than_the_hour_is_dated_by_reading_further_back(prom, 
     assert start.source.startswith("metrics: over a threshold since then")
     assert result.level == "P2"
     finding = triage.assess(result, measured, start, metrics, quiet_logs(), no_pods_down(), "")[0]
-    assert f"Incident start {start.at:%Y-%m-%d %H:%M} UTC" in finding.summary
+    assert f"Incident start {units.when(start.at)}" in finding.summary
 
 
 def test_an_incident_older_than_the_look_back_is_at_least_that_old(prom, generated_at):
@@ -336,7 +336,7 @@ def test_triage_with_prometheus_declares_p2_by_error_rate_and_changes_nothing(ru
     ]
     notebook = (outcome.evidence_path.parent / record["artifacts"][0]["path"]).read_text()
     assert ":rotating_light: INCIDENT DECLARED :rotating_light:" in notebook
-    assert "Severity: P2" in notebook and "error rate 12.0% (prometheus)" in notebook
+    assert "Severity: P2" in notebook and "error rate 12.0 % (prometheus)" in notebook
     assert "Impact: [What users/features are affected]" in notebook and "Incident Commander: @[name]" in notebook
     assert "Title: Investigating Issues with [Feature/Service]" in notebook
     assert "Some users may experience errors." in notebook

@@ -107,7 +107,7 @@ def test_still_failing_is_not_recovered(prom, tmp_path):
     assert recovery.status == "not-recovered" and recovery.finding().severity == "critical"
     assert recovery.data["recovering"] is False
     assert recovery.data["max_error_rate"] == pytest.approx(0.12, abs=1e-6)
-    assert recovery.data["last_over"]["what"].startswith("error rate 12.00% >= 1%")
+    assert recovery.data["last_over"]["what"].startswith("error rate 12.00 % >= 1 %")
     assert "still at the latest reading" in recovery.summary
 
 
@@ -146,7 +146,7 @@ def test_wait_keeps_watching_until_watch_minutes_after_the_mitigation_and_shows_
     assert window.end >= mitigated + dt.timedelta(seconds=6)  # 0.1 minutes after the mitigation, not before
     assert window.start == window.end - dt.timedelta(seconds=6)
     assert shown[0].startswith("watching since") and "(the mitigation)" in shown[0]
-    assert "error rate now 0.20%" in shown[0]
+    assert "error rate now 0.20 %" in shown[0]
     assert shown[-1].startswith("watched 0.1 min since")
 
 
@@ -207,7 +207,7 @@ def test_in_an_incident_it_reads_triages_start_waits_decides_and_drafts_the_reso
     assert "watching since" in notebook  # the progress the wait showed
     assert ":white_check_mark: INCIDENT RESOLVED :white_check_mark:" in notebook
     assert "Incident: INC-88" in notebook and "Severity: P2" in notebook
-    assert "Error rate during incident: 15.0%" in notebook
+    assert "Error rate during incident: 15.0 %" in notebook
     assert "Title: [Feature/Service] Issues Resolved" in notebook
     assert record["actions"] == [
         {

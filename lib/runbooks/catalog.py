@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from . import registry
+from . import kinds, registry
 from .errors import UsageError
 
 ROOT = Path(os.environ.get("RUNBOOKS_HOME", Path(__file__).resolve().parents[2]))
@@ -29,6 +29,14 @@ _OPTIONAL = re.compile(r"^Optional\[(\w+)\]$")
 _PEP604_OPTIONAL = re.compile(r"^(\w+) \| None$")  # `float | None` reads as Optional[float]
 _ENVIRONMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a file name under parameters/, never a path
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
+_WORDS = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "list": "a list ([a, b])",
+    "dict": "a mapping ({name: value})",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class Parameter:
     type: str  # str | int | float | bool | list | dict, or Optional[one of those]
     default: Any
     help: str
+    kind: str | None = None  # of runbooks.kinds.KINDS (Time, PromDuration, Memory): a str checked further
 
     @property
     def base_type(self) -> str:
@@ -48,6 +57,10 @@ class Parameter:
         """Raise UsageError unless `value` is plain JSON data (checked all the way down: papermill writes anything
         else into the notebook as code) of this parameter's type."""
         plain_json(value, self.name)
+        if self.kind:
+            if problem := kinds.problem(self.kind, value):
+                raise UsageError(f"parameter {self.name!r} {problem}")
+            return
         base, optional = self.base_type, self.base_type != self.type
         if value is None and optional:
             return
@@ -55,7 +68,16 @@ class Parameter:
         if isinstance(value, bool) and bool not in accepted:
             accepted = ()
         if not isinstance(value, accepted):
-            raise UsageError(f"parameter {self.name!r} takes {self.type}, got {type(value).__name__} {value!r}")
+            raise UsageError(f"parameter {self.name!r} takes {self.words}, got {value!r}")
+
+    @property
+    def words(self) -> str:
+        """What it takes, as `runbook show` says it: `a number or empty (null)`, `a time, ISO 8601 (...) or empty`."""
+        if self.kind:
+            return f"{kinds.KINDS[self.kind].words} or empty"
+        if self.base_type != self.type:
+            return f"{_WORDS[self.base_type]} or empty (null)"
+        return _WORDS[self.type]
 
 
 @dataclass(frozen=True)
@@ -74,7 +96,12 @@ class Runbook:
                 if parameter is None:
                     known = ", ".join(self.parameters)
                     raise UsageError(f"runbook {self.name!r} has no parameter {name!r} (it takes: {known})")
-                if parameter.base_type == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (
+                    parameter.base_type == "str"
+                    and not parameter.kind  # a kind says what a number is not: `10:45` read by YAML as 645
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     value = str(value)  # `namespace: 8` in a file; quote it to keep `010` as written
                 if parameter.type in ("list", "dict") and isinstance(value, str):
                     value = _collection(value)  # `-p endpoints "[a:443, b:443]"`
@@ -170,12 +197,13 @@ def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, P
         else:
             raise ValueError(f"{where}: line {node.lineno} is not `name[: type] = literal  # help`")
         default = ast.literal_eval(value)
-        annotation = _PEP604_OPTIONAL.sub(r"Optional[\1]", annotation or type(default).__name__)
+        kind = annotation if annotation in kinds.KINDS else None
+        annotation = "str" if kind else _PEP604_OPTIONAL.sub(r"Optional[\1]", annotation or type(default).__name__)
         base = _OPTIONAL.match(annotation)
         if (base.group(1) if base else annotation) not in _TYPES:
             raise ValueError(f"{where}: parameter {name!r}: unsupported type {annotation!r}")
         rest = lines[(node.end_lineno or node.lineno) - 1][node.end_col_offset :].strip()
-        found[name] = Parameter(name, annotation, default, rest.removeprefix("#").strip())
+        found[name] = Parameter(name, annotation, default, rest.removeprefix("#").strip(), kind)
     return found
 
 

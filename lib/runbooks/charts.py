@@ -10,6 +10,8 @@ from matplotlib.dates import DateFormatter, MinuteLocator
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from . import units
+
 # Labels hold names from outside (applications, dependencies, series): a `$` in them is text, never mathtext.
 matplotlib.rcParams["text.parse_math"] = False
 
@@ -124,7 +126,9 @@ def auth_failures_by_reason(reasons: pd.DataFrame) -> Figure:
 def dependency_errors_per_minute(per_minute: pd.DataFrame) -> Figure:
     """Lines: error lines per minute about each third-party dependency (columns), over the window (index, UTC)."""
     return lines_per_minute(
-        per_minute, "Errors per minute by third-party dependency (UTC)", "no errors about any dependency in the window"
+        per_minute,
+        f"Errors per minute by third-party dependency ({units.zone_name()})",
+        "no errors about any dependency in the window",
     )
 
 
@@ -135,7 +139,7 @@ def lines_per_minute(
     if per_minute.empty or not per_minute.to_numpy().any():
         return _empty(title, nothing)
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    times = per_minute.index.tz_convert("UTC").tz_localize(None)  # matplotlib's date axis, labelled UTC
+    times = per_minute.index.tz_convert(units.zone()).tz_localize(None)  # matplotlib's date axis, reading zone
     for column in per_minute.columns:
         ax.plot(times, per_minute[column], drawstyle="steps-mid", marker=".", label=column)
     ax.set_ylabel(ylabel)
@@ -204,9 +208,9 @@ def errors_over_time(per_minute: pd.DataFrame) -> Figure:
         )
         bottom += table[status]
     ax.xaxis.set_major_locator(MinuteLocator(interval=max(1, len(table) // 10)))
-    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz="UTC"))
+    ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=units.zone()))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("minute (UTC)")
+    ax.set_xlabel(f"minute ({units.zone_name()})")
     ax.set_ylabel("responses")
     ax.set_title(title)
     ax.legend(title="status", loc="upper left", fontsize="small")
@@ -221,7 +225,7 @@ def error_rate_and_latency(
     normal_latency: float | None,
     incident_start=None,
     baseline_label: str = "baseline",
-    title: str = "Error rate and latency, last hour, against the baseline (UTC)",
+    title: str = "Error rate and latency, last hour, against the baseline",
     shaded: tuple | None = None,
 ) -> Figure:
     """Two panels over the window (UTC): error rate (%) and latency (s), each against its baseline, with the
@@ -233,7 +237,7 @@ def error_rate_and_latency(
     """
     if series.empty or series.isna().all().all():
         return _empty(title, "no metrics (see the metrics-unavailable finding)")
-    times = series.index.tz_convert("UTC").tz_localize(None)
+    times = series.index.tz_convert(units.zone()).tz_localize(None)
     fig, (errors, latency) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     errors.plot(times, 100 * series["error_rate"], color="#de2d26", label="error rate")
     errors.plot(times, 100 * series["baseline_error_rate"], color="#969696", linestyle="--", label=baseline_label)
@@ -270,7 +274,7 @@ def error_rate_and_latency(
     latency.set_ylim(bottom=0)
     latency.legend(loc="upper left", fontsize="small")
     if incident_start is not None:
-        start = pd.Timestamp(incident_start).tz_convert("UTC").tz_localize(None)
+        start = pd.Timestamp(incident_start).tz_convert(units.zone()).tz_localize(None)
         if times.min() <= start <= times.max():
             for ax in (errors, latency):
                 ax.axvline(start, color="black", linewidth=0.8)
@@ -284,11 +288,11 @@ def error_rate_and_latency(
                 rotation=90,
             )
     if shaded is not None:
-        left, right = (pd.Timestamp(t).tz_convert("UTC").tz_localize(None) for t in shaded)
+        left, right = (pd.Timestamp(t).tz_convert(units.zone()).tz_localize(None) for t in shaded)
         for ax in (errors, latency):
             ax.axvspan(left, right, color="#d9d9d9", alpha=0.5, linewidth=0)
     latency.xaxis.set_major_formatter(DateFormatter("%H:%M"))
-    errors.set_title(title)
+    errors.set_title(f"{title} ({units.zone_name()})")
     fig.tight_layout()
     plt.close(fig)
     return fig
@@ -302,7 +306,7 @@ def incidents_per_day(per_day: pd.DataFrame) -> Figure:
 
     Takes diagnoses.oncall_handoff.Incidents.per_day().
     """
-    title = "Incidents per day by severity (US Eastern)"
+    title = f"Incidents per day by severity ({units.zone_name()})"
     if per_day.empty or not per_day.to_numpy().any():
         return _empty(title, "no incidents in the period")
     fig, ax = plt.subplots(figsize=(9, 3.5))

@@ -14,14 +14,15 @@ import contextlib
 import datetime as dt
 import signal
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from . import catalog, chain, escape, limits, registry, storage
+from . import __version__, catalog, chain, escape, limits, registry, storage, summary, units
 from .errors import UsageError
-from .incident import MESSAGE_KINDS, evidence_folder, load
+from .incident import MESSAGE_KINDS, evidence_folder, incident_ids, load
 from .limits import Limits
 from .notify.pagerduty import KINDS as PAGERDUTY_KINDS
 from .runfiles import incident_folder
@@ -92,30 +93,56 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         try:
+            units.zone()  # a RUNBOOK_TIMEZONE naming no zone is refused before anything runs
             return super().invoke(ctx)
         except UsageError as e:
             click.echo(f"runbook: {escape.line(e)}", err=True)
             ctx.exit(e.exit_code)
 
 
-@click.group(cls=_Group)
+def _runbook_names(ctx, param, incomplete: str) -> list[str]:
+    """Shell completion of a runbook's name."""
+    return [name for name in registry.names() if name.startswith(incomplete)]
+
+
+def _incident_names(ctx, param, incomplete: str) -> list[str]:
+    """Shell completion of an incident id, from the output folder given (or the default)."""
+    return [
+        name for name in incident_ids(ctx.params.get("output_dir") or catalog.OUTPUT) if name.startswith(incomplete)
+    ]
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="runbook", message="%(prog)s %(version)s")
 def main() -> None:
-    """Executable incident runbooks: parameterised notebooks that leave timestamped evidence."""
+    """Executable incident runbooks: parameterised notebooks that leave timestamped evidence.
+
+    Shell completion (bash; zsh and fish likewise): eval "$(_RUNBOOK_COMPLETE=bash_source runbook)"
+    """
 
 
-@main.command("list")
+@main.command("list", short_help="Every runbook: name, whether it can change anything, title.")
 def list_() -> None:
-    """One line per runbook: name, title, parameters."""
+    """Every runbook: its name, whether it can change anything (only with apply=True), its title."""
+    width, _ = summary.terminal()
     books = catalog.runbooks()
-    width = max((len(b.name) for b in books), default=0)
+    name_width = max(len(b.name) for b in books)
+    title_width = max((width or 80) - name_width - 11, 20)
+    click.echo(f"{'RUNBOOK':<{name_width}}  CHANGES  TITLE")
     for book in books:
-        click.echo(f"{book.name:<{width}}  {book.title}  [{', '.join(book.parameters)}]")
+        changes = "yes" if registry.get(book.name).changes else "no"
+        title = textwrap.wrap(book.title, title_width) or [""]
+        click.echo(f"{book.name:<{name_width}}  {changes:<7}  {title[0]}")
+        for more in title[1:]:
+            click.echo(f"{'':<{name_width + 11}}{more}")
+    click.echo("\n`runbook show NAME`: its parameters and what it changes.")
 
 
-@main.command()
-@click.argument("name")
+@main.command(short_help="A runbook's parameters, what it changes, its alerts.")
+@click.argument("name", shell_complete=_runbook_names)
 def show(name: str) -> None:
-    """Each parameter of runbook NAME with its type, default and meaning."""
+    """Runbook NAME: what it changes, the alerts routed to it, and each parameter: what it takes, its default and
+    its meaning."""
     from .alerts.routing import routes_to
 
     book, entry = catalog.find(name), registry.get(name)
@@ -123,8 +150,11 @@ def show(name: str) -> None:
     click.echo(f"  changes: {entry.changes + ' (only with apply=True)' if entry.changes else 'nothing'}")
     click.echo(f"  diagnosis: {entry.diagnosis}; reads through: {', '.join(entry.access)}")
     click.echo(f"  alerts routed to it: {', '.join(routes_to(name)) or 'none'}\n")
+    width, _ = summary.terminal()
     for p in book.parameters.values():
-        click.echo(f"  {p.name} ({p.type}, default {p.default!r})\n      {p.help}")
+        default = "empty" if p.default in ("", None, [], {}) else repr(p.default)
+        click.echo(f"  {p.name}: {p.words}; default {default}")
+        click.echo(textwrap.fill(p.help, (width or 100) - 6, initial_indent=" " * 6, subsequent_indent=" " * 6))
 
 
 def _parameter_options(command):
@@ -157,19 +187,21 @@ def _parameters(book: catalog.Runbook, env: str | None, files, pairs) -> dict:
     return book.resolve(*layers)
 
 
-@main.command()
-@click.argument("name")
+@main.command(short_help="Run a runbook; prints what it found, then its evidence file.")
+@click.argument("name", shell_complete=_runbook_names)
 @_parameter_options
 @click.option("--incident", default="adhoc", show_default=True, help="Incident id: the output sub-folder.")
 @_output_dir
 @_timeouts
 def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: float, cell_timeout: float) -> None:
-    """Run runbook NAME headlessly; the last line printed is its evidence file.
+    """Run runbook NAME headlessly. It prints what the run looked at, each finding with its severity, each action
+    (applied or previewed) with its target, the status and the HTML; the last line is its evidence file.
 
     Ctrl-C (or SIGTERM) ends the run and still leaves its evidence (exit 130)."""
     book = catalog.find(name)
     parameters = _parameters(book, env, files, pairs)
 
+    from . import evidence
     from .runner import INTERRUPTED
     from .runner import run as execute  # papermill and nbconvert load only when something runs
 
@@ -177,6 +209,7 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: 
         result = execute(
             book, parameters, incident, output_dir, progress=sys.stdout.isatty(), limits=Limits(timeout, cell_timeout)
         )
+    summary.echo(summary.run_lines(evidence.read(result.evidence_path), result.evidence_path))
     if result.error:
         click.echo(f"runbook: {name} failed {escape.line(result.error.line())}", err=True)
     if result.head:  # keep it elsewhere: `runbook verify --head` checks it is still in the chain
@@ -185,6 +218,52 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: 
     if result.error and result.error.ename == INTERRUPTED:
         sys.exit(INTERRUPTED_EXIT)
     sys.exit(0 if result.status == "completed" else 1)
+
+
+@main.command(short_help="The incidents with evidence: severity, state, runs, last activity.")
+@_output_dir
+def incidents(output_dir: Path) -> None:
+    """Every incident with evidence in the output folder, last active first: its severity, state (open, recovered,
+    closed), runs and last activity."""
+    storage.pull_all(output_dir)
+    rows = [incident_row(load(output_dir, name)) for name in incident_ids(output_dir)]
+    if not rows:
+        click.echo(f"No incident has evidence in {output_dir}.")
+        return
+    rows.sort(key=lambda row: row[-1], reverse=True)
+    widths = [max(len(str(r[i])) for r in [_INCIDENT_HEADER, *rows]) for i in range(4)]
+    for row in [_INCIDENT_HEADER, *rows]:
+        cells = [f"{row[i]!s:<{widths[i]}}" for i in range(4)]
+        click.echo("  ".join([*cells, row[4] if row is _INCIDENT_HEADER else units.when(row[4])]))
+
+
+_INCIDENT_HEADER = ("INCIDENT", "SEVERITY", "STATE", "RUNS", "LAST ACTIVITY")
+
+
+def incident_row(incident) -> tuple:
+    last = max(run.record.finished_at for run in incident.runs)
+    return (incident.id, incident.severity or "-", incident.state, len(incident.runs), last)
+
+
+@main.command("show-incident", short_help="An incident's runs: findings and actions, newest first.")
+@click.argument("incident", shell_complete=_incident_names)
+@_output_dir
+def show_incident(incident: str, output_dir: Path) -> None:
+    """INCIDENT as its evidence tells it: severity, state, start and duration, then every run (and command) newest
+    first with its findings by severity and its actions."""
+    _pulled(output_dir, incident)
+    loaded = load(output_dir, incident)
+    rule = f" ({loaded.severity_rule})" if loaded.severity_rule else ""
+    lines = [
+        summary.Line(f"{loaded.id}: {loaded.severity or 'severity not rated (no triage)'}{rule}, {loaded.state}"),
+        summary.Line(
+            f"Started {units.when(loaded.start)} ({loaded.start_basis}); "
+            f"{units.duration(loaded.duration)} to {units.when(loaded.end)} ({loaded.end_basis})"
+        ),
+    ]
+    for run in reversed(loaded.runs):
+        lines += [summary.Line(""), *summary.run_lines(run.record, loaded.folder / run.evidence)]
+    summary.echo(lines)
 
 
 @contextlib.contextmanager
@@ -208,8 +287,8 @@ def _interrupted_once() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-@main.command("open")
-@click.argument("name")
+@main.command("open", short_help="Step through a runbook in JupyterLab; every save is sealed.")
+@click.argument("name", shell_complete=_runbook_names)
 @_parameter_options
 @click.option("--incident", required=True, help="Incident id: the output sub-folder.")
 @_output_dir
@@ -254,8 +333,8 @@ def open_(name: str, pairs, files, env, incident: str, output_dir: Path, operato
     lab.open_in_lab(copy, output_dir, port, browser, seal_after, show=click.echo)
 
 
-@main.command()
-@click.argument("incident")
+@main.command(short_help="Seal an incident's working copies into evidence.")
+@click.argument("incident", shell_complete=_incident_names)
 @click.argument("notebooks", nargs=-1, type=click.Path(path_type=Path))
 @_output_dir
 def seal(incident: str, notebooks: tuple[Path, ...], output_dir: Path) -> None:
@@ -277,8 +356,8 @@ def seal(incident: str, notebooks: tuple[Path, ...], output_dir: Path) -> None:
         click.echo(sealed.evidence_path)
 
 
-@main.command()
-@click.argument("incident")
+@main.command(short_help="Check every hash and link of an incident's evidence.")
+@click.argument("incident", shell_complete=_incident_names)
 @_output_dir
 @click.option("--head", metavar="SHA256", help="A chain head kept elsewhere: it must still be in the chain.")
 def verify(incident: str, output_dir: Path, head: str | None) -> None:
@@ -289,7 +368,7 @@ def verify(incident: str, output_dir: Path, head: str | None) -> None:
     for problem in result.problems:
         click.echo(escape.line(problem.line()))
     if not result.intact:
-        click.echo(f"runbook: {incident}: {len(result.problems)} problem(s) in its evidence", err=True)
+        click.echo(f"runbook: {incident}: {units.count(len(result.problems), 'problem')} in its evidence", err=True)
         sys.exit(NOT_INTACT)
     name, digest = result.last or ("none", "none")
     lines = f"{result.log_lines} incident log lines, " if result.log_lines else ""
@@ -300,8 +379,8 @@ def verify(incident: str, output_dir: Path, head: str | None) -> None:
     click.echo(result.seals())
 
 
-@main.command()
-@click.argument("incident")
+@main.command(short_help="Write an incident's post-incident review (review.md, .html).")
+@click.argument("incident", shell_complete=_incident_names)
 @_output_dir
 def report(incident: str, output_dir: Path) -> None:
     """Write the post-incident review of INCIDENT (review.md, review.html) from its evidence; print their paths."""
@@ -313,8 +392,8 @@ def report(incident: str, output_dir: Path) -> None:
         click.echo(path)
 
 
-@main.command()
-@click.argument("incident")
+@main.command(short_help="Print (or --post) an incident's message from its evidence.")
+@click.argument("incident", shell_complete=_incident_names)
 @click.option(
     "--kind",
     required=True,
@@ -350,12 +429,14 @@ def comms(incident: str, kind: str, post: bool, integrations: Path | None, outpu
     if path:
         click.echo(path)
     if outcome.failed:
-        click.echo(f"runbook: {incident}: {len(outcome.failed)} message(s) not delivered (recorded)", err=True)
+        click.echo(
+            f"runbook: {incident}: {units.count(len(outcome.failed), 'message')} not delivered (recorded)", err=True
+        )
         sys.exit(1)
 
 
-@main.command()
-@click.argument("incident")
+@main.command(short_help="Close an incident once recovery is confirmed.")
+@click.argument("incident", shell_complete=_incident_names)
 @click.option("--force", "reason", metavar="REASON", help="Close without a recovered verify-recovery, saying why.")
 @_output_dir
 def close(incident: str, reason: str | None, output_dir: Path) -> None:
@@ -371,7 +452,7 @@ def close(incident: str, reason: str | None, output_dir: Path) -> None:
     click.echo(closed.evidence)
 
 
-@main.command()
+@main.command(short_help="Simulate a pool exhaustion on a throwaway PostgreSQL; diagnose it.")
 @_output_dir
 def demo(output_dir: Path) -> None:
     """Start a throwaway PostgreSQL, induce a pool-exhaustion incident, run its runbook, clean up."""
@@ -380,7 +461,7 @@ def demo(output_dir: Path) -> None:
     sys.exit(run_demo(output_dir))
 
 
-@main.command()
+@main.command(short_help="Start every runbook's targets mid-incident here, until Ctrl-C.")
 def sandbox() -> None:
     """Start local targets for every runbook (PostgreSQL, Kubernetes API) mid-incident, until Ctrl-C."""
     from runbooks_sandbox.environment import main as run_sandbox
@@ -388,7 +469,7 @@ def sandbox() -> None:
     sys.exit(run_sandbox())
 
 
-@main.command()
+@main.command(short_help="Run the routed runbook for each alert Alertmanager sends.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=9095, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--env", help="Environment: parameters/<ENV>.yaml, under every run.")

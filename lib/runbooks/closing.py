@@ -14,11 +14,10 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import command_evidence, escalation
-from .communication import eastern
+from . import command_evidence, escalation, units
 from .errors import UsageError
 from .evidence import Action, Finding
-from .incident import Incident, human_duration
+from .incident import Incident
 
 
 class NotRecovered(UsageError):
@@ -38,7 +37,7 @@ class Closed:
 def close(output_dir: Path, incident: Incident, force_reason: str | None, now: dt.datetime) -> Closed:
     """Record the resolution of `incident`, or NotRecovered / UsageError saying why not."""
     if incident.resolved_at is not None:
-        raise UsageError(f"{incident.id} was closed already, at {eastern(incident.resolved_at)} ET")
+        raise UsageError(f"{incident.id} was closed already, at {units.when(incident.resolved_at)}")
     if force_reason is not None and not force_reason.strip():
         raise UsageError("--force needs a reason: what says the incident is over")
     found = incident.recovery
@@ -53,13 +52,13 @@ def close(output_dir: Path, incident: Incident, force_reason: str | None, now: d
             f"{incident.id} is not confirmed recovered ({latest}); run verify-recovery, or close with --force REASON"
         )
     review = escalation.review_due(incident.severity, now) if incident.severity else None
-    duration = human_duration(now - incident.start)
+    duration = units.duration(now - incident.start)
     if force_reason is None and recovery:
         basis = f"recovered per verify-recovery ({recovery['evidence']})"
     else:
         basis = f"forced: {(force_reason or '').strip()}"
     review_text = review.line() if review else "post-incident review deadline unknown: no severity (run triage)"
-    summary = f"Resolved at {eastern(now)} ET after {duration}, {basis}; {review_text}"
+    summary = f"Resolved at {units.when(now)} after {duration}, {basis}; {review_text}"
     data = {
         "resolved_at": now,
         "started": incident.start,
@@ -81,7 +80,7 @@ def close(output_dir: Path, incident: Incident, force_reason: str | None, now: d
         now,
     )
     lines = [
-        f"{incident.id} closed: resolved {eastern(now)} ET after {duration} ({basis})",
+        f"{incident.id} closed: resolved {units.when(now)} after {duration} ({basis})",
         review_text,
         f"next: runbook comms {incident.id} --kind slack-resolved --post (and status-resolved, pagerduty-resolve); "
         f"runbook report {incident.id}",

@@ -7,13 +7,9 @@ these drafts never invent a fact. Nothing here posts to a status page or to Slac
 
 from __future__ import annotations
 
-import datetime as dt
 from functools import lru_cache
-from zoneinfo import ZoneInfo
 
 import jinja2
-
-EASTERN = ZoneInfo("America/New_York")  # the incident-response runbook's status-page times are in ET
 
 KINDS = (
     "slack-declared",  # Internal → Slack Incident Channel Message (Initial)
@@ -47,12 +43,3 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,  # plain text for Slack and the status page; HTML renderings escape their own way
     )
-
-
-def eastern(when: dt.datetime) -> str:
-    """`2024-11-26 09:05` in US Eastern time, as the incident-response runbook's status-page templates write times."""
-    return when.astimezone(EASTERN).strftime("%Y-%m-%d %H:%M")
-
-
-def utc(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).strftime("%H:%M UTC")

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from . import display, escape, units
 from .severity import LEVELS
 
 EASTERN = ZoneInfo("America/New_York")  # the runbook's on-call times (handoff Monday 9:00 AM ET) are Eastern
@@ -94,6 +95,11 @@ class Cadence:
     update_every: dt.timedelta | None
     next_update: dt.datetime | None  # the first multiple of update_every after the start that is later than now
 
+    def _repr_markdown_(self) -> str:
+        every = f" (every {units.duration(self.update_every)})" if self.update_every else ""
+        next_update = f"; next update due {units.when(self.next_update)}" if self.next_update else ""
+        return f"**Updates**: {escape.markdown(f'{self.communication}{every}{next_update}')}"
+
 
 def targets(severity: str, started: dt.datetime, now: dt.datetime) -> pd.DataFrame:
     """Response and resolution targets: within, due at, time left (negative: overdue)."""
@@ -105,7 +111,8 @@ def targets(severity: str, started: dt.datetime, now: dt.datetime) -> pd.DataFra
         rows.append(
             {"target": target, "within": within, "note": note, "due": due, "left": due - now, "overdue": now >= due}
         )
-    return pd.DataFrame(rows, columns=["target", "within", "note", "due", "left", "overdue"])
+    frame = pd.DataFrame(rows, columns=["target", "within", "note", "due", "left", "overdue"])
+    return display.table(frame, left="due")
 
 
 def cadence(severity: str, started: dt.datetime, now: dt.datetime) -> Cadence:

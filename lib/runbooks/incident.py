@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import communication, escalation, evidence, severity
+from . import escalation, evidence, severity, units
 from .command_evidence import is_command
 from .errors import UsageError
 from .evidence import Record, parse_time
@@ -27,6 +27,9 @@ LEVELS = ("P1", "P2", "P3", "P4")  # most severe first
 SEVERITY_FINDING = "severity"  # the triage runbook's finding id
 RECOVERY_FINDING = "recovery"  # the verify-recovery runbook's: data.status recovered | not-recovered | unknown
 RESOLUTION_FINDING = "resolution"  # what `runbook close` records: data.resolved_at, review_due, forced, reason
+TOP_FINDINGS = 5  # what the Slack update lists; the rest it counts and links
+PLAIN_LENGTH = 200  # characters of a finding the Slack update quotes
+PROCESS_FINDINGS = ("targets", "communication", "engage")  # triage's about the response, not the incident
 SERIES_COLUMNS = ["error_rate", "latency_seconds", "baseline_error_rate", "baseline_latency_seconds"]
 # The communication templates `message_fields` fills; triage drafts slack-declared and status-investigating itself.
 MESSAGE_KINDS = (
@@ -95,6 +98,14 @@ class Incident:
         """The earliest of the start triage gave and the first alert firing; without either, the first run's start."""
         known = [*([self.incident_start] if self.incident_start else []), *(a.starts_at for a in self.firing)]
         return min(known) if known else self.runs[0].record.started_at
+
+    @property
+    def state(self) -> str:
+        """`closed` (runbook close), `recovered` (verify-recovery's latest says so), else `open`."""
+        if self.resolution:
+            return "closed (forced)" if self.resolution.get("forced") else "closed"
+        recovery = self.recovery
+        return "recovered" if recovery and recovery[1]["data"].get("status") == "recovered" else "open"
 
     @property
     def runbook_runs(self) -> tuple[Run, ...]:
@@ -301,18 +312,29 @@ class Impact:
         lines = []
         for t in self.over:
             if t.duration:
-                shown = f"{t.threshold:.0%}" if t.measure == "error_rate" else f"{t.threshold:g}x normal"
+                shown = f"{units.percent(t.threshold, 0)}" if t.measure == "error_rate" else f"{t.threshold:g}x normal"
                 what = "error rate" if t.measure == "error_rate" else "latency"
-                lines.append(f"{what} >= {shown} ({t.level}): {human_duration(t.duration)}")
+                lines.append(f"{what} >= {shown} ({t.level}): {units.duration(t.duration)}")
         return lines
 
 
 def evidence_folder(output_dir: Path, incident: str) -> Path:
-    """The incident's folder; a usage error unless it holds evidence."""
+    """The incident's folder; a usage error naming the incidents there are unless it holds evidence."""
     path = incident_folder(output_dir, incident)
     if not evidence_files(path):
-        raise UsageError(f"no evidence for incident {incident!r} in {output_dir}")
+        known = incident_ids(output_dir)
+        listed = f"known: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''}" if known else "none has any"
+        raise UsageError(f"no evidence for incident {incident!r} in {output_dir} ({listed}; `runbook incidents`)")
     return path
+
+
+def incident_ids(output_dir: Path) -> list[str]:
+    """The incidents with evidence in `output_dir`, the most recently changed first."""
+    try:
+        folders = [p for p in Path(output_dir).iterdir() if p.is_dir() and evidence_files(p)]
+    except OSError:
+        return []
+    return [p.name for p in sorted(folders, key=lambda p: evidence_files(p)[-1].stat().st_mtime, reverse=True)]
 
 
 def load(output_dir: Path, incident: str) -> Incident:
@@ -333,29 +355,28 @@ def load(output_dir: Path, incident: str) -> Incident:
     return Incident(incident, path, tuple(runs), triage, min(starts, default=None), alert_log(path / ALERT_LOG))
 
 
-def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
+def message_fields(incident: Incident, kind: str, now: dt.datetime, link: str | None = None) -> dict:
     """The fields of communication template `kind` the evidence knows; the template keeps the others' placeholders.
+    `link`: where the whole incident can be read (the Slack update points there for the findings it leaves out).
 
     Public texts (status page, customer email) get times and durations only: findings and actions are
     technical, and their plain-language version is for a person to write.
     """
-    duration = human_duration(incident.duration)
+    duration = units.duration(incident.duration)
     if kind == "slack-declared":
         return {
             "severity": incident.severity,
-            "started": f"{communication.utc(incident.start)} ({incident.start_basis})",
+            "started": f"{units.clock(incident.start)} ({incident.start_basis})",
             "next_update": next_update(incident, now),
         }
     if kind == "status-investigating":
-        return {"posted": communication.eastern(now)}
+        return {"posted": units.when(now)}
     if kind == "slack-update":
         return {
             "incident": incident.id,
             "severity": incident.severity,
             "duration": duration,
-            "known": [
-                f"{f['summary']} ({run.record.runbook})" for run, f in incident.findings(("critical", "warning"))
-            ],
+            "known": what_we_know(incident, link),
             "actions": incident.actions_taken(),
             "next_update": next_update(incident, now),
         }
@@ -369,17 +390,41 @@ def message_fields(incident: Incident, kind: str, now: dt.datetime) -> dict:
             "review_scheduled": review_line(incident),
         }
     if kind in ("status-identified", "status-monitoring"):
-        return {"updated": communication.eastern(now)}
+        return {"updated": units.when(now)}
     if kind == "status-resolved":
-        return {"duration": duration, "resolved": communication.eastern(incident.resolved_at or now)}
+        return {"duration": duration, "resolved": units.when(incident.resolved_at or now)}
     if kind == "customer-email":
         return {
-            "date": f"{incident.start.astimezone(communication.EASTERN):%Y-%m-%d}",
-            "started": f"{communication.eastern(incident.start)} ET",
-            "ended": f"{communication.eastern(incident.end)} ET",
+            "date": f"{units.local(incident.start):%Y-%m-%d}",
+            "started": f"{units.when(incident.start)}",
+            "ended": f"{units.when(incident.end)}",
             "duration": duration,
         }
     raise ValueError(f"no fields for template {kind!r}")
+
+
+def what_we_know(incident: Incident, link: str | None = None) -> list[str]:
+    """The Slack update's "What we know": the severity, then the findings that matter most (critical before warning,
+    the latest of each), at most TOP_FINDINGS, each its first sentence; the rest counted, with where to read them."""
+    ranked = sorted(
+        (f for _, f in incident.findings(("critical", "warning")) if f["id"] not in PROCESS_FINDINGS),
+        key=lambda f: (f["id"] != SEVERITY_FINDING, f["severity"] != "critical"),
+    )
+    known = [_plain(f) for f in ranked[:TOP_FINDINGS]]
+    if len(ranked) > TOP_FINDINGS:
+        more = units.count(len(ranked) - TOP_FINDINGS, "more finding")
+        known.append(f"{more}: {link or f'runbook show-incident {incident.id}'}")
+    return known
+
+
+def _plain(finding: dict) -> str:
+    """A finding for the channel: the severity as a sentence, others their summary's first sentence, kept short."""
+    data = finding.get("data")
+    if finding["id"] == SEVERITY_FINDING and isinstance(data, dict) and data.get("severity") in LEVELS:
+        measured = {k: data[k] for k in ("error_rate", "latency_ratio") if isinstance(data.get(k), (int, float))}
+        return f"Severity {data['severity']}: {severity.measured_words(measured)}"
+    text = finding["summary"].split(". ", 1)[0].rstrip(".")
+    return text if len(text) <= PLAIN_LENGTH else text[: text.rfind(" ", 0, PLAIN_LENGTH)] + " …"
 
 
 def review_due(incident: Incident) -> escalation.ReviewDue | None:
@@ -405,21 +450,11 @@ def next_update(incident: Incident, now: dt.datetime) -> str | None:
     cadence = escalation.cadence(incident.severity, incident.start, now)
     if cadence.next_update is None:
         return None
-    return f"{communication.utc(cadence.next_update)} ({cadence.communication})"
-
-
-def human_duration(span: dt.timedelta) -> str:
-    """`42 s`, `7 min`, `2 h 05 min`."""
-    seconds = max(int(span.total_seconds()), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{units.clock(cadence.next_update)} ({cadence.communication})"
 
 
 def percent(fraction: float | None) -> str | None:
-    return None if fraction is None else f"{fraction:.1%}"
+    return None if fraction is None else f"{units.percent(fraction, 1)}"
 
 
 def _run(path: Path) -> Run:

@@ -22,11 +22,10 @@ from pathlib import Path
 import jinja2
 import mistune
 
-from . import escape, review_meeting, runfiles
+from . import escape, review_meeting, runfiles, units
 from .chain import Verification
 from .command_evidence import is_command
-from .communication import EASTERN
-from .incident import Incident, Run, human_duration, percent
+from .incident import Incident, Run, percent
 from .runfiles import RunFiles
 
 NAME = "review"  # review.md and review.html in the incident folder
@@ -40,7 +39,7 @@ code { font-size: 0.9em; }
 
 @dataclass(frozen=True)
 class Row:
-    time: str  # US Eastern
+    time: str  # in the reading zone (runbooks.units)
     event: str
 
 
@@ -72,7 +71,7 @@ def impact_chart(incident: Incident) -> bytes | None:
         incident.normal_latency,
         incident.start,
         "baseline",
-        f"Error rate and latency over {incident.id}, against the baseline (UTC)",
+        f"Error rate and latency over {incident.id}, against the baseline",
         (incident.start, incident.end),
     )
     buffer = io.BytesIO()
@@ -84,14 +83,17 @@ def markdown(
     incident: Incident, verification: Verification, now: dt.datetime | None = None, chart: str | None = None
 ) -> str:
     now = now or dt.datetime.now(dt.timezone.utc)
-    start, end = (when.astimezone(EASTERN) for when in (incident.start, incident.end))
+    start, end = units.local(incident.start), units.local(incident.end)
     one_day = start.date() == end.date()
     impact = incident.impact()
     return _template().render(
         incident=incident.id,
         date=f"{start:%Y-%m-%d}" if one_day else f"{start:%Y-%m-%d} to {end:%Y-%m-%d}",
-        duration=human_duration(incident.duration),
-        duration_basis=f"from {incident.start_basis} at {start:%H:%M} ET to {incident.end_basis} at {end:%H:%M} ET",
+        duration=units.duration(incident.duration),
+        duration_basis=(
+            f"from {incident.start_basis} at {units.clock(incident.start)} "
+            f"to {incident.end_basis} at {units.clock(incident.end)}"
+        ),
         severity=_severity(incident),
         error_rate=percent(impact.peak_error_rate),
         latency_ratio=None if impact.peak_latency_ratio is None else f"{impact.peak_latency_ratio:.1f}",
@@ -101,6 +103,7 @@ def markdown(
         closed=_closed(incident),
         meeting=review_meeting.meeting(incident, now),
         timeline=timeline(incident, "%H:%M:%S" if one_day else "%Y-%m-%d %H:%M:%S"),
+        zone=f"{units.zone().key}, {units.zone_name(incident.start)}",
         artifacts=[
             {"run": _run_label(run, incident), "path": a.path, "sha256": a.sha256}
             for run in incident.runs
@@ -140,7 +143,7 @@ def timeline(incident: Incident, clock: str) -> list[Row]:
         for action in record.actions:
             done = f"Applied{by_hand}" if action["mode"] == "applied" else "Previewed only (dry run)"
             events.append((finished, f"{done} {code(action['id'])} on {md(action['target'])}: {md(action['result'])}"))
-    return [Row(f"{when.astimezone(EASTERN):{clock}}", event) for when, event in sorted(events, key=lambda e: e[0])]
+    return [Row(f"{units.local(when):{clock}}", event) for when, event in sorted(events, key=lambda e: e[0])]
 
 
 def _run(run: Run) -> list[tuple[dt.datetime, str]]:
@@ -219,14 +222,13 @@ def _closed(incident: Incident) -> str:
         if resolution.get("forced")
         else "recovery confirmed by verify-recovery"
     )
-    return f"closed, resolved {incident.resolved_at.astimezone(EASTERN):%Y-%m-%d %H:%M} ET ({how})"
+    return f"closed, resolved {units.when(incident.resolved_at)} ({how})"
 
 
 def _span(covered) -> str | None:
     if not covered:
         return None
-    start, end = (t.astimezone(EASTERN) for t in covered)
-    return f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} ET"
+    return f"{units.when(covered[0])} to {units.clock(covered[1])}"
 
 
 def html(text: str, title: str) -> str:

@@ -4,7 +4,7 @@ from the incident's evidence: when it is due, who attends, and the agenda with w
 Attendees ("Incident responders, affected team leads, optional stakeholders"): the roles the escalation matrix
 engaged over the incident's duration at its severity (escalation.engagement), with their contacts; the leads of
 the services the evidence names (services down, the service investigated or suspected, the deployments acted
-on); stakeholders stay a placeholder. The agenda's questions are answered where the evidence knows (start,
+on); stakeholders are named, not filled in. The agenda's questions are answered where the evidence knows (start,
 detection, actions, resolution, response and resolution targets met, the suspected causes); the others keep the
 runbook's placeholders for the people in the room.
 """
@@ -15,10 +15,9 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
-from . import escalation
-from .communication import eastern
+from . import escalation, units
 from .escape import markdown  # the agenda is Markdown: words from the evidence are escaped on the way in
-from .incident import Incident, human_duration, review_due
+from .incident import Incident, review_due
 
 CAUSE_FINDINGS = ("suspected-cause", "likely-cause")  # service-investigation's, api-gateway-high-error-rate's
 _DEPLOYMENT = re.compile(r"deployment[/ ]([a-z0-9][-a-z0-9]*)")
@@ -60,9 +59,9 @@ def attendees(incident: Incident, now: dt.datetime) -> list[str]:
             contact = f" ({row.contact})" if row.contact else ""
             people.append(f"Incident responder: {row.role}{contact}")
     else:
-        people.append("Incident responders: [Primary and Secondary On-Call; no severity, no matrix row]")
+        people.append("Incident responders: Primary and Secondary On-Call (no severity recorded, so no matrix row)")
     people += [f"Team lead of {markdown(service)}: @[name]" for service in affected_services(incident)]
-    people.append("Optional stakeholders: [Support, Product, Account management]")
+    people.append("Optional stakeholders: Support, Product, Account management")
     return people
 
 
@@ -91,10 +90,10 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
     timeline = Item(
         "Timeline Review (15 min)",
         [
-            f"When did it start? {eastern(start)} ET ({incident.start_basis})",
-            f"When was it detected? {eastern(detected)} ET, {human_duration(detected - start)} after the start",
+            f"When did it start? {units.when(start)} ({incident.start_basis})",
+            f"When was it detected? {units.when(detected)}, {units.duration(detected - start)} after the start",
             "What actions were taken? " + ("; ".join(actions) if actions else "none applied by a runbook"),
-            f"When was it resolved? {eastern(resolved)} ET, after {human_duration(resolved - start)}"
+            f"When was it resolved? {units.when(resolved)}, after {units.duration(resolved - start)}"
             if resolved
             else "When was it resolved? not closed yet",
         ],
@@ -103,7 +102,7 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
         "Impact Analysis (10 min)",
         [
             "Users affected: [Number]",
-            "Revenue impact (if applicable): [Amount]",
+            "Revenue impact: [Amount, if applicable]",
             f"SLA impact: {sla(incident, now)}",
         ],
     )
@@ -112,8 +111,9 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
         "Root Cause Analysis (20 min)",
         [
             "What caused the incident? " + ("; ".join(causes) if causes else "[Detailed explanation]"),
-            f"Why wasn't it caught earlier? detected {human_duration(detected - start)} after it started; [why]",
-            "Contributing factors: [Factors]",
+            f"Why wasn't it caught earlier? detected {units.duration(detected - start)} after it started; "
+            "[Detailed explanation]",
+            "Contributing factors: [Detailed explanation]",
         ],
     )
     items = Item(
@@ -126,20 +126,20 @@ def agenda(incident: Incident, now: dt.datetime) -> list[Item]:
 def sla(incident: Incident, now: dt.datetime) -> str:
     """The severity's response and resolution targets against the acknowledgement and the resolution."""
     if incident.severity is None:
-        return "[no severity: targets unknown]"
+        return "targets unknown: no severity recorded"
     targets = escalation.TARGETS[incident.severity]
     parts = []
     for what, at, within in (
         ("response", incident.acknowledged_at, targets.response),
         ("resolution", incident.resolved_at, targets.resolution),
     ):
-        limit = human_duration(within)
+        limit = units.duration(within)
         if at is None:
             overdue = now - incident.start > within
             parts.append(f"{what} target {limit}: " + ("missed (none recorded)" if overdue else "none recorded yet"))
         else:
             took = at - incident.start
-            parts.append(f"{what} in {human_duration(took)} against {limit}: {'met' if took <= within else 'missed'}")
+            parts.append(f"{what} in {units.duration(took)} against {limit}: {'met' if took <= within else 'missed'}")
     return f"{incident.severity}: " + "; ".join(parts)
 
 

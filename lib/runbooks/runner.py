@@ -19,10 +19,9 @@ from typing import Any
 import nbformat
 import papermill
 from nbclient.exceptions import CellTimeoutError
-from nbconvert import HTMLExporter
 from papermill.iorw import papermill_io
 
-from . import chain, evidence, kernels, provenance, redact, runfiles
+from . import chain, evidence, kernels, provenance, redact, rendering, runfiles
 from .catalog import Runbook
 from .evidence import Record, RunError
 from .limits import Limits, Watch
@@ -35,7 +34,6 @@ papermill_io.register("/", runfiles.PapermillFiles())  # absolute paths: written
 INTERRUPTED = "Interrupted"  # the error name of a run stopped before it finished: killed, Ctrl-C, serve stopping
 TIMEOUT = "Timeout"  # the error name of a run that passed its time limit
 CELL_TIMEOUT = "CellTimeout"  # ... of a run one of whose cells passed the cell limit
-_exporters = threading.local()
 
 
 @dataclass(frozen=True)
@@ -142,7 +140,6 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         # A time limit names the cell it ended; a kernel that died, a process stopped, is "outside any cell".
         cell = _last_started(notebook) if error.ename in (TIMEOUT, CELL_TIMEOUT) else error.cell
         error = RunError(_failing_cell(notebook, cell), error.ename, redact.text(error.evalue, launch.secrets))
-    runfiles.replace(launch.files.html, html(notebook).encode())
     findings, actions = evidence.collect(notebook)
     record = Record(
         runbook=launch.runbook.name,
@@ -158,6 +155,8 @@ def _leave_evidence(launch: Launch, finished: dt.datetime, error: RunError | Non
         environment=environment(),
         alert=launch.alert,
     )
+    page = html(notebook, record, launch.runbook.title)
+    runfiles.replace(launch.files.html, redact.text(page, launch.secrets).encode())
     head = write_evidence(launch.files, record, launch.secrets)
     return RunResult(record.status, launch.files.evidence, error, head)
 
@@ -237,12 +236,9 @@ def _last_started(notebook: nbformat.NotebookNode) -> int | None:
     return started[-1] if started else None
 
 
-def html(notebook: nbformat.NotebookNode) -> str:
-    """The notebook as HTML, by one exporter per thread: its templates compile once (~50 ms a run saved), and
-    runs in parallel threads never share one (it registers filters on each call)."""
-    if not hasattr(_exporters, "html"):
-        _exporters.html = HTMLExporter()
-    return _exporters.html.from_notebook_node(notebook)[0]
+def html(notebook: nbformat.NotebookNode, record: Record, title: str) -> str:
+    """The executed notebook as the HTML people open: the run's summary on top (runbooks.rendering)."""
+    return rendering.html(notebook, record, title)
 
 
 def environment() -> dict[str, Any]:

@@ -124,7 +124,6 @@ def seal(copy: Path, secrets: Iterable[str] = ()) -> Sealed:
 
         files = chain.claim(copy.parent, runbook.name)
         runfiles.replace(files.notebook, nbformat.writes(sealed).encode())
-        runfiles.replace(files.html, runner.html(sealed).encode())
         findings, actions = evidence.collect(sealed)
         if found.cells:
             findings.append(dataclasses.asdict(_credential_finding(found.cells)))
@@ -156,6 +155,7 @@ def seal(copy: Path, secrets: Iterable[str] = ()) -> Sealed:
                 raised=audit.raised,
             ),
         )
+        runfiles.replace(files.html, redact.text(runner.html(sealed, record, runbook.title), scrubbed).encode())
         runner.write_evidence(files, record, scrubbed)
         return Sealed(copy, files.evidence, audit.status, audit.reason)
 

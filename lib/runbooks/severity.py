@@ -37,6 +37,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import escape, units
+
 LEVELS = ("P1", "P2", "P3", "P4")
 ALL_FAILING = 0.99
 
@@ -92,6 +94,28 @@ class Severity:
     rule: str  # the rule that fired, naming its threshold
     measured: dict[str, Any]  # the measured value(s) the rule fired on; for P4 every measured value
     unmeasured: tuple[str, ...] = field(default_factory=tuple)  # measures given as None/NaN
+
+    def _repr_markdown_(self) -> str:
+        not_measured = (
+            f"; not measured: {', '.join(m.replace('_', ' ') for m in self.unmeasured)}" if self.unmeasured else ""
+        )
+        said = f"{self.rule}; measured {measured_words(self.measured)}{not_measured}"
+        return f"**{self.level}**: {escape.markdown(said)}"
+
+
+def measured_words(measured: dict[str, Any]) -> str:
+    """`error rate 12.0 %, latency 2.0x normal, services down: auth-service`."""
+    words = []
+    for name, value in measured.items():
+        if name == "error_rate" and isinstance(value, (int, float)):
+            words.append(f"error rate {units.percent(value)}")
+        elif name == "latency_ratio" and isinstance(value, (int, float)):
+            words.append(f"latency {value:.1f}x normal")
+        elif isinstance(value, (list, tuple)):
+            words.append(f"{name.replace('_', ' ')}: {', '.join(map(str, value)) or 'none'}")
+        else:
+            words.append(f"{name.replace('_', ' ')} {value}")
+    return ", ".join(words) or "nothing"
 
 
 def classify(

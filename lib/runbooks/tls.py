@@ -35,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
+from . import units
+
 DEFAULT_PORT = 443
 PARALLEL_PROBES = 8
 COLUMNS = [
@@ -192,7 +194,7 @@ def row(result: Probe, warn_days: float, now: dt.datetime) -> dict:
             status = other_status
             problems.append(
                 f"the chain's certificate {_common_name(other.subject) or other.subject.rfc4514_string()} is "
-                f"{other_status} (notAfter {other.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)"
+                f"{other_status} (notAfter {units.when(other.not_valid_after_utc)})"
             )
     if result.strict is False:
         problems.append(f"refused with strict X.509 checks (as Python 3.13+ clients do): {result.strict_error}")

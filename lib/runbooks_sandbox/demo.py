@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import psycopg
 
-from runbooks import catalog, chain, review
+from runbooks import catalog, chain, evidence, review, summary
 from runbooks.incident import load
 from runbooks.runner import run
 
@@ -35,12 +34,8 @@ def main(output_dir: Path = catalog.OUTPUT) -> int:
         print(f"Running: runbook run {RUNBOOK} -p dsn '{pg.dsn()}' -p idle_minutes {IDLE_MINUTES} --incident demo")
         result = run(book, parameters, "demo", output_dir, progress=True)
 
-        record = json.loads(result.evidence_path.read_text())
-        print(f"\nStatus: {record['status']}")
-        for finding in record["findings"]:
-            print(f"  [{finding['severity']}] {finding['summary']}")
-        would = [a for a in record["actions"] if a["mode"] == "dry-run"]
-        print(f"  {len(would)} sessions would be terminated with apply=True; none was (dry run).")
+        print()
+        summary.echo(summary.run_lines(evidence.read(result.evidence_path), result.evidence_path))
         print("Stopping PostgreSQL.")
     folder = result.evidence_path.parent
     verification = chain.verify(folder)

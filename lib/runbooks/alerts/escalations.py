@@ -22,10 +22,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import command_evidence, communication, escalation, storage
+from .. import command_evidence, communication, escalation, storage, units
 from ..errors import UsageError
 from ..evidence import Action, Finding, RunError
-from ..incident import Incident, alert_log, human_duration, load, still_firing
+from ..incident import Incident, alert_log, load, still_firing
 from ..notify import Integrations, slack
 from ..runfiles import ALERT_LOG, evidence_files
 
@@ -108,10 +108,10 @@ def escalate(output_dir: Path, folder: Path, integrations: Integrations, now: dt
     note = engaged.loc[engaged["column"] == escalation.COLUMN_NAMES[column], "note"].iloc[0]
     fields = {
         "incident": f"{folder.name} ({level}{'' if severity else ', assumed: no triage run'})",
-        "link": _link(folder, integrations),
+        "link": integrations.incident_link(folder),
         "status": _status(firing, incident, elapsed),
         "why": (
-            f"unresolved after {human_duration(elapsed)}: the escalation matrix ({level}, "
+            f"unresolved after {units.duration(elapsed)}: the escalation matrix ({level}, "
             f"{escalation.COLUMN_NAMES[column]}) adds {', '.join(roles) if roles else f'nobody ({note})'}"
         ),
         "help": _help(incident),
@@ -130,7 +130,7 @@ def escalate(output_dir: Path, folder: Path, integrations: Integrations, now: dt
         "still_firing": sorted({a.alertname for a in firing}),
         "text": text,
     }
-    summary = f"{level}, {human_duration(elapsed)} unresolved ({escalation.COLUMN_NAMES[column]}): " + (
+    summary = f"{level}, {units.duration(elapsed)} unresolved ({escalation.COLUMN_NAMES[column]}): " + (
         f"engage {', '.join(roles)}" if roles else f"nobody to add ({note})"
     )
     findings = [Finding(FINDING, summary, "warning", data)]
@@ -194,19 +194,13 @@ def _contact(role: str) -> str:
     return escalation.CONTACTS.get(role, (None, None))[0] or role
 
 
-def _link(folder: Path, integrations: Integrations) -> str:
-    channel = integrations.channels.get("slack")
-    template = channel.settings.get("incident_url") if channel else None
-    return str(template).replace("{incident}", folder.name) if template else str(folder.resolve())
-
-
 def _status(firing, incident: Incident | None, elapsed: dt.timedelta) -> str:
-    alerts = ", ".join(sorted({f"{a.alertname} (since {communication.eastern(a.starts_at)} ET)" for a in firing}))
+    alerts = ", ".join(sorted({f"{a.alertname} (since {units.when(a.starts_at)})" for a in firing}))
     last = ""
     if incident and incident.runbook_runs:
         run = incident.runbook_runs[-1].record
-        last = f"; last runbook: {run.runbook} {run.status} at {communication.eastern(run.finished_at)} ET"
-    return f"unresolved for {human_duration(elapsed)}; still firing: {alerts}{last}"
+        last = f"; last runbook: {run.runbook} {run.status} at {units.when(run.finished_at)}"
+    return f"unresolved for {units.duration(elapsed)}; still firing: {alerts}{last}"
 
 
 def _help(incident: Incident | None) -> str | None:

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
-from .. import gateway_log
+from .. import display, gateway_log, units
 from ..evidence import Finding
 from ..gateway_log import parse_line, upstream_service
 from ..kube import logs, mitigate, pods, services, usage, workloads
@@ -175,7 +175,9 @@ def scan_gateway_logs(
     onset, onset_text, known = first_5xx, "the first 5xx among the lines read", True
     if truncated:
         onset, onset_text, known = _onset(gateway, truncated, since_minutes, log_format, first_5xx, tail_lines)
-    return GatewayLog(counts, lines_read, onset, examples, unparsed, log_format, truncated, onset_text, known, unmapped)
+    return GatewayLog(
+        counts, lines_read, onset, display.Lines(examples), unparsed, log_format, truncated, onset_text, known, unmapped
+    )
 
 
 def _upstream_services(
@@ -354,7 +356,7 @@ def database_errors(
     table = scan.totals("pod", "pattern")
     table.insert(0, "deployment", table["pod"].map(dict(zip(containers["pod"], containers["workload"], strict=True))))
     examples = [line for lines in scan.examples.values() for line in lines]  # redacted by scan
-    return DatabaseErrors(table[DATABASE_COLUMNS], examples)
+    return DatabaseErrors(table[DATABASE_COLUMNS], display.Lines(examples, "lines saying so"))
 
 
 # --- findings
@@ -527,7 +529,7 @@ def _rollout(health: pd.DataFrame, rollouts: pd.DataFrame, log: GatewayLog) -> H
     mine = rollouts[rollouts["deployment"].isin(set(health["deployment"]))] if not rollouts.empty else rollouts
     if first_5xx is None or mine.empty:
         return None, None, None
-    listed = ", ".join(f"{r.deployment} at {r.rolled_out_at:%H:%M} UTC ({r.known_from})" for r in mine.itertuples())
+    listed = ", ".join(f"{r.deployment} at {units.clock(r.rolled_out_at)} ({r.known_from})" for r in mine.itertuples())
     if not log.onset_known:
         return None, None, f"when the 5xx began is not known ({log.onset}): rollouts {listed} not weighed"
     before = mine[mine["rolled_out_at"] <= first_5xx]
@@ -616,7 +618,7 @@ def _counts_finding(log: GatewayLog) -> Finding:
     return Finding(
         "error-counts",
         f"{total} 5xx of {data['requests']} logged responses ({statuses}); by upstream: {upstreams}; began "
-        f"{log.first_5xx:%H:%M:%S} UTC ({log.onset}){unmapped}",
+        f"{units.clock(log.first_5xx, seconds=True)} ({log.onset}){unmapped}",
         "critical",
         data,
     )

@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
+from .. import units
 from ..evidence import Finding
 from ..postgres.connections import IDLE_STATES, READ_ALL_STATS, PoolUsage
 
@@ -25,7 +26,7 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
     severity = {"exhausted": "critical", "near exhaustion": "warning", "ok": "info"}[usage.status]
     consequence = {
         "exhausted": 'ordinary clients are refused ("too many connections")',
-        "near exhaustion": f"{usage.ordinary_limit - usage.client_connections} ordinary slots left",
+        "near exhaustion": f"{units.count(usage.ordinary_limit - usage.client_connections, 'ordinary slot')} left",
         "ok": "the pool has room",
     }[usage.status]
     hidden = usage.visibility.note
@@ -33,7 +34,7 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
         Finding(
             "pool-usage",
             f"{usage.client_connections} of {usage.ordinary_limit} ordinary connection slots in use "
-            f"({usage.utilisation:.0%}; max_connections {usage.max_connections}, "
+            f"({units.percent(usage.utilisation, 0)}; max_connections {usage.max_connections}, "
             f"{usage.superuser_reserved} reserved for superusers): {consequence}"
             + (f". Counted but not classified: {hidden}" if hidden else ""),
             severity,
@@ -46,7 +47,7 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
             Finding(
                 "top-application",
                 f"{top} holds the most connections: {count} of {usage.client_connections} "
-                f"({count / max(usage.client_connections, 1):.0%})",
+                f"({units.percent(count / max(usage.client_connections, 1), 0)})",
                 "warning" if usage.status != "ok" else "info",
                 {"application": top, "connections": count, "by_application": per_app.to_dict()},
             )
@@ -68,12 +69,20 @@ def assess(usage: PoolUsage, connections: pd.DataFrame, idle: pd.DataFrame, idle
         if usage.hidden_sessions
         else ""
     )
+    hint = ""
+    if idle.empty and usage.status != "ok":
+        busiest = f"{per_app.index[0]} (it holds {int(per_app.iloc[0])})" if not per_app.empty else "the busiest client"
+        hint = (
+            f": the resolution would end none, and the pool is {usage.status}. What to try: a shorter idle_minutes "
+            f"(-p idle_minutes 2) to see the sessions idle for less; {busiest}, for a leak or a pool sized too large; "
+            "then more max_connections or a pooler (PgBouncer) in front"
+        )
     findings.append(
         Finding(
             "stale-idle-sessions",
-            f"{len(idle)} sessions idle for more than {idle_minutes:g} min "
-            f"({in_transaction} of them idle in transaction){unseen}",
-            "warning" if len(idle) or usage.hidden_sessions else "info",
+            f"{units.count(len(idle), 'session')} idle for more than {idle_minutes:g} min "
+            f"({in_transaction} of them idle in transaction){unseen}{hint}",
+            "warning" if len(idle) or usage.hidden_sessions or hint else "info",
             {
                 "pids": [int(p) for p in idle["pid"]],
                 "idle_minutes": idle_minutes,

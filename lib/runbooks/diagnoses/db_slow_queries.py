@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import units
 from ..evidence import Finding
 from ..postgres.connections import Visibility
 from ..postgres.queries import TopStatements
@@ -68,7 +69,8 @@ def assess(
     else:
         root = roots.iloc[0]
         listed = "; ".join(
-            f"{_who(r)} ({r.application}, {r.state}) blocks {r.sessions_blocked} sessions: {_short(r.query)}"
+            f"{_who(r)} ({r.application}, {r.state}) blocks {units.count(r.sessions_blocked, 'session')}: "
+            f"{_short(r.query)}"
             for r in roots.itertuples()
         )
         findings.append(

@@ -31,7 +31,7 @@ import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .. import jwks
+from .. import jwks, units
 from ..evidence import Finding
 from ..kube import logs, mitigate, pods, workloads
 from ..kube.cluster import REQUEST_TIMEOUT, Cluster
@@ -418,7 +418,7 @@ def _stale_pods(sync: pd.DataFrame) -> Finding:
     return Finding(
         "stale-pods",
         f"{len(stale)} pods of {', '.join(workloads)} started before the secret last "
-        f"changed ({changed:%Y-%m-%d %H:%M:%S} UTC): they run with the old value",
+        f"changed ({units.when(changed, seconds=True)}): they run with the old value",
         "warning",
         data,
     )

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import alertmanager, catalog, kube, postgres, tls
-from ..communication import EASTERN
+from .. import alertmanager, catalog, display, kube, postgres, tls, units
 from ..errors import AlertmanagerUnreachable, ClusterUnreachable, DatabaseUnreachable, UsageError
 from ..evidence import Finding
-from ..incident import LEVELS, Incident, human_duration, load
+from ..incident import LEVELS, Incident, load
 from ..kube import certmanager, pods
 from ..kube.cluster import Cluster
 from ..runfiles import evidence_files
@@ -59,6 +58,12 @@ def check_parameters(days: int, cert_warn_days: int) -> None:
         raise ValueError(f"cert_warn_days must be 0 or more, got {cert_warn_days}")
 
 
+def handed_over(known_issues: list, maintenance: list) -> display.Lines:
+    """What the outgoing on-call hands over, a line each: known issues, then scheduled maintenance."""
+    lines = [*(f"known issue: {item}" for item in known_issues), *(f"maintenance: {item}" for item in maintenance)]
+    return display.Lines(lines, "Handed over" if lines else "Known issues and maintenance handed over")
+
+
 # --- incidents
 
 
@@ -71,12 +76,13 @@ class Incidents:
 
     @property
     def open(self) -> pd.DataFrame:
-        return self.table[self.table["state"] == "open"].reset_index(drop=True)
+        opened = self.table[self.table["state"] == "open"].reset_index(drop=True)
+        return display.table(opened, empty="No incident is open.")
 
     def per_day(self) -> pd.DataFrame:
-        """Incidents started per day (US Eastern) of the last `days`, a column per severity (and `unclassified`)."""
-        days = pd.date_range(end=self.at.astimezone(EASTERN).date(), periods=self.days, freq="D").date
-        started = self.table.assign(day=[t.astimezone(EASTERN).date() for t in self.table["started"]])
+        """Incidents started per day (reading zone) of the last `days`, a column per severity (and `unclassified`)."""
+        days = pd.date_range(end=units.local(self.at).date(), periods=self.days, freq="D").date
+        started = self.table.assign(day=[units.local(t).date() for t in self.table["started"]])
         counts = started.assign(severity=started["severity"].fillna("unclassified")).pivot_table(
             index="day", columns="severity", values="incident", aggfunc="count", fill_value=0
         )
@@ -107,7 +113,10 @@ def incidents(output_dir: str, days: int, at: dt.datetime) -> Incidents:
             continue
         rows.append(_row(incident, folder, at))
     table = pd.DataFrame(rows, columns=INCIDENT_COLUMNS)
-    return Incidents(table.sort_values("started", ascending=False, ignore_index=True), unreadable, days, at)
+    table = display.table(
+        table.sort_values("started", ascending=False, ignore_index=True), empty="No incident in the period."
+    )
+    return Incidents(table, unreadable, days, at)
 
 
 def _row(incident: Incident, folder: Path, at: dt.datetime) -> dict:
@@ -117,9 +126,9 @@ def _row(incident: Incident, folder: Path, at: dt.datetime) -> dict:
         "severity": incident.severity,
         "started": incident.start,
         "state": "closed" if resolved else "open",
-        "duration": human_duration((resolved or at) - incident.start) + ("" if resolved else " so far"),
-        "time_to_acknowledge": human_duration(acknowledged - incident.start) if acknowledged else None,
-        "time_to_resolve": human_duration(resolved - incident.start) if resolved else None,
+        "duration": units.duration((resolved or at) - incident.start) + ("" if resolved else " so far"),
+        "time_to_acknowledge": units.duration(acknowledged - incident.start) if acknowledged else None,
+        "time_to_resolve": units.duration(resolved - incident.start) if resolved else None,
         "review": (folder / "review.md").is_file(),
         "runs": len(incident.runbook_runs),
     }
@@ -216,7 +225,8 @@ def environment_health(
             (
                 "database connection pool",
                 "ok" if usage.status == "ok" else "attention",
-                f"{usage.client_connections} of {usage.ordinary_limit} ordinary slots ({usage.utilisation:.0%}): "
+                f"{usage.client_connections} of {usage.ordinary_limit} ordinary slots "
+                f"({units.percent(usage.utilisation, 0)}): "
                 f"{usage.status}",
             )
         )
@@ -242,7 +252,7 @@ def _certificates_frame(rows: list[dict]) -> pd.DataFrame:
 def _expiring(rows: list[dict], warn_days: int) -> str:
     if not rows:
         return f"none expiring within {warn_days} days"
-    return ", ".join(f"{r['name']} ({r['status']}, {r['days_left']} days)" for r in rows)
+    return ", ".join(f"{r['name']} ({r['status']}{_days_left(r['days_left'])})" for r in rows)
 
 
 # --- findings
@@ -260,7 +270,7 @@ def assess(listed: Incidents, health: Health, known_issues: list, maintenance: l
     return [
         Finding(
             "incidents",
-            f"{len(recent)} incidents in the last {listed.days} days"
+            f"{units.count(len(recent), 'incident')} in the last {units.count(listed.days, 'day')}"
             + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(by_severity.items()))})" if by_severity else "")
             + (f"; closed without a review: {', '.join(unreviewed)}" if unreviewed else ""),
             "warning" if unreviewed else "info",
@@ -295,3 +305,11 @@ def assess(listed: Incidents, health: Health, known_issues: list, maintenance: l
             },
         ),
     ]
+
+
+def _days_left(days) -> str:
+    """`, 12 days left`, `, expired 2 days ago`; nothing when unknown (an endpoint that did not answer)."""
+    if units.missing(days):
+        return ""
+    days = int(days)
+    return f", {units.count(days, 'day')} left" if days >= 0 else f", {units.count(-days, 'day')} ago"

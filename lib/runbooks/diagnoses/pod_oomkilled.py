@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 from kubernetes.utils import parse_quantity
 
+from .. import units
 from ..evidence import Action, Finding
 from ..kube import events, mitigate, rollouts
 from ..kube.cluster import Cluster
@@ -250,12 +251,13 @@ def _oomkilled_finding(kills: pd.DataFrame, window_minutes: float) -> Finding:
         return Finding("oomkilled-containers", what + stale, "info", data)
     listed = ", ".join(
         f"{d['pod']}/{d['container']}{' (' + d['container_type'] + ')' if d['container_type'] != 'container' else ''} "
-        f"({d['restarts']} restarts, limit {d['limit'] or 'none'}, {_ago(d['minutes_ago'])})"
+        f"({units.count(d['restarts'], 'restart')}, limit {d['limit'] or 'none'}, {_ago(d['minutes_ago'])})"
         for d in recent
     )
     return Finding(
         "oomkilled-containers",
-        f"{len(recent)} container(s) OOMKilled at their own limit in the last {window_minutes:g} min: {listed}{stale}",
+        f"{units.count(len(recent), 'container')} OOMKilled at {'its' if len(recent) == 1 else 'their'} own limit "
+        f"in the last {window_minutes:g} min: {listed}{stale}",
         "critical",
         data,
     )
@@ -345,12 +347,14 @@ def _pressure_finding(usage: pd.DataFrame) -> Finding:
             "memory-pressure", f"no container uses {NEAR_LIMIT_PCT:g}% or more of its memory limit", "info", data
         )
     listed = ", ".join(
-        f"{d['pod']}/{d['container']} {d['usage']} of {d['limit']} ({d['pct_of_limit']:g}%)" for d in data
+        f"{d['pod']}/{d['container']} {d['usage']} of {d['limit']} ({units.percent(d['pct_of_limit'] / 100)})"
+        for d in data
     )
     return Finding(
         "memory-pressure",
-        f"{len(data)} container(s) at {NEAR_LIMIT_PCT:g}% or more of their memory limit: {listed}. Near the limit "
-        "supports an OOMKill finding, it is none by itself: runtimes such as the JVM size their heap to the limit",
+        f"{units.count(len(data), 'container')} at {NEAR_LIMIT_PCT:g} % or more of "
+        f"{'its' if len(data) == 1 else 'their'} memory limit: {listed}. Near the limit supports an OOMKill finding, "
+        "it is none by itself: runtimes such as the JVM size their heap to the limit",
         "warning",
         data,
     )
@@ -424,7 +428,7 @@ def _ago(minutes: float | None) -> str:
         return "time unknown"
     if minutes < 120:
         return f"{minutes:.0f} min ago"
-    return f"{minutes / 60:.0f} h ago" if minutes < 2880 else f"{minutes / 1440:.0f} days ago"
+    return f"{minutes / 60:.0f} h ago" if minutes < 2880 else f"{units.count(round(minutes / 1440), 'day')} ago"
 
 
 def _none(value):

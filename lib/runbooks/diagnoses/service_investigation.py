@@ -38,10 +38,9 @@ from typing import Any
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
-from .. import health, prometheus
+from .. import health, prometheus, units
 from ..errors import PrometheusUnreachable
 from ..evidence import Finding
-from ..incident import human_duration
 from ..kube import events, logs, pods, revisions, rollouts, usage
 from ..kube.cluster import REQUEST_TIMEOUT, Cluster
 from ..redact import redact_line
@@ -275,9 +274,26 @@ class ServiceMetrics:
                     "measure": name,
                     "latest": values.iloc[-1] if not values.empty else None,
                     "worst": values.max() if not values.empty else None,
-                    f"baseline ({self.baseline_offset} earlier, median)": baseline.median()
-                    if not baseline.empty
-                    else None,
+                    self.baseline_column: baseline.median() if not baseline.empty else None,
+                }
+            )
+        return pd.DataFrame(rows, columns=["measure", "latest", "worst", self.baseline_column])
+
+    @property
+    def baseline_column(self) -> str:
+        return f"baseline ({self.baseline_offset} earlier, median)"
+
+    def table(self) -> pd.DataFrame:
+        """The comparison as people read it: error rate as a share, latency in seconds, requests per second."""
+        shown = {"error_rate": units.percent, "latency_seconds": lambda v: f"{v:.3f} s"}
+        rows = []
+        for row in self.comparison().to_dict(orient="records"):
+            say = shown.get(row["measure"], lambda v: f"{v:.1f}/s")
+            columns = ("latest", "worst", self.baseline_column)
+            rows.append(
+                {
+                    "measure": row["measure"].replace("_", " "),
+                    **{k: say(row[k]) if not units.missing(row[k]) else "none" for k in columns},
                 }
             )
         return pd.DataFrame(rows)
@@ -407,7 +423,7 @@ def recent_change(change: Rollout, signatures: Signatures, since_minutes: float,
         "changes": live.changes.to_dict(orient="records"),
         "first_error": signatures.first_error,
     }
-    ago = human_duration(at - created)
+    ago = units.duration(at - created)
     what = f"revision {live.live_revision} ({live.change_cause or 'no change-cause'}) rolled out {ago} ago"
     if age > since_minutes:
         return Check("recent-change", False, f"{what}: before the window of {since_minutes:g} min", evidence)
@@ -511,9 +527,10 @@ def _metrics_finding(service: str, metrics: ServiceMetrics) -> Finding:
     normal = error[baseline]
     return Finding(
         "service-metrics",
-        f"{service}: error rate {error['latest']:.2%} now, worst {error['worst']:.2%} in the window, against "
+        f"{service}: error rate {units.percent(error['latest'], 2)} now, "
+        f"worst {units.percent(error['worst'], 2)} in the window, against "
         + (
-            f"{normal:.2%} {metrics.baseline_offset} earlier"
+            f"{units.percent(normal, 2)} {metrics.baseline_offset} earlier"
             if normal is not None and pd.notna(normal)
             else "no baseline"
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .. import units
 from ..evidence import Finding
 from ..kube.certmanager import Certificates
 
@@ -44,7 +45,7 @@ def assess_endpoints(table: pd.DataFrame, warn_days: float) -> list[Finding]:
             "expiring-endpoints",
             expiring,
             "warning",
-            lambda r: f"{r.endpoint} expires {r.not_after:%Y-%m-%d %H:%M} UTC (in {r.days_left} days)",
+            lambda r: f"{r.endpoint} expires {units.when(r.not_after)} (in {units.count(r.days_left, 'day')})",
             f"no endpoint's certificate expires within {warn_days:g} days",
             not_after={r.endpoint: r.not_after for r in expiring.itertuples()},
             days_left={r.endpoint: r.days_left for r in expiring.itertuples()},
@@ -81,7 +82,7 @@ def assess_endpoints(table: pd.DataFrame, warn_days: float) -> list[Finding]:
 
 def _expired_line(row) -> str:
     if row.not_after is not None and row.days_left < 0 and row.not_after <= (row.chain_not_after or row.not_after):
-        return f"{row.endpoint} expired {row.not_after:%Y-%m-%d %H:%M} UTC ({-row.days_left} days ago)"
+        return f"{row.endpoint} expired {units.when(row.not_after)} ({units.count(-row.days_left, 'day')} ago)"
     return f"{row.endpoint}: {row.error}"
 
 
@@ -152,13 +153,13 @@ def _not_ready(row) -> str:
 
 
 def _expiry(row) -> str:
-    when = f"{row.not_after:%Y-%m-%d %H:%M} UTC"
+    when = units.when(row.not_after)
     text = (
-        f"{row.ref} expired {when} ({-row.days_left} days ago)"
+        f"{row.ref} expired {when} ({units.count(-row.days_left, 'day')} ago)"
         if row.days_left < 0
-        else f"{row.ref} expires {when} (in {row.days_left} days)"
+        else f"{row.ref} expires {when} (in {units.count(row.days_left, 'day')})"
     )
-    return text + (f"; its renewal was due {row.renewal_time:%Y-%m-%d %H:%M} UTC" if row.renewal_overdue else "")
+    return text + (f"; its renewal was due {units.when(row.renewal_time)}" if row.renewal_overdue else "")
 
 
 def _below(frame: pd.DataFrame, days: float) -> pd.Series:

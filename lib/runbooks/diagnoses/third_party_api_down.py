@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import communication, escape, health, severity
+from .. import communication, escape, health, severity, units
 from ..evidence import Action, Finding
 from ..kube import logs
 from ..kube.cluster import Cluster
@@ -367,7 +367,7 @@ def _down(row: dict, affected: pd.DataFrame, feature: str) -> Finding:
     pods, services = sorted(mine["pod"].unique()), sorted(mine["service"].unique())
     since = row["first_error"]
     logged = (
-        f"{row['errors']} error lines since {since:%H:%M} UTC ({_signature_text(row)}) "
+        f"{row['errors']} error lines since {units.clock(since)} ({_signature_text(row)}) "
         f"from {len(pods)} pods of {', '.join(services)}"
         if since
         else "no errors in service logs"
@@ -519,7 +519,7 @@ def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
         ],
         next_steps=checklist,
         next_update=(
-            f"{communication.utc(now + dt.timedelta(minutes=30))} (in 30 minutes)"
+            f"{units.clock(now + dt.timedelta(minutes=30))} (in 30 minutes)"
             if confirmed
             else "at the next major update"
         ),
@@ -530,14 +530,14 @@ def drafts(findings: list[Finding], now: dt.datetime | None = None) -> Drafts:
             "status-identified",
             feature=" and ".join(d["feature"] for d in confirmed),
             impact=" ".join(_impact(d) for d in confirmed),
-            updated=communication.eastern(now),
+            updated=units.when(now),
         )
     return Drafts(page, slack, tuple(checklist))
 
 
 def _impact(down: dict) -> str:
     return (
-        f"Since {communication.eastern(down['since'])} ET, {down['feature']} may fail or take longer than usual "
+        f"Since {units.when(down['since'])}, {down['feature']} may fail or take longer than usual "
         f"for some users: a third-party provider it relies on is not responding normally."
     )
 
@@ -567,7 +567,7 @@ def _checklist(down: list[dict]) -> list[str]:
             f"Enable the fallback or cache for {d['dependency']} if there is one (cached responses, queue and "
             f"retry later, or the feature's flag off) so that {d['feature']} degrades instead of failing.",
             f"Check the status page of {d['dependency']} itself; contact its support if needed with: errors since "
-            f"{communication.utc(d['since'])} ({kinds}), {probe}, affected services "
+            f"{units.clock(d['since'])} ({kinds}), {probe}, affected services "
             f"{', '.join(d['affected_services'])}.",
         ]
     return [

@@ -43,7 +43,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import communication, escalation, escape, gateway_log, prometheus, severity
+from .. import communication, escalation, escape, gateway_log, prometheus, severity, units
 from ..errors import PrometheusUnreachable
 from ..evidence import Action, Finding
 from ..gateway_log import parse_line
@@ -319,7 +319,7 @@ def incident_start(given: str, metrics: MetricSeries, gateway_log: GatewayErrors
     crossings = [
         (at, what)
         for at, what in (
-            (error_at, f"error rate first >= {severity.lowest_threshold('error_rate'):.0%}"),
+            (error_at, f"error rate first >= {units.percent(severity.lowest_threshold('error_rate'), 0)}"),
             (latency_at, f"latency first >= {severity.lowest_threshold('latency_ratio'):g}x normal"),
         )
         if at is not None
@@ -508,7 +508,9 @@ def escalation_findings(level: str, started: dt.datetime, at: dt.datetime) -> li
 def _severity_finding(
     result: severity.Severity, measured: Measurements, start: Start, metrics: MetricSeries
 ) -> Finding:
-    fired = "; ".join(f"{name} {_shown(name, value, measured)}" for name, value in result.measured.items())
+    fired = "; ".join(
+        f"{name.replace('_', ' ')} {_shown(name, value, measured)}" for name, value in result.measured.items()
+    )
     unmeasured = f" Not measured: {', '.join(result.unmeasured)}." if result.unmeasured else ""
     return Finding(
         "severity",
@@ -582,7 +584,8 @@ def _pods_finding(pods: PodStatus) -> Finding:
 
 def _restarts_finding(restarting: pd.DataFrame) -> Finding:
     listed = ", ".join(
-        f"{r.pod}/{r.container} ({r.restarts} restarts, last {r.last_termination})" for r in restarting.itertuples()
+        f"{r.pod}/{r.container} ({units.count(r.restarts, 'restart')}, last {r.last_termination})"
+        for r in restarting.itertuples()
     )
     return Finding(
         "pods-restarting",
@@ -615,7 +618,11 @@ def _gateway_finding(log: GatewayErrors) -> Finding:
         "pods": sorted(set(log.lines["pod"])),
         "examples": list(log.lines["line"].head(5)),
     }
-    rate = f" ({log.error_rate:.0%} of {log.requests} lines with a status)" if log.error_rate is not None else ""
+    rate = (
+        f" ({units.percent(log.error_rate, 0)} of {units.count(log.requests, 'line')} with a status)"
+        if log.error_rate is not None
+        else ""
+    )
     data["log_format"] = log.log_format
     unparsed = (
         f"; none of the {log.lines_read} lines carries an HTTP status in log format {log.log_format!r}: the error "
@@ -690,14 +697,14 @@ def drafts(findings: list[Finding], at: dt.datetime) -> Drafts:
     )
     page = None
     if comms["status_page"]:
-        page = communication.render("status-investigating", symptom=_symptom(sev), posted=communication.eastern(at))
+        page = communication.render("status-investigating", symptom=_symptom(sev), posted=units.when(at))
     return Drafts(slack, page)
 
 
 def _summary(sev: dict, data: dict) -> str:
     facts = []
     if sev["error_rate"] is not None:
-        facts.append(f"error rate {sev['error_rate']:.1%} ({sev['error_rate_source']})")
+        facts.append(f"error rate {units.percent(sev['error_rate'], 1)} ({sev['error_rate_source']})")
     if sev["latency_ratio"] is not None:
         facts.append(f"latency {sev['latency_ratio']:.1f}x normal")
     if sev["services_down"]:
@@ -730,7 +737,7 @@ def _worst(values: pd.Series) -> tuple[float | None, dt.datetime | None]:
 
 def _shown(name: str, value, measured: Measurements) -> str:
     if name == "error_rate":
-        return f"{value:.1%} ({measured.error_rate_source})"
+        return f"{units.percent(value)} ({measured.error_rate_source})"
     if name == "latency_ratio":
         return f"{value:.2f}x ({measured.latency_seconds:.3f} s against normal {measured.normal_latency_seconds:.3f} s)"
     if isinstance(value, list):
@@ -739,7 +746,7 @@ def _shown(name: str, value, measured: Measurements) -> str:
 
 
 def _percent(value: float | None) -> str | None:
-    return f"{value:.2%}" if value is not None else None
+    return units.percent(value, 2) if value is not None else None
 
 
 def _seconds(value: float | None) -> str | None:
@@ -747,4 +754,4 @@ def _seconds(value: float | None) -> str | None:
 
 
 def _utc(when: dt.datetime) -> str:
-    return f"{when.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return units.when(when)

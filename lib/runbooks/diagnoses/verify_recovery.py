@@ -40,10 +40,10 @@ from typing import Any
 
 import pandas as pd
 
-from .. import communication, escape, prometheus, severity
+from .. import communication, escape, prometheus, severity, units
 from ..errors import PrometheusUnreachable, UsageError
 from ..evidence import Action, Finding
-from ..incident import SERIES_COLUMNS, Incident, human_duration, load, message_fields, percent
+from ..incident import SERIES_COLUMNS, Incident, load, message_fields, percent
 
 MAX_WATCH_MINUTES = 120.0
 POLL_SECONDS = 30.0  # how often the wait looks at the metrics and shows progress
@@ -162,7 +162,7 @@ def _latest(prometheus_url: str, error_rate_query: str) -> str:
     except PrometheusUnreachable as e:
         return f"error rate not read: {e}"
     values = frame["value"].dropna()
-    return f"error rate now {values.max():.2%}" if not values.empty else "no error-rate reading yet"
+    return f"error rate now {units.percent(values.max(), 2)}" if not values.empty else "no error-rate reading yet"
 
 
 # --- step 3: the metrics over the incident window
@@ -243,7 +243,7 @@ class Recovery:
             (
                 "error rate (max / last)",
                 f"{_pct(d['max_error_rate'])} / {_pct(d['last_error_rate'])}",
-                f"below {ERROR_THRESHOLD:.0%}",
+                f"below {units.percent(ERROR_THRESHOLD, 0)}",
             ),
             ("baseline error rate", _pct(d["baseline_error_rate"]), d["baseline_offset"] + " earlier"),
             (
@@ -305,7 +305,7 @@ def decide(metrics: Metrics, ctx: Context, baseline_offset: str) -> Recovery:
     latency_note = "" if normal else "; latency not judged (no normal latency known)"
     if over_in_window.empty:
         summary = (
-            f"Recovered: over {span}, error rate at most {_pct(max_error)} (below {ERROR_THRESHOLD:.0%})"
+            f"Recovered: over {span}, error rate at most {_pct(max_error)} (below {units.percent(ERROR_THRESHOLD, 0)})"
             + (f", latency at most {ratio:.2f}x normal (below {LATENCY_THRESHOLD:g}x)" if ratio is not None else "")
             + latency_note
         )
@@ -329,7 +329,7 @@ def _over(series: pd.DataFrame, normal: float | None) -> pd.Series:
     for at, row in series.iterrows():
         reasons = []
         if pd.notna(row["error_rate"]) and round(row["error_rate"], 9) >= ERROR_THRESHOLD:
-            reasons.append(f"error rate {row['error_rate']:.2%} >= {ERROR_THRESHOLD:.0%}")
+            reasons.append(f"error rate {units.percent(row['error_rate'], 2)} >= {units.percent(ERROR_THRESHOLD, 0)}")
         if (
             normal
             and pd.notna(row["latency_seconds"])
@@ -393,17 +393,15 @@ def drafts(recovery: Recovery, ctx: Context, at: dt.datetime) -> Drafts:
         return Drafts(None, None, recovery.status)
     if ctx.incident is None:
         slack = communication.render("slack-resolved", error_rate=None)
-        return Drafts(
-            slack, communication.render("status-resolved", resolved=communication.eastern(at)), recovery.status
-        )
+        return Drafts(slack, communication.render("status-resolved", resolved=units.when(at)), recovery.status)
     incident = ctx.incident
-    duration = human_duration(at - incident.start)
+    duration = units.duration(at - incident.start)
     fields = {**message_fields(incident, "slack-resolved", at), "duration": duration}
     fields["error_rate"] = fields["error_rate"] or percent(recovery.data["max_error_rate"])
     slack = communication.render("slack-resolved", **fields)
     page = None
     if incident.severity != "P4":
-        page = communication.render("status-resolved", duration=duration, resolved=communication.eastern(at))
+        page = communication.render("status-resolved", duration=duration, resolved=units.when(at))
     return Drafts(slack, page, recovery.status)
 
 
@@ -428,7 +426,7 @@ def _median(values: pd.Series) -> float | None:
 
 
 def _pct(value: float | None) -> str:
-    return f"{value:.2%}" if value is not None else "n/a"
+    return f"{units.percent(value, 2)}" if value is not None else "n/a"
 
 
 def _sec(value: float | None) -> str:
@@ -436,4 +434,4 @@ def _sec(value: float | None) -> str:
 
 
 def _utc(when) -> str:
-    return f"{pd.Timestamp(when).tz_convert('UTC'):%Y-%m-%d %H:%M:%S} UTC"
+    return units.when(pd.Timestamp(when).to_pydatetime(), seconds=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
-from .. import escape
+from .. import display, escape
 from ..evidence import Action
 from ..tls import days_left, dns_name_matches
 from . import events
@@ -67,7 +67,7 @@ class Certificates:
         if self.note:
             return f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.note)}</p>'
         partial = f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.partial)}</p>' if self.partial else ""
-        return partial + self.frame.to_html()
+        return partial + display.frame_html(self.frame)
 
 
 def list_certificates(cluster: Cluster, now: dt.datetime | None = None, hosts: tuple[str, ...] = ()) -> Certificates:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pandas as pd
 from kubernetes.client.exceptions import ApiException
 
-from .. import escape
+from .. import display, escape
 from .cluster import REQUEST_TIMEOUT, Cluster
 
 COLUMNS = ["last_seen", "first_seen", "type", "reason", "kind", "object", "count", "message", "source"]
@@ -31,7 +31,7 @@ class NodeEvents:
 
     def _repr_html_(self) -> str:
         note = f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.note)}</p>' if self.note else ""
-        return note + self.frame.to_html()
+        return note + display.frame_html(self.frame)
 
 
 def for_object(cluster: Cluster, kind: str, name: str) -> pd.DataFrame:

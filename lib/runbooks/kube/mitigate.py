@@ -249,10 +249,17 @@ def _no_diff() -> pd.DataFrame:
 
 
 def _action(action: str, target: str, apply: bool, diff: pd.DataFrame) -> Action:
-    changes = "; ".join(f"{r.field}: {r.before} -> {r.after}" for r in diff.itertuples()) or "no field changes"
+    changes = (
+        "; ".join(f"{r.field}: {_said(r.before)} -> {_said(r.after)}" for r in diff.itertuples()) or "no field changes"
+    )
     if apply:
         return Action(action, "applied", target, f"changed {changes}")
     return Action(action, "dry-run", target, f"accepted by server-side dry run; would change {changes}")
+
+
+def _said(value) -> str:
+    """A field's value in words: `(none)` where the field was or is unset (None or pandas' NaN)."""
+    return "(none)" if value is None or (isinstance(value, float) and value != value) else str(value)
 
 
 def _failed(action: str, target: str, apply: bool, error: ApiException) -> Change:

@@ -20,6 +20,7 @@ import pandas as pd
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from .. import display
 from .cluster import REQUEST_TIMEOUT, Cluster
 
 CONTAINER_COLUMNS = [
@@ -176,7 +177,9 @@ def not_running(containers: pd.DataFrame) -> pd.DataFrame:
     """
     running = (containers["phase"] == "Running") & containers["ready"].astype(bool)
     down = containers[~running & (containers["phase"] != "Succeeded")]
-    return down[NOT_RUNNING_COLUMNS].reset_index(drop=True)
+    return display.table(
+        down[NOT_RUNNING_COLUMNS].reset_index(drop=True), empty="Every pod is Running and Ready: nothing to do here."
+    )
 
 
 def oomkilled(frame: pd.DataFrame) -> pd.DataFrame:

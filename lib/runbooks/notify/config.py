@@ -78,6 +78,12 @@ class Integrations:
             return None, f"${channel.secret_env} is not set"
         return channel, ""
 
+    def incident_link(self, folder: Path) -> str:
+        """Where a person reads the whole incident: Slack's `incident_url` for it, else its evidence folder."""
+        channel = self.channels.get("slack")
+        template = channel.settings.get("incident_url") if channel else None
+        return str(template).replace("{incident}", folder.name) if template else str(folder.resolve())
+
     @property
     def secret_variables(self) -> tuple[str, ...]:
         """The environment variables holding secrets: kept out of every kernel's environment."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from .. import __version__
+from .. import __version__, units
 from ..evidence import Action, Finding
 from ..redact import scrub
 from .config import Channel, Policy
@@ -52,7 +52,7 @@ class Delivery:
         last = self.attempts[-1] if self.attempts else None
         why = f"HTTP {last.status}" if last and last.status else (last.error if last else "not sent")
         answer = f": {' '.join(self.answer.split())[:200]}" if self.answer and last and last.status else ""
-        return f"failed after {len(self.attempts)} attempt(s): {why}{answer}"
+        return f"failed after {units.count(len(self.attempts), 'attempt')}: {why}{answer}"
 
     @classmethod
     def of(

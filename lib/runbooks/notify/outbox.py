@@ -46,7 +46,9 @@ def text(incident: Incident, kind: str, integrations: Integrations, now: dt.date
     """What `runbook comms` prints: the filled template, or for a PagerDuty kind the event as it would be sent."""
     if kind in pagerduty.KINDS:
         return json.dumps(_event(incident, kind, integrations), indent=2) + "\n"
-    return communication.render(kind, **message_fields(incident, kind, now))
+    return communication.render(
+        kind, **message_fields(incident, kind, now, integrations.incident_link(incident.folder))
+    )
 
 
 def post(incident: Incident, kind: str, integrations: Integrations, now: dt.datetime) -> Outcome:

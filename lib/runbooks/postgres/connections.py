@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import psycopg
 
+from .. import display
 from .session import fetch_frame, fetch_one
 
 IDLE_STATES = ("idle", "idle in transaction", "idle in transaction (aborted)")
@@ -135,10 +136,10 @@ class PoolUsage:
         row = {
             **{k: v for k, v in asdict(self).items() if k not in ("role", "reads_all_stats")},
             "ordinary_limit": self.ordinary_limit,
-            "utilisation": f"{self.utilisation:.0%}",
+            "utilisation": self.utilisation,
             "status": self.status,
         }
-        return pd.DataFrame([row])
+        return display.table(pd.DataFrame([row]), utilisation="percent")
 
 
 def pool_usage(conn: psycopg.Connection) -> PoolUsage:
@@ -159,4 +160,7 @@ def by_application(conn: psycopg.Connection) -> pd.DataFrame:
 
 def idle_sessions(conn: psycopg.Connection, idle_minutes: float) -> pd.DataFrame:
     """Idle and idle-in-transaction client sessions idle for longer than `idle_minutes`."""
-    return fetch_frame(conn, IDLE_SESSIONS, {"states": list(IDLE_STATES), "idle_seconds": idle_minutes * 60})
+    idle = fetch_frame(conn, IDLE_SESSIONS, {"states": list(IDLE_STATES), "idle_seconds": idle_minutes * 60})
+    return display.table(
+        idle, empty=f"No session idle longer than {idle_minutes:g} min: the resolution would end none."
+    )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 import psycopg
 
-from .. import escape
+from .. import display, escape, units
 from .session import fetch_frame, fetch_one
 
 SEQ_SCAN_MIN_ROWS = 1000  # smaller tables are cheap to scan; no index hint below this
@@ -189,16 +189,17 @@ class TopStatements:
             return f"during the last {self.sampled_seconds:g} s"
         if self.stats_reset is None:
             return "since pg_stat_statements was last reset (when: unknown before PostgreSQL 14)"
-        return f"since pg_stat_statements was last reset, {self.stats_reset:%Y-%m-%d %H:%M} UTC"
+        return f"since pg_stat_statements was last reset, {units.when(self.stats_reset)}"
 
     def _repr_html_(self) -> str:
         if self.frame is None:
             return f'<p class="{escape.NO_MATH}"><b>Note:</b> {escape.html(self.note or "")}</p>'
-        return f'<p class="{escape.NO_MATH}">Counted {escape.html(self.counted)}.</p>' + self.frame.to_html()
+        return f'<p class="{escape.NO_MATH}">Counted {escape.html(self.counted)}.</p>' + display.frame_html(self.frame)
 
 
 def long_running(conn: psycopg.Connection, min_duration_seconds: float, limit: int) -> pd.DataFrame:
-    return fetch_frame(conn, LONG_RUNNING, {"min_duration_seconds": min_duration_seconds, "limit": limit})
+    running = fetch_frame(conn, LONG_RUNNING, {"min_duration_seconds": min_duration_seconds, "limit": limit})
+    return display.table(running, empty=f"No query has run longer than {min_duration_seconds:g} s: nothing to cancel.")
 
 
 def blocking(conn: psycopg.Connection) -> pd.DataFrame:
@@ -215,7 +216,7 @@ def blocking(conn: psycopg.Connection) -> pd.DataFrame:
     ]
     graph = {int(k): list(v) for k, v in edges.groupby("blocked_pid")["blocker"]}
     edges["root_blockers"] = [_roots(int(pid), graph) for pid in edges["blocked_pid"]]
-    return edges
+    return display.table(edges, empty="No session waits on a lock held by another.")
 
 
 def root_blockers(chains: pd.DataFrame) -> pd.DataFrame:
@@ -223,7 +224,7 @@ def root_blockers(chains: pd.DataFrame) -> pd.DataFrame:
     once however many chains lead it there). A prepared transaction shows as pid 0 with its gid."""
     columns = ["pid", "gid", "application", "state", "transaction_age", "query", "sessions_blocked"]
     if chains.empty:
-        return pd.DataFrame(columns=columns)
+        return display.table(pd.DataFrame(columns=columns), empty="Nothing blocks: no root blocker.")
     behind = chains[["blocked_pid", "root_blockers"]].explode("root_blockers")
     waiting = behind.groupby("root_blockers")["blocked_pid"].nunique()
     rows = chains.drop_duplicates("blocker").set_index("blocker")
@@ -321,7 +322,7 @@ def _name_prepared(conn: psycopg.Connection, edges: pd.DataFrame) -> pd.DataFram
         blocking_state="prepared",
         blocking_transaction_age=named["age"],
         blocking_query=[
-            f"COMMIT PREPARED / ROLLBACK PREPARED '{gid}' ends it (prepared {when:%Y-%m-%d %H:%M:%S} UTC)"
+            f"COMMIT PREPARED / ROLLBACK PREPARED '{gid}' ends it (prepared {units.when(when, seconds=True)})"
             if isinstance(gid, str)
             else None
             for gid, when in zip(named["gid"], named["prepared"], strict=True)
