@@ -3,7 +3,7 @@ the test API server (its diagnosis, and its preview: server-side dry runs) is re
 subresource), and the rules of the rendered kustomize base grant exactly those: the reads to the identity alert
 runs use (`runbook-read`, bound to the service account), the dry-run patches only through `runbook-mitigate`, a
 ClusterRole no binding grants by default (Kubernetes authorises a dry run like the change itself). With no
-mutating verb, an alert run's preview is worked out client-side and says so; the run does not fail."""
+mutating verb, an alert run's preview is worked out client-side, a finding says so, and the run does not fail."""
 
 from __future__ import annotations
 
@@ -146,5 +146,8 @@ def test_an_alert_run_that_may_not_patch_previews_client_side_says_so_and_does_n
     )
     assert worked_out["status"] == "completed"
     assert [a["mode"] for a in worked_out["actions"]] == ["dry-run"] * len(worked_out["actions"])
-    assert all(a["result"].startswith("not allowed to dry-run here (HTTP 403") for a in worked_out["actions"])
+    assert all(a["result"].startswith("not allowed to dry-run here") for a in worked_out["actions"])
     assert changes(worked_out) == changes(server_side) and any(changes(worked_out).values())
+    (unchecked,) = [f for f in worked_out["findings"] if f["id"] == "preview-unchecked"]
+    assert "not by the API server" in unchecked["summary"] and "runbook-mitigate" in unchecked["summary"]
+    assert "preview-unchecked" not in {f["id"] for f in server_side["findings"]}  # allowed: the server checked it

@@ -23,7 +23,7 @@ import pandas as pd
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from ..evidence import Action
+from ..evidence import Action, Finding
 from ..redact import REDACTED, is_credential_name, redact_line
 from . import admission, workloads
 from .cluster import REQUEST_TIMEOUT, Cluster
@@ -33,6 +33,8 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 # A literal environment value (of a variable named like a credential: never shown, only whether it changes).
 ENV_VALUE = re.compile(r"\.env\[(?P<name>[^\]]*)\]\.value$")
 KINDS = workloads.SERVING  # what restart and memory changes know how to patch
+WORKED_OUT = "not allowed to dry-run here; worked out client-side"  # how a preview the server refused begins
+UNCHECKED = "preview-unchecked"  # the finding that says so
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,21 @@ def restart(cluster: Cluster, name: str, apply: bool, kind: str = "Deployment") 
     """`kubectl rollout restart`: a new pod-template annotation makes the workload replace its pods."""
     body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: _now()}}}}}
     return _patch(cluster, "rollout-restart", name, body, apply, kind=kind)
+
+
+def outcomes(changes: list[Change]) -> list[Action | Finding]:
+    """What a notebook records of its changes: each one's action, and a finding when a preview was worked out
+    client-side because the API server refused the dry run (HTTP 403: the identity may not patch)."""
+    actions = [c.action for c in changes]
+    unchecked = [a.target for a in actions if a.result.startswith(WORKED_OUT)]
+    if not unchecked:
+        return list(actions)
+    summary = (
+        f"{len(unchecked)} change(s) previewed client-side, not by the API server ({'; '.join(unchecked)}): this "
+        "identity may not patch (runs started by alerts hold no mutating verb), so validation and admission did not "
+        "see them; a dry run by someone holding runbook-mitigate checks them"
+    )
+    return [*actions, Finding(UNCHECKED, summary, "info")]
 
 
 def not_handled(cluster: Cluster, action: str, kind: str | None, name: str | None, apply: bool, why: str) -> Change:
@@ -276,8 +293,7 @@ def _worked_out(cluster: Cluster, action: str, target: str, before, body) -> Cha
     diff = _diff(cluster, live, _patched(live, body), prefix="spec", also=("metadata.annotations",))
     changes = "; ".join(f"{r.field}: {r.before} -> {r.after}" for r in diff.itertuples()) or "no field changes"
     result = (
-        "not allowed to dry-run here (HTTP 403: this identity may not patch); worked out client-side, not checked "
-        f"by the API server: would change {changes}"
+        f"{WORKED_OUT} (HTTP 403: this identity may not patch), not checked by the API server: would change {changes}"
     )
     return Change(Action(action, "dry-run", target, result), diff)
 
