@@ -1,6 +1,7 @@
 """parameters/alerts.yaml and routing: every alert of the incident-response runbook is routed, labels become
 parameters only after their check, hostile values start nothing, incident ids are stable plain names."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -253,4 +254,58 @@ def test_a_dsn_password_is_kept_for_the_runs_to_take_out_and_never_shown(tmp_pat
 def test_a_dsn_that_cannot_be_read_safely_is_refused_at_load(tmp_path):
     params = write(tmp_path, "p.yaml", {"dsn": "postgresql://admin:Zm9v/YmFy@db.internal/autolytiq"})
     with pytest.raises(UsageError, match="cannot be read safely"):
+        routing.load(files=(params,))
+
+
+def test_the_cluster_label_picks_the_kubeconfig_context_and_an_unmapped_cluster_starts_nothing(tmp_path):
+    from runbooks.alerts import intake
+    from runbooks.alerts.queue import Queue
+
+    clusters = {"label": "k8s_cluster", "contexts": {"eu-1": "prod-eu-1", "us-2": "prod-us-2"}}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"clusters": clusters, "kubeconfig": "/etc/runbook/kubeconfig"}))
+    routed = routing.load(files=(params,))
+    sent = [
+        alert("CriticalMemoryUsage", "00000000000000f1", namespace="autolytiq-prod", k8s_cluster="us-2"),
+        alert("CriticalMemoryUsage", "00000000000000f2", namespace="autolytiq-prod", k8s_cluster="ap-9"),
+        alert("CriticalMemoryUsage", "00000000000000f3", namespace="autolytiq-prod"),
+        alert(
+            "SlowDatabaseQueries", "00000000000000f4", k8s_cluster="eu-1"
+        ),  # a runbook without `context`: routed as before
+    ]
+    queue = Queue(tmp_path / "q.sqlite3")
+    outcomes = intake.receive(
+        webhook.parse(json.dumps(notification(*sent)).encode()), routed, queue, tmp_path / "output"
+    )
+    assert [(o.outcome, o.runbook) for o in outcomes] == [
+        ("queued", "pod-oomkilled"),
+        ("unrouted", None),
+        ("unrouted", None),
+        ("queued", "db-slow-queries"),
+    ]
+    assert outcomes[1].reason == "k8s_cluster 'ap-9' has no kubeconfig context (clusters.contexts)"
+    assert "no 'k8s_cluster' label" in outcomes[2].reason
+    job = queue.claim()
+    assert job.parameters["context"] == "prod-us-2" and routed.parameters(job.runbook, job.parameters)["context"] == (
+        "prod-us-2"
+    )
+    assert "context" not in queue.claim().parameters
+    logged = [json.loads(line) for line in next((tmp_path / "output").glob("*/alerts.jsonl")).read_text().splitlines()]
+    assert {(e["state"], e["reason"]) for e in logged if e["fingerprint"] == "00000000000000f2"} == {
+        ("unrouted", outcomes[1].reason)
+    }
+
+
+@pytest.mark.parametrize(
+    "clusters, message",
+    [
+        ({"contexts": {}}, "clusters.contexts: {} should be non-empty"),
+        ({"label": "a b", "contexts": {"x": "y"}}, "clusters.label"),
+        ({"contexts": {"x": 3}}, "clusters.contexts.x: 3 is not of type 'string'"),
+    ],
+)
+def test_a_wrong_cluster_mapping_is_refused_at_load(tmp_path, clusters, message):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"clusters": clusters}))
+    with pytest.raises(UsageError, match=message.replace("{", r"\{").replace("}", r"\}")):
         routing.load(files=(params,))

@@ -246,33 +246,6 @@ def test_nothing_stored_holds_the_password(client, output):
             assert PASSWORD.encode() not in path.read_bytes(), path
 
 
-def test_the_queue_claims_each_row_once_and_recovers_runs_cut_short(tmp_path):
-    from runbooks.alerts.queue import MAX_ATTEMPTS, Entry
-
-    queue = Queue(tmp_path / "q.sqlite3")
-
-    def entry(fingerprint):
-        parameters = {"min_duration_seconds": int(fingerprint)}  # not alike: one run each
-        return Entry(
-            fingerprint, "2026-11-26T10:00:00Z", "firing", "queued", "X", "inc", "db-slow-queries", parameters, {}
-        )
-
-    assert queue.add([entry("1"), entry("2"), entry("1")]) == [True, True, False]
-    first, second = queue.claim(), queue.claim()
-    assert (first.id, second.id) == (1, 2) and queue.claim() is None
-    queue.finish(first.id, "completed", "/x.evidence.json", None)
-    assert queue.depth() == {"queued": 0, "running": 1}
-
-    assert Queue(tmp_path / "q.sqlite3").recover() == 1  # a restart: the running one goes back
-    assert queue.claim().id == 2 and queue.claim() is None
-    for _ in range(MAX_ATTEMPTS - 2):  # the attempts left
-        queue.recover()
-        assert queue.claim().id == 2
-    assert queue.recover() == 0  # tried MAX_ATTEMPTS times: failed, not queued again
-    states = {r["id"]: (r["status"], r["reason"]) for r in queue.recent_runs(10)}
-    assert states == {1: ("completed", None), 2: ("failed", f"interrupted {MAX_ATTEMPTS} times")}
-
-
 def record(status: str, error, alert: dict) -> dict:
     from runbooks.evidence import Record
 
@@ -281,7 +254,7 @@ def record(status: str, error, alert: dict) -> dict:
 
 
 def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_run_again(tmp_path):
-    from runbooks.alerts.queue import Entry
+    from runbooks.alerts.queue import MAX_ATTEMPTS, Entry
     from runbooks.alerts.telemetry import Telemetry
     from runbooks.alerts.workers import Workers
     from runbooks.evidence import RunError
@@ -290,11 +263,11 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
     alerts = {n: {"fingerprint": n * 16, "startsAt": "2026-11-26T10:00:00Z"} for n in ("a", "b")}
     queue.add(
         [
-            Entry(a["fingerprint"], a["startsAt"], "firing", "queued", "X", "inc", "db-slow-queries", {"n": i}, a)
-            for i, a in enumerate(alerts.values())
+            Entry(a["fingerprint"], a["startsAt"], "firing", "queued", "X", "inc", "db-slow-queries", {}, a)
+            for a in alerts.values()
         ]
     )
-    written, cut_short = queue.claim(), queue.claim()
+    queue.claim(), queue.claim()
     # The service was killed between writing the first run's evidence and marking it completed.
     (tmp_path / "inc").mkdir()
     evidence = tmp_path / "inc" / "20261126T100001Z-db-slow-queries.evidence.json"
@@ -306,15 +279,26 @@ def test_a_run_stopped_after_its_evidence_was_written_is_finished_from_it_not_ru
     )
 
     workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, telemetry=Telemetry())
-    assert workers.recover() == 1  # only the run that left no evidence goes back to the queue
+    assert workers.recover() == 2  # the next start: both are claimed again, each settled by its worker
+    written, cut_short = queue.claim(), queue.claim()
+    assert workers.settle(written) and not workers.settle(cut_short)  # only the second runs again
     states = {r["id"]: (r["status"], r["evidence"]) for r in queue.recent_runs(10)}
-    assert states == {written.id: ("completed", str(evidence)), cut_short.id: ("queued", None)}
+    assert states == {written.id: ("completed", str(evidence)), cut_short.id: ("running", None)}
+
+    # Claimed more than MAX_ATTEMPTS times, it fails without running.
+    for _ in range(MAX_ATTEMPTS - 1):
+        queue.recover()
+        cut_short = queue.claim()
+    workers._take(cut_short)
+    assert {r["id"]: (r["status"], r["reason"]) for r in queue.recent_runs(10)}[cut_short.id] == (
+        "failed",
+        f"interrupted {MAX_ATTEMPTS} times",
+    )
 
 
-def test_alike_alerts_are_claimed_together_and_finished_from_the_evidence_that_answers_them(tmp_path):
+def test_alike_alerts_are_claimed_together_and_each_row_gets_the_runs_evidence(tmp_path):
     from runbooks.alerts.queue import Entry
-    from runbooks.alerts.telemetry import Telemetry
-    from runbooks.alerts.workers import Workers, answered
+    from runbooks.alerts.workers import answered
 
     queue = Queue(tmp_path / "q.sqlite3")
     alerts = [
@@ -328,27 +312,22 @@ def test_alike_alerts_are_claimed_together_and_finished_from_the_evidence_that_a
             fingerprint, alert["startsAt"], "firing", "queued", "X", incident, "db-slow-queries", params, alert
         )
 
-    other_incident = {**alerts[3], "fingerprint": "f" * 16}
     queue.add(
         [
             entry(alerts[0]),
             entry(alerts[1]),
             entry(alerts[2], parameters={"min_duration_seconds": 2}),  # other parameters: a run of its own
-            entry(other_incident, incident="other"),  # another incident: a run of its own
+            entry({**alerts[3], "fingerprint": "f" * 16}, incident="other"),  # another incident: a run of its own
             entry(alerts[4]),
         ]
     )
     first = queue.claim()
-    assert first.ids == (1, 2, 5) and [queue.claim().ids for _ in range(2)] == [(3,), (4,)]
+    assert (first.id, [job.id for job in first.alike]) == (1, [2, 5])
+    assert [(job.id, job.alike) for job in (queue.claim(), queue.claim())] == [(3, ()), (4, ())]
     assert queue.claim() is None
     assert [a["fingerprint"] for a in answered(first)["alike"]] == [alerts[1]["fingerprint"], alerts[4]["fingerprint"]]
-
-    # Killed after the grouped run's evidence was written, before its rows were marked: all three finish from it.
-    (tmp_path / "inc").mkdir()
-    evidence = tmp_path / "inc" / "20261126T100001Z-db-slow-queries.evidence.json"
-    evidence.write_text(json.dumps(record("completed", None, answered(first))))
-    workers = Workers(1, routing=None, queue=queue, output_dir=tmp_path, telemetry=Telemetry())
-    workers.recover()
+    for job in (first, *first.alike):
+        assert queue.finish(job, "completed", "/x.evidence.json", None)
     states = {r["id"]: (r["status"], r["evidence"]) for r in queue.recent_runs(10)}
-    assert {i: states[i] for i in first.ids} == {i: ("completed", str(evidence)) for i in first.ids}
-    assert states[3][0] == states[4][0] == "queued"
+    assert [states[i] for i in (1, 2, 5)] == [("completed", "/x.evidence.json")] * 3
+    assert states[3][0] == states[4][0] == "running"

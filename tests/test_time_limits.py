@@ -124,7 +124,7 @@ def test_sigterm_stops_serve_within_its_grace_and_the_run_cut_short_runs_again_a
     assert serve.process.returncode == 0
     log = serve.log()
     assert "given 2 s to finish" in log and "ending 1 run(s) still under way" in log
-    assert "it runs again after a restart" in log and "workers stopped" in log and "runbook serve stopped" in log
+    assert "queued again" in log and "workers stopped" in log and "runbook serve stopped" in log
     (cut,) = [json.loads(p.read_text()) for p in output.glob("*/*.evidence.json")]
     assert cut["status"] == "failed" and cut["error"]["ename"] == "Interrupted"
 

@@ -10,7 +10,8 @@ the record's own bytes, written with the seal as 64 zeros: the last record, whic
 The seal is keyed when a key is set (SEAL_KEY, or a file named by SEAL_KEY_FILE outside the output folder): an
 HMAC-SHA256 with that key, and `key` names it (an HMAC of a fixed text, never the key). Without a key it is a
 plain SHA-256, which whoever can write the folder can recompute. Finding the last record and writing the next one
-happen under an exclusive `flock` on the incident folder itself, so concurrent writers never fork the chain.
+happen under an exclusive `flock` on the incident folder itself, so concurrent writers never fork the chain; for an
+output folder in an object store, also under the incident's lock across replicas (runbooks.storage.synced).
 
 `verify` recomputes every hash: each artifact against the evidence that lists it, each seal (keyed ones with the
 key, when given: a record sealed without it, or with another, is then a problem), each link against the record it
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import runfiles
+from . import runfiles, storage
 from .errors import UsageError
 from .redact import SEAL_KEY
 from .runfiles import ALERT_LOG, EVIDENCE, HTML, NOTEBOOK, RunFiles, is_working_copy
@@ -159,6 +160,14 @@ def append(path: Path, record: Record) -> Head:
         line = _seal(json.dumps({**record, "chain": _next_link(folder, key)}), key)
         runfiles.append(path, f"{line}\n".encode())
     return _written(folder, Head(f"{path.name}:{number}", hashlib.sha256(line.encode()).hexdigest()))
+
+
+def claim(folder: Path, runbook: str) -> RunFiles:
+    """The files of a run of `runbook` starting now (runfiles.RunFiles.claim), their names taken under the incident's
+    lock: in an object store, the names other replicas took are pulled first and ours pushed at once, so two
+    replicas never write one name."""
+    with _locked(folder, exclusive=True):
+        return RunFiles.claim(folder, runbook)
 
 
 def verify(folder: Path, head: str | None = None, key: bytes | None = None) -> Verification:
@@ -425,6 +434,7 @@ def _locked(folder: Path, exclusive: bool) -> Iterator[None]:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+        with storage.synced(folder, exclusive):  # an incident in an object store: across replicas, too
+            yield
     finally:
         os.close(fd)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import click
 
-from . import __version__, catalog, chain, escape, limits, registry, summary, units
+from . import __version__, catalog, chain, escape, limits, registry, storage, summary, units
 from .errors import UsageError
 from .incident import MESSAGE_KINDS, evidence_folder, incident_ids, load
 from .limits import Limits
 from .notify.pagerduty import KINDS as PAGERDUTY_KINDS
+from .runfiles import incident_folder
 
 NOT_INTACT = 3  # `runbook verify`: some evidence was changed, removed or inserted
 INTERRUPTED_EXIT = 130  # `runbook run` stopped by Ctrl-C or SIGTERM (its evidence written), as shells count SIGINT
@@ -47,6 +48,44 @@ def _timeouts(command):
         show_default=True,
         help="Seconds a whole run may take; then it is ended and leaves failed evidence.",
     )(command)
+
+
+class _OutputDir(click.ParamType):
+    """`--output-dir`: a local folder, or s3://BUCKET/PREFIX, an object store worked through its local spool
+    (runbooks.storage): the command then works on the spool and uploads what it wrote when it ends."""
+
+    name = "PATH|s3://BUCKET/PREFIX"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, Path) or not storage.is_store(value):
+            return Path(value)
+        spool = storage.mount(value)
+        if ctx is not None:
+            ctx.call_on_close(_upload)
+        return spool
+
+
+def _upload() -> None:
+    if left := storage.push_all():
+        click.echo(
+            f"runbook: {len(left)} file(s) not uploaded to the object store yet: kept in the spool, uploaded by the "
+            "next command that writes there",
+            err=True,
+        )
+
+
+_output_dir = click.option(
+    "--output-dir",
+    type=_OutputDir(),
+    default=catalog.OUTPUT,
+    show_default=True,
+    help="Where incidents are kept: a folder, or s3://BUCKET/PREFIX (endpoint and credentials from AWS_*).",
+)
+
+
+def _pulled(output_dir: Path, incident: str) -> None:
+    """The incident as its object store holds it, when the output folder is one (nothing for a local folder)."""
+    storage.pull(incident_folder(output_dir, incident))
 
 
 class _Group(click.Group):
@@ -152,7 +191,7 @@ def _parameters(book: catalog.Runbook, env: str | None, files, pairs) -> dict:
 @click.argument("name", shell_complete=_runbook_names)
 @_parameter_options
 @click.option("--incident", default="adhoc", show_default=True, help="Incident id: the output sub-folder.")
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 @_timeouts
 def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: float, cell_timeout: float) -> None:
     """Run runbook NAME headlessly. It prints what the run looked at, each finding with its severity, each action
@@ -194,10 +233,11 @@ def run(name: str, pairs, files, env, incident: str, output_dir: Path, timeout: 
 
 
 @main.command(short_help="The incidents with evidence: severity, state, runs, last activity.")
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 def incidents(output_dir: Path) -> None:
     """Every incident with evidence in the output folder, last active first: its severity, state (open, recovered,
     closed), runs and last activity."""
+    storage.pull_all(output_dir)
     rows = [incident_row(load(output_dir, name)) for name in incident_ids(output_dir)]
     if not rows:
         click.echo(f"No incident has evidence in {output_dir}.")
@@ -219,10 +259,11 @@ def incident_row(incident) -> tuple:
 
 @main.command("show-incident", short_help="An incident's runs: findings and actions, newest first.")
 @click.argument("incident", shell_complete=_incident_names)
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 def show_incident(incident: str, output_dir: Path) -> None:
     """INCIDENT as its evidence tells it: severity, state, start and duration, then every run (and command) newest
     first with its findings by severity and its actions."""
+    _pulled(output_dir, incident)
     loaded = load(output_dir, incident)
     rule = f" ({loaded.severity_rule})" if loaded.severity_rule else ""
     lines = [
@@ -262,7 +303,7 @@ def _interrupted_once() -> Iterator[None]:
 @click.argument("name", shell_complete=_runbook_names)
 @_parameter_options
 @click.option("--incident", required=True, help="Incident id: the output sub-folder.")
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 @click.option("--operator", help="Who steps through it, for the evidence.  [default: the OS user]")
 @click.option("--no-lab", is_flag=True, help="Only write the working copy.")
 @click.option(
@@ -291,6 +332,7 @@ def open_(name: str, pairs, files, env, incident: str, output_dir: Path, operato
 
     from . import sessions  # papermill and nbformat load only when something is opened
 
+    _pulled(output_dir, incident)
     copy = sessions.open_copy(book, parameters, incident, output_dir, sessions.operator(operator))
     click.echo(copy.path)
     if no_lab:
@@ -306,7 +348,7 @@ def open_(name: str, pairs, files, env, incident: str, output_dir: Path, operato
 @main.command(short_help="Seal an incident's working copies into evidence.")
 @click.argument("incident", shell_complete=_incident_names)
 @click.argument("notebooks", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 def seal(incident: str, notebooks: tuple[Path, ...], output_dir: Path) -> None:
     """Seal INCIDENT's working copies into evidence: each NOTEBOOK, else each one changed since its last seal.
 
@@ -315,6 +357,7 @@ def seal(incident: str, notebooks: tuple[Path, ...], output_dir: Path) -> None:
     """
     from . import sessions
 
+    _pulled(output_dir, incident)
     copies = sessions.to_seal(output_dir, incident, notebooks)
     if not copies:
         click.echo(f"runbook: {incident}: every working copy is sealed as last saved", err=True)
@@ -327,11 +370,12 @@ def seal(incident: str, notebooks: tuple[Path, ...], output_dir: Path) -> None:
 
 @main.command(short_help="Check every hash and link of an incident's evidence.")
 @click.argument("incident", shell_complete=_incident_names)
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 @click.option("--head", metavar="SHA256", help="A chain head kept elsewhere: it must still be in the chain.")
 def verify(incident: str, output_dir: Path, head: str | None) -> None:
     """Recompute every hash and seal of INCIDENT's evidence and incident log; one line per record changed, removed
     or inserted; then whether the seal key was used, and the chain's head."""
+    _pulled(output_dir, incident)
     result = chain.verify(evidence_folder(output_dir, incident), head=head)
     for problem in result.problems:
         click.echo(escape.line(problem.line()))
@@ -349,11 +393,12 @@ def verify(incident: str, output_dir: Path, head: str | None) -> None:
 
 @main.command(short_help="Write an incident's post-incident review (review.md, .html).")
 @click.argument("incident", shell_complete=_incident_names)
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 def report(incident: str, output_dir: Path) -> None:
     """Write the post-incident review of INCIDENT (review.md, review.html) from its evidence; print their paths."""
     from . import review  # mistune loads only for a report
 
+    _pulled(output_dir, incident)
     loaded = load(output_dir, incident)
     for path in review.write(loaded, chain.verify(loaded.folder)):
         click.echo(path)
@@ -373,7 +418,7 @@ def report(incident: str, output_dir: Path) -> None:
     type=click.Path(path_type=Path),
     help="Channels and the variables holding their secrets.  [default: parameters/integrations.yaml]",
 )
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 def comms(incident: str, kind: str, post: bool, integrations: Path | None, output_dir: Path) -> None:
     """Print the KIND message for INCIDENT, filled from its evidence; what it does not know stays [placeholder].
 
@@ -384,6 +429,7 @@ def comms(incident: str, kind: str, post: bool, integrations: Path | None, outpu
     from .notify import outbox
 
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    _pulled(output_dir, incident)
     loaded, channels = load(output_dir, incident), notify.load(integrations)
     if not post:
         click.echo(escape.plain(outbox.text(loaded, kind, channels, now)), nl=False)
@@ -404,13 +450,14 @@ def comms(incident: str, kind: str, post: bool, integrations: Path | None, outpu
 @main.command(short_help="Close an incident once recovery is confirmed.")
 @click.argument("incident", shell_complete=_incident_names)
 @click.option("--force", "reason", metavar="REASON", help="Close without a recovered verify-recovery, saying why.")
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 def close(incident: str, reason: str | None, output_dir: Path) -> None:
     """Close INCIDENT: needs verify-recovery's `recovery` finding saying recovered (or --force REASON); records the
     resolution in its evidence and prints when the post-incident review is due. Exit 4: not confirmed recovered."""
     from .closing import close as close_incident
 
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    _pulled(output_dir, incident)
     closed = close_incident(output_dir, load(output_dir, incident), reason, now)
     for line in closed.lines:
         click.echo(escape.line(line))
@@ -418,7 +465,7 @@ def close(incident: str, reason: str | None, output_dir: Path) -> None:
 
 
 @main.command(short_help="Simulate a pool exhaustion on a throwaway PostgreSQL; diagnose it.")
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 def demo(output_dir: Path) -> None:
     """Start a throwaway PostgreSQL, induce a pool-exhaustion incident, run its runbook, clean up."""
     from runbooks_sandbox.demo import main as run_demo
@@ -451,7 +498,7 @@ def sandbox() -> None:
     type=click.Path(path_type=Path),
     help="Alert name -> runbook routing.  [default: parameters/alerts.yaml]",
 )
-@click.option("--output-dir", type=click.Path(path_type=Path), default=catalog.OUTPUT, show_default=True)
+@_output_dir
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 16), help="Runs at a time.")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept alerts without the bearer token.")
 @click.option(
@@ -465,6 +512,19 @@ def sandbox() -> None:
     show_default=True,
     type=click.FloatRange(0.1, 3600),
     help="Seconds between looks for incidents to escalate.",
+)
+@click.option(
+    "--queue",
+    metavar="PATH|postgresql://...",
+    help="The queue: an SQLite file of this service, or a PostgreSQL database that replicas share (best given in "
+    "RUNBOOK_QUEUE: a password on the command line is seen by every user of the machine).  "
+    "[default: OUTPUT_DIR/.serve/queue.sqlite3]",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    help="PostgreSQL queue: seconds a claimed run is held; a run whose replica died is taken over after it.  "
+    "[default: --timeout + 60]",
 )
 @_timeouts
 @click.option(
@@ -485,6 +545,8 @@ def serve(
     insecure_no_auth,
     integrations,
     escalate_every,
+    queue,
+    lease,
     timeout,
     cell_timeout,
     grace,
@@ -497,17 +559,21 @@ def serve(
     cannot be used (damaged at start, or failing for good while serving).
     """
     import logging
+    import os
 
-    from . import notify
+    from . import notify, redact
     from .alerts import routing, service
 
     token = service.token_from_environment(insecure_no_auth)
     routed = routing.load(routes or routing.ROUTES, env, tuple(files))
     channels = notify.load(integrations)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service.serve(
-        routed, output_dir, workers, token, host, port, channels, escalate_every, Limits(timeout, cell_timeout), grace
-    )
+    limited = Limits(timeout, cell_timeout)
+    queue = queue or os.environ.get(redact.QUEUE) or None
+    if queue:
+        os.environ[redact.QUEUE] = queue  # its password is then scrubbed, and kept from kernels, as the tool's own
+    opened = service.open_queue(queue, output_dir, limited, lease)
+    service.serve(routed, output_dir, workers, token, host, port, channels, escalate_every, limited, grace, opened)
 
 
 if __name__ == "__main__":

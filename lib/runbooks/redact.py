@@ -5,7 +5,8 @@ A secret is
 - the password of a PostgreSQL connection string (a `dsn`), as libpq reads it (key=value or URI);
 - in any string of any parameter (lists and mappings too), the password of a URL (`scheme://user:PASSWORD@`)
   and the value of a URL query parameter named like a credential (`?api_key=...`);
-- the tool's own: the webhook token, the seal key, and the PGPASSWORD of the environment (ENVIRONMENT);
+- the tool's own: the webhook token, the seal key, the queue's connection string and its password, the object
+  store's secret key and session token, and the PGPASSWORD of the environment (ENVIRONMENT);
 - in text quoted from outside (log lines, error messages): JWTs, bearer and basic credentials, and values given
   to a name like a credential (`password=`, `secret_key=`, `aws_secret_access_key=`, `DB_PASS=`, `"apiToken":`).
 
@@ -29,7 +30,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -41,8 +42,10 @@ MIN_LENGTH = 8
 CREDENTIALS_VARIABLE = "RUNBOOK_CREDENTIALS"  # the kernel's: redacted parameter text -> the text with its secrets
 WEBHOOK_TOKEN = "RUNBOOK_WEBHOOK_TOKEN"  # what Alertmanager must send to `runbook serve`
 SEAL_KEY = "RUNBOOK_SEAL_KEY"  # the key of the evidence seals (runbooks.chain)
+QUEUE = "RUNBOOK_QUEUE"  # the PostgreSQL queue `runbook serve` replicas share (`--queue`), password and all
+STORE_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")  # the object store's (runbooks.storage)
 # The tool's own secrets, which no kernel gets (PGPASSWORD excepted: libpq in the kernel reads it).
-TOOL_SECRETS = (WEBHOOK_TOKEN, SEAL_KEY)
+TOOL_SECRETS = (WEBHOOK_TOKEN, SEAL_KEY, QUEUE, *STORE_SECRETS)
 ENVIRONMENT = (*TOOL_SECRETS, "PGPASSWORD")
 # Output data that is base64 of a picture or a document: no secret can be read there as text.
 BINARY_DATA = ("image/png", "image/jpeg", "image/gif", "application/pdf")
@@ -84,11 +87,22 @@ class Secrets:
     def forms(self) -> list[str]:
         """Each value as given and as it may appear in written text: URL-, JSON-, HTML- or repr-escaped; with
         the tool's own secrets from this process's environment."""
-        values = {*self.values, *(v for name in ENVIRONMENT if len(v := os.environ.get(name, "")) >= MIN_LENGTH)}
+        values = {*self.values, *environment_secrets()}
         forms = set()
         for v in values:
             forms |= {v, quote(v, safe=""), quote_plus(v), json.dumps(v)[1:-1], html.escape(v), repr(v)[1:-1]}
         return sorted(forms, key=len, reverse=True)
+
+
+def environment_secrets() -> set[str]:
+    """The tool's own secrets in this process's environment: each variable's value, and the password of the queue's
+    connection string."""
+    found = {v for name in ENVIRONMENT if len(v := os.environ.get(name, "")) >= MIN_LENGTH}
+    queue = os.environ.get(QUEUE, "")
+    password = _URL_PASSWORD.search(queue) if queue else None
+    if password and len(password.group("password")) >= MIN_LENGTH:
+        found |= {password.group("password"), unquote(password.group("password"))}
+    return found
 
 
 def take(parameters: Mapping[str, Any]) -> tuple[dict[str, Any], Secrets]:

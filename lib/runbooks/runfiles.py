@@ -112,19 +112,6 @@ def evidence_files(folder: Path) -> list[Path]:
     return sorted(folder.glob(f"*{EVIDENCE}"))
 
 
-def without_evidence(folder: Path, runbook: str) -> list[RunFiles]:
-    """Runs of `runbook` in `folder` whose notebook stands without an evidence file: runs cut short, oldest first."""
-    runs = (RunFiles.of(path) for path in sorted(folder.glob(f"*-{runbook}{NOTEBOOK}")))
-    return [
-        run
-        for run in runs
-        if run is not None
-        and run.runbook == runbook
-        and not run.evidence.exists()
-        and not is_working_copy(run.notebook)
-    ]
-
-
 def is_working_copy(path: Path) -> bool:
     """A notebook `runbook open` wrote for an engineer to step through (its metadata holds SESSION)."""
     if path.suffix != NOTEBOOK or RunFiles.of(path) is None:

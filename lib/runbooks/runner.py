@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,14 +80,16 @@ def run(
     kernel: kernels.Kernel | None = None,
     limits: Limits | None = None,
     stop: threading.Event | None = None,
+    claimed: Callable[[RunFiles], object] | None = None,
 ) -> RunResult:
     """Execute `runbook` with `parameters` (already resolved) into `output_dir/incident/`, on a new kernel or on
     the started `kernel` (e.g. from kernels.KernelPool), which serves this run only and is shut down after it.
 
     `alert`: the alert that started this run (labels, annotations, startsAt, generatorURL, fingerprint,
     groupKey), recorded in the evidence; None when run by hand. `limits`: the run's and each cell's time limit;
-    `stop`: set it to end the run early (runbooks.limits.Watch). A run past its limit, stopped, or interrupted by
-    SIGINT in this thread (Ctrl-C) still leaves its evidence, failed.
+    `stop`: set it to end the run early (runbooks.limits.Watch); `claimed` is told the run's files as soon as their
+    names are taken (runbook serve records them, to settle the run if it is cut short). A run past its limit,
+    stopped, or interrupted by SIGINT in this thread (Ctrl-C) still leaves its evidence, failed.
     """
     limits = limits or Limits()
     deadline = time.monotonic() + limits.run
@@ -95,7 +97,9 @@ def run(
         incident_folder(output_dir, incident)  # a plain name, checked before anything is written
         taken = redact.take(parameters)  # a secret that cannot be taken out safely stops the run here (UsageError)
         folder = make_incident_folder(output_dir, incident)
-        launch = Launch.of(runbook, parameters, incident, RunFiles.claim(folder, runbook.name), alert, taken)
+        launch = Launch.of(runbook, parameters, incident, chain.claim(folder, runbook.name), alert, taken)
+        if claimed is not None:
+            claimed(launch.files)
     except BaseException:
         if kernel is not None:  # it was this run's: no other gets it
             kernel.shutdown_kernel(now=True)

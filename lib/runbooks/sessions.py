@@ -38,7 +38,6 @@ from .errors import UsageError
 from .evidence import Finding, Record, Session, parse_time, utc_text
 from .runfiles import (
     SESSION,
-    RunFiles,
     evidence_files,
     incident_folder,
     is_working_copy,
@@ -79,7 +78,7 @@ def open_copy(runbook: Runbook, parameters: dict[str, Any], incident: str, outpu
         raise UsageError(f"{folder} is under {catalog.NOTEBOOKS}: the runbooks themselves are never written")
     taken = redact.take(parameters)  # the secrets taken out: a dsn that cannot be read safely stops here
     folder = make_incident_folder(output_dir, incident)
-    files = RunFiles.claim(folder, runbook.name)
+    files = chain.claim(folder, runbook.name)
     files.html.unlink()  # claimed with the notebook's name; a working copy has no HTML of its own
     launch = runner.Launch.of(runbook, parameters, incident, files, alert=None, taken=taken)
     notebook = opened(runbook, launch.parameters)
@@ -123,7 +122,7 @@ def seal(copy: Path, secrets: Iterable[str] = ()) -> Sealed:
         audit = cells.audit(sealed, baseline)
         earlier = seals(copy)
 
-        files = RunFiles.claim(copy.parent, runbook.name)
+        files = chain.claim(copy.parent, runbook.name)
         runfiles.replace(files.notebook, nbformat.writes(sealed).encode())
         findings, actions = evidence.collect(sealed)
         if found.cells:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from .. import command_evidence, communication, escalation, units
+from .. import command_evidence, communication, escalation, storage, units
 from ..errors import UsageError
 from ..evidence import Action, Finding, RunError
 from ..incident import Incident, alert_log, load, still_firing
@@ -37,10 +38,17 @@ MENTIONS = "\x00mentions\x00"  # where the Slack mention markup goes, after the 
 
 
 class Escalator:
-    """A thread that calls `check` every `interval` seconds until stopped."""
+    """A thread that calls `check` every `interval` seconds until stopped, while `lead()` says this replica is the
+    one that escalates (replicas sharing a PostgreSQL queue elect one: runbooks.alerts.pgqueue)."""
 
-    def __init__(self, output_dir: Path, integrations: Integrations, interval: float = INTERVAL_SECONDS):
-        self.output_dir, self.integrations, self.interval = output_dir, integrations, interval
+    def __init__(
+        self,
+        output_dir: Path,
+        integrations: Integrations,
+        interval: float = INTERVAL_SECONDS,
+        lead: Callable[[], bool] = lambda: True,
+    ):
+        self.output_dir, self.integrations, self.interval, self.lead = output_dir, integrations, interval, lead
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="escalations", daemon=True)
 
@@ -55,7 +63,8 @@ class Escalator:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.check(dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+                if self.lead():
+                    self.check(dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
             except Exception:  # one bad folder must not stop escalations for the others
                 log.exception("escalation check failed")
             self._stop.wait(self.interval)
@@ -63,6 +72,7 @@ class Escalator:
     def check(self, now: dt.datetime) -> list[Path]:
         """One pass over the incidents: the evidence files of the escalations written."""
         written = []
+        storage.pull_all(self.output_dir)  # evidence in object storage: the incidents every replica received
         for folder in sorted(p.parent for p in self.output_dir.glob(f"*/{ALERT_LOG}")):
             path = escalate(self.output_dir, folder, self.integrations, now)
             if path:

@@ -18,8 +18,8 @@ from typing import Any
 from .. import chain
 from ..errors import UsageError
 from ..runfiles import ALERT_LOG, make_incident_folder
-from .queue import Entry, Queue
-from .routing import Rejected, Routing, incident_id
+from .queue import AlertQueue, Entry
+from .routing import Rejected, Routing, Unrouted, incident_id
 from .webhook import Alert, Notification
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Outcome:
     reason: str | None
 
 
-def receive(notification: Notification, routing: Routing, queue: Queue, output_dir: Path) -> list[Outcome]:
+def receive(notification: Notification, routing: Routing, queue: AlertQueue, output_dir: Path) -> list[Outcome]:
     """Decide each alert, commit them all to the queue, log the new ones; what became of each."""
     folders, limit = _incident_folders(output_dir), routing.policy.incidents
     entries: list[Entry] = []
@@ -75,7 +75,13 @@ def _entry(notification: Notification, alert: Alert, routing: Routing) -> Entry:
         )
     try:
         parameters = route.parameters(alert, routing.policy)
+        if routing.clusters is not None:
+            context = routing.clusters.context(alert)
+            if "context" in routing.books[route.runbook].parameters:
+                parameters["context"] = context
         routing.parameters(route.runbook, parameters)  # the runbook's type checks, as for `runbook run`
+    except Unrouted as e:
+        return Entry(**common, state="unrouted", runbook=None, parameters={}, reason=str(e))
     except (Rejected, UsageError) as e:
         return Entry(**common, state="rejected", runbook=route.runbook, parameters={}, reason=str(e))
     return Entry(**common, state="queued", runbook=route.runbook, parameters=parameters)

@@ -1,29 +1,37 @@
-"""The durable queue: one SQLite row per alert received (fingerprint + startsAt + status), committed
-before Alertmanager gets its answer.
+"""The durable queue: one row per alert received (fingerprint + startsAt + status), committed before
+Alertmanager gets its answer. This module: the queue of one `runbook serve`, an SQLite file (the default);
+pgqueue.py: the queue several replicas share, in PostgreSQL. Both keep the same rows and answer the same calls.
 
 Firing alerts with a route go queued -> running -> completed | failed; the others are kept as
-unrouted, rejected or resolved, so a re-sent alert is recognised whatever became of it. A service
-killed mid-run leaves rows `running`: `recover()` queues them again unless they have already been tried
-MAX_ATTEMPTS times (the workers first finish those whose evidence was written before the stop). Completed
-rows never run again. A claim takes with the oldest queued alert every other one of its incident queued for the
-same runbook with the same parameters (a storm: one outage, many alerts asking for the same diagnosis): one run
-answers them all, and each row gets its evidence.
+unrouted, rejected or resolved, so a re-sent alert is recognised whatever became of it. Each claim counts an
+attempt and names the claimer; the run then records the stem of its files (`started`), so whoever claims the
+alert again after that run was cut short knows which files were its (runbooks.alerts.workers settles them: the
+evidence written before the stop counts, a partial notebook becomes failed evidence). `finish` and `started`
+take effect only for the attempt that holds the row, so a run taken over can never overwrite its successor.
+A service killed mid-run leaves rows `running`: here `recover()` queues them again at the next start (one
+process owns the file); in PostgreSQL another replica takes them over once their lease has expired. Completed
+rows never run again; an alert claimed more than MAX_ATTEMPTS times fails. Here a claim also takes every other
+alert of the incident queued for the same runbook with the same parameters (a storm: one outage, many alerts asking
+for the same diagnosis, up to GROUP_LIMIT): one run answers them all, and each row gets its evidence (`Job.alike`;
+the PostgreSQL queue runs each alert on its own).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import os
+import socket
 import sqlite3
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import UsageError
 
 MAX_ATTEMPTS = 3
-GROUP_LIMIT = 1000  # alerts one run answers at most
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a call waits for another connection's lock before it fails
 MOVE_ASIDE = (
     "Move it aside and start again: runs it still held are lost (their evidence stays in the incident folders), "
@@ -46,6 +54,8 @@ SCHEMA = """
         reason      TEXT,            -- why it was rejected or failed
         evidence    TEXT,            -- path of the run's evidence file
         attempts    INTEGER NOT NULL DEFAULT 0,
+        files       TEXT,            -- the stem of the files of the run of the latest attempt
+        owner       TEXT,            -- the replica (host:pid) that claimed it last
         received_at TEXT NOT NULL,
         started_at  TEXT,
         finished_at TEXT,
@@ -59,39 +69,38 @@ ADD = """
             :reason, :received_at)
     ON CONFLICT (fingerprint, starts_at, status) DO NOTHING
 """
-GIVE_UP = """
-    UPDATE alerts
-    SET state = 'failed', reason = 'interrupted ' || attempts || ' times', finished_at = :now
-    WHERE state = 'running' AND attempts >= :max_attempts
-"""
+COLUMNS = (("files", "TEXT"), ("owner", "TEXT"))  # added since the first queue files: added to those
 REQUEUE = "UPDATE alerts SET state = 'queued' WHERE state = 'running'"
 NEXT = "SELECT id FROM alerts WHERE state = 'queued' ORDER BY id LIMIT 1"
-RUNNING = "SELECT id, runbook, incident, parameters, alert FROM alerts WHERE state = 'running' ORDER BY id"
 CLAIM = """
     UPDATE alerts
-    SET state = 'running', attempts = attempts + 1, started_at = :now
+    SET state = 'running', attempts = attempts + 1, owner = :owner, started_at = :now
     WHERE id = :id
-    RETURNING id, runbook, incident, parameters, alert
+    RETURNING id, runbook, incident, parameters, alert, attempts, files
 """
 CLAIM_ALIKE = """
     UPDATE alerts
-    SET state = 'running', attempts = attempts + 1, started_at = :now
+    SET state = 'running', attempts = attempts + 1, owner = :owner, started_at = :now
     WHERE id IN (
         SELECT id FROM alerts
         WHERE state = 'queued' AND incident = :incident AND runbook = :runbook AND parameters = :parameters
+          AND attempts = 0
         ORDER BY id
         LIMIT :limit
     )
-    RETURNING id, alert
+    RETURNING id, runbook, incident, parameters, alert, attempts, files
 """
+GROUP_LIMIT = 1000  # alerts one run answers at most
+STARTED = "UPDATE alerts SET files = :files WHERE id = :id AND attempts = :attempts AND state = 'running'"
+RELEASE = "UPDATE alerts SET state = 'queued' WHERE id = :id AND attempts = :attempts AND state = 'running'"
 FINISH = """
     UPDATE alerts
     SET state = :state, evidence = :evidence, reason = :reason, finished_at = :now
-    WHERE id = :id
+    WHERE id = :id AND attempts = :attempts AND state = 'running'
 """
 RECENT_RUNS = """
     SELECT id, alertname, fingerprint, starts_at, runbook, incident, state AS status, parameters, evidence, reason,
-           attempts, received_at, started_at, finished_at
+           attempts, owner AS replica, received_at, started_at, finished_at
     FROM alerts
     WHERE runbook IS NOT NULL AND state IN ('queued', 'running', 'completed', 'failed')
     ORDER BY id DESC
@@ -123,11 +132,40 @@ class Job:
     incident: str
     parameters: dict[str, Any]
     alert: dict[str, Any]
-    alike: tuple[tuple[int, dict[str, Any]], ...] = ()  # (id, alert) of the others it answers (Queue.claim)
+    attempts: int = 1  # this claim's number: the attempt that holds the row
+    files: str | None = None  # the stem of the files of the attempt before this one, if it got that far
+    alike: tuple[Job, ...] = ()  # the alerts of its incident waiting for the same run: this run answers them too
 
     @property
-    def ids(self) -> tuple[int, ...]:
-        return (self.id, *(id_ for id_, _ in self.alike))
+    def retried(self) -> bool:
+        """Claimed before: an earlier attempt was cut short (its replica died or stopped)."""
+        return self.attempts > 1
+
+
+def replica() -> str:
+    """This process, as the queue names who claimed a row: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class AlertQueue(Protocol):
+    """What the service and its workers ask of a queue: this module's Queue, or pgqueue.PgQueue."""
+
+    errors: tuple[type[Exception], ...]  # what a call raises when the queue fails (retried with backoff)
+    where: str  # the file, or the connection string without its password: for messages
+    secrets: tuple[str, ...]  # scrubbed from messages
+
+    def add(self, entries: list[Entry]) -> list[bool]: ...
+    def recover(self) -> int: ...
+    def claim(self) -> Job | None: ...
+    def started(self, job: Job, files: str) -> bool: ...
+    def release(self, job: Job) -> bool: ...
+    def finish(self, job: Job, state: str, evidence: str | None, reason: str | None) -> bool: ...
+    def recent_runs(self, limit: int) -> list[dict[str, Any]]: ...
+    def depth(self) -> dict[str, int]: ...
+    def lead(self) -> bool: ...
+    def fatal(self, error: Exception) -> bool: ...
+    def describe(self, error: Exception) -> str: ...
+    def close(self) -> None: ...
 
 
 class Unusable(UsageError):
@@ -137,14 +175,25 @@ class Unusable(UsageError):
 
 
 class Queue:
+    """The SQLite queue of one `runbook serve`."""
+
+    errors: tuple[type[Exception], ...] = (sqlite3.Error,)  # what a call raises when the queue fails (retried)
+
     def __init__(self, path: Path):
         """The queue at `path`, created if missing; Unusable, in one line, when the file there is not one."""
         self.path = path
+        self.where = str(path)
+        self.secrets: tuple[str, ...] = ()
+        self.owner = replica()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with self._connection() as conn:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(SCHEMA)
+                have = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+                for column, kind in COLUMNS:
+                    if column not in have:
+                        conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} {kind}")  # names from COLUMNS only
                 damage = [row for (row,) in conn.execute("PRAGMA quick_check") if row != "ok"]
         except sqlite3.Error as e:
             raise Unusable(f"the queue {path} cannot be used: {e}. {MOVE_ASIDE}") from None
@@ -158,43 +207,58 @@ class Queue:
             return [conn.execute(ADD, {**_row(e), "received_at": now}).rowcount == 1 for e in entries]
 
     def recover(self) -> int:
-        """After a restart: runs cut short are queued again (or failed after MAX_ATTEMPTS); how many."""
+        """At start: the runs the last stop cut short (rows left `running`: this process owns the file) are queued
+        again, each to be settled and run by the worker that claims it; how many."""
         with self._transaction() as conn:
-            conn.execute(GIVE_UP, {"now": _now(), "max_attempts": MAX_ATTEMPTS})
             return conn.execute(REQUEUE).rowcount
 
-    def running(self) -> list[Job]:
-        """The runs marked running: after a restart, those the last stop cut short."""
-        with self._connection() as conn:
-            rows = conn.execute(RUNNING).fetchall()
-        return [
-            Job(id_, runbook, incident, json.loads(parameters), json.loads(alert))
-            for id_, runbook, incident, parameters, alert in rows
-        ]
-
     def claim(self) -> Job | None:
-        """The oldest queued alert with the others of its incident queued for the same run (same runbook, same
-        parameters), all now marked running; None when nothing waits."""
+        """The oldest queued alert, now marked running by this attempt, with the alerts of its incident queued for
+        the first time for the same run (same runbook, same parameters); None when nothing waits."""
         now = _now()
         with self._transaction() as conn:
             row = conn.execute(NEXT).fetchone()
-            claimed = row and conn.execute(CLAIM, {"id": row[0], "now": now}).fetchone()
+            claimed = row and conn.execute(CLAIM, {"id": row[0], "owner": self.owner, "now": now}).fetchone()
             if not claimed:
                 return None
-            id_, runbook, incident, parameters, alert = claimed
-            alike = conn.execute(
-                CLAIM_ALIKE,
-                {"incident": incident, "runbook": runbook, "parameters": parameters, "now": now, "limit": GROUP_LIMIT},
-            ).fetchall()
-        others = tuple(sorted((other, json.loads(text)) for other, text in alike))
-        return Job(id_, runbook, incident, json.loads(parameters), json.loads(alert), others)
+            id_, runbook, incident, parameters, alert, attempts, files = claimed
+            values = {"incident": incident, "runbook": runbook, "parameters": parameters, "limit": GROUP_LIMIT}
+            alike = conn.execute(CLAIM_ALIKE, {**values, "owner": self.owner, "now": now}).fetchall()
+        job = Job(id_, runbook, incident, json.loads(parameters), json.loads(alert), attempts, files)
+        others = sorted(
+            (Job(i, b, n, json.loads(p), json.loads(a), t, f) for i, b, n, p, a, t, f in alike), key=lambda j: j.id
+        )
+        return dataclasses.replace(job, alike=tuple(others)) if others else job
 
-    def finish(self, ids: int | tuple[int, ...], state: str, evidence: str | None, reason: str | None) -> None:
-        """Record how the run of these rows ended (one transaction)."""
-        now = _now()
+    def started(self, job: Job, files: str) -> bool:
+        """Record the stem of the files the job's run writes; False when the job no longer holds its row."""
         with self._transaction() as conn:
-            for id_ in (ids,) if isinstance(ids, int) else ids:
-                conn.execute(FINISH, {"id": id_, "state": state, "evidence": evidence, "reason": reason, "now": now})
+            return conn.execute(STARTED, {"id": job.id, "attempts": job.attempts, "files": files}).rowcount == 1
+
+    def release(self, job: Job) -> bool:
+        """Queue the job again (its run was ended by a stop): the next claim settles and runs it."""
+        with self._transaction() as conn:
+            return conn.execute(RELEASE, {"id": job.id, "attempts": job.attempts}).rowcount == 1
+
+    def finish(self, job: Job, state: str, evidence: str | None, reason: str | None) -> bool:
+        """Record how the job ended; False (nothing written) when another attempt holds the row now."""
+        values = {"id": job.id, "attempts": job.attempts, "state": state, "evidence": evidence, "reason": reason}
+        with self._transaction() as conn:
+            return conn.execute(FINISH, {**values, "now": _now()}).rowcount == 1
+
+    def lead(self) -> bool:
+        """Whether this replica does the work only one may do (escalations): the only one, here."""
+        return True
+
+    def fatal(self, error: Exception) -> bool:
+        """An error no retry mends: the file is no database, or is damaged."""
+        return isinstance(error, sqlite3.DatabaseError) and not isinstance(error, sqlite3.OperationalError)
+
+    def describe(self, error: Exception) -> str:
+        return str(error)
+
+    def close(self) -> None:
+        """Nothing held between calls."""
 
     def recent_runs(self, limit: int) -> list[dict[str, Any]]:
         with self._connection() as conn:

@@ -110,8 +110,28 @@ SCHEMA = {
 }
 
 
+CLUSTERS = "clusters"  # in a `-f` file: which kubeconfig context serves the cluster an alert names
+_CLUSTERS = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["contexts"],
+    "properties": {
+        "label": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+        "contexts": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {"type": "string", "minLength": 1},
+        },
+    },
+}
+
+
 class Rejected(Exception):
     """A label or annotation the route reads failed its check: the alert starts no run."""
+
+
+class Unrouted(Exception):
+    """The alert's cluster has no kubeconfig context: the alert starts no run."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +170,32 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+
+@dataclass(frozen=True)
+class Clusters:
+    """Alertmanager shared by several clusters: the alert's `label` (default `cluster`) names its cluster, and
+    `contexts` maps each cluster to the kubeconfig context of that cluster (`clusters` in a `-f` file)."""
+
+    contexts: dict[str, str]
+    label: str = "cluster"
+
+    def context(self, alert: Alert) -> str:
+        """The kubeconfig context of the alert's cluster; Unrouted when it names none the mapping has."""
+        cluster = alert.labels.get(self.label)
+        if cluster is None:
+            raise Unrouted(f"no {self.label!r} label: which cluster's kubeconfig context to use is unknown")
+        if cluster not in self.contexts:
+            raise Unrouted(f"{self.label} {_quoted(cluster)} has no kubeconfig context (clusters.contexts)")
+        return self.contexts[cluster]
+
+    @classmethod
+    def of(cls, spec: Any, where: Path) -> Clusters:
+        error = next(iter(Draft202012Validator(_CLUSTERS).iter_errors(spec)), None)
+        if error is not None:
+            path = ".".join(str(p) for p in error.absolute_path)
+            raise UsageError(f"parameter file {where}: {CLUSTERS}{'.' + path if path else ''}: {error.message}")
+        return cls(dict(spec["contexts"]), spec.get("label", "cluster"))
 
 
 @dataclass(frozen=True)
@@ -207,6 +253,7 @@ class Routing:
     # (runner.run, through redact.take) and hands them to its own kernel.
     base: dict[str, dict] = field(repr=False)
     policy: Policy = DEFAULT_POLICY
+    clusters: Clusters | None = None  # alerts from several clusters: each alert's context from its cluster label
 
     def parameters(self, runbook: str, from_alert: dict[str, Any]) -> dict[str, Any]:
         """The run's parameters, the alert's values over the base, type-checked as `runbook run` does
@@ -224,7 +271,12 @@ def load(path: Path = ROUTES, env: str | None = None, files: tuple[Path, ...] = 
     books = {name: catalog.find(name) for name in sorted({r.runbook for r in routes.values()})}
     check_sources(path, routes, books)
     layers = read_parameter_files(files, books)
-    return Routing(routes, books, base_parameters(books, env, layers), read_policy(path))
+    clusters = [
+        Clusters.of(layer.pop(CLUSTERS), f) for f, layer in zip(files, layers, strict=True) if CLUSTERS in layer
+    ]
+    if len(clusters) > 1:
+        raise UsageError(f"'{CLUSTERS}' is given in more than one parameter file: give it once")
+    return Routing(routes, books, base_parameters(books, env, layers), read_policy(path), next(iter(clusters), None))
 
 
 def read_policy(path: Path) -> Policy:
@@ -255,9 +307,9 @@ def check_sources(path: Path, routes: dict[str, Route], books: dict[str, catalog
 
 
 def read_parameter_files(files: tuple[Path, ...], books: dict[str, catalog.Runbook]) -> list[dict[str, Any]]:
-    """The `-f` files; each of their parameters must be taken by some routed runbook."""
+    """The `-f` files; each of their parameters must be taken by some routed runbook (`clusters` aside)."""
     layers = [catalog.read_yaml(f) for f in files]
-    taken = {name for book in books.values() for name in book.parameters}
+    taken = {CLUSTERS, *(name for book in books.values() for name in book.parameters)}
     for f, layer in zip(files, layers, strict=True):
         if unknown := sorted(set(layer) - taken):
             raise UsageError(f"parameter file {f}: no routed runbook takes {', '.join(map(repr, unknown))}")

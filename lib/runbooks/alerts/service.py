@@ -18,7 +18,6 @@ import hmac
 import logging
 import os
 import signal
-import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,12 +27,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import escape, notify, redact
+from .. import escape, notify, redact, storage
 from ..errors import UsageError
 from ..limits import STOP_GRACE_SECONDS, Limits
 from ..notify import Integrations
 from . import escalations, intake, webhook
-from .queue import Queue, Unusable
+from .queue import AlertQueue, Queue, Unusable
 from .routing import Routing
 from .telemetry import Telemetry
 from .workers import Workers
@@ -42,6 +41,28 @@ log = logging.getLogger(__name__)
 TOKEN_VARIABLE = redact.WEBHOOK_TOKEN
 MAX_BODY = 1024 * 1024
 QUEUE = Path(".serve") / "queue.sqlite3"  # under the output folder
+LEASE_MARGIN_SECONDS = 60.0  # a PostgreSQL queue's lease: a run's time limit plus this, to write its evidence
+MIN_LEASE_MARGIN_SECONDS = 15.0  # ... at least (a run past its limit: interrupted, killed 5 s later, evidence)
+
+
+def open_queue(spec: str | None, output_dir: Path, limits: Limits, lease: float | None = None) -> AlertQueue:
+    """`--queue`: the SQLite file of this replica (default: QUEUE under the output folder), or the PostgreSQL
+    database of a postgresql:// URI that replicas share, whose leases last `lease` seconds (default: the run's time
+    limit plus LEASE_MARGIN_SECONDS). UsageError for a lease a live run could outlast; Unusable (exit 4) for a
+    queue that cannot be used."""
+    from .pgqueue import PgQueue, is_dsn
+
+    if spec is None or not is_dsn(spec):
+        return Queue(Path(spec) if spec else output_dir / QUEUE)
+    lease = lease if lease is not None else limits.run + LEASE_MARGIN_SECONDS
+    if lease < limits.run + MIN_LEASE_MARGIN_SECONDS:
+        raise UsageError(
+            f"--lease {lease:g} s: a run may take --timeout {limits.run:g} s and then needs time to leave its "
+            f"evidence; use at least {limits.run + MIN_LEASE_MARGIN_SECONDS:g} s"
+        )
+    queue = PgQueue(spec, lease)
+    storage.set_incident_lock(queue.incident_lock)  # an output folder in an object store: one chain writer per incident
+    return queue
 
 
 class NoToken(UsageError):
@@ -74,15 +95,16 @@ class Service:
         escalate_every: float = escalations.INTERVAL_SECONDS,
         limits: Limits | None = None,
         grace: float = STOP_GRACE_SECONDS,
+        queue: AlertQueue | None = None,
     ):
         self.routing, self.output_dir, self.token, self.grace = routing, output_dir, token, grace
-        self.queue = Queue(output_dir / QUEUE)
+        self.queue = queue or Queue(output_dir / QUEUE)
         self.telemetry = Telemetry()
         self.failure: str | None = None  # why the service gave up, when it did
         self.on_failure = lambda: None  # told when it gives up: `serve` then stops uvicorn
         self.workers = Workers(workers, routing, self.queue, output_dir, self.telemetry, limits, self._fail)
         self.integrations = integrations or notify.load()
-        self.escalator = escalations.Escalator(output_dir, self.integrations, escalate_every)
+        self.escalator = escalations.Escalator(output_dir, self.integrations, escalate_every, self.queue.lead)
 
     def _fail(self, reason: str) -> None:
         if self.failure is None:
@@ -111,6 +133,7 @@ class Service:
         yield
         self.escalator.stop()
         await run_in_threadpool(self.workers.stop, self.grace)
+        self.queue.close()
 
     def kernel_environment(self) -> dict[str, str]:
         """This process's environment less the tool's own secrets (webhook token, seal key) and the integrations':
@@ -135,9 +158,8 @@ class Service:
             return JSONResponse({"error": message}, 413)
         try:
             waiting = (await run_in_threadpool(self.queue.depth))["queued"]
-        except sqlite3.Error as e:
-            log.error("POST /alerts: the queue cannot take alerts now: %s", e)
-            return JSONResponse({"error": f"the queue cannot take alerts now: {e}; send again later"}, 503)
+        except self.queue.errors as e:
+            return self._queue_failed(e)
         if waiting >= policy.queued:
             message = f"the queue is full: {waiting} runs wait (limits.queued {policy.queued}); send again later"
             log.warning("POST /alerts refused (503): %s", message)
@@ -150,9 +172,8 @@ class Service:
             )
         try:
             outcomes = await run_in_threadpool(intake.receive, notification, self.routing, self.queue, self.output_dir)
-        except sqlite3.Error as e:  # Alertmanager sends it again later
-            log.error("POST /alerts: the queue cannot take alerts now: %s", e)
-            return JSONResponse({"error": f"the queue cannot take alerts now: {e}; send again later"}, 503)
+        except self.queue.errors as e:  # Alertmanager sends it again later
+            return self._queue_failed(e)
         for o in outcomes:
             self.telemetry.count(o)
             log.info(
@@ -180,8 +201,9 @@ class Service:
         """200 while the workers can take work and the queue answers; 503 saying why otherwise."""
         try:
             depth = await run_in_threadpool(self.queue.depth)
-        except sqlite3.Error as e:
-            return JSONResponse({"status": "unavailable", "reason": f"the queue cannot be read: {e}"}, 503)
+        except self.queue.errors as e:
+            reason = f"the queue cannot be read: {self.queue.describe(e)}"
+            return JSONResponse({"status": "unavailable", "reason": reason}, 503)
         if problem := self.failure or self.workers.health():
             return JSONResponse({"status": "unavailable", "reason": problem, **depth}, 503)
         return JSONResponse({"status": "ok", **depth})
@@ -189,6 +211,11 @@ class Service:
     async def metrics(self, request: Request) -> Response:
         text = self.telemetry.text(await run_in_threadpool(self.queue.depth))
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def _queue_failed(self, error: Exception) -> JSONResponse:
+        message = self.queue.describe(error)
+        log.error("POST /alerts: the queue cannot take alerts now: %s", message)
+        return JSONResponse({"error": f"the queue cannot take alerts now: {message}; send again later"}, 503)
 
     def _authorize(self, request: Request) -> None:
         """Invalid(401) unless the request carries the bearer token (or the service runs without one)."""
@@ -208,9 +235,10 @@ def create_app(
     escalate_every: float = escalations.INTERVAL_SECONDS,
     limits: Limits | None = None,
     grace: float = STOP_GRACE_SECONDS,
+    queue: AlertQueue | None = None,
 ) -> Starlette:
     """The service; its lifespan recovers runs cut short by a previous stop, starts the workers and escalations."""
-    return Service(routing, output_dir, workers, token, integrations, escalate_every, limits, grace).app()
+    return Service(routing, output_dir, workers, token, integrations, escalate_every, limits, grace, queue).app()
 
 
 class Stopped(Exception):
@@ -228,6 +256,7 @@ def serve(
     escalate_every: float = escalations.INTERVAL_SECONDS,
     limits: Limits | None = None,
     grace: float = STOP_GRACE_SECONDS,
+    queue: AlertQueue | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT: then take no more requests, give the runs under way `grace` seconds, end the
     others (each leaves failed evidence) and return. Unusable (exit 4) when the queue fails for good."""
@@ -235,7 +264,8 @@ def serve(
 
     if token is None:
         log.warning("--insecure-no-auth: anyone who can reach %s:%d can start runs", host, port)
-    service = Service(routing, output_dir, workers, token, integrations, escalate_every, limits, grace)
+    service = Service(routing, output_dir, workers, token, integrations, escalate_every, limits, grace, queue)
+    log.info("queue: %s", service.queue.where)
     server = uvicorn.Server(
         uvicorn.Config(service.app(), host=host, port=port, log_level="info", timeout_graceful_shutdown=int(grace))
     )

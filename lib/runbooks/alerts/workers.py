@@ -1,28 +1,33 @@
 """A bounded pool of threads, each taking the oldest queued alert and running its runbook on a warm kernel.
 
-The workers outlive trouble with the queue: an SQLite error (a lock held too long, a full disk) is logged and
-retried with backoff (`health()` says why nothing runs meanwhile); a queue that is no database any more, or that
-stays unusable for QUEUE_GIVE_UP_SECONDS, is fatal: `on_fatal` is told, and `runbook serve` exits. A worker
-that no kernel is ready for runs on a kernel of its own. `stop(grace)` is bounded: the runs under way get `grace`
-seconds, then are ended (each leaves failed evidence and runs again after a restart).
+The workers outlive trouble with the queue: an error of the queue (an SQLite lock held too long, a full disk, a
+PostgreSQL server restarting) is logged and retried with backoff (`health()` says why nothing runs meanwhile); a
+queue that is no database any more, or that stays unusable for QUEUE_GIVE_UP_SECONDS, is fatal: `on_fatal` is
+told, and `runbook serve` exits. A worker that no kernel is ready for runs on a kernel of its own. `stop(grace)` is
+bounded: the runs under way get `grace` seconds, then are ended (each leaves failed evidence and is queued again).
+
+An alert claimed again after its run was cut short (its replica killed, or stopped mid-run) is settled first
+(`settle`): the evidence that run wrote before it stopped counts (the alert is not run again); a partial notebook
+it left becomes failed evidence (runner.finish_interrupted), so the incident's chain stays whole; then it runs.
+Past MAX_ATTEMPTS claims it fails instead.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from .. import escape, evidence, redact, runner
+from .. import escape, evidence, redact, runner, storage
 from ..evidence import Record
 from ..kernels import Kernel, KernelPool, KernelUnavailable
 from ..limits import GRACE_SECONDS, Limits
-from ..runfiles import evidence_files, without_evidence
-from .queue import Job, Queue
+from ..runfiles import RunFiles, evidence_files
+from .queue import MAX_ATTEMPTS, AlertQueue, Job
 from .routing import Routing
 from .telemetry import Telemetry
 
@@ -43,7 +48,7 @@ class Workers:
         self,
         count: int,
         routing: Routing,
-        queue: Queue,
+        queue: AlertQueue,
         output_dir: Path,
         telemetry: Telemetry,
         limits: Limits | None = None,
@@ -75,31 +80,33 @@ class Workers:
         return "; ".join(problems) or None
 
     def recover(self) -> int:
-        """After a restart: a run cut short after its evidence was written is finished as its evidence says (not
-        run again); the others get failed evidence from their partial notebook (runner.finish_interrupted, so the
-        incident's chain stays whole) and are queued again. How many were queued again."""
-        partial = set()
-        for job in self.queue.running():
-            folder = self.output_dir / job.incident
-            if found := evidence_of(folder, job.alert):
-                path, record = found
-                self.queue.finish(job.id, record.status, str(path), None)
-                log.info("run %d: its evidence was written before the last stop: %s", job.id, path)
-            elif files := next((f for f in without_evidence(folder, job.runbook) if f not in partial), None):
-                partial.add(files)
-                try:
-                    parameters = self.routing.parameters(job.runbook, job.parameters)
-                    run = runner.finish_interrupted(
-                        self.routing.books[job.runbook], parameters, job.incident, files, alert=job.alert
-                    )
-                    log.info(
-                        "run %d: cut short by the last stop; its partial notebook is evidence: %s",
-                        job.id,
-                        run.evidence_path,
-                    )
-                except Exception:  # the routing changed since: the notebook stays for `runbook verify` to report
-                    log.exception("run %d: could not leave evidence of the partial run %s", job.id, files.notebook)
+        """At start: the runs the last stop cut short, queued again (SQLite; in PostgreSQL their leases expire);
+        how many. Each is settled by the worker that claims it."""
         return self.queue.recover()
+
+    def settle(self, job: Job) -> bool:
+        """Before running a job claimed again: whether its earlier run had finished (its evidence, not cut short,
+        names the alert: the job is finished as that evidence says). Otherwise the partial notebook that run left,
+        if any, gets failed evidence, and the job runs again."""
+        folder = self.output_dir / job.incident
+        storage.pull(folder)  # what the replica that ran it uploaded, when the output folder is an object store
+        if found := evidence_of(folder, job.alert):
+            path, record = found
+            self._with_queue(lambda: self.queue.finish(job, record.status, str(path), None), "record a run")
+            log.info("run %d: its evidence was written before its last attempt stopped: %s", job.id, path)
+            return True
+        files = RunFiles(folder, job.files) if job.files else None
+        if files is None or not files.notebook.exists() or files.evidence.exists():
+            return False
+        try:
+            parameters = self.routing.parameters(job.runbook, job.parameters)
+            run = runner.finish_interrupted(
+                self.routing.books[job.runbook], parameters, job.incident, files, alert=job.alert
+            )
+            log.info("run %d: cut short; its partial notebook is evidence: %s", job.id, run.evidence_path)
+        except Exception:  # the routing changed since: the notebook stays for `runbook verify` to report
+            log.exception("run %d: could not leave evidence of the partial run %s", job.id, files.notebook)
+        return False
 
     def wake(self) -> None:
         """Something was queued."""
@@ -141,7 +148,7 @@ class Workers:
                     continue
                 self._running[name] = job.id
                 try:
-                    self._run(job)
+                    self._take(job)
                 finally:
                     del self._running[name]
         except QueueFailed as e:
@@ -157,9 +164,9 @@ class Workers:
         while True:
             try:
                 result = action()
-            except sqlite3.Error as e:
-                reason = f"cannot {what} from the queue {self.queue.path}: {e}"
-                if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+            except self.queue.errors as e:
+                reason = f"cannot {what} from the queue {self.queue.where}: {self.queue.describe(e)}"
+                if self.queue.fatal(e):
                     raise QueueFailed(reason) from e  # "file is not a database", "disk image is malformed"
                 first_failure = first_failure or time.monotonic()
                 if time.monotonic() - first_failure > QUEUE_GIVE_UP_SECONDS:
@@ -175,6 +182,20 @@ class Workers:
                 log.info("%s: the queue answers again", name)
             return result
 
+    def _take(self, job: Job) -> None:
+        """Settle a job claimed again, give it up past MAX_ATTEMPTS, else run it."""
+        if job.retried:
+            log.info("run %d: attempt %d (the one before was cut short)", job.id, job.attempts)
+            if self.settle(job):
+                return
+        if job.attempts > MAX_ATTEMPTS:
+            reason = f"interrupted {job.attempts - 1} times"
+            log.error("run %d: %s for incident %s not run again: %s", job.id, job.runbook, job.incident, reason)
+            self._with_queue(lambda: self.queue.finish(job, "failed", None, reason), "record a run")
+            self.telemetry.runs.labels(job.runbook, "failed").inc()
+            return
+        self._run(job)
+
     def _run(self, job: Job) -> None:
         log.info("run %d: %s for incident %s", job.id, job.runbook, job.incident)
         started = time.monotonic()
@@ -189,25 +210,31 @@ class Workers:
                 kernel=self._kernel(),
                 limits=self.limits,
                 stop=self._end_runs,
+                claimed=lambda files: self._each(job, lambda j: self.queue.started(j, files.stem), "record a run"),
             )
         except Exception as e:  # the routing changed since it was queued: no run
             reason = redact.text(f"{type(e).__name__}: {e}")
             log.error("run %d: %s could not run: %s", job.id, job.runbook, escape.line(reason))
-            self._with_queue(lambda: self.queue.finish(job.ids, "failed", None, reason), "record a run")
+            self._each(job, lambda j: self.queue.finish(j, "failed", None, reason), "record a run")
             self.telemetry.runs.labels(job.runbook, "failed").inc()
             return
         if self._end_runs.is_set() and result.error and result.error.ename == runner.INTERRUPTED:
-            log.warning(
-                "run %d: ended by the stop (evidence %s); it runs again after a restart", job.id, result.evidence_path
-            )
-            return  # left `running`: Queue.recover queues it again
+            log.warning("run %d: ended by the stop (evidence %s); queued again", job.id, result.evidence_path)
+            self._each(job, self.queue.release, "queue a run again")
+            return
         error = result.error.line() if result.error else None
-        self._with_queue(
-            lambda: self.queue.finish(job.ids, result.status, str(result.evidence_path), error), "record a run"
-        )
+        if not self._each(
+            job, lambda j: self.queue.finish(j, result.status, str(result.evidence_path), error), "record a run"
+        ):
+            log.warning("run %d: another attempt holds it now (this one outlived its lease)", job.id)
         self.telemetry.runs.labels(job.runbook, result.status).inc()
         self.telemetry.duration.labels(job.runbook).observe(time.monotonic() - started)
         log.info("run %d: %s %s: %s", job.id, job.runbook, result.status, result.evidence_path)
+
+    def _each(self, job: Job, action: Callable[[Job], bool], what: str) -> bool:
+        """`action` on the job and on each alike job it answers; whether it held for the job itself."""
+        held = [bool(self._with_queue(partial(action, each), what)) for each in (job, *job.alike)]
+        return held[0]
 
     def _kernel(self) -> Kernel | None:
         """A warm kernel; None (the run starts one of its own, or leaves evidence of why it could not) when none
@@ -223,7 +250,7 @@ class Workers:
 
 def answered(job: Job) -> dict:
     """What the evidence records under "alert": the alert that started the run, and the others it answers."""
-    also = [{k: alert[k] for k in ("fingerprint", "startsAt", "labels")} for _, alert in job.alike]
+    also = [{k: other.alert[k] for k in ("fingerprint", "startsAt", "labels")} for other in job.alike]
     return {**job.alert, "alike": also} if also else job.alert
 
 

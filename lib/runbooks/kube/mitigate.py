@@ -14,6 +14,7 @@ they refuse would leave the rollout stuck, so such a change is reported and not 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import pandas as pd
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from ..evidence import Action
+from ..evidence import Action, Finding
 from ..redact import REDACTED, is_credential_name, redact_line
 from . import admission, workloads
 from .cluster import REQUEST_TIMEOUT, Cluster
@@ -32,6 +33,8 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 # A literal environment value (of a variable named like a credential: never shown, only whether it changes).
 ENV_VALUE = re.compile(r"\.env\[(?P<name>[^\]]*)\]\.value$")
 KINDS = workloads.SERVING  # what restart and memory changes know how to patch
+WORKED_OUT = "not allowed to dry-run here; worked out client-side"  # how a preview the server refused begins
+UNCHECKED = "preview-unchecked"  # the finding that says so
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,21 @@ def restart(cluster: Cluster, name: str, apply: bool, kind: str = "Deployment") 
     return _patch(cluster, "rollout-restart", name, body, apply, kind=kind)
 
 
+def outcomes(changes: list[Change]) -> list[Action | Finding]:
+    """What a notebook records of its changes: each one's action, and a finding when a preview was worked out
+    client-side because the API server refused the dry run (HTTP 403: the identity may not patch)."""
+    actions = [c.action for c in changes]
+    unchecked = [a.target for a in actions if a.result.startswith(WORKED_OUT)]
+    if not unchecked:
+        return list(actions)
+    summary = (
+        f"{len(unchecked)} change(s) previewed client-side, not by the API server ({'; '.join(unchecked)}): this "
+        "identity may not patch (runs started by alerts hold no mutating verb), so validation and admission did not "
+        "see them; a dry run by someone holding runbook-mitigate checks them"
+    )
+    return [*actions, Finding(UNCHECKED, summary, "info")]
+
+
 def not_handled(cluster: Cluster, action: str, kind: str | None, name: str | None, apply: bool, why: str) -> Change:
     """An Action saying a change was not made, and why (an unsupported kind, no workload, nothing to change)."""
     target = f"{(kind or 'pod').lower()}/{name} in {cluster.namespace}" if name else f"nothing in {cluster.namespace}"
@@ -65,18 +83,20 @@ def not_handled(cluster: Cluster, action: str, kind: str | None, name: str | Non
 def scale(cluster: Cluster, deployment: str, replicas: int, apply: bool) -> Change:
     """`kubectl scale --replicas=N`, through the deployment's /scale subresource."""
     target = f"deployment/{deployment} in {cluster.namespace}"
+    body = {"spec": {"replicas": replicas}}
     try:
         before = cluster.apps.read_namespaced_deployment_scale(
             deployment, cluster.namespace, _request_timeout=REQUEST_TIMEOUT
         )
+    except ApiException as e:
+        return _failed("scale", target, apply, e)
+    try:
         after = cluster.apps.patch_namespaced_deployment_scale(
-            deployment,
-            cluster.namespace,
-            {"spec": {"replicas": replicas}},
-            dry_run=None if apply else "All",
-            _request_timeout=REQUEST_TIMEOUT,
+            deployment, cluster.namespace, body, dry_run=None if apply else "All", _request_timeout=REQUEST_TIMEOUT
         )
     except ApiException as e:
+        if e.status == 403 and not apply:
+            return _worked_out(cluster, "scale", target, before, body)
         return _failed("scale", target, apply, e)
     diff = _diff(cluster, before, after, prefix="spec")
     return Change(_action("scale", target, apply, diff), diff)
@@ -187,10 +207,15 @@ def _patch(
         return not_handled(cluster, action, kind, name, apply, f"{kind} is not one this runbook changes")
     try:
         before = workloads.read(cluster, kind, name)
+    except ApiException as e:
+        return _failed(action, target, apply, e)
+    try:
         after = _patcher(cluster, kind)(
             name, cluster.namespace, body, dry_run=None if apply else "All", _request_timeout=REQUEST_TIMEOUT
         )
     except ApiException as e:
+        if e.status == 403 and not apply:
+            return _worked_out(cluster, action, target, before, body)
         return _failed(action, target, apply, e)
     diff = _diff(cluster, before, after, prefix="spec", also=("metadata.annotations",))
     return Change(_action(action, target, apply, diff), diff)
@@ -258,6 +283,52 @@ def _failed(action: str, target: str, apply: bool, error: ApiException) -> Chang
     verb = "failed" if apply else "dry run refused"
     reason = f"{verb}: HTTP {error.status} {error.reason}"
     return Change(Action(action, "applied" if apply else "dry-run", target, reason), _no_diff())
+
+
+def _worked_out(cluster: Cluster, action: str, target: str, before, body) -> Change:
+    """A dry run the API server refused with 403: the identity may not patch (as the one alert runs use, which
+    holds no mutating verb: Kubernetes authorises a dry run like the change itself). The preview is then worked out
+    here, from the live object and the patch, and says it was not checked by the server (validation, admission)."""
+    live = cluster.api.sanitize_for_serialization(before)
+    diff = _diff(cluster, live, _patched(live, body), prefix="spec", also=("metadata.annotations",))
+    changes = "; ".join(f"{r.field}: {r.before} -> {r.after}" for r in diff.itertuples()) or "no field changes"
+    result = (
+        f"{WORKED_OUT} (HTTP 403: this identity may not patch), not checked by the API server: would change {changes}"
+    )
+    return Change(Action(action, "dry-run", target, result), diff)
+
+
+def _patched(live: dict, body) -> dict:
+    """`live` (a serialised object) with `body` applied: a JSON patch (a list of add/replace/remove operations) or a
+    strategic merge patch."""
+    if not isinstance(body, list):
+        return _merged(live, body)
+    result = copy.deepcopy(live)
+    for op in body:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        target = result
+        for part in parents:
+            target = target.setdefault(part, {})
+        if op["op"] == "remove":
+            target.pop(last, None)
+        else:
+            target[last] = copy.deepcopy(op["value"])
+    return result
+
+
+def _merged(live, body):
+    """A strategic merge: mappings merged, lists of named items (containers) merged by name, the rest replaced."""
+    if isinstance(body, dict) and isinstance(live, dict):
+        return {**live, **{k: _merged(live.get(k), v) for k, v in body.items()}}
+    if _named(body) and _named(live):
+        merged = {item["name"]: item for item in live}
+        merged |= {item["name"]: _merged(merged.get(item["name"], {}), item) for item in body}
+        return list(merged.values())
+    return copy.deepcopy(body)
+
+
+def _named(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) and "name" in item for item in value)
 
 
 def _diff(cluster: Cluster, before, after, prefix: str, also: tuple[str, ...] = ()) -> pd.DataFrame:
