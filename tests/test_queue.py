@@ -17,7 +17,11 @@ from runbooks.alerts.queue import Entry, Queue
 
 
 def entry(fingerprint: str, incident: str = "inc") -> Entry:
-    return Entry(fingerprint, "2026-11-26T10:00:00Z", "firing", "queued", "X", incident, "db-slow-queries", {}, {})
+    """An alert with parameters of its own: not alike any other (alike ones share a claim, see test_serve_api)."""
+    parameters = {"alert": fingerprint}
+    return Entry(
+        fingerprint, "2026-11-26T10:00:00Z", "firing", "queued", "X", incident, "db-slow-queries", parameters, {}
+    )
 
 
 @pytest.fixture
