@@ -46,8 +46,11 @@ def test_two_replicas_share_the_burst_and_the_survivor_takes_over_the_run_of_the
                 answer = replica.post(notification(sent, group_key=f'{{}}:{{group="{group}"}}'))
                 assert answer.status_code == 202 and answer.json()["alerts"][0]["outcome"] == "queued"
         killed = f"{socket.gethostname()}:{first.process.pid}"
-        victim = wait_for(
-            lambda: next((r for r in second.runs() if r["status"] == "running" and r["replica"] == killed), None),
+        victim = wait_for(  # under way and its files named: claimed alone (its kernel not yet taken), there is
+            # nothing of it to settle, and the attempt after it simply runs
+            lambda: next(
+                (r for r in second.runs() if r["status"] == "running" and r["replica"] == killed and r["files"]), None
+            ),
             what="a run of the first replica under way",
         )
         first.kill()  # SIGKILL mid-run: no stop, no evidence written, its lease still held
@@ -71,6 +74,7 @@ def test_two_replicas_share_the_burst_and_the_survivor_takes_over_the_run_of_the
     assert completed == Counter(a["fingerprint"] for alerts in groups.values() for a in alerts)  # each exactly once
     (cut_short,) = [r for r in records if r["status"] == "failed"]  # the killed run, as far as it got
     assert cut_short["alert"]["fingerprint"] == victim["fingerprint"]
+    assert cut_short["artifacts"][0]["path"] == f"{victim['files']}.ipynb"  # its own partial notebook
     assert cut_short["error"]["ename"] == "Interrupted"
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT state, count(*) FROM runbook_alerts GROUP BY state").fetchall() == [

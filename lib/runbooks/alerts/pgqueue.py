@@ -107,7 +107,7 @@ FINISH = """
 _UTC = """to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 RECENT_RUNS = f"""
     SELECT id, alertname, fingerprint, starts_at, runbook, incident, state AS status, parameters, evidence, reason,
-           attempts, owner AS replica, {_UTC.format("received_at")} AS received_at,
+           attempts, owner AS replica, files, {_UTC.format("received_at")} AS received_at,
            {_UTC.format("started_at")} AS started_at, {_UTC.format("finished_at")} AS finished_at
     FROM runbook_alerts
     WHERE runbook IS NOT NULL AND state IN ('queued', 'running', 'completed', 'failed')

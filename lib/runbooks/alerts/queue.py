@@ -100,7 +100,7 @@ FINISH = """
 """
 RECENT_RUNS = """
     SELECT id, alertname, fingerprint, starts_at, runbook, incident, state AS status, parameters, evidence, reason,
-           attempts, owner AS replica, received_at, started_at, finished_at
+           attempts, owner AS replica, files, received_at, started_at, finished_at
     FROM alerts
     WHERE runbook IS NOT NULL AND state IN ('queued', 'running', 'completed', 'failed')
     ORDER BY id DESC
