@@ -1,8 +1,9 @@
 """A storm to evidence: N distinct alerts of one incident in one notification (an outage: the pool-exhausted rule
 fires for every pod of deal-service, the slow-queries rule for every pod at two thresholds) sent to `runbook serve
 --workers 2` (a child process, against the demo PostgreSQL with its pools held), timed until every alert's row is
-completed with its evidence; the summed resident memory of the service and its kernels, idle and at its peak; and
-what one ready kernel holds (its own pages, USS, and its RSS).
+completed with its evidence; the summed memory of the service and its kernels (RSS, and PSS, which counts the
+pages the kernels share with their fork server once), idle and at its peak; and what the fork server and each
+ready kernel hold (their own pages, USS, and their RSS).
 
     .venv/bin/python tests/bench_storm_to_evidence.py [N]      (default 200)
 
@@ -59,17 +60,37 @@ def rss(pid: int) -> int:
         return 0
 
 
-def uss(pid: int) -> int:
-    """The pages only this process holds (Private_Clean + Private_Dirty of smaps_rollup)."""
+def rollup(pid: int, *fields: str) -> int:
+    """The sum of `fields` of the process's smaps_rollup, in bytes."""
     try:
         lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
     except OSError:
         return 0
-    return sum(int(line.split()[1]) * 1024 for line in lines if line.startswith(("Private_Clean", "Private_Dirty")))
+    return sum(int(line.split()[1]) * 1024 for line in lines if line.split(":")[0] in fields)
+
+
+def uss(pid: int) -> int:
+    """The pages only this process holds."""
+    return rollup(pid, "Private_Clean", "Private_Dirty")
+
+
+def pss(pid: int) -> int:
+    """Its share of the memory it maps (a page shared by n processes counts 1/n): summed, the real total."""
+    return rollup(pid, "Pss")
+
+
+def command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def kernels(pid: int) -> list[int]:
-    return [p for p in tree(pid) if "ipykernel" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    """The ready kernels: forked by the fork server (or started as ipykernel processes of their own)."""
+    servers = [p for p in tree(pid) if "runbooks/forkserver.py" in command(p)]
+    forked = [k for server in servers for k in tree(server)[1:]]
+    return forked + [p for p in tree(pid) if "ipykernel" in command(p)]
 
 
 def main(count: int) -> None:
@@ -80,14 +101,18 @@ def main(count: int) -> None:
             assert serve.process is not None
             pid = serve.process.pid
             time.sleep(8)  # the three warm kernels ready
-            idle = sum(rss(p) for p in tree(pid))
+            idle, idle_pss = sum(rss(p) for p in tree(pid)), sum(pss(p) for p in tree(pid))
             per_kernel = [(uss(k), rss(k)) for k in kernels(pid)]
-            peak, done = idle, threading.Event()
+            servers = [p for p in tree(pid) if "runbooks/forkserver.py" in command(p)]
+            server = [(uss(p), rss(p)) for p in servers]
+            peak, peak_pss, done = idle, idle_pss, threading.Event()
 
             def sample() -> None:
-                nonlocal peak
+                nonlocal peak, peak_pss
                 while not done.wait(0.05):
-                    peak = max(peak, sum(rss(p) for p in tree(pid)))
+                    processes = tree(pid)
+                    peak = max(peak, sum(rss(p) for p in processes))
+                    peak_pss = max(peak_pss, sum(pss(p) for p in processes))
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
@@ -115,6 +140,12 @@ def main(count: int) -> None:
     print(
         f"  service + kernels, summed RSS: {idle / 2**20:.0f} MiB idle (3 ready kernels), {peak / 2**20:.0f} MiB peak"
     )
+    print(
+        f"  the same, summed PSS (shared pages counted once): {idle_pss / 2**20:.0f} MiB idle, "
+        f"{peak_pss / 2**20:.0f} MiB peak"
+    )
+    for own, resident in server:
+        print(f"  the kernel fork server: {own / 2**20:.0f} MiB of its own (USS), {resident / 2**20:.0f} MiB RSS")
     for own, resident in per_kernel:
         print(f"  a ready kernel: {own / 2**20:.0f} MiB of its own (USS), {resident / 2**20:.0f} MiB RSS")
 

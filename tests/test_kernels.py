@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import nbformat
+import psutil
 import pytest
 
 from runbooks import catalog, chain, kernels, runner
@@ -54,17 +55,21 @@ def notebook(folder: Path, name: str, *sources: str) -> catalog.Runbook:
 
 
 def kernel_pids() -> set[int]:
-    """Kernel processes started by this process and still alive."""
+    """Kernel processes this process started, or had a fork server fork, still running."""
     pids = set()
-    for entry in Path("/proc").iterdir():
+    for process in psutil.Process().children(recursive=True):
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
+            command = " ".join(process.cmdline())
+            forked = process.ppid() != os.getpid() and "runbooks/forkserver.py" in command
+        except psutil.Error:
             continue
-        if ppid == os.getpid() and b"ipykernel" in command:
-            pids.add(int(entry.name))
+        if "ipykernel" in command or forked:
+            pids.add(process.pid)
     return pids
+
+
+def fork_servers() -> set[int]:
+    return {p.pid for p in psutil.Process().children() if "runbooks/forkserver.py" in " ".join(p.cmdline())}
 
 
 def until(condition, timeout: float = 60) -> None:
@@ -75,11 +80,14 @@ def until(condition, timeout: float = 60) -> None:
 
 
 def dead(pid: int) -> bool:
-    """A zombie with no thread left: the kernel is gone and its parent can reap it."""
-    return (
-        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-        and len(os.listdir(f"/proc/{pid}/task")) == 1
-    )
+    """Gone (a fork server reaps its kernels), or a zombie with no thread left: its parent can reap it."""
+    try:
+        return (
+            Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            and len(os.listdir(f"/proc/{pid}/task")) == 1
+        )
+    except FileNotFoundError:
+        return True
 
 
 def alive(pid: int) -> bool:
@@ -234,7 +242,7 @@ def test_kernels_start_with_the_environment_of_the_pool_not_a_later_one(monkeypa
 
 
 def test_take_starts_a_replacement_and_close_leaves_no_kernel_processes():
-    before = kernel_pids()
+    before, servers = kernel_pids(), fork_servers()
     pool = KernelPool(size=1)
     first = pool.take()
     second = pool.take()  # only the replacement started by the first take can serve this one
@@ -242,7 +250,7 @@ def test_take_starts_a_replacement_and_close_leaves_no_kernel_processes():
     for kernel in (first, second):
         kernel.shutdown_kernel(now=True)
     pool.close()  # the replacement started by the second take may still be starting
-    assert kernel_pids() == before
+    assert kernel_pids() == before and fork_servers() == servers
     with pytest.raises(KernelUnavailable, match="closed"):
         pool.take()
 
@@ -260,7 +268,7 @@ def test_a_kernel_that_died_while_waiting_is_not_handed_out():
 
 
 def test_close_also_on_errors_and_failed_warm_ups_leave_no_kernel_processes(tmp_path):
-    before = kernel_pids()
+    before, servers = kernel_pids(), fork_servers()
     broken = tmp_path / "runbooks"
     broken.mkdir()
     (broken / "__init__.py").write_text("raise ImportError('broken on purpose')\n")
@@ -273,7 +281,7 @@ def test_close_also_on_errors_and_failed_warm_ups_leave_no_kernel_processes(tmp_
 
     with pytest.raises(RuntimeError), KernelPool(size=2):
         raise RuntimeError("the service failed")
-    assert kernel_pids() == before
+    assert kernel_pids() == before and fork_servers() == servers
 
 
 def test_a_kernel_slow_to_answer_at_start_is_waited_for_not_declared_dead():
@@ -340,3 +348,20 @@ def test_runbook_run_refused_leaves_no_kernel_behind(tmp_path):
     time.sleep(0.5)
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running()]
     assert [p for p in left if p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_pool_kernels_are_forked_each_in_a_session_of_its_own_and_go_when_their_fork_server_goes(tmp_path):
+    with KernelPool(size=2) as pool:
+        first, second = pool.take(), pool.take()
+        (server,) = {psutil.Process(k.pid).ppid() for k in (first, second)}
+        assert server in fork_servers() and first.pid != second.pid
+        for n, kernel in enumerate((first, second)):
+            assert os.getpgid(kernel.pid) == os.getsid(kernel.pid) == kernel.pid  # signals reach it, not the server
+            kernels.execute_silently(
+                kernel, f"open({str(tmp_path / str(n))!r}, 'w').write(repr(__import__('numpy').random.random()))"
+            )
+        assert (tmp_path / "0").read_text() != (tmp_path / "1").read_text()  # each its own random stream
+        os.kill(server, signal.SIGKILL)  # as if the service died: its kernels do not linger
+        until(lambda: not alive(first.pid) and not alive(second.pid), timeout=30)
+        for kernel in (first, second):
+            kernel.shutdown_kernel(now=True)
