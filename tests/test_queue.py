@@ -14,10 +14,11 @@ import pytest
 
 from runbooks.alerts.pgqueue import PgQueue
 from runbooks.alerts.queue import Entry, Queue
+from runbooks.alerts.workers import answered
 
 
 def entry(fingerprint: str, incident: str = "inc") -> Entry:
-    """An alert with parameters of its own: not alike any other (alike ones share a claim, see test_serve_api)."""
+    """An alert with parameters of its own: not alike any other (alike ones share a claim: the last test)."""
     parameters = {"alert": fingerprint}
     return Entry(
         fingerprint, "2026-11-26T10:00:00Z", "firing", "queued", "X", incident, "db-slow-queries", parameters, {}
@@ -157,3 +158,38 @@ def test_the_queue_password_is_never_shown(server, database, admin_password):
         assert queue.claim().id == 1
     finally:
         queue.close()
+
+
+def test_alike_alerts_are_claimed_together_and_each_row_gets_the_runs_evidence(opened):
+    queue = opened()
+    alerts = [
+        {"fingerprint": f"{n:016x}", "startsAt": "2026-11-26T10:00:00Z", "labels": {"pod": f"p-{n}"}} for n in range(5)
+    ]
+
+    def entry(alert, incident="inc", parameters=None):
+        fingerprint = alert["fingerprint"]
+        params = parameters or {"min_duration_seconds": 1}
+        return Entry(
+            fingerprint, alert["startsAt"], "firing", "queued", "X", incident, "db-slow-queries", params, alert
+        )
+
+    queue.add(
+        [
+            entry(alerts[0]),
+            entry(alerts[1]),
+            entry(alerts[2], parameters={"min_duration_seconds": 2}),  # other parameters: a run of its own
+            entry({**alerts[3], "fingerprint": "f" * 16}, incident="other"),  # another incident: a run of its own
+            entry(alerts[4]),
+        ]
+    )
+    first = queue.claim()
+    assert (first.id, [job.id for job in first.alike]) == (1, [2, 5])
+    assert {job.attempts for job in (first, *first.alike)} == {1}
+    assert [(job.id, job.alike) for job in (queue.claim(), queue.claim())] == [(3, ()), (4, ())]
+    assert queue.claim() is None
+    assert [a["fingerprint"] for a in answered(first)["alike"]] == [alerts[1]["fingerprint"], alerts[4]["fingerprint"]]
+    for job in (first, *first.alike):
+        assert queue.finish(job, "completed", "/x.evidence.json", None)
+    states = {r["id"]: (r["status"], r["evidence"]) for r in queue.recent_runs(10)}
+    assert [states[i] for i in (1, 2, 5)] == [("completed", "/x.evidence.json")] * 3
+    assert states[3][0] == states[4][0] == "running"

@@ -70,7 +70,12 @@ def test_two_replicas_share_the_burst_and_the_survivor_takes_over_the_run_of_the
     assert f"run {victim['id']}: attempt 2 (the one before was cut short)" in log
     assert {r["replica"] for r in runs} >= {killed.rsplit(":", 1)[0] + f":{second.process.pid}"}
     records = [json.loads(p.read_text()) for p in output.glob("*/*.evidence.json")]
-    completed = Counter(r["alert"]["fingerprint"] for r in records if r["status"] == "completed")
+    completed = Counter(  # a run answers its alert and the alike ones it claimed with it
+        a["fingerprint"]
+        for r in records
+        if r["status"] == "completed"
+        for a in (r["alert"], *r["alert"].get("alike", []))
+    )
     assert completed == Counter(a["fingerprint"] for alerts in groups.values() for a in alerts)  # each exactly once
     (cut_short,) = [r for r in records if r["status"] == "failed"]  # the killed run, as far as it got
     assert cut_short["alert"]["fingerprint"] == victim["fingerprint"]

@@ -7,7 +7,8 @@ claimable when it is queued, or running under a lease that has expired, which is
 died is taken over. A live replica never outlives its lease: a run has a hard time limit (runbooks.limits) and the
 lease is that limit plus the time to write evidence (`runbook serve --lease`, checked at start). Each claim counts
 an attempt; `started`, `release` and `finish` act only for the attempt that holds the row (its number is the
-fencing token), so a slow replica whose lease expired cannot overwrite its successor.
+fencing token), so a slow replica whose lease expired cannot overwrite its successor. As in queue.py, a claim also
+takes the alerts of the same incident queued for the first time for the same run (a storm): one run answers them.
 
 Why not a job-queue library: the alert row is more than a job (it is the record that an alert was seen, whatever
 became of it, with its own unique key, and what `/runs` lists), and the libraries that fit PostgreSQL take over
@@ -22,6 +23,7 @@ shown or logged, given to libpq as a connection argument, never to a kernel.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import re
 from collections.abc import Iterator
@@ -34,7 +36,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .. import redact
-from .queue import Entry, Job, Unusable, replica
+from .queue import GROUP_LIMIT, Entry, Job, Unusable, replica
 
 TABLE_LOCK = 7_237_423_110  # pg_advisory_xact_lock key: one replica creates the table at a time
 LEADER_LOCK = 7_237_423_111  # pg_try_advisory_lock key: the replica that escalates
@@ -87,6 +89,23 @@ CLAIM = """
         lease_until = now() + make_interval(secs => %(lease)s)
     FROM next
     WHERE a.id = next.id
+    RETURNING a.id, a.runbook, a.incident, a.parameters, a.alert, a.attempts, a.files
+"""
+CLAIM_ALIKE = """
+    WITH alike AS (
+        SELECT id
+        FROM runbook_alerts
+        WHERE state = 'queued' AND attempts = 0 AND incident = %(incident)s AND runbook = %(runbook)s
+          AND parameters = %(parameters)s
+        ORDER BY id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE runbook_alerts AS a
+    SET state = 'running', attempts = a.attempts + 1, owner = %(owner)s, started_at = now(),
+        lease_until = now() + make_interval(secs => %(lease)s)
+    FROM alike
+    WHERE a.id = alike.id
     RETURNING a.id, a.runbook, a.incident, a.parameters, a.alert, a.attempts, a.files
 """
 STARTED = """
@@ -169,12 +188,19 @@ class PgQueue:
         return 0
 
     def claim(self) -> Job | None:
+        """The oldest claimable alert, with the alerts of its incident queued for the first time for the same run
+        (same runbook, same parameters), all under this attempt's lease; None when nothing waits."""
+        claimer = {"owner": self.owner, "lease": self.lease}
         with self._transaction() as conn:
-            row = conn.execute(CLAIM, {"owner": self.owner, "lease": self.lease}).fetchone()
-        if row is None:
-            return None
-        id_, runbook, incident, parameters, alert, attempts, files = row
-        return Job(id_, runbook, incident, parameters, alert, attempts, files)
+            row = conn.execute(CLAIM, claimer).fetchone()
+            if row is None:
+                return None
+            id_, runbook, incident, parameters, alert, attempts, files = row
+            values = {"incident": incident, "runbook": runbook, "parameters": Jsonb(parameters), "limit": GROUP_LIMIT}
+            alike = conn.execute(CLAIM_ALIKE, {**values, **claimer}).fetchall()
+        job = Job(id_, runbook, incident, parameters, alert, attempts, files)
+        others = sorted((Job(*other) for other in alike), key=lambda j: j.id)
+        return dataclasses.replace(job, alike=tuple(others)) if others else job
 
     def started(self, job: Job, files: str) -> bool:
         return self._update(STARTED, job, files=files)
