@@ -86,10 +86,18 @@ def command(pid: int) -> str:
         return ""
 
 
+def fork_servers(pid: int) -> list[int]:
+    """The kernel fork servers among the children of `pid` (the kernels they fork run the same command)."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [c for c in children if "runbooks/forkserver.py" in command(c)]
+
+
 def kernels(pid: int) -> list[int]:
     """The ready kernels: forked by the fork server (or started as ipykernel processes of their own)."""
-    servers = [p for p in tree(pid) if "runbooks/forkserver.py" in command(p)]
-    forked = [k for server in servers for k in tree(server)[1:]]
+    forked = [k for server in fork_servers(pid) for k in tree(server)[1:]]
     return forked + [p for p in tree(pid) if "ipykernel" in command(p)]
 
 
@@ -103,8 +111,7 @@ def main(count: int) -> None:
             time.sleep(8)  # the three warm kernels ready
             idle, idle_pss = sum(rss(p) for p in tree(pid)), sum(pss(p) for p in tree(pid))
             per_kernel = [(uss(k), rss(k)) for k in kernels(pid)]
-            servers = [p for p in tree(pid) if "runbooks/forkserver.py" in command(p)]
-            server = [(uss(p), rss(p)) for p in servers]
+            server = [(uss(p), rss(p)) for p in fork_servers(pid)]
             peak, peak_pss, done = idle, idle_pss, threading.Event()
 
             def sample() -> None:
