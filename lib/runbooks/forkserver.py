@@ -8,7 +8,7 @@ run and shut down after it, so nothing one run leaves behind reaches the next: t
 cell, starts no thread and opens no socket before it forks.
 
 Protocol, one JSON line each way over the server's stdin/stdout: the parent sends {"argv": [...], "env": {...},
-"cwd": "..."} (argv as given to `python -m ipykernel_launcher`); the server answers {"pid": N} once the child
+"cwd": "..."} (argv as given to the kernel: runbooks.kernels.KERNEL); the server answers {"pid": N} once the child
 leads a session of its own (so its process group is its own to signal), or {"error": "..."}. The first answer
 comes only after the imports, so the first request also waits for the server to be ready. The server exits when
 its stdin closes. Forked kernels are reaped by the kernel (SIGCHLD ignored): none is left a zombie; the parent
@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 
-# What a kernel imports as it starts (IPython, zmq, tornado, its debugger, its history's sqlite3): loaded once here,
+# What a kernel imports as it starts (IPython, zmq, tornado, its history's sqlite3): loaded once here,
 # shared by every kernel forked, instead of copied into each. Not matplotlib's inline backend: imported where no
 # IPython shell runs, it would never register its figure formatter (figures would lose their images).
 KERNEL_MODULES = (
@@ -44,7 +44,7 @@ def main() -> None:
         del sys.path[0]  # as ipykernel_launcher does: the kernel adds its working directory back (init_path)
     sys.argv = sys.argv[:1]
     os.environ.setdefault("MPLBACKEND", INLINE)  # before matplotlib is imported, as in a kernel
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # debugpy's warning about frozen modules, once
+    sys.modules["debugpy"] = None  # type: ignore[assignment]  # kernels for runs have no debugger (kernels.LAUNCH)
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever an import prints goes to stderr, never into the replies
     broken = None

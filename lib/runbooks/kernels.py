@@ -26,7 +26,7 @@ from typing import Any
 
 from jupyter_client import AsyncKernelClient, BlockingKernelClient, KernelManager
 from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.provisioning import LocalProvisioner
 from traitlets import DottedObjectName
 
@@ -37,6 +37,17 @@ from . import forkserver, redact, registry
 WARM_UP = "\n".join(f"__import__({module!r})" for module in registry.warm_up_modules())
 # As nbclient starts the kernels of a cold run: IPython's history in memory, never in a file.
 ARGUMENTS = ["--HistoryManager.hist_file=:memory:"]
+# How a kernel for a run starts: as `python -m ipykernel_launcher`, without the debugger (debugpy: ~0.3 s of every
+# kernel's start, for stepping through cells no run is ever stepped through; JupyterLab's own kernels keep it).
+# As ipykernel_launcher, `-c` puts the working directory first on sys.path: taken off (the kernel puts it back).
+LAUNCH = """import sys
+if sys.path[0] == "":
+    del sys.path[0]
+sys.modules["debugpy"] = None
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()
+"""
+KERNEL = [sys.executable, "-c", LAUNCH]  # then the kernel's own arguments (-f CONNECTION_FILE ...)
 
 
 class KernelUnavailable(Exception):
@@ -76,6 +87,14 @@ class Kernel(KernelManager):
             ip=os.path.join(self.folder, "ipc"),
             connection_file=os.path.join(self.folder, "kernel.json"),
         )
+        spec = self.kernel_spec  # python3's, from the environment's kernel specs: started as KERNEL says
+        self._kernel_spec = KernelSpec(
+            argv=[*KERNEL, "-f", "{connection_file}"],
+            display_name=spec.display_name if spec else "Python 3",
+            language="python",
+            env=spec.env if spec else {},
+            metadata=spec.metadata if spec else {},
+        )
         if forks is not None:
             self.kernel_id = str(uuid.uuid4())
             self.provisioner = ForkedProvisioner(
@@ -111,9 +130,8 @@ class ForkServer:
     def __init__(self, environment: Mapping[str, str], timeout: float = 60) -> None:
         self.timeout = timeout
         self._lock = threading.Lock()
-        argv = KernelSpecManager().get_kernel_spec("python3").argv  # python [-X...] -m ipykernel_launcher ...
         self.process = subprocess.Popen(  # run as a file: a runbooks package that fails to import is then answered
-            [sys.executable, *argv[1 : argv.index("-m")], "-c", SERVE, forkserver.__file__],  # (forkserver.main)
+            [sys.executable, "-c", SERVE, forkserver.__file__],  # (forkserver.main)
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=dict(environment),
@@ -122,7 +140,7 @@ class ForkServer:
         )
 
     def fork(self, argv: list[str], env: Mapping[str, str], cwd: str | None) -> int:
-        """The pid of a new kernel process run as `python -m ipykernel_launcher *argv`; KernelUnavailable if the
+        """The pid of a new kernel process run as `KERNEL + argv` would be; KernelUnavailable if the
         server does not answer within the time limit (its imports included, on the first call) or fails."""
         request = json.dumps({"argv": argv, "env": dict(env), "cwd": cwd}) + "\n"
         with self._lock:
@@ -209,10 +227,9 @@ class ForkedProvisioner(LocalProvisioner):
         self.forks = forks
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        launcher = cmd.index("ipykernel_launcher") if "ipykernel_launcher" in cmd else -1
-        if cmd[launcher - 1 : launcher] != ["-m"]:
-            raise KernelUnavailable(f"not an ipykernel command: {cmd!r}")
-        self.pid = self.forks.fork(cmd[launcher + 1 :], kwargs.get("env") or {}, kwargs.get("cwd"))
+        if cmd[: len(KERNEL)] != KERNEL:
+            raise KernelUnavailable(f"not a kernel command of runbooks.kernels: {cmd!r}")
+        self.pid = self.forks.fork(cmd[len(KERNEL) :], kwargs.get("env") or {}, kwargs.get("cwd"))
         self.pgid = self.pid  # the forked kernel leads a session (and process group) of its own
         self.process = Forked(self.pid)  # type: ignore[assignment]
         self.cwd = kwargs.get("cwd") or os.getcwd()
