@@ -9,7 +9,9 @@ the imports done already, so each costs milliseconds and the memory it writes, n
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import queue
 import select
@@ -31,6 +33,8 @@ from jupyter_client.provisioning import LocalProvisioner
 from traitlets import DottedObjectName
 
 from . import forkserver, redact, registry
+
+log = logging.getLogger(__name__)
 
 # The modules the notebooks import (registry.warm_up_modules), loaded by `__import__` so that no name is bound in
 # the namespace the notebook will run in.
@@ -124,55 +128,77 @@ SERVE = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 
 class ForkServer:
     """A runbooks.forkserver process, started with `environment` (no secret of the tool's: the kernels it forks
-    inherit it), asked for one kernel process at a time. `close()` ends it; the kernels it forked live on until
-    they are shut down."""
+    inherit it), asked for one kernel process at a time. One that died (killed for memory) or stopped answering is
+    replaced at the next request. `close()` ends it; the kernels it forked live on until they are shut down."""
 
     def __init__(self, environment: Mapping[str, str], timeout: float = 60) -> None:
-        self.timeout = timeout
+        self.timeout, self._environment = timeout, dict(environment)
         self._lock = threading.Lock()
-        self.process = subprocess.Popen(  # run as a file: a runbooks package that fails to import is then answered
-            [sys.executable, "-c", SERVE, forkserver.__file__],  # (forkserver.main)
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=dict(environment),
-            cwd=tempfile.gettempdir(),
-            text=True,
-        )
+        self._closed = False
+        self.process = self._start()
 
     def fork(self, argv: list[str], env: Mapping[str, str], cwd: str | None) -> int:
         """The pid of a new kernel process run as `KERNEL + argv` would be; KernelUnavailable if the
         server does not answer within the time limit (its imports included, on the first call) or fails."""
         request = json.dumps({"argv": argv, "env": dict(env), "cwd": cwd}) + "\n"
         with self._lock:
-            stdin, stdout = self.process.stdin, self.process.stdout
-            if stdin is None or stdout is None or self.process.poll() is not None:
-                raise KernelUnavailable("the kernel fork server is not running")
+            if self._closed:
+                raise KernelUnavailable("the kernel fork server is closed")
+            if self.process.poll() is not None:
+                log.warning("the kernel fork server exited (%s): starting another", self.process.returncode)
+                self._end()
+                self.process = self._start()
             try:
-                stdin.write(request)
-                stdin.flush()
-            except OSError as e:
-                raise KernelUnavailable(f"the kernel fork server is gone: {e}") from None
-            if not select.select([stdout], [], [], self.timeout)[0]:
-                raise KernelUnavailable(f"the kernel fork server did not answer within {self.timeout:g} s")
-            line = stdout.readline()
-        if not line:
-            raise KernelUnavailable(f"the kernel fork server exited ({self.process.wait()})")
-        reply = json.loads(line)
+                reply = json.loads(self._ask(request))
+            except (KernelUnavailable, ValueError):
+                self._end()  # a late answer would be read as the next request's: this server is done
+                raise
         if "pid" not in reply:
             raise KernelUnavailable(f"the kernel fork server could not fork: {reply.get('error')}")
         return int(reply["pid"])
 
     def close(self) -> None:
         with self._lock:
-            if self.process.stdin is not None:
+            self._closed = True
+            self._end()
+
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(  # run as a file: a runbooks package that fails to import is then answered
+            [sys.executable, "-c", SERVE, forkserver.__file__],  # (forkserver.main)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self._environment,
+            cwd=tempfile.gettempdir(),
+            text=True,
+        )
+
+    def _ask(self, request: str) -> str:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            stdin.write(request)
+            stdin.flush()
+        except (OSError, ValueError) as e:
+            raise KernelUnavailable(f"the kernel fork server is gone: {e}") from None
+        if not select.select([stdout], [], [], self.timeout)[0]:
+            raise KernelUnavailable(f"the kernel fork server did not answer within {self.timeout:g} s")
+        line = stdout.readline()
+        if not line:
+            raise KernelUnavailable(f"the kernel fork server exited ({self.process.wait()})")
+        return line
+
+    def _end(self) -> None:
+        """The server's stdin closed (it exits), waited for; killed if it does not within 5 s."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(OSError):
                 self.process.stdin.close()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            if self.process.stdout is not None:
-                self.process.stdout.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 class Forked:
