@@ -178,7 +178,8 @@ def test_two_serve_replicas_with_their_own_spools_keep_one_incident_in_the_store
         for replica in replicas:
             replica.start()
         for n, fingerprint in enumerate(fingerprints):  # one alert group: one incident, its alerts on both replicas
-            sent = alert("DatabaseConnectionPoolExhausted", fingerprint, namespace="autolytiq-prod")
+            # each at a threshold of its own: a run each (alike alerts would share one)
+            sent = alert("SlowDatabaseQueries", fingerprint, namespace="autolytiq-prod", threshold_seconds=str(n + 1))
             assert replicas[n % 2].post(notification(sent)).status_code == 202
         wait_for(
             lambda: (r := replicas[0].runs()) and len(r) == 4 and all(x["status"] == "completed" for x in r),
