@@ -19,12 +19,11 @@ from . import units
 matplotlib.rcParams["text.parse_math"] = False
 
 
-def _figure(rows: int = 1, **options: Any) -> tuple[Figure, Any]:
-    """A new figure (`figsize` and the like in `options`, `sharex` for its axes) and its axes, `rows` of them."""
-    share = {"sharex": options.pop("sharex")} if "sharex" in options else {}
-    fig = Figure(**options)
+def _figure(figsize: tuple[float, float], rows: int = 1, sharex: bool = False) -> tuple[Figure, Any]:
+    """A new figure and its axes: one, or `rows` of them in a column."""
+    fig = Figure(figsize=figsize)
     _shown_as_png()
-    return fig, fig.subplots(rows, 1, **share)
+    return fig, fig.subplots(rows, 1, sharex=sharex)
 
 
 def _shown_as_png() -> None:
@@ -60,7 +59,7 @@ def connections_by_application(connections: pd.DataFrame) -> Figure:
         index="application", columns="state", values="connections", aggfunc="sum", fill_value=0
     )
     table = table.loc[table.sum(axis=1).sort_values().index]
-    fig, ax = _figure(figsize=(8, 0.5 * len(table) + 1.5))
+    fig, ax = _figure((8, 0.5 * len(table) + 1.5))
     left = pd.Series(0, index=table.index)
     for state in table.columns:
         ax.barh(table.index, table[state], left=left, label=state, color=STATE_COLOURS.get(state))
@@ -78,7 +77,7 @@ def query_durations(running: pd.DataFrame) -> Figure:
         return _empty("Long-running queries", "no query above the threshold")
     frame = running.assign(seconds=running["duration"].dt.total_seconds()).sort_values("seconds")
     labels = [f"pid {r.pid} · {r.application}" for r in frame.itertuples()]
-    fig, ax = _figure(figsize=(8, 0.4 * len(frame) + 1.5))
+    fig, ax = _figure((8, 0.4 * len(frame) + 1.5))
     ax.barh(labels, frame["seconds"], color=[STATE_COLOURS.get(s, "#756bb1") for s in frame["state"]])
     ax.set_xlabel("seconds since the query started")
     ax.set_title("Long-running queries")
@@ -87,7 +86,7 @@ def query_durations(running: pd.DataFrame) -> Figure:
 
 
 def _empty(title: str, message: str) -> Figure:
-    fig, ax = _figure(figsize=(8, 1.5))
+    fig, ax = _figure((8, 1.5))
     ax.text(0.5, 0.5, message, ha="center", va="center")
     ax.set_title(title)
     ax.axis("off")
@@ -112,7 +111,7 @@ def certificate_days_left(endpoints: pd.DataFrame, certificates: pd.DataFrame, w
     rows.sort(key=lambda r: r[1], reverse=True)
     labels, days = zip(*rows, strict=True)
     colours = ["#de2d26" if d < 0 else "#fd8d3c" if d < warn_days else "#31a354" for d in days]
-    fig, ax = _figure(figsize=(8, 0.4 * len(rows) + 1.5))
+    fig, ax = _figure((8, 0.4 * len(rows) + 1.5))
     ax.barh(labels, days, color=colours)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.axvline(warn_days, color="#fd8d3c", linestyle="--", linewidth=0.8, label=f"warn_days ({warn_days:g})")
@@ -137,7 +136,7 @@ def auth_failures_by_reason(reasons: pd.DataFrame) -> Figure:
     if reasons.empty or not reasons["count"].sum():
         return _empty("Auth failures by reason", "no auth failures in the logs read")
     frame = reasons.iloc[::-1]
-    fig, ax = _figure(figsize=(8, 0.4 * len(frame) + 1.5))
+    fig, ax = _figure((8, 0.4 * len(frame) + 1.5))
     ax.barh(frame["reason"], frame["count"], color=[REASON_COLOURS.get(r, "#756bb1") for r in frame["reason"]])
     for y, count in enumerate(frame["count"]):
         ax.text(count, y, f" {count}", va="center", fontsize="small")
@@ -162,7 +161,7 @@ def lines_per_minute(
     """Lines: a count per minute for each column of `per_minute` (index: minutes, UTC); `nothing` when all are 0."""
     if per_minute.empty or not per_minute.to_numpy().any():
         return _empty(title, nothing)
-    fig, ax = _figure(figsize=(9, 3.5))
+    fig, ax = _figure((9, 3.5))
     times = per_minute.index.tz_convert(units.zone()).tz_localize(None)  # matplotlib's date axis, reading zone
     for column in per_minute.columns:
         ax.plot(times, per_minute[column], drawstyle="steps-mid", marker=".", label=column)
@@ -191,7 +190,7 @@ def memory_of_limit(usage: pd.DataFrame, near_limit_pct: float = 90) -> Figure:
         for r in frame.itertuples()
     ]
     labels = [f"{r.pod} / {r.container}" + (" (OOMKilled)" if r.oomkilled else "") for r in frame.itertuples()]
-    fig, ax = _figure(figsize=(9, 0.4 * len(frame) + 1.5))
+    fig, ax = _figure((9, 0.4 * len(frame) + 1.5))
     ax.barh(labels, frame["memory_pct_of_limit"], color=colours)
     ax.axvline(100, color="#de2d26", linewidth=1)
     ax.axvline(near_limit_pct, color="#fd8d3c", linewidth=1, linestyle="--")
@@ -215,7 +214,7 @@ def errors_over_time(per_minute: pd.DataFrame) -> Figure:
         return _empty(title, "no 5xx in the gateway logs")
     table = per_minute.pivot_table(index="minute", columns="status", values="count", aggfunc="sum", fill_value=0)
     table = table.reindex(pd.date_range(table.index.min(), table.index.max(), freq="min"), fill_value=0)
-    fig, ax = _figure(figsize=(9, 3.5))
+    fig, ax = _figure((9, 3.5))
     bottom = pd.Series(0, index=table.index)
     width = 1 / 24 / 60 * 0.8  # 80% of a minute, in days
     for status in table.columns:
@@ -259,7 +258,7 @@ def error_rate_and_latency(
     if series.empty or series.isna().all().all():
         return _empty(title, "no metrics (see the metrics-unavailable finding)")
     times = series.index.tz_convert(units.zone()).tz_localize(None)
-    fig, (errors, latency) = _figure(2, figsize=(9, 6), sharex=True)
+    fig, (errors, latency) = _figure((9, 6), rows=2, sharex=True)
     errors.plot(times, 100 * series["error_rate"], color="#de2d26", label="error rate")
     errors.plot(times, 100 * series["baseline_error_rate"], color="#969696", linestyle="--", label=baseline_label)
     for pct, level in ((1, "P3"), (10, "P2")):
@@ -329,7 +328,7 @@ def incidents_per_day(per_day: pd.DataFrame) -> Figure:
     title = f"Incidents per day by severity ({units.zone_name()})"
     if per_day.empty or not per_day.to_numpy().any():
         return _empty(title, "no incidents in the period")
-    fig, ax = _figure(figsize=(9, 3.5))
+    fig, ax = _figure((9, 3.5))
     labels = [f"{day:%a %m-%d}" for day in per_day.index]
     bottom = pd.Series(0, index=per_day.index)
     for severity in per_day.columns:

@@ -11,8 +11,8 @@ Protocol, one JSON line each way over the server's stdin/stdout: the parent send
 "cwd": "..."} (argv as given to the kernel: runbooks.kernels.KERNEL); the server answers {"pid": N} once the child
 leads a session of its own (so its process group is its own to signal), or {"error": "..."}. The first answer
 comes only after the imports, so the first request also waits for the server to be ready. The server exits when
-its stdin closes. Forked kernels are reaped by the kernel (SIGCHLD ignored): none is left a zombie; the parent
-watches each through a pidfd (kernels.Forked).
+its stdin closes, and each kernel it forked exits when it does. Forked kernels are reaped as they exit (SIGCHLD
+ignored): none is left a zombie; the parent watches each through a pidfd (kernels.Forked).
 """
 
 from __future__ import annotations

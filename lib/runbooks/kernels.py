@@ -129,7 +129,8 @@ SERVE = "import runpy, sys; runpy.run_path(sys.argv[1], run_name='__main__')"
 class ForkServer:
     """A runbooks.forkserver process, started with `environment` (no secret of the tool's: the kernels it forks
     inherit it), asked for one kernel process at a time. One that died (killed for memory) or stopped answering is
-    replaced at the next request. `close()` ends it; the kernels it forked live on until they are shut down."""
+    replaced at the next request. `close()` ends it, and with it every kernel it forked that still runs (each
+    exits when its parent goes): close it only once their runs are over."""
 
     def __init__(self, environment: Mapping[str, str], timeout: float = 60) -> None:
         self.timeout, self._environment = timeout, dict(environment)
@@ -386,7 +387,8 @@ class KernelPool:
 
     def close(self, timeout: float | None = None) -> None:
         """Shut down every kernel not taken, including those still starting (waited for `timeout` seconds at most:
-        one still starting after that shuts itself down when it is ready)."""
+        one still starting after that shuts itself down when it is ready), and the fork server, which ends the
+        kernels taken that still run: close the pool after their runs (runbook serve stops its workers first)."""
         with self._lock:
             self._closed = True
             starting, self._starting = self._starting, []
@@ -397,7 +399,7 @@ class KernelPool:
             kernel = self._ready.get_nowait()
             if isinstance(kernel, Kernel):
                 kernel.shutdown_kernel(now=True)
-        self._forks.close()  # the kernels taken live on until their runs shut them down
+        self._forks.close()
 
     def _replace(self) -> None:
         with self._lock:
