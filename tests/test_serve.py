@@ -48,10 +48,15 @@ def test_killed_mid_queue_and_restarted_it_loses_nothing_and_runs_nothing_twice(
     first.start()
     try:
         assert [o["outcome"] for o in first.post(payload).json()["alerts"]] == ["queued"] * 3
-        # Killed while the second alert runs: one completed, one running, one still queued.
+        # Killed while the second alert runs, its files named: one completed, one running, one still queued. (Claimed
+        # but waiting for its kernel, the second run would have nothing to settle and leave no failed evidence.)
         wait_for(
-            lambda: sorted(states(first.runs()).values()) == ["completed", "queued", "running"],
-            what="one run completed and the next one running",
+            lambda: (
+                (r := first.runs())
+                and sorted(states(r).values()) == ["completed", "queued", "running"]
+                and all(x["files"] for x in r if x["status"] == "running")
+            ),
+            what="one run completed and the next one under way",
         )
     finally:
         first.kill()
