@@ -1,5 +1,6 @@
 """Runs on warm kernels from a KernelPool: the same evidence as a cold run, one kernel per run, nothing left over."""
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -294,10 +295,51 @@ def test_a_kernel_slow_to_answer_at_start_is_waited_for_not_declared_dead():
     resume = threading.Timer(2.5, os.kill, (pid, signal.SIGCONT))
     resume.start()
     try:
-        kernels.execute_silently(kernel, kernels.WARM_UP, just_started=True)
+        kernels.execute_silently(kernel, kernels.WARM_UP)
     finally:
         resume.join()
         kernel.shutdown_kernel(now=True)
+
+
+def test_a_kernel_that_dies_while_starting_is_reported_as_dead_not_waited_for_until_the_limit():
+    kernel = kernels.Kernel()
+    kernel.start_kernel(env=dict(os.environ), extra_arguments=kernels.ARGUMENTS)
+    process = kernel.provisioner.process
+    process.send_signal(signal.SIGSTOP)  # it cannot answer: the request waits for it
+    killing = threading.Timer(1.0, process.kill)
+    killing.start()
+    try:
+        with pytest.raises(KernelUnavailable, match="the kernel died before it answered"):
+            kernels.execute_silently(kernel, kernels.WARM_UP, timeout=600)
+        client = kernel.client()
+        client.start_channels()
+        with pytest.raises(RuntimeError, match="Kernel died"):
+            asyncio.run(client.wait_for_ready(timeout=600))
+    finally:
+        killing.join()
+        kernel.shutdown_kernel(now=True)
+
+
+def test_ready_means_the_first_cell_output_reaches_the_client():
+    # The wait ends on the `idle` status of its kernel_info on IOPub, not after 0.2 s of silence there: IOPub is
+    # joined by then, so nothing the first cell prints is lost to a subscription still being set up.
+    async def first_output(kernel: kernels.Kernel) -> str:
+        client = kernel.client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=60)
+        request = client.execute("print('first words')")
+        while True:
+            message = await client.get_iopub_msg(timeout=60)
+            if message["parent_header"].get("msg_id") == request and message["msg_type"] == "stream":
+                return message["content"]["text"]
+
+    for _ in range(5):
+        kernel = kernels.Kernel()
+        kernel.start_kernel(env=dict(os.environ), extra_arguments=kernels.ARGUMENTS)
+        try:
+            assert asyncio.run(first_output(kernel)) == "first words\n"
+        finally:
+            kernel.shutdown_kernel(now=True)
 
 
 def test_a_run_cut_off_mid_write_still_gets_failed_evidence_and_a_whole_chain(probe, tmp_path):

@@ -69,6 +69,33 @@ class Client(AsyncKernelClient):
     ) -> None:
         super().start_channels(shell=shell, iopub=iopub, stdin=stdin, hb=False, control=control)
 
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        """Until the kernel answers kernel_info and IOPub is seen connected: that request's `idle` status arrived.
+        jupyter_client's own wait then listens to IOPub until it has been silent for 0.2 s, on every run's path;
+        what came before is of no cell (nbclient matches outputs to the request of their cell)."""
+        limit = 60 if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            request = self.kernel_info()
+            with contextlib.suppress(queue.Empty):
+                reply = await self.shell_channel.get_msg(timeout=1)
+                if reply["parent_header"].get("msg_id") == request:
+                    await self._idle_after(request)  # queue.Empty while IOPub is not joined yet: asked again
+                    self._handle_kernel_info_reply(reply)
+                    return
+            if not await self._async_is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {limit:g} s")
+
+    async def _idle_after(self, request: str) -> None:
+        """Until IOPub brings the `idle` status of `request`; queue.Empty after 0.2 s without a message."""
+        while True:
+            message = await self.iopub_channel.get_msg(timeout=0.2)
+            idle = message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+            if idle and message["parent_header"].get("msg_id") == request:
+                return
+
 
 class Kernel(KernelManager):
     """A python3 kernel over Unix sockets (not unencrypted loopback TCP), for one run.
@@ -278,28 +305,36 @@ def start(
         kernel.start_kernel(env=dict(environment), extra_arguments=ARGUMENTS, cwd=cwd)
         if warm:
             code = WARM_UP if modules is None else "\n".join(f"__import__({module!r})" for module in modules)
-            execute_silently(kernel, code, timeout, just_started=True)
+            execute_silently(kernel, code, timeout)
     except BaseException:
         kernel.shutdown_kernel(now=True)
         raise
     return kernel
 
 
-def execute_silently(kernel: KernelManager, code: str, timeout: float = 60, just_started: bool = False) -> None:
+def execute_silently(kernel: KernelManager, code: str, timeout: float = 60) -> None:
     """Run `code` on `kernel` leaving no output, history entry or execution count; raise KernelUnavailable if
-    it fails. The code is sent over the kernel's socket only, never written anywhere. A kernel `just_started`
-    is first waited for (a kernel_info round trip, then 0.2 s of draining its broadcasts)."""
+    it fails, dies or does not answer within `timeout`. The code is sent over the kernel's shell socket only, never
+    written anywhere. A kernel still starting gets it once it listens (the socket queues it); no IOPub is needed."""
     if not kernel.is_alive():
         raise KernelUnavailable("the kernel is not running")
     client = BlockingKernelClient(parent=kernel)  # alive = its process runs: a slow start misses heartbeats
     client.load_connection_info(kernel.get_connection_info())
-    client.start_channels(hb=False)  # alive = its process runs (Client)
+    client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+    deadline = time.monotonic() + timeout
     try:
-        if just_started:
-            client.wait_for_ready(timeout=timeout)
-        reply = client.execute(code, silent=True, store_history=False, reply=True, timeout=timeout)
-    except (RuntimeError, TimeoutError) as e:
-        raise KernelUnavailable(f"kernel did not answer: {e}") from e
+        request = client.execute(code, silent=True, store_history=False)
+        while True:
+            try:
+                reply = client.get_shell_msg(timeout=0.5)
+            except queue.Empty:
+                if not kernel.is_alive():
+                    raise KernelUnavailable("the kernel died before it answered") from None
+                if time.monotonic() > deadline:
+                    raise KernelUnavailable(f"kernel did not answer in {timeout:g} s") from None
+                continue
+            if reply["parent_header"].get("msg_id") == request:
+                break
     finally:
         client.stop_channels()
     content = reply["content"]
