@@ -59,10 +59,10 @@ class KernelUnavailable(Exception):
 
 
 class Client(AsyncKernelClient):
-    """nbclient's client for these kernels, without the heartbeat channel: whether the kernel lives is asked of its
-    process (the client's parent is its kernel manager: jupyter_client then never reads the heartbeat), and the
-    heartbeat's thread, re-creating its socket after a beat missed on a loaded machine, could print a traceback
-    of its own after the run's one-line error."""
+    """nbclient's client for these kernels, ready as soon as the kernel answers (wait_for_ready), and without the
+    heartbeat channel: whether the kernel lives is asked of its process (the client's parent is its kernel manager:
+    jupyter_client then never reads the heartbeat), and the heartbeat's thread, re-creating its socket after a beat
+    missed on a loaded machine, could print a traceback of its own after the run's one-line error."""
 
     def start_channels(
         self, shell: bool = True, iopub: bool = True, stdin: bool = True, hb: bool = True, control: bool = True
@@ -80,7 +80,7 @@ class Client(AsyncKernelClient):
             with contextlib.suppress(queue.Empty):
                 reply = await self.shell_channel.get_msg(timeout=1)
                 if reply["parent_header"].get("msg_id") == request:
-                    await self._idle_after(request)  # queue.Empty while IOPub is not joined yet: asked again
+                    await self._idle_after(request, deadline)  # queue.Empty: IOPub not joined yet, asked again
                     self._handle_kernel_info_reply(reply)
                     return
             if not await self._async_is_alive():
@@ -88,13 +88,15 @@ class Client(AsyncKernelClient):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Kernel didn't respond in {limit:g} s")
 
-    async def _idle_after(self, request: str) -> None:
-        """Until IOPub brings the `idle` status of `request`; queue.Empty after 0.2 s without a message."""
-        while True:
+    async def _idle_after(self, request: str, deadline: float) -> None:
+        """Until IOPub brings the `idle` status of `request`; queue.Empty after 0.2 s without a message, or once
+        past `deadline` (other messages may keep coming)."""
+        while time.monotonic() < deadline:
             message = await self.iopub_channel.get_msg(timeout=0.2)
             idle = message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
             if idle and message["parent_header"].get("msg_id") == request:
                 return
+        raise queue.Empty
 
 
 class Kernel(KernelManager):

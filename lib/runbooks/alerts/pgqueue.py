@@ -23,7 +23,6 @@ shown or logged, given to libpq as a connection argument, never to a kernel.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import re
 from collections.abc import Iterator
@@ -195,12 +194,10 @@ class PgQueue:
             row = conn.execute(CLAIM, claimer).fetchone()
             if row is None:
                 return None
-            id_, runbook, incident, parameters, alert, attempts, files = row
-            values = {"incident": incident, "runbook": runbook, "parameters": Jsonb(parameters), "limit": GROUP_LIMIT}
-            alike = conn.execute(CLAIM_ALIKE, {**values, **claimer}).fetchall()
-        job = Job(id_, runbook, incident, parameters, alert, attempts, files)
-        others = sorted((Job(*other) for other in alike), key=lambda j: j.id)
-        return dataclasses.replace(job, alike=tuple(others)) if others else job
+            job = Job(*row)
+            run = {"incident": job.incident, "runbook": job.runbook, "parameters": Jsonb(job.parameters)}
+            alike = conn.execute(CLAIM_ALIKE, {**run, "limit": GROUP_LIMIT, **claimer}).fetchall()
+        return job.answering(Job(*other) for other in alike)
 
     def started(self, job: Job, files: str) -> bool:
         return self._update(STARTED, job, files=files)

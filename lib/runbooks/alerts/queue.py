@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import sqlite3
+from collections.abc import Iterable
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,10 @@ class Job:
         """Claimed before: an earlier attempt was cut short (its replica died or stopped)."""
         return self.attempts > 1
 
+    def answering(self, alike: Iterable[Job]) -> Job:
+        """This job, its run answering the `alike` jobs claimed with it too (in the order they were queued)."""
+        return dataclasses.replace(self, alike=tuple(sorted(alike, key=lambda job: job.id)))
+
 
 def replica() -> str:
     """This process, as the queue names who claimed a row: host and pid."""
@@ -225,10 +230,7 @@ class Queue:
             values = {"incident": incident, "runbook": runbook, "parameters": parameters, "limit": GROUP_LIMIT}
             alike = conn.execute(CLAIM_ALIKE, {**values, "owner": self.owner, "now": now}).fetchall()
         job = Job(id_, runbook, incident, json.loads(parameters), json.loads(alert), attempts, files)
-        others = sorted(
-            (Job(i, b, n, json.loads(p), json.loads(a), t, f) for i, b, n, p, a, t, f in alike), key=lambda j: j.id
-        )
-        return dataclasses.replace(job, alike=tuple(others)) if others else job
+        return job.answering(Job(i, b, n, json.loads(p), json.loads(a), t, f) for i, b, n, p, a, t, f in alike)
 
     def started(self, job: Job, files: str) -> bool:
         """Record the stem of the files the job's run writes; False when the job no longer holds its row."""
